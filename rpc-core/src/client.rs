@@ -1,0 +1,483 @@
+//! The client engine: many concurrent calls multiplexed over one connection.
+//!
+//! Every call gets an id and a slot in the table of pending calls before its request is sent.
+//! There is no reader task. One waiting call at a time is the *reader*: it polls the connection
+//! from inside its own future, files answers for other calls into their slots (waking them), and
+//! returns as soon as its own answer arrives — so a lone call gets its answer without a hop
+//! through any other task or thread. When the reader leaves (answered, timed out, dropped), it
+//! hands the role to another waiting call. Sending works the same way: the caller writes its own
+//! frame (see [`crate::outbound`]).
+//!
+//! Dropping a call's future sends a cancel for it; a dead connection fails every pending call at
+//! once, and every later call, with the error that killed it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::error::{CallError, RpcError};
+use crate::outbound::SharedSender;
+use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
+use crate::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, PROTOCOL_VERSION};
+
+/// How many frames the reader handles in one poll before yielding to the runtime.
+const READ_BUDGET: usize = 64;
+
+/// Options for a client connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// How long to wait for the server's answer to the hello. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { handshake_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl ClientOptions {
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// Per-call options: a deadline, given as a timeout from the start of the call or an instant.
+///
+/// The server is told how much time is left and stops the handler when it runs out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+}
+
+impl CallOptions {
+    /// No deadline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Each call fails with [`RpcError::DeadlineExceeded`] if not answered within `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Calls fail with [`RpcError::DeadlineExceeded`] if not answered by `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The deadline of a call starting at `now`: the earlier of the two limits.
+    pub fn deadline_from(&self, now: Instant) -> Option<Instant> {
+        let from_timeout = self.timeout.and_then(|t| now.checked_add(t));
+        match (self.deadline, from_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A connection to one service on a server. Cheap to clone; all clones share the connection and
+/// can call concurrently from any number of tasks. The connection closes when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.inner.service.name)
+            .field("info", &self.inner.info)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    service: &'static ServiceDescriptor,
+    info: ConnectionInfo,
+    next_id: AtomicU64,
+    out: SharedSender,
+    inbound: Mutex<Inbound>,
+}
+
+struct Inbound {
+    receiver: Box<dyn FrameReceiver>,
+    calls: HashMap<u64, Slot>,
+    /// The call whose future polls the receiver (its waker is the one the transport holds).
+    reader: Option<u64>,
+    /// Set once the connection is dead; every later call fails with this.
+    closed: Option<RpcError>,
+}
+
+#[derive(Default)]
+struct Slot {
+    waker: Option<Waker>,
+    answer: Option<Result<Bytes, RpcError>>,
+}
+
+impl Client {
+    /// Performs the hello exchange for `service` on `conn` and returns a client for it.
+    ///
+    /// Fails with [`RpcError::UnknownService`] or [`RpcError::InterfaceMismatch`] (naming each
+    /// method that differs) when the server cannot serve this client, and with
+    /// [`RpcError::ProtocolVersion`] when it speaks another protocol version.
+    pub async fn handshake(conn: Connection, service: &'static ServiceDescriptor, options: ClientOptions) -> Result<Client, RpcError> {
+        let Connection { mut sender, mut receiver, info } = conn;
+        let hello = Hello {
+            service: service.name.to_owned(),
+            methods: service
+                .methods
+                .iter()
+                .map(|m| MethodSignature { name: m.name.to_owned(), signature: m.signature.to_owned() })
+                .collect(),
+        };
+        let exchange = async {
+            transport::send(&mut *sender, Bytes::from(wire::encode_hello(&hello))).await?;
+            transport::recv(&mut *receiver).await.map_err(RpcError::from)
+        };
+        let reply = match tokio::time::timeout(options.handshake_timeout, exchange).await {
+            Err(_) => {
+                return Err(RpcError::disconnected(format!(
+                    "no answer to the hello from {} within {:?}",
+                    info.peer, options.handshake_timeout
+                )))
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => return Err(RpcError::disconnected(format!("{} closed the connection during the hello", info.peer))),
+            Ok(Ok(Some(frame))) => frame,
+        };
+        match wire::decode(&reply) {
+            Ok(Frame::HelloReply { version, reply: Some(reply) }) if version == PROTOCOL_VERSION => match reply {
+                HelloReply::Accepted => {}
+                HelloReply::UnknownService { available } => {
+                    return Err(RpcError::UnknownService { service: service.name.to_owned(), available })
+                }
+                HelloReply::InterfaceMismatch { differences } => {
+                    return Err(RpcError::InterfaceMismatch { service: service.name.to_owned(), differences })
+                }
+                HelloReply::VersionMismatch => {
+                    return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version })
+                }
+            },
+            Ok(Frame::HelloReply { version, .. }) => return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version }),
+            Ok(other) => return Err(RpcError::Protocol(format!("expected a hello reply, got {}", frame_name(&other)))),
+            Err(e) => return Err(RpcError::Protocol(format!("bad hello reply: {e}"))),
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                service,
+                info,
+                next_id: AtomicU64::new(1),
+                out: SharedSender::new(sender),
+                inbound: Mutex::new(Inbound { receiver, calls: HashMap::new(), reader: None, closed: None }),
+            }),
+        })
+    }
+
+    /// The service this client is bound to.
+    pub fn service(&self) -> &'static ServiceDescriptor {
+        self.inner.service
+    }
+
+    /// Facts about the underlying connection.
+    pub fn connection_info(&self) -> &ConnectionInfo {
+        &self.inner.info
+    }
+
+    /// The error that closed the connection, if it is known to be closed.
+    pub fn closed(&self) -> Option<RpcError> {
+        self.inner.lock_inbound().closed.clone()
+    }
+
+    /// Calls `method` with the argument tuple `args` and decodes its return value.
+    pub fn call<'a, A, R>(
+        &'a self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        options: &CallOptions,
+    ) -> impl Future<Output = Result<R, RpcError>> + Send + 'a
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let started = Instant::now();
+        let deadline = options.deadline_from(started);
+        let request = self.encode_request(method, args, deadline, started);
+        async move {
+            let (id, frame) = request?;
+            let answer = self.round_trip(id, frame, deadline).await?;
+            decode_answer(self.inner.service, method, &answer)
+        }
+    }
+
+    /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
+    /// [`CallError::App`], framework failures as [`CallError::Rpc`].
+    pub fn call_fallible<'a, A, T, E>(
+        &'a self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        options: &CallOptions,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'a
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        let call = self.call::<A, Result<T, E>>(method, args, options);
+        async move {
+            match call.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(app)) => Err(CallError::App(app)),
+                Err(rpc) => Err(CallError::Rpc(rpc)),
+            }
+        }
+    }
+
+    fn encode_request<A: Serialize + ?Sized>(
+        &self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Result<(u64, Bytes), RpcError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        // The server gets the time left, not our clock's reading: clocks of two hosts differ.
+        let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
+        let frame = wire::encode_request(RequestHeader { id, method: method.id, timeout_us }, args)
+            .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
+        let max = self.inner.info.max_frame_len;
+        if frame.len() > max {
+            return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });
+        }
+        Ok((id, Bytes::from(frame)))
+    }
+
+    async fn round_trip(&self, id: u64, frame: Bytes, deadline: Option<Instant>) -> Result<Bytes, RpcError> {
+        let exchange = async {
+            let mut call = PendingCall::register(&self.inner, id)?;
+            call.send(frame).await?;
+            call.answer().await
+        };
+        match deadline {
+            None => exchange.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded)),
+        }
+    }
+}
+
+fn decode_answer<R: DeserializeOwned>(service: &ServiceDescriptor, method: &MethodDescriptor, frame: &[u8]) -> Result<R, RpcError> {
+    match wire::decode(frame) {
+        Ok(Frame::ResponseOk { payload, .. }) => wire::decode_value(payload)
+            .map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name))),
+        Ok(Frame::ResponseErr { error, .. }) => Err(remote_error(service, method, error)),
+        Ok(other) => Err(RpcError::Protocol(format!("expected a response, got {}", frame_name(&other)))),
+        Err(e) => Err(RpcError::Protocol(e.to_string())),
+    }
+}
+
+fn remote_error(service: &ServiceDescriptor, method: &MethodDescriptor, error: RemoteError) -> RpcError {
+    match error {
+        RemoteError::UnknownMethod { .. } => {
+            RpcError::UnknownMethod { service: service.name.to_owned(), method: method.name.to_owned() }
+        }
+        RemoteError::Decode(what) => RpcError::Decode(format!("the server could not decode the {what} of `{}`", method.name)),
+        RemoteError::Encode(what) => RpcError::Encode(format!("the server could not encode the {what} of `{}`", method.name)),
+        RemoteError::DeadlineExceeded => RpcError::DeadlineExceeded,
+        RemoteError::Cancelled => RpcError::Cancelled,
+        RemoteError::Panic(message) => RpcError::RemotePanic { message },
+        RemoteError::Overloaded => RpcError::Overloaded,
+        RemoteError::ResponseTooLarge { size, max } => RpcError::FrameTooLarge { size, max },
+    }
+}
+
+pub(crate) fn frame_name(frame: &Frame<'_>) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "a hello",
+        Frame::HelloReply { .. } => "a hello reply",
+        Frame::Request { .. } => "a request",
+        Frame::ResponseOk { .. } | Frame::ResponseErr { .. } => "a response",
+        Frame::Cancel { .. } => "a cancel",
+        Frame::Goaway { .. } => "a goaway",
+    }
+}
+
+impl Inner {
+    fn lock_inbound(&self) -> MutexGuard<'_, Inbound> {
+        // Only our own code runs under this lock (plus the transport's poll_recv); the table
+        // stays consistent between statements, so a poisoned lock is still usable.
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
+        let mut inbound = self.lock_inbound();
+        let inbound = &mut *inbound;
+        let slot = inbound.calls.get_mut(&id).expect("a pending call's slot exists until it finishes");
+        if let Some(answer) = slot.answer.take() {
+            return Poll::Ready(answer);
+        }
+        if inbound.reader.is_some_and(|reader| reader != id) {
+            match &slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        inbound.reader = Some(id);
+        for _ in 0..READ_BUDGET {
+            let frame = match inbound.receiver.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(frame))) => frame,
+                Poll::Ready(Ok(None)) => {
+                    let err = RpcError::disconnected(format!("{} closed the connection", self.info.peer));
+                    return Poll::Ready(Err(inbound.close(err)));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(inbound.close(e.into()))),
+            };
+            let for_call = match wire::decode(&frame) {
+                Ok(Frame::ResponseOk { id, .. } | Frame::ResponseErr { id, .. }) => id,
+                Ok(Frame::Goaway { reason }) => {
+                    let err = RpcError::disconnected(format!("{} closed the connection: {reason}", self.info.peer));
+                    return Poll::Ready(Err(inbound.close(err)));
+                }
+                Ok(other) => {
+                    let err = RpcError::Protocol(format!("the server sent {}", frame_name(&other)));
+                    return Poll::Ready(Err(inbound.close(err)));
+                }
+                Err(e) => return Poll::Ready(Err(inbound.close(RpcError::Protocol(format!("the server sent a bad frame: {e}"))))),
+            };
+            if for_call == id {
+                return Poll::Ready(Ok(frame));
+            }
+            // An answer for a call that gave up (timed out, dropped) finds no slot: drop it.
+            if let Some(slot) = inbound.calls.get_mut(&for_call) {
+                slot.answer = Some(Ok(frame));
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+        // More may be buffered; let other tasks run, then carry on as the reader.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Inbound {
+    /// Marks the connection dead and fails every pending call with `err`.
+    fn close(&mut self, err: RpcError) -> RpcError {
+        let err = self.closed.get_or_insert(err).clone();
+        self.reader = None;
+        for slot in self.calls.values_mut() {
+            if slot.answer.is_none() {
+                slot.answer = Some(Err(err.clone()));
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+        err
+    }
+
+    /// Removes a finished or abandoned call; if it was (or might have become) the reader, wakes
+    /// another waiting call to take over reading.
+    fn remove(&mut self, id: u64) -> Option<Slot> {
+        let slot = self.calls.remove(&id);
+        if self.reader == Some(id) || self.reader.is_none() {
+            self.reader = None;
+            let next = self.calls.values_mut().find(|s| s.answer.is_none() && s.waker.is_some());
+            if let Some(waker) = next.and_then(|s| s.waker.take()) {
+                waker.wake();
+            }
+        }
+        slot
+    }
+}
+
+/// A call between registration and its answer. Dropping it early removes its slot and tells
+/// the server to stop the handler.
+struct PendingCall<'a> {
+    inner: &'a Arc<Inner>,
+    id: u64,
+    sent: bool,
+    finished: bool,
+}
+
+impl<'a> PendingCall<'a> {
+    fn register(inner: &'a Arc<Inner>, id: u64) -> Result<Self, RpcError> {
+        let mut inbound = inner.lock_inbound();
+        if let Some(err) = &inbound.closed {
+            return Err(err.clone());
+        }
+        // Registered before the request leaves, so the answer always finds its slot.
+        inbound.calls.insert(id, Slot::default());
+        Ok(Self { inner, id, sent: false, finished: false })
+    }
+
+    async fn send(&mut self, frame: Bytes) -> Result<(), RpcError> {
+        let out = &self.inner.out;
+        let mut frame = Some(frame);
+        let seq = std::future::poll_fn(|cx| out.poll_enqueue(cx, &mut frame)).await?;
+        self.sent = true;
+        std::future::poll_fn(|cx| out.poll_flushed(cx, seq)).await
+    }
+
+    async fn answer(&mut self) -> Result<Bytes, RpcError> {
+        let answer = std::future::poll_fn(|cx| self.inner.poll_answer(cx, self.id)).await;
+        self.finished = true;
+        self.inner.lock_inbound().remove(self.id);
+        answer
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let answered = {
+            let mut inbound = self.inner.lock_inbound();
+            let answered = inbound.remove(self.id).is_some_and(|s| s.answer.is_some());
+            answered || inbound.closed.is_some()
+        };
+        if self.sent && !answered {
+            send_cancel(self.inner, self.id);
+        }
+    }
+}
+
+/// Tells the server that nobody waits for call `id` any more. Runs from `Drop`, so it cannot
+/// wait: it queues the frame at once if the transport has room, and otherwise (or to finish the
+/// flush) leaves the rest to a small task.
+fn send_cancel(inner: &Arc<Inner>, id: u64) {
+    let frame = Bytes::from(wire::encode_cancel(id));
+    let queued = inner.out.try_enqueue_now(frame.clone());
+    if let Some(seq) = queued {
+        let mut cx = Context::from_waker(Waker::noop());
+        if inner.out.poll_flushed(&mut cx, seq).is_ready() {
+            return;
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let inner = Arc::clone(inner);
+    runtime.spawn(async move {
+        let _ = match queued {
+            Some(seq) => std::future::poll_fn(|cx| inner.out.poll_flushed(cx, seq)).await,
+            None => inner.out.send(frame).await,
+        };
+    });
+}

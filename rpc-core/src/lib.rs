@@ -1,0 +1,22 @@
+//! The engine of the rpc framework: the wire protocol ([`wire`], no I/O), the transport traits
+//! ([`transport`]), the client and server engines ([`client`], [`server`]), and the errors a
+//! caller sees ([`error`]).
+//!
+//! Users normally depend on the `rpc` facade crate, which re-exports this crate together with the
+//! `#[service]` macro and the transports. Data flows one way: generated stub → [`client::Client`]
+//! → [`wire`] → [`transport`] → [`wire`] → [`server::Server`] → [`service::Service`] → user impl.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod descriptor;
+pub mod error;
+mod outbound;
+pub mod server;
+pub mod service;
+pub mod transport;
+pub mod wire;
+
+pub use client::{CallOptions, Client, ClientOptions};
+pub use error::{CallError, RpcError};
+pub use server::{Server, ServerOptions};

@@ -1,0 +1,160 @@
+//! The sending half of a connection, shared by every task that writes to it.
+//!
+//! There is no writer task: a caller queues its frame and flushes it itself, so an uncontended
+//! call costs no hop to another task. Under load, frames queued by other callers while one is
+//! flushing leave together in the same flush (the stream sender coalesces them), which gives the
+//! batching of a writer task without its wake-up.
+//!
+//! The transport registers only one waker per direction, but many callers may wait for a flush.
+//! So the transport is always polled with a *broadcast* waker that wakes every waiting caller;
+//! whichever runs first finishes the flush for all of them. A caller that gives up (its future is
+//! dropped) therefore never strands the others.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+
+use bytes::Bytes;
+
+use crate::error::RpcError;
+use crate::transport::FrameSender;
+
+/// A [`FrameSender`] that many tasks can send through concurrently.
+pub(crate) struct SharedSender {
+    state: Mutex<State>,
+    waiters: Arc<Waiters>,
+    broadcast: Waker,
+}
+
+struct State {
+    sender: Box<dyn FrameSender>,
+    /// Number of frames queued so far; a frame's sequence number is the count after queueing it.
+    queued: u64,
+    /// All frames with a sequence number up to this have been flushed.
+    flushed: u64,
+    failed: Option<RpcError>,
+}
+
+#[derive(Default)]
+struct Waiters(Mutex<Vec<Waker>>);
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl Waiters {
+    fn register(&self, waker: &Waker) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+    }
+}
+
+impl SharedSender {
+    pub(crate) fn new(sender: Box<dyn FrameSender>) -> Self {
+        let waiters = Arc::new(Waiters::default());
+        let broadcast = Waker::from(Arc::clone(&waiters));
+        Self { state: Mutex::new(State { sender, queued: 0, flushed: 0, failed: None }), waiters, broadcast }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock can only come from a transport; the state it guards
+        // stays consistent (counters are updated after the transport call returns).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `frame` (taking it out of the option) and returns its sequence number.
+    pub(crate) fn poll_enqueue(&self, cx: &mut Context<'_>, frame: &mut Option<Bytes>) -> Poll<Result<u64, RpcError>> {
+        let mut state = self.lock();
+        if let Some(err) = &state.failed {
+            return Poll::Ready(Err(err.clone()));
+        }
+        self.waiters.register(cx.waker());
+        let mut bcx = Context::from_waker(&self.broadcast);
+        match state.sender.poll_ready(&mut bcx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(state.fail(e.into()))),
+            Poll::Ready(Ok(())) => {}
+        }
+        let frame = frame.take().expect("poll_enqueue called again after it completed");
+        if let Err(e) = state.sender.start_send(frame) {
+            return Poll::Ready(Err(state.fail(e.into())));
+        }
+        state.queued += 1;
+        Poll::Ready(Ok(state.queued))
+    }
+
+    /// Ready once the frame with sequence number `seq` has been flushed to the transport.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>, seq: u64) -> Poll<Result<(), RpcError>> {
+        let mut state = self.lock();
+        if state.flushed >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(err) = &state.failed {
+            return Poll::Ready(Err(err.clone()));
+        }
+        self.waiters.register(cx.waker());
+        let target = state.queued;
+        let mut bcx = Context::from_waker(&self.broadcast);
+        match state.sender.poll_flush(&mut bcx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(state.fail(e.into()))),
+            Poll::Ready(Ok(())) => {
+                state.flushed = target;
+                drop(state);
+                // Others waiting for frames this flush carried can finish now.
+                self.broadcast.wake_by_ref();
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Queues and flushes one frame.
+    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), RpcError> {
+        let mut frame = Some(frame);
+        let seq = std::future::poll_fn(|cx| self.poll_enqueue(cx, &mut frame)).await?;
+        std::future::poll_fn(|cx| self.poll_flushed(cx, seq)).await
+    }
+
+    /// Queues a frame if that is possible right now without waiting, and returns its sequence
+    /// number; `None` if the transport has no room or has failed.
+    pub(crate) fn try_enqueue_now(&self, frame: Bytes) -> Option<u64> {
+        let mut state = self.lock();
+        if state.failed.is_some() {
+            return None;
+        }
+        let mut bcx = Context::from_waker(&self.broadcast);
+        if !matches!(state.sender.poll_ready(&mut bcx), Poll::Ready(Ok(()))) || state.sender.start_send(frame).is_err() {
+            return None;
+        }
+        state.queued += 1;
+        Some(state.queued)
+    }
+
+    /// Flushes and closes the sending half (EOF for the peer).
+    pub(crate) async fn close(&self) -> Result<(), RpcError> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.lock();
+            self.waiters.register(cx.waker());
+            let mut bcx = Context::from_waker(&self.broadcast);
+            state.sender.poll_close(&mut bcx).map_err(RpcError::from)
+        })
+        .await
+    }
+}
+
+impl State {
+    fn fail(&mut self, err: RpcError) -> RpcError {
+        self.failed = Some(err.clone());
+        err
+    }
+}

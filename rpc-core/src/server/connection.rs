@@ -1,0 +1,264 @@
+//! One server connection: the hello exchange, then a read loop that starts a call per request.
+//!
+//! A call's future is polled once right here, in the connection's task: a handler that finishes
+//! without waiting (most do) is answered with no hop to another task. Only a handler that waits
+//! is moved to a task of its own, so slow calls run concurrently and in parallel.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::ServerOptions;
+use crate::client::frame_name;
+use crate::error::RpcError;
+use crate::outbound::SharedSender;
+use crate::service::{HandlerFuture, Service};
+use crate::transport::{self, Connection, FrameReceiver};
+use crate::wire::{self, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, PROTOCOL_VERSION};
+
+type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
+
+/// Why the read loop stopped.
+enum End {
+    /// The client closed the connection (or said goaway).
+    PeerClosed,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client broke the protocol or the transport failed; the reason goes to the client.
+    Fault(String),
+}
+
+struct Conn {
+    service: Arc<dyn Service>,
+    out: SharedSender,
+    max_frame_len: usize,
+    /// Calls that run in tasks of their own, so a cancel can stop them.
+    running: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+pub(super) async fn serve(services: Services, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
+    let Connection { sender, mut receiver, info } = conn;
+    let out = SharedSender::new(sender);
+    let Some(service) = handshake(&services, &options, &out, &mut *receiver, &shutdown).await else {
+        let _ = out.close().await;
+        return;
+    };
+    let conn = Arc::new(Conn { service, out, max_frame_len: info.max_frame_len, running: Mutex::new(HashMap::new()) });
+    let permits = Arc::new(Semaphore::new(options.max_in_flight));
+    let end = read_loop(&conn, &mut *receiver, &permits, &shutdown).await;
+    let all = options.max_in_flight as u32;
+    let goaway = match end {
+        // Nobody will read the answers: stop the handlers now.
+        End::PeerClosed => {
+            conn.abort_all(false).await;
+            None
+        }
+        End::Shutdown => {
+            if tokio::time::timeout(options.shutdown_grace, permits.acquire_many(all)).await.is_err() {
+                conn.abort_all(true).await;
+            }
+            Some("server shutting down".to_owned())
+        }
+        End::Fault(reason) => {
+            conn.abort_all(false).await;
+            Some(reason)
+        }
+    };
+    if let Some(reason) = goaway {
+        let _ = conn.out.send(Bytes::from(wire::encode_goaway(&reason))).await;
+    }
+    let _ = conn.out.close().await;
+}
+
+/// Reads the client's hello and answers it; returns the service the connection is bound to.
+async fn handshake(
+    services: &Services,
+    options: &ServerOptions,
+    out: &SharedSender,
+    receiver: &mut dyn FrameReceiver,
+    shutdown: &CancellationToken,
+) -> Option<Arc<dyn Service>> {
+    let frame = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        read = tokio::time::timeout(options.handshake_timeout, transport::recv(receiver)) => match read {
+            Ok(Ok(Some(frame))) => frame,
+            Err(_) => {
+                let _ = out.send(Bytes::from(wire::encode_goaway("no hello within the handshake timeout"))).await;
+                return None;
+            }
+            Ok(Ok(None) | Err(_)) => return None,
+        },
+    };
+    let (reply, service) = match wire::decode(&frame) {
+        Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => answer_hello(services, &hello),
+        Ok(Frame::Hello { .. }) => (HelloReply::VersionMismatch, None),
+        Ok(other) => {
+            let reason = format!("expected a hello, got {}", frame_name(&other));
+            let _ = out.send(Bytes::from(wire::encode_goaway(&reason))).await;
+            return None;
+        }
+        Err(e) => {
+            let _ = out.send(Bytes::from(wire::encode_goaway(&format!("expected a hello: {e}")))).await;
+            return None;
+        }
+    };
+    out.send(Bytes::from(wire::encode_hello_reply(&reply))).await.ok()?;
+    service
+}
+
+fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<dyn Service>>) {
+    let Some(service) = services.get(hello.service.as_str()) else {
+        let mut available: Vec<String> = services.keys().map(|s| (*s).to_owned()).collect();
+        available.sort();
+        return (HelloReply::UnknownService { available }, None);
+    };
+    let ours = service.descriptor();
+    // A server may have methods the client does not know (it is newer); every method the
+    // client knows must exist here with the same signature.
+    let differences: Vec<String> = hello
+        .methods
+        .iter()
+        .filter_map(|theirs| match ours.method_by_name(&theirs.name) {
+            None => Some(format!("method `{}` does not exist on the server", theirs.name)),
+            Some(m) if m.signature != theirs.signature => Some(format!(
+                "method `{}` is `{}` on the client but `{}` on the server",
+                theirs.name, theirs.signature, m.signature
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if differences.is_empty() {
+        (HelloReply::Accepted, Some(Arc::clone(service)))
+    } else {
+        (HelloReply::InterfaceMismatch { differences }, None)
+    }
+}
+
+async fn read_loop(conn: &Arc<Conn>, receiver: &mut dyn FrameReceiver, permits: &Arc<Semaphore>, shutdown: &CancellationToken) -> End {
+    loop {
+        // Take the permit before reading, so a client at its limit is simply not read from.
+        let permit = match Arc::clone(permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                permit = Arc::clone(permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+            },
+        };
+        let frame = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return End::Shutdown,
+            read = transport::recv(receiver) => match read {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return End::PeerClosed,
+                Err(e) => return End::Fault(RpcError::from(e).to_string()),
+            },
+        };
+        match wire::decode(&frame) {
+            Ok(Frame::Request { header, args }) => {
+                if conn.lock_running().contains_key(&header.id) {
+                    return End::Fault(format!("call id {} is already in use", header.id));
+                }
+                conn.start_call(header, args, permit).await;
+            }
+            Ok(Frame::Cancel { id }) => {
+                if let Some(handle) = conn.lock_running().remove(&id) {
+                    handle.abort();
+                }
+            }
+            Ok(Frame::Goaway { .. }) => return End::PeerClosed,
+            Ok(other) => return End::Fault(format!("unexpected {} from a client", frame_name(&other))),
+            Err(e) => return End::Fault(format!("bad frame from a client: {e}")),
+        }
+    }
+}
+
+impl Conn {
+    fn lock_running(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts one call: polls it once here and moves it to its own task only if it must wait.
+    async fn start_call(self: &Arc<Self>, header: RequestHeader, args: &[u8], permit: OwnedSemaphorePermit) {
+        let id = header.id;
+        // Decoding runs user `Deserialize` impls, which may panic.
+        let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args)))
+            .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
+        let timeout = header.timeout_us.map(Duration::from_micros);
+        let conn = Arc::clone(self);
+        let mut call = Box::pin(async move {
+            let result = match dispatch {
+                Ok(handler) => run_handler(handler, timeout).await,
+                Err(e) => Err(e),
+            };
+            let frame = conn.response_frame(id, result);
+            // A failed send means the connection is dead; the read loop will see it too.
+            let _ = conn.out.send(Bytes::from(frame)).await;
+            conn.lock_running().remove(&id);
+            drop(permit);
+        });
+        if std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_ready() {
+            return;
+        }
+        let handle = tokio::spawn(call).abort_handle();
+        let mut running = self.lock_running();
+        running.insert(id, handle.clone());
+        // The task may have finished (and removed nothing) before we inserted.
+        if handle.is_finished() {
+            running.remove(&id);
+        }
+    }
+
+    fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Vec<u8> {
+        match result {
+            Ok(payload) if payload.frame_len() <= self.max_frame_len => payload.into_frame(id),
+            Ok(payload) => wire::encode_response_err(
+                id,
+                &RemoteError::ResponseTooLarge { size: payload.frame_len() as u64, max: self.max_frame_len as u64 },
+            ),
+            Err(e) => wire::encode_response_err(id, &e),
+        }
+    }
+
+    /// Stops every call still running; with `notify`, tells each caller it was cancelled.
+    async fn abort_all(&self, notify: bool) {
+        let running: Vec<(u64, AbortHandle)> = self.lock_running().drain().collect();
+        for (id, handle) in running {
+            handle.abort();
+            if notify {
+                let _ = self.out.send(Bytes::from(wire::encode_response_err(id, &RemoteError::Cancelled))).await;
+            }
+        }
+    }
+}
+
+async fn run_handler(handler: HandlerFuture, timeout: Option<Duration>) -> Result<ResponsePayload, RemoteError> {
+    let guarded = AssertUnwindSafe(handler).catch_unwind();
+    let outcome = match timeout {
+        None => guarded.await,
+        Some(t) => match tokio::time::timeout(t, guarded).await {
+            Ok(outcome) => outcome,
+            Err(_) => return Err(RemoteError::DeadlineExceeded),
+        },
+    };
+    outcome.unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,170 @@
+//! The server engine: accepts connections from a [`Listener`], binds each to one of its services
+//! through the hello exchange, and runs calls concurrently with a bound on calls in flight.
+//!
+//! Shutdown is graceful: [`Server::serve_until`] stops accepting when its signal fires, lets
+//! in-flight calls finish within [`ServerOptions::shutdown_grace`], cancels the rest (their
+//! callers get [`RpcError::Cancelled`](crate::error::RpcError::Cancelled)), tells every client
+//! why the connection closes, and returns.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Service;
+use crate::transport::{Connection, Listener};
+
+/// Limits and timeouts of a server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Calls one connection may have running at once. When reached, the server stops reading
+    /// that connection until a call finishes (backpressure; memory stays bounded). Default 1024.
+    pub max_in_flight: usize,
+    /// How long a new connection may take to send its hello. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { max_in_flight: 1024, handshake_timeout: Duration::from_secs(10), shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+impl ServerOptions {
+    /// Sets [`max_in_flight`](Self::max_in_flight) (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.clamp(1, u32::MAX as usize >> 3);
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`shutdown_grace`](Self::shutdown_grace).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+}
+
+/// Serves one or more services on any number of listeners.
+///
+/// ```no_run
+/// # async fn run(svc: impl rpc_core::service::Service, listener: impl rpc_core::transport::Listener) -> std::io::Result<()> {
+/// use rpc_core::server::Server;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// # drop(stop);
+/// // Serves until `stop` is sent or dropped, then shuts down gracefully.
+/// Server::new().add_service(svc).serve_until(listener, async { let _ = stopped.await; }).await
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Server {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+    options: ServerOptions,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.services.keys().collect();
+        names.sort();
+        f.debug_struct("Server").field("services", &names).field("options", &self.options).finish()
+    }
+}
+
+impl Server {
+    /// A server with no services and default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a service; clients select it by name in their hello.
+    ///
+    /// # Panics
+    /// If a service with the same name was already added.
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        let name = service.descriptor().name;
+        let previous = self.services.insert(name, Arc::new(service));
+        assert!(previous.is_none(), "a service named `{name}` was already added to this server");
+        self
+    }
+
+    /// Serves connections from `listener` until an accept error that is not transient.
+    pub async fn serve<L: Listener>(self, listener: L) -> io::Result<()> {
+        self.serve_until(listener, std::future::pending()).await
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes, then shuts down gracefully
+    /// (see the module docs) and returns `Ok(())`.
+    pub async fn serve_until<L, F>(self, mut listener: L, shutdown: F) -> io::Result<()>
+    where
+        L: Listener,
+        F: Future<Output = ()>,
+    {
+        let services = Arc::new(self.services);
+        let token = CancellationToken::new();
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => {
+                        let serve = connection::serve(Arc::clone(&services), self.options.clone(), conn, token.clone());
+                        connections.spawn(serve);
+                    }
+                    Err(e) if is_transient(&e) => {
+                        // Out of file descriptors, or a client that vanished mid-accept: other
+                        // connections are fine; wait a little instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => break Err(e),
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        // Stop accepting first (a Unix listener removes its socket file when dropped).
+        drop(listener);
+        token.cancel();
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.options.shutdown_grace + Duration::from_secs(1), drain).await.is_err() {
+            connections.shutdown().await;
+        }
+        result
+    }
+
+    /// Serves a single, already established connection (a child process's pipes, a test's
+    /// in-memory pair) until the peer closes it.
+    pub async fn serve_connection(&self, conn: Connection) {
+        let services = Arc::new(self.services.clone());
+        connection::serve(services, self.options.clone(), conn, CancellationToken::new()).await;
+    }
+}
+
+fn is_transient(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(err.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut | OutOfMemory) {
+        return true;
+    }
+    // ENFILE, EMFILE, ENOMEM (same numbers on Linux and the BSDs): resource exhaustion that
+    // passes when other connections close.
+    cfg!(unix) && matches!(err.raw_os_error(), Some(23 | 24 | 12))
+}

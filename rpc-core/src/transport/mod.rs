@@ -1,0 +1,113 @@
+//! What the engines need from a transport: a [`Connection`] that moves whole frames in both
+//! directions at once, and a [`Listener`] that accepts them.
+//!
+//! The traits are poll-based and object-safe so that one binary can pick a mechanism at run time
+//! (`Box<dyn FrameSender>`), and so that the client engine can poll the receiving half from inside
+//! a caller's own future (the caller that is waiting reads its answer itself: no hop through
+//! another task). Byte-stream mechanisms get both halves from [`stream::framed`]; message
+//! mechanisms (shared-memory rings, message queues) implement the two traits directly and carry
+//! one frame per message, splitting internally if they must.
+
+pub mod stream;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+/// The sending half of a connection. Frames are queued with [`start_send`](Self::start_send) and
+/// pushed to the peer by [`poll_flush`](Self::poll_flush); bytes already queued stay queued if the
+/// future that was flushing is dropped, so the next flush carries on where it stopped.
+pub trait FrameSender: Send + 'static {
+    /// Ready when another frame may be queued (queued bytes are under the transport's limit).
+    /// May flush to make room.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Queues one whole frame. Call after `poll_ready` returned `Ready(Ok)`.
+    fn start_send(&mut self, frame: Bytes) -> io::Result<()>;
+
+    /// Pushes every queued frame to the peer.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Flushes, then tells the peer no more frames follow (EOF on streams).
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// The receiving half of a connection.
+pub trait FrameReceiver: Send + 'static {
+    /// The next whole frame; `Ok(None)` when the peer closed the connection cleanly between
+    /// frames. A frame above the maximum length is an error wrapping
+    /// [`FrameTooLarge`](crate::wire::FrameTooLarge); after any error the connection is unusable.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>>;
+}
+
+/// Facts about a connection, for errors, logs and access control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The mechanism, e.g. `"tcp"`.
+    pub transport: &'static str,
+    /// The peer, as an address string where it has one (`tcp://127.0.0.1:50312`).
+    pub peer: String,
+    /// The largest frame either side may send; frames above it are refused.
+    pub max_frame_len: usize,
+}
+
+/// One established connection: both halves, usable at the same time from different tasks.
+pub struct Connection {
+    /// The sending half.
+    pub sender: Box<dyn FrameSender>,
+    /// The receiving half.
+    pub receiver: Box<dyn FrameReceiver>,
+    /// Facts about the connection.
+    pub info: ConnectionInfo,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// A boxed future, as returned by [`Listener::accept`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Accepts connections for a server.
+pub trait Listener: Send + 'static {
+    /// Waits for the next connection. Must be cancel-safe: dropping the future loses no
+    /// connection (the server drops it when shutting down).
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>>;
+
+    /// The address a client passes to `connect` to reach this listener, with any port chosen by
+    /// the OS filled in (`tcp://127.0.0.1:41234`).
+    fn local_addr(&self) -> String;
+}
+
+impl Listener for Box<dyn Listener> {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+        (**self).accept()
+    }
+
+    fn local_addr(&self) -> String {
+        (**self).local_addr()
+    }
+}
+
+/// `recv().await` for any [`FrameReceiver`].
+pub fn recv<R: FrameReceiver + ?Sized>(receiver: &mut R) -> impl Future<Output = io::Result<Option<Bytes>>> + '_ {
+    std::future::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// Queues and flushes one frame on any [`FrameSender`].
+pub async fn send<S: FrameSender + ?Sized>(sender: &mut S, frame: Bytes) -> io::Result<()> {
+    std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
+    sender.start_send(frame)?;
+    std::future::poll_fn(|cx| sender.poll_flush(cx)).await
+}
+
+/// Flushes and closes any [`FrameSender`].
+pub async fn close<S: FrameSender + ?Sized>(sender: &mut S) -> io::Result<()> {
+    std::future::poll_fn(|cx| sender.poll_close(cx)).await
+}

@@ -1,0 +1,193 @@
+//! Framing for byte-stream mechanisms, written once: any `AsyncRead` + `AsyncWrite` pair becomes a
+//! [`FrameSender`] + [`FrameReceiver`] using the length-prefix codec of [`crate::wire::codec`].
+//!
+//! The sender coalesces small frames into one buffer, so frames queued by many callers while a
+//! write is in progress leave in one syscall; large frames are queued as they are, without a copy.
+//! The receiver reads into a buffer that grows only with bytes that actually arrived.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
+
+use super::{FrameReceiver, FrameSender};
+use crate::wire::LengthDelimited;
+
+/// Frames up to this size are copied into the coalescing buffer; larger ones are queued as is.
+const COALESCE_MAX: usize = 16 * 1024;
+/// `poll_ready` pushes queued bytes out before accepting more once this many are queued.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// Wraps the two halves of a byte stream as frame halves with the given maximum frame length.
+pub fn framed<R, W>(read: R, write: W, max_frame_len: usize) -> (StreamSender<W>, StreamReceiver<R>)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let codec = LengthDelimited::new(max_frame_len);
+    (StreamSender::new(write, codec), StreamReceiver::new(read, codec))
+}
+
+/// The sending half of a length-prefixed byte stream.
+#[derive(Debug)]
+pub struct StreamSender<W> {
+    io: W,
+    codec: LengthDelimited,
+    /// Small frames (with prefixes) waiting to be moved to `queue`.
+    coalesce: BytesMut,
+    /// Chunks in the order they must be written; the front may be partly written.
+    queue: VecDeque<Bytes>,
+    queued: usize,
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
+    /// A sender writing to `io`.
+    pub fn new(io: W, codec: LengthDelimited) -> Self {
+        Self { io, codec, coalesce: BytesMut::new(), queue: VecDeque::new(), queued: 0 }
+    }
+
+    fn seal_coalesced(&mut self) {
+        if !self.coalesce.is_empty() {
+            self.queue.push_back(self.coalesce.split().freeze());
+        }
+    }
+
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.seal_coalesced();
+        while let Some(front) = self.queue.front_mut() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, front))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            front.advance(n);
+            self.queued -= n;
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.queued >= HIGH_WATER {
+            ready!(self.poll_write_queued(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+        let prefix = self.codec.prefix(frame.len())?;
+        self.coalesce.put_slice(&prefix);
+        self.queued += prefix.len() + frame.len();
+        if frame.len() <= COALESCE_MAX {
+            self.coalesce.put_slice(&frame);
+        } else {
+            self.seal_coalesced();
+            self.queue.push_back(frame);
+        }
+        Ok(())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_queued(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The receiving half of a length-prefixed byte stream.
+#[derive(Debug)]
+pub struct StreamReceiver<R> {
+    io: R,
+    codec: LengthDelimited,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> StreamReceiver<R> {
+    /// A receiver reading from `io`.
+    pub fn new(io: R, codec: LengthDelimited) -> Self {
+        Self { io, codec, buf: BytesMut::new(), eof: false }
+    }
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> FrameReceiver for StreamReceiver<R> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                return Poll::Ready(Ok(Some(frame)));
+            }
+            if self.eof {
+                return Poll::Ready(if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the middle of a frame"))
+                });
+            }
+            let hint = self.codec.reserve_hint(&self.buf);
+            self.buf.reserve(hint);
+            if ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{recv, send};
+
+    #[tokio::test]
+    async fn frames_cross_a_duplex_pipe_in_order() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (mut tx, _rx_unused) = framed(ar, aw, 1 << 20);
+        let (_tx_unused, mut rx) = framed(br, bw, 1 << 20);
+        let big = Bytes::from(vec![7u8; 100_000]);
+        let writer = tokio::spawn(async move {
+            send(&mut tx, Bytes::from_static(b"one")).await.unwrap();
+            send(&mut tx, big).await.unwrap();
+            send(&mut tx, Bytes::new()).await.unwrap();
+            crate::transport::close(&mut tx).await.unwrap();
+        });
+        assert_eq!(recv(&mut rx).await.unwrap().unwrap(), &b"one"[..]);
+        assert_eq!(recv(&mut rx).await.unwrap().unwrap(), vec![7u8; 100_000]);
+        assert_eq!(recv(&mut rx).await.unwrap().unwrap(), &b""[..]);
+        assert!(recv(&mut rx).await.unwrap().is_none());
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused_by_sender_and_receiver() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (mut tx, _) = framed(tokio::io::empty(), a, 8);
+        let err = tx.start_send(Bytes::from_static(b"123456789")).unwrap_err();
+        assert_eq!(crate::error::RpcError::from(err), crate::error::RpcError::FrameTooLarge { size: 9, max: 8 });
+
+        let (_, mut rx) = framed(b, tokio::io::sink(), 8);
+        tokio::io::AsyncWriteExt::write_all(&mut tx.io, &u32::MAX.to_le_bytes()).await.unwrap();
+        let err = recv(&mut rx).await.unwrap_err();
+        assert!(matches!(crate::error::RpcError::from(err), crate::error::RpcError::FrameTooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn eof_mid_frame_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let (_, mut rx) = framed(b, tokio::io::sink(), 64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[10, 0, 0, 0, 1, 2]).await.unwrap();
+        drop(a);
+        assert_eq!(recv(&mut rx).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -1,0 +1,66 @@
+//! Typed RPC between processes: annotate a trait with [`#[service]`](service), implement it,
+//! serve it on an address, and call it from another process like a local async function.
+//!
+//! ```no_run
+//! use rpc::service;
+//!
+//! #[service]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 {
+//!         a + b
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // In the server process:
+//! let listener = rpc::listen("tcp://127.0.0.1:12345").await?;
+//! tokio::spawn(rpc::Server::new().add_service(Calc.into_service()).serve(listener));
+//!
+//! // In the client process:
+//! let calc = CalculatorClient::connect("tcp://127.0.0.1:12345").await?;
+//! assert_eq!(calc.add(1, 2).await?, 3);
+//! # Ok(()) }
+//! ```
+//!
+//! The address picks the mechanism at run time; see [`transports`] for the schemes this build
+//! supports. This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`,
+//! the mechanisms in `rpc-transports`.
+
+pub use rpc_core::client::{CallOptions, Client, ClientOptions};
+pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
+pub use rpc_core::error::{CallError, RpcError};
+pub use rpc_core::server::{Server, ServerOptions, ShutdownHandle};
+pub use rpc_core::service::Service;
+pub use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender, Listener};
+pub use rpc_core::wire;
+pub use rpc_macros::service;
+pub use rpc_transports as transports;
+pub use rpc_transports::{connect, listen};
+
+/// Connects to `addr` and performs the hello exchange for `service`.
+///
+/// Generated clients call this from their `connect`; it is public for hand-written clients.
+pub async fn connect_service(addr: &str, service: &'static ServiceDescriptor) -> Result<Client, RpcError> {
+    let conn = rpc_transports::connect(addr).await?;
+    Client::handshake(conn, service, ClientOptions::default()).await
+}
+
+/// What `#[service]`-generated code refers to. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use rpc_core::client::{CallOptions, Client};
+    pub use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
+    pub use rpc_core::error::{CallError, RpcError};
+    pub use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+    pub use rpc_core::transport::Connection;
+    pub use rpc_core::wire::RemoteError;
+    pub use serde;
+
+    pub use crate::connect_service;
+}
