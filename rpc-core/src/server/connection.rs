@@ -53,6 +53,9 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         return;
     };
     let conn = Arc::new(Conn { service, out, max_frame_len: info.max_frame_len, running: Mutex::new(HashMap::new()) });
+    // Handler tasks hold the connection; if this task is dropped (the server task aborted),
+    // they must not keep it open.
+    let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
     let permits = Arc::new(Semaphore::new(options.max_in_flight));
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown).await;
     let all = options.max_in_flight as u32;
@@ -237,6 +240,16 @@ impl Conn {
             if notify {
                 let _ = self.out.send(Bytes::from(wire::encode_response_err(id, &RemoteError::Cancelled))).await;
             }
+        }
+    }
+}
+
+struct AbortOnDrop(Arc<Conn>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for (_, handle) in self.0.lock_running().drain() {
+            handle.abort();
         }
     }
 }

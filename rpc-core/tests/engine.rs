@@ -1,0 +1,250 @@
+//! The client and server engines over an in-memory byte stream, with a hand-written service
+//! (no macro, no transport crate): calls, concurrency, errors, deadlines, cancellation, panics,
+//! and a dead connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
+use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+use rpc_core::transport::{stream, Connection, ConnectionInfo};
+use rpc_core::wire::RemoteError;
+use rpc_core::{CallError, CallOptions, Client, ClientOptions, RpcError, Server};
+
+static METHODS: [MethodDescriptor; 5] = [
+    MethodDescriptor { name: "add", id: method_id("add"), signature: "(i64, i64) -> i64" },
+    MethodDescriptor { name: "div", id: method_id("div"), signature: "(i64, i64) -> Result<i64, String>" },
+    MethodDescriptor { name: "sleep", id: method_id("sleep"), signature: "(u64) -> ()" },
+    MethodDescriptor { name: "boom", id: method_id("boom"), signature: "() -> ()" },
+    MethodDescriptor { name: "echo", id: method_id("echo"), signature: "(Vec<u8>) -> Vec<u8>" },
+];
+static CALC: ServiceDescriptor = ServiceDescriptor { name: "Calc", methods: &METHODS };
+
+#[derive(Default)]
+struct Calc {
+    dropped_sleeps: Arc<AtomicUsize>,
+}
+
+struct DropCounter(Arc<AtomicUsize>);
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Service for Calc {
+    fn descriptor(&self) -> &'static ServiceDescriptor {
+        &CALC
+    }
+
+    fn call(&self, method: u32, args: &[u8]) -> Result<HandlerFuture, RemoteError> {
+        const ADD: u32 = method_id("add");
+        const DIV: u32 = method_id("div");
+        const SLEEP: u32 = method_id("sleep");
+        const BOOM: u32 = method_id("boom");
+        const ECHO: u32 = method_id("echo");
+        Ok(match method {
+            ADD => {
+                let (a, b): (i64, i64) = decode_args(args)?;
+                handler(async move { a + b })
+            }
+            DIV => {
+                let (a, b): (i64, i64) = decode_args(args)?;
+                handler(async move { if b == 0 { Err("division by zero".to_owned()) } else { Ok(a / b) } })
+            }
+            SLEEP => {
+                let (ms,): (u64,) = decode_args(args)?;
+                let guard = DropCounter(Arc::clone(&self.dropped_sleeps));
+                handler(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    std::mem::forget(guard);
+                })
+            }
+            BOOM => handler(async move {
+                if true {
+                    panic!("handler exploded");
+                }
+            }),
+            ECHO => {
+                let (v,): (Vec<u8>,) = decode_args(args)?;
+                handler(async move { v })
+            }
+            other => return Err(unknown_method(other)),
+        })
+    }
+}
+
+fn pair(max: usize) -> (Connection, Connection) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let conn = |s: tokio::io::DuplexStream, peer: &str| {
+        let (r, w) = tokio::io::split(s);
+        let (sender, receiver) = stream::framed(r, w, max);
+        Connection {
+            sender: Box::new(sender),
+            receiver: Box::new(receiver),
+            info: ConnectionInfo { transport: "duplex", peer: peer.into(), max_frame_len: max },
+        }
+    };
+    (conn(a, "server"), conn(b, "client"))
+}
+
+async fn start(calc: Calc) -> (Client, tokio::task::JoinHandle<()>) {
+    let (client_side, server_side) = pair(1 << 20);
+    let server = Server::new().add_service(calc);
+    let task = tokio::spawn(async move { server.serve_connection(server_side).await });
+    let client = Client::handshake(client_side, &CALC, ClientOptions::default()).await.unwrap();
+    (client, task)
+}
+
+fn m(name: &str) -> &'static MethodDescriptor {
+    CALC.method_by_name(name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_return_values_and_app_errors() {
+    let (client, _server) = start(Calc::default()).await;
+    let none = CallOptions::default();
+    assert_eq!(client.call::<_, i64>(m("add"), &(1i64, 2i64), &none).await.unwrap(), 3);
+    assert_eq!(client.call_fallible::<_, i64, String>(m("div"), &(7i64, 2i64), &none).await.unwrap(), 3);
+    let err = client.call_fallible::<_, i64, String>(m("div"), &(1i64, 0i64), &none).await.unwrap_err();
+    assert_eq!(err, CallError::App("division by zero".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_each_get_their_own_answer() {
+    let (client, _server) = start(Calc::default()).await;
+    let mut tasks = Vec::new();
+    for t in 0..8i64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let calls = (0..250i64).map(|i| {
+                let client = client.clone();
+                async move { (i, client.call::<_, i64>(m("add"), &(t * 1000, i), &CallOptions::default()).await) }
+            });
+            for (i, r) in futures_join_all(calls).await {
+                assert_eq!(r.unwrap(), t * 1000 + i);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_is_enforced_and_the_handler_is_dropped() {
+    let calc = Calc::default();
+    let dropped = Arc::clone(&calc.dropped_sleeps);
+    let (client, _server) = start(calc).await;
+    let opts = CallOptions::new().with_timeout(Duration::from_millis(50));
+    let err = client.call::<_, ()>(m("sleep"), &(5_000u64,), &opts).await.unwrap_err();
+    assert_eq!(err, RpcError::DeadlineExceeded);
+    wait_for(|| dropped.load(Ordering::SeqCst) == 1).await;
+    // The connection is still fine.
+    assert_eq!(client.call::<_, i64>(m("add"), &(2i64, 2i64), &CallOptions::default()).await.unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_call_cancels_the_handler() {
+    let calc = Calc::default();
+    let dropped = Arc::clone(&calc.dropped_sleeps);
+    let (client, _server) = start(calc).await;
+    let call = client.call::<_, ()>(m("sleep"), &(60_000u64,), &CallOptions::default());
+    assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
+    wait_for(|| dropped.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_reported_and_the_server_keeps_serving() {
+    let (client, _server) = start(Calc::default()).await;
+    let err = client.call::<_, ()>(m("boom"), &(), &CallOptions::default()).await.unwrap_err();
+    assert_eq!(err, RpcError::RemotePanic { message: "handler exploded".into() });
+    assert_eq!(client.call::<_, i64>(m("add"), &(1i64, 1i64), &CallOptions::default()).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_method_and_bad_arguments_are_typed_errors() {
+    static BOGUS: MethodDescriptor = MethodDescriptor { name: "nope", id: 12345, signature: "() -> ()" };
+    let (client, _server) = start(Calc::default()).await;
+    let err = client.call::<_, ()>(&BOGUS, &(), &CallOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RpcError::UnknownMethod { ref method, .. } if method == "nope"), "{err}");
+    let err = client.call::<_, i64>(m("add"), &("not", "numbers"), &CallOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RpcError::Decode(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_arguments_fail_on_the_sending_side() {
+    let (client, _server) = start(Calc::default()).await;
+    let err = client.call::<_, Vec<u8>>(m("echo"), &(vec![0u8; 2 << 20],), &CallOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RpcError::FrameTooLarge { max, .. } if max == 1 << 20), "{err}");
+    let ok = client.call::<_, Vec<u8>>(m("echo"), &(vec![9u8; 500_000],), &CallOptions::default()).await.unwrap();
+    assert_eq!(ok, vec![9u8; 500_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_connection_fails_every_pending_call() {
+    let (client, server) = start(Calc::default()).await;
+    let pending: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call::<_, ()>(m("sleep"), &(60_000u64,), &CallOptions::default()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.abort();
+    for p in pending {
+        let err = tokio::time::timeout(Duration::from_secs(5), p).await.expect("no hang").unwrap().unwrap_err();
+        assert!(err.is_disconnect(), "{err}");
+    }
+    let err = client.call::<_, i64>(m("add"), &(1i64, 1i64), &CallOptions::default()).await.unwrap_err();
+    assert!(err.is_disconnect(), "{err}");
+}
+
+#[tokio::test]
+async fn interface_mismatch_names_the_difference() {
+    static OTHER_METHODS: [MethodDescriptor; 2] = [
+        MethodDescriptor { name: "add", id: method_id("add"), signature: "(i32, i32) -> i32" },
+        MethodDescriptor { name: "mul", id: method_id("mul"), signature: "(i64, i64) -> i64" },
+    ];
+    static OTHER: ServiceDescriptor = ServiceDescriptor { name: "Calc", methods: &OTHER_METHODS };
+    static MISSING: ServiceDescriptor = ServiceDescriptor { name: "Nope", methods: &OTHER_METHODS };
+    for (desc, expect) in [(&OTHER, "mismatch"), (&MISSING, "unknown")] {
+        let (client_side, server_side) = pair(1 << 20);
+        let server = Server::new().add_service(Calc::default());
+        tokio::spawn(async move { server.serve_connection(server_side).await });
+        let err = Client::handshake(client_side, desc, ClientOptions::default()).await.unwrap_err();
+        match (expect, &err) {
+            ("mismatch", RpcError::InterfaceMismatch { differences, .. }) => {
+                assert_eq!(differences.len(), 2, "{err}");
+                assert!(err.to_string().contains("`add` is `(i32, i32) -> i32` on the client"), "{err}");
+                assert!(err.to_string().contains("`mul` does not exist"), "{err}");
+            }
+            ("unknown", RpcError::UnknownService { available, .. }) => assert_eq!(available, &["Calc"]),
+            _ => panic!("unexpected {err}"),
+        }
+    }
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 5 s");
+}
