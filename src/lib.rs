@@ -35,10 +35,10 @@
 pub use rpc_core::client::{CallOptions, Client, ClientOptions};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
-pub use rpc_core::server::{Server, ServerOptions, ShutdownHandle};
+pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
-pub use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender, Listener};
-pub use rpc_core::wire;
+pub use rpc_core::transport::{Connection, ConnectionInfo, Listener};
+pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
 pub use rpc_transports as transports;
 pub use rpc_transports::{connect, listen};
@@ -49,6 +49,30 @@ pub use rpc_transports::{connect, listen};
 pub async fn connect_service(addr: &str, service: &'static ServiceDescriptor) -> Result<Client, RpcError> {
     let conn = rpc_transports::connect(addr).await?;
     Client::handshake(conn, service, ClientOptions::default()).await
+}
+
+/// Completes when the process receives Ctrl-C (SIGINT) or, on Unix, SIGTERM: pass it to
+/// [`Server::serve_until`] for a graceful shutdown.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// What `#[service]`-generated code refers to. Not a stable API.

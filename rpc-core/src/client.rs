@@ -205,38 +205,42 @@ impl Client {
     }
 
     /// Calls `method` with the argument tuple `args` and decodes its return value.
-    pub fn call<'a, A, R>(
-        &'a self,
+    ///
+    /// The arguments are encoded before this returns; the future owns everything it needs
+    /// (`'static`), so it can be stored or spawned.
+    pub fn call<A, R>(
+        &self,
         method: &'static MethodDescriptor,
         args: &A,
         options: &CallOptions,
-    ) -> impl Future<Output = Result<R, RpcError>> + Send + 'a
+    ) -> impl Future<Output = Result<R, RpcError>> + Send + 'static
     where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
+        A: Serialize + ?Sized + 'static,
+        R: DeserializeOwned + 'static,
     {
         let started = Instant::now();
         let deadline = options.deadline_from(started);
         let request = self.encode_request(method, args, deadline, started);
+        let inner = Arc::clone(&self.inner);
         async move {
             let (id, frame) = request?;
-            let answer = self.round_trip(id, frame, deadline).await?;
-            decode_answer(self.inner.service, method, &answer)
+            let answer = round_trip(&inner, id, frame, deadline).await?;
+            decode_answer(inner.service, method, &answer)
         }
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
     /// [`CallError::App`], framework failures as [`CallError::Rpc`].
-    pub fn call_fallible<'a, A, T, E>(
-        &'a self,
+    pub fn call_fallible<A, T, E>(
+        &self,
         method: &'static MethodDescriptor,
         args: &A,
         options: &CallOptions,
-    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'a
+    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'static
     where
-        A: Serialize + ?Sized,
-        T: DeserializeOwned,
-        E: DeserializeOwned,
+        A: Serialize + ?Sized + 'static,
+        T: DeserializeOwned + 'static,
+        E: DeserializeOwned + 'static,
     {
         let call = self.call::<A, Result<T, E>>(method, args, options);
         async move {
@@ -266,17 +270,17 @@ impl Client {
         }
         Ok((id, Bytes::from(frame)))
     }
+}
 
-    async fn round_trip(&self, id: u64, frame: Bytes, deadline: Option<Instant>) -> Result<Bytes, RpcError> {
-        let exchange = async {
-            let mut call = PendingCall::register(&self.inner, id)?;
-            call.send(frame).await?;
-            call.answer().await
-        };
-        match deadline {
-            None => exchange.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded)),
-        }
+async fn round_trip(inner: &Arc<Inner>, id: u64, frame: Bytes, deadline: Option<Instant>) -> Result<Bytes, RpcError> {
+    let exchange = async {
+        let mut call = PendingCall::register(inner, id)?;
+        call.send(frame).await?;
+        call.answer().await
+    };
+    match deadline {
+        None => exchange.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded)),
     }
 }
 

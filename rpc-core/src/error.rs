@@ -121,7 +121,8 @@ impl From<io::Error> for RpcError {
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => RpcError::disconnected(err.to_string()),
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected => RpcError::disconnected(err.to_string()),
             _ => RpcError::Io(Arc::new(err)),
         }
     }

@@ -1,1 +1,105 @@
-//! placeholder
+//! The mechanisms that carry the rpc framework's frames, selected at run time by an address
+//! string.
+//!
+//! [`connect`] and [`listen`] parse an address, pick the mechanism it names and return the
+//! engines' transport types ([`Connection`], [`Listener`]), so a program, a test or a user
+//! switches mechanism by changing a string:
+//!
+//! | address | mechanism | who can connect | platforms |
+//! |---|---|---|---|
+//! | `tcp://host:port` | TCP with `TCP_NODELAY`; `host` is a name, an IPv4 address or a bracketed IPv6 address (`tcp://[::1]:4000`); port 0 picks a free port | any host | all |
+//! | `local://name` | a local socket: an abstract-namespace Unix socket on Linux (nothing on disk), a socket file `/tmp/name` on other Unix systems, a named pipe `\\.\pipe\name` on Windows | same machine; by default only the same user (see [`TransportOptions::mode`]) | Unix, Windows |
+//! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
+//! | `mem://name` | in-process channels | same process | all |
+//!
+//! Schemes planned by the design but not built yet (`spawn:`, `fifo://`, `shm://`, `mq://`) are
+//! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
+//! [`SCHEMES`] lists what this build supports.
+//!
+//! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
+//! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
+//! above [`TransportOptions::max_frame_len`] on both the sending and the receiving side.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), rpc_core::error::RpcError> {
+//! use rpc_core::transport::{recv, send, Listener};
+//!
+//! let mut listener = rpc_transports::listen("tcp://127.0.0.1:0").await?;
+//! let addr = listener.local_addr(); // the port the OS picked
+//! let mut client = rpc_transports::connect(&addr).await?;
+//! let mut server = listener.accept().await?;
+//! send(&mut *client.sender, bytes::Bytes::from_static(b"hello")).await?;
+//! assert_eq!(recv(&mut *server.receiver).await?.as_deref(), Some(&b"hello"[..]));
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod address;
+mod context;
+mod local;
+mod mem;
+mod options;
+mod tcp;
+#[cfg(unix)]
+mod unix;
+
+pub use address::{Address, SCHEMES};
+pub use options::TransportOptions;
+
+use rpc_core::error::RpcError;
+use rpc_core::transport::{Connection, Listener};
+
+/// Connects to `addr` with default [`TransportOptions`].
+///
+/// Errors: [`RpcError::Address`] for an address this build cannot use; otherwise the I/O error,
+/// with a message naming the address (`connecting to tcp://127.0.0.1:1: connection refused`).
+pub async fn connect(addr: &str) -> Result<Connection, RpcError> {
+    connect_with(addr, &TransportOptions::default()).await
+}
+
+/// Connects to `addr` with the given options.
+pub async fn connect_with(addr: &str, options: &TransportOptions) -> Result<Connection, RpcError> {
+    Address::parse(addr)?.connect(options).await
+}
+
+/// Listens on `addr` with default [`TransportOptions`]. [`Listener::local_addr`] of the result
+/// is the address clients connect to, with any port the OS chose filled in.
+pub async fn listen(addr: &str) -> Result<Box<dyn Listener>, RpcError> {
+    listen_with(addr, &TransportOptions::default()).await
+}
+
+/// Listens on `addr` with the given options.
+pub async fn listen_with(addr: &str, options: &TransportOptions) -> Result<Box<dyn Listener>, RpcError> {
+    Address::parse(addr)?.listen(options).await
+}
+
+impl Address {
+    /// Connects to this address.
+    pub async fn connect(&self, options: &TransportOptions) -> Result<Connection, RpcError> {
+        let result = match self {
+            Address::Tcp(host_port) => tcp::connect(host_port, options).await,
+            Address::Local(name) => local::connect(name, options).await,
+            #[cfg(unix)]
+            Address::Unix(path) => unix::connect(path, options).await,
+            #[cfg(not(unix))]
+            Address::Unix(_) => return Err(address::unsupported_here("unix")),
+            Address::Mem(name) => mem::connect(name, options),
+        };
+        result.map_err(|e| context::error("connecting to", self, e))
+    }
+
+    /// Starts listening on this address.
+    pub async fn listen(&self, options: &TransportOptions) -> Result<Box<dyn Listener>, RpcError> {
+        let result: std::io::Result<Box<dyn Listener>> = match self {
+            Address::Tcp(host_port) => tcp::listen(host_port, options).await.map(|l| Box::new(l) as _),
+            Address::Local(name) => local::listen(name, options).await,
+            #[cfg(unix)]
+            Address::Unix(path) => unix::listen(path, options).await.map(|l| Box::new(l) as _),
+            #[cfg(not(unix))]
+            Address::Unix(_) => return Err(address::unsupported_here("unix")),
+            Address::Mem(name) => mem::listen(name, options).map(|l| Box::new(l) as _),
+        };
+        result.map_err(|e| context::error("listening on", self, e))
+    }
+}

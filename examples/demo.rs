@@ -1,0 +1,166 @@
+//! The demo: starts the add server and client over every transport this build has, and prints a
+//! table of transport, address, result and round-trip time.
+//!
+//! ```text
+//! cargo run --release --example demo
+//! ```
+//!
+//! Each server runs as a separate process (this binary re-executed with `--serve ADDR`), except
+//! `mem://`, which is in-process by definition. Each server is stopped with SIGTERM and must exit 0.
+
+#[path = "shared/calculator.rs"]
+mod calculator;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use calculator::{Calc, Calculator, CalculatorClient};
+
+const WARMUP: usize = 200;
+const CALLS: usize = 2000;
+
+/// One address per mechanism in this build.
+fn addresses() -> Vec<(&'static str, String)> {
+    let id = std::process::id();
+    let mut list = vec![("tcp", "tcp://127.0.0.1:0".to_owned()), ("local", format!("local://rpc-demo-{id}"))];
+    if cfg!(unix) {
+        let path = std::env::temp_dir().join(format!("rpc-demo-{id}.sock"));
+        list.push(("unix", format!("unix://{}", path.display())));
+    }
+    list.push(("mem", format!("mem://demo-{id}")));
+    list
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, addr] = &args[..] {
+        if flag == "--serve" {
+            return serve(addr);
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!("{:<8} {:<44} {:<10} {:>14} {:>12}", "transport", "address", "1 + 2", "median rtt", "p99 rtt");
+    let mut failures = 0;
+    for (name, addr) in addresses() {
+        match runtime.block_on(run_one(&addr)) {
+            Ok(row) => println!(
+                "{:<8} {:<44} {:<10} {:>11.1} µs {:>9.1} µs",
+                name, row.addr, row.result, row.median_us, row.p99_us
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("{name:<8} {addr:<44} FAILED: {e}");
+            }
+        }
+    }
+    println!("({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem)");
+    if failures > 0 {
+        return Err(format!("{failures} transport(s) failed").into());
+    }
+    Ok(())
+}
+
+struct Row {
+    addr: String,
+    result: i64,
+    median_us: f64,
+    p99_us: f64,
+}
+
+async fn run_one(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
+    if addr.starts_with("mem://") {
+        let listener = rpc::listen(addr).await?;
+        let addr = listener.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, async {
+            let _ = stopped.await;
+        }));
+        let row = measure(&addr).await;
+        let _ = stop.send(());
+        server.await??;
+        return row;
+    }
+    let mut child = ServerProcess::start(addr)?;
+    let row = measure(&child.addr).await;
+    child.stop()?;
+    row
+}
+
+async fn measure(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
+    let calc = CalculatorClient::connect(addr).await?;
+    let result = calc.add(1, 2).await?;
+    for i in 0..WARMUP as i64 {
+        calc.add(i, i).await?;
+    }
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS as i64 {
+        let start = Instant::now();
+        let sum = calc.add(i, 1).await?;
+        samples.push(start.elapsed());
+        assert_eq!(sum, i + 1);
+    }
+    samples.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok(Row {
+        addr: addr.to_owned(),
+        result,
+        median_us: us(samples[CALLS / 2]),
+        p99_us: us(samples[CALLS * 99 / 100]),
+    })
+}
+
+/// The server half, run as `demo --serve ADDR`.
+fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let listener = rpc::listen(addr).await?;
+        println!("listening {}", listener.local_addr());
+        std::io::stdout().flush()?;
+        rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, rpc::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+impl ServerProcess {
+    fn start(addr: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut child = Command::new(std::env::current_exe()?).arg("--serve").arg(addr).stdout(Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("server did not start: {line:?}").into());
+        };
+        Ok(Self { addr: addr.to_owned(), child })
+    }
+
+    /// SIGTERM, then the exit status must be success.
+    fn stop(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        #[cfg(unix)]
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        #[cfg(not(unix))]
+        self.child.kill()?;
+        let status = self.child.wait()?;
+        if !status.success() && cfg!(unix) {
+            return Err(format!("server exited with {status}").into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

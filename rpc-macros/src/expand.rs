@@ -1,0 +1,550 @@
+//! Stage 3: code generation from a validated [`Service`].
+//!
+//! For `trait Foo` this emits the rewritten trait, `FooServer<S>` (the `Service` the server
+//! engine dispatches to) and `FooClient` (typed methods over `Client`).
+//!
+//! The expansion lands in the user's module, where anything may be shadowed or missing (up to
+//! `#![no_implicit_prelude]`), so every path is absolute: `::core`, `::std`, or the facade's
+//! `__private` module. Local variables that sit next to user-named arguments get
+//! `Span::mixed_site()`, so an argument called `method`, `args` or `inner` cannot collide.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemTrait, ReturnType, Signature, TraitItem, TypeParamBound};
+
+use crate::model::{is_plain_name, Method, ReturnKind, Service};
+
+pub(crate) fn expand(service: &Service) -> TokenStream {
+    let names = Names::new(service);
+    let trait_def = trait_def(service, &names);
+    let server = server(service, &names);
+    let client = client(service, &names);
+    quote! {
+        #trait_def
+        #server
+        #client
+    }
+}
+
+/// The trait alone, rewritten as far as possible, for when validation failed: impls of the
+/// trait then still find it, and the user sees the macro's errors rather than a cascade.
+pub(crate) fn fallback_trait(item: &ItemTrait) -> TokenStream {
+    let mut item = item.clone();
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(func) = trait_item {
+            if func.default.is_none() {
+                func.sig = send_future_sig(&func.sig);
+                // Already reported by validation; rustc would report them a second time.
+                func.sig.constness = None;
+                for input in &mut func.sig.inputs {
+                    if let syn::FnArg::Typed(arg) = input {
+                        if !is_plain_name(&arg.pat) {
+                            *arg.pat = syn::parse_quote!(_);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let bounds = thread_safe_bounds(item.ident.span());
+    item.supertraits = item.supertraits.iter().filter(|b| !is_added_bound(b)).cloned().collect();
+    item.supertraits.extend(bounds);
+    item.colon_token.get_or_insert_with(Default::default);
+    quote!(#item)
+}
+
+/// Names of the generated items and of the paths they use.
+struct Names {
+    server: syn::Ident,
+    client: syn::Ident,
+    /// `<crate>::__private`.
+    private: TokenStream,
+}
+
+impl Names {
+    fn new(service: &Service) -> Self {
+        let krate = &service.krate;
+        Names {
+            server: format_ident!("{}Server", service.ident),
+            client: format_ident!("{}Client", service.ident),
+            private: quote!(#krate::__private),
+        }
+    }
+}
+
+/// `Send + Sync + 'static`: the server shares one instance between concurrent calls on
+/// several runtime threads, for as long as it runs.
+///
+/// Spanned at the trait's name, where "required by this bound" then points when an
+/// implementation is not thread-safe.
+fn thread_safe_bounds(span: Span) -> Vec<TypeParamBound> {
+    vec![
+        syn::parse_quote_spanned!(span=> ::core::marker::Send),
+        syn::parse_quote_spanned!(span=> ::core::marker::Sync),
+        TypeParamBound::Lifetime(syn::Lifetime::new("'static", span)),
+    ]
+}
+
+/// Whether a supertrait the user wrote is one the macro adds anyway (and would repeat).
+fn is_added_bound(bound: &TypeParamBound) -> bool {
+    match bound {
+        TypeParamBound::Lifetime(lifetime) => lifetime.ident == "static",
+        TypeParamBound::Trait(bound) => {
+            bound
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.arguments.is_empty() && (s.ident == "Send" || s.ident == "Sync"))
+                && bound.lifetimes.is_none()
+                && matches!(bound.modifier, syn::TraitBoundModifier::None)
+        }
+        _ => false,
+    }
+}
+
+/// `async fn f(&self) -> R` as `fn f(&self) -> impl Future<Output = R> + Send`: handler futures
+/// are spawned on a multi-threaded runtime, and a bare `async fn` in a trait promises no `Send`.
+/// Implementations still write `async fn`.
+fn send_future_sig(sig: &Signature) -> Signature {
+    let Some(async_token) = sig.asyncness else { return sig.clone() };
+    let mut sig = sig.clone();
+    sig.asyncness = None;
+    let output = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    // Spanned at `async` so that "future cannot be sent between threads safely" in an impl
+    // points at the declaration that demands it.
+    let span = async_token.span();
+    let ty: syn::Type = syn::parse2(quote_spanned! {span=>
+        impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    })
+    .expect("a future type parses");
+    sig.output = ReturnType::Type(syn::Token![->](span), Box::new(ty));
+    sig
+}
+
+fn trait_def(service: &Service, names: &Names) -> TokenStream {
+    let Service { ident, vis, attrs, supertraits, .. } = service;
+    let server = &names.server;
+    let supertraits = supertraits.iter().filter(|b| !is_added_bound(b));
+    let bounds = thread_safe_bounds(ident.span());
+    let methods = service.methods.iter().map(|method| {
+        let attrs = &method.attrs;
+        let sig = send_future_sig(&method.sig);
+        quote! {
+            #(#attrs)*
+            #sig;
+        }
+    });
+    let into_service_doc = format!(" Wraps this implementation in a [`{server}`], ready to be added to a server.");
+    quote! {
+        #(#attrs)*
+        #vis trait #ident: #(#supertraits +)* #(#bounds)+* {
+            #(#methods)*
+
+            #[doc = #into_service_doc]
+            fn into_service(self) -> #server<Self>
+            where
+                Self: ::core::marker::Sized,
+            {
+                #server::new(self)
+            }
+        }
+    }
+}
+
+fn server(service: &Service, names: &Names) -> TokenStream {
+    let Service { ident, vis, .. } = service;
+    let Names { server, client, private } = names;
+    // Type parameter of the `Service` impl, whose body names the user's argument types: a
+    // plain `S` would capture a user type called `S`.
+    let service_param = format_ident!("__S");
+    let method = syn::Ident::new("method", Span::mixed_site());
+    let args = syn::Ident::new("args", Span::mixed_site());
+    let inner = syn::Ident::new("inner", Span::mixed_site());
+
+    let arms = service.methods.iter().map(|m| {
+        let id = id_literal(m.id);
+        let fn_ident = &m.ident;
+        let arg_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+        let arg_types = m.args.iter().map(|a| &a.ty);
+        let call = quote!(<#service_param as #ident>::#fn_ident(&*#inner, #(#arg_names),*));
+        let body = if m.is_async { quote!(#call.await) } else { call };
+        // "`T: Deserialize` is not satisfied" and the like then point at the method (or its
+        // return type) in the trait rather than at the `#[service]` attribute.
+        let decode = {
+            let private = respan(private, m.ident.span());
+            quote_spanned!(m.ident.span()=> #private::decode_args(#args))
+        };
+        let handler = {
+            let private = respan(private, return_span(m));
+            quote_spanned!(return_span(m)=> #private::handler(async move { #body }))
+        };
+        quote! {
+            #id => {
+                let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;
+                let #inner = ::core::clone::Clone::clone(&self.inner);
+                ::core::result::Result::Ok(#handler)
+            }
+        }
+    });
+
+    let doc = format!(
+        " Serves an implementation of [`{ident}`]: the `Service` to add to a server.\n\
+         \n Made by [`{ident}::into_service`], [`{server}::new`] or [`{server}::from_arc`]; clones share the \
+         implementation."
+    );
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<S> {
+            inner: ::std::sync::Arc<S>,
+        }
+
+        impl<S> #server<S> {
+            /// Wraps `service`, which then runs every call made to this server.
+            #vis fn new(service: S) -> Self {
+                #server { inner: ::std::sync::Arc::new(service) }
+            }
+
+            /// Wraps an implementation that is also used elsewhere in this process.
+            #vis fn from_arc(service: ::std::sync::Arc<S>) -> Self {
+                #server { inner: service }
+            }
+        }
+
+        impl<S> ::core::clone::Clone for #server<S> {
+            fn clone(&self) -> Self {
+                #server { inner: ::core::clone::Clone::clone(&self.inner) }
+            }
+        }
+
+        impl<S> ::core::fmt::Debug for #server<S> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#server))
+                    .field("service", &#client::DESCRIPTOR.name)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<#service_param: #ident> #private::Service for #server<#service_param> {
+            fn descriptor(&self) -> &'static #private::ServiceDescriptor {
+                #client::DESCRIPTOR
+            }
+
+            fn call(
+                &self,
+                #method: ::core::primitive::u32,
+                #args: &[::core::primitive::u8],
+            ) -> ::core::result::Result<#private::HandlerFuture, #private::RemoteError> {
+                match #method {
+                    #(#arms)*
+                    _ => ::core::result::Result::Err(#private::unknown_method(#method)),
+                }
+            }
+        }
+    }
+}
+
+fn client(service: &Service, names: &Names) -> TokenStream {
+    let Service { ident, vis, name, .. } = service;
+    let Names { client, private, .. } = names;
+
+    let descriptors = service.methods.iter().map(|m| {
+        let name = &m.name;
+        let id = id_literal(m.id);
+        let signature = &m.signature;
+        quote! {
+            #private::MethodDescriptor { name: #name, id: #id, signature: #signature }
+        }
+    });
+
+    let methods = service.methods.iter().enumerate().map(|(index, m)| client_method(index, m, service, names));
+
+    let doc = format!(
+        " Client of the [`{ident}`] service: each method sends one call to the server and awaits its answer.\n\
+         \n Made by [`{client}::connect`] (or from an existing connection or client). Cloning is cheap: \
+         clones share the connection, and [`{client}::with_timeout`] and its siblings return such a clone \
+         with other call options."
+    );
+    quote! {
+        #[doc = #doc]
+        #vis struct #client {
+            client: #private::Client,
+            options: #private::CallOptions,
+        }
+
+        impl ::core::clone::Clone for #client {
+            fn clone(&self) -> Self {
+                #client {
+                    client: ::core::clone::Clone::clone(&self.client),
+                    options: ::core::clone::Clone::clone(&self.options),
+                }
+            }
+        }
+
+        impl ::core::fmt::Debug for #client {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#client))
+                    .field("service", &#client::DESCRIPTOR.name)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl #client {
+            /// The service's name and methods, which client and server compare when connecting.
+            #vis const DESCRIPTOR: &'static #private::ServiceDescriptor = {
+                // A `static`, not a promoted constant, so that every use sees one address.
+                static DESCRIPTOR: #private::ServiceDescriptor = #private::ServiceDescriptor {
+                    name: #name,
+                    methods: &[#(#descriptors),*],
+                };
+                &DESCRIPTOR
+            };
+
+            /// Connects to the server at `addr` (e.g. `"tcp://127.0.0.1:4000"`) and checks that it
+            /// serves this service with the same methods.
+            #vis async fn connect(
+                addr: &::core::primitive::str,
+            ) -> ::core::result::Result<Self, #private::RpcError> {
+                ::core::result::Result::map(
+                    #private::connect_service(addr, #client::DESCRIPTOR).await,
+                    #client::from_client,
+                )
+            }
+
+            /// Performs the hello exchange for this service over an established connection.
+            #vis async fn from_connection(
+                conn: #private::Connection,
+            ) -> ::core::result::Result<Self, #private::RpcError> {
+                ::core::result::Result::map(
+                    #private::Client::handshake(conn, #client::DESCRIPTOR, ::core::default::Default::default())
+                        .await,
+                    #client::from_client,
+                )
+            }
+
+            /// Wraps a client whose hello exchange was made with [`Self::DESCRIPTOR`].
+            #vis fn from_client(client: #private::Client) -> Self {
+                #client { client, options: ::core::default::Default::default() }
+            }
+
+            /// A clone whose calls fail with a timeout error when they take longer than `timeout`.
+            #vis fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
+            }
+
+            /// A clone whose calls fail with a timeout error when not answered by `deadline`.
+            #vis fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_deadline(deadline))
+            }
+
+            /// A clone that makes its calls with `options`.
+            #vis fn with_options(&self, options: #private::CallOptions) -> Self {
+                #client { client: ::core::clone::Clone::clone(&self.client), options }
+            }
+
+            /// The untyped client underneath, e.g. to inspect the connection.
+            #vis fn rpc_client(&self) -> &#private::Client {
+                &self.client
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+/// Hexadecimal, as in the collision error message, so ids in an expansion can be matched up.
+fn id_literal(id: u32) -> syn::LitInt {
+    syn::LitInt::new(&format!("{id:#010x}_u32"), Span::call_site())
+}
+
+fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> TokenStream {
+    let Names { client, private, .. } = names;
+    let vis = &service.vis;
+    let fn_ident = &m.ident;
+    let arg_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+    let arg_types = m.args.iter().map(|a| &a.ty);
+    let index = Literal::usize_unsuffixed(index);
+    let docs = if m.docs.is_empty() {
+        let doc = format!(" Calls [`{}::{}`] on the server.", service.ident, m.ident);
+        quote!(#[doc = #doc])
+    } else {
+        let docs = &m.docs;
+        quote!(#(#docs)*)
+    };
+    let descriptor = quote!(&#client::DESCRIPTOR.methods[#index]);
+    let args_tuple = quote!(&(#(#arg_names,)*));
+    let (output, call) = match &m.ret {
+        ReturnKind::Unit => (quote!(::core::result::Result<(), #private::RpcError>), quote!(call::<_, ()>)),
+        ReturnKind::Plain(ty) => (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(call::<_, #ty>)),
+        ReturnKind::Fallible { ok, err } => {
+            (quote!(::core::result::Result<#ok, #private::CallError<#err>>), quote!(call_fallible::<_, #ok, #err>))
+        }
+    };
+    // Spanned at the method so that a type that is not serializable is reported there.
+    let call = respan(&call, m.ident.span());
+    let body = quote_spanned! {m.ident.span()=>
+        self.client.#call(#descriptor, #args_tuple, &self.options)
+    };
+    quote! {
+        #docs
+        // The argument list is the trait method's, where the user sees (and can allow) the lint.
+        #[allow(clippy::too_many_arguments)]
+        // Not `async fn`: the future owns a handle on the connection instead of borrowing
+        // `self`, so it can be stored, spawned, or made from a temporary `with_timeout` copy.
+        #vis fn #fn_ident(&self, #(#arg_names: #arg_types),*)
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + use<> {
+            #body
+        }
+    }
+}
+
+/// `tokens` with every span set to `span`, for generated expressions whose errors should be
+/// reported at a token of the user's. Only for tokens that resolve the same from anywhere
+/// (absolute paths, keywords, punctuation).
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(group) = &tt {
+                let mut respanned = proc_macro2::Group::new(group.delimiter(), respan(&group.stream(), span));
+                respanned.set_span(span);
+                tt = respanned.into();
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}
+
+/// Where to report problems with what a method returns: its return type, or its name.
+fn return_span(m: &Method) -> Span {
+    match &m.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => m.ident.span(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn expand_trait(args: TokenStream, item: ItemTrait) -> syn::File {
+        let args = crate::parse::parse_args(args);
+        let service = crate::validate::validate(args, &item).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = expand(&service);
+        syn::parse2(tokens.clone()).unwrap_or_else(|e| panic!("expansion does not parse: {e}\n{tokens}"))
+    }
+
+    fn calculator() -> ItemTrait {
+        parse_quote! {
+            pub trait Calculator {
+                /// Adds two numbers.
+                async fn add(&self, a: i64, b: i64) -> i64;
+                async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+                fn version(&self) -> String;
+                async fn ping(&self);
+            }
+        }
+    }
+
+    fn item_names(file: &syn::File) -> Vec<String> {
+        file.items
+            .iter()
+            .map(|item| match item {
+                syn::Item::Trait(t) => format!("trait {}", t.ident),
+                syn::Item::Struct(s) => format!("struct {}", s.ident),
+                syn::Item::Impl(i) => {
+                    let ty = &i.self_ty;
+                    match &i.trait_ {
+                        Some((_, path, _)) => format!("impl {} for {}", quote!(#path), quote!(#ty)),
+                        None => format!("impl {}", quote!(#ty)),
+                    }
+                }
+                other => format!("{}", quote!(#other)),
+            })
+            .map(|s| s.replace(' ', ""))
+            .collect()
+    }
+
+    #[test]
+    fn expansion_is_rust_and_has_the_promised_items() {
+        let file = expand_trait(quote!(), calculator());
+        assert_eq!(
+            item_names(&file),
+            [
+                "traitCalculator",
+                "structCalculatorServer",
+                "implCalculatorServer<S>",
+                "impl::core::clone::CloneforCalculatorServer<S>",
+                "impl::core::fmt::DebugforCalculatorServer<S>",
+                "impl::rpc::__private::ServiceforCalculatorServer<__S>",
+                "structCalculatorClient",
+                "impl::core::clone::CloneforCalculatorClient",
+                "impl::core::fmt::DebugforCalculatorClient",
+                "implCalculatorClient",
+            ]
+        );
+        let syn::Item::Trait(rewritten) = &file.items[0] else { unreachable!() };
+        let text = quote!(#rewritten).to_string();
+        assert!(text.contains("fn add (& self , a : i64 , b : i64) -> impl :: core :: future :: Future < Output = i64 > + :: core :: marker :: Send ;"), "{text}");
+        assert!(text.contains("fn version (& self) -> String ;"), "{text}");
+        assert!(text.contains("fn into_service (self) -> CalculatorServer < Self >"), "{text}");
+    }
+
+    #[test]
+    fn crate_argument_replaces_every_facade_path() {
+        let file = expand_trait(quote!(crate = "::my_rpc"), calculator());
+        let text = quote!(#file).to_string();
+        assert!(text.contains(":: my_rpc :: __private :: Client"));
+        assert!(!text.contains(":: rpc ::"));
+    }
+
+    #[test]
+    fn client_methods_pick_the_call_by_return_kind() {
+        let file = expand_trait(quote!(), calculator());
+        let text = quote!(#file).to_string();
+        assert!(
+            text.contains(
+                "call :: < _ , i64 > (& CalculatorClient :: DESCRIPTOR . methods [0] , & (a , b ,) , & self . options)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("call_fallible :: < _ , i64 , MathError >"), "{text}");
+        assert!(
+            text.contains("-> :: core :: result :: Result < i64 , :: rpc :: __private :: CallError < MathError > >"),
+            "{text}"
+        );
+        assert!(text.contains("call :: < _ , () > (& CalculatorClient :: DESCRIPTOR . methods [3] , & () ,"), "{text}");
+    }
+
+    #[test]
+    fn fallback_trait_is_rewritten_without_generated_items() {
+        let item: ItemTrait = parse_quote! {
+            trait Broken: Send {
+                async fn a(&self, s: &str);
+                async fn b(&self) {}
+                const fn c(&self, (x, y): (u8, u8), mut z: u8);
+            }
+        };
+        let text = fallback_trait(&item).to_string();
+        assert!(
+            text.starts_with("trait Broken : :: core :: marker :: Send + :: core :: marker :: Sync + 'static"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fn a (& self , s : & str) -> impl :: core :: future :: Future < Output = () >"),
+            "{text}"
+        );
+        // A default body is an error already reported; the method is left as written.
+        assert!(text.contains("async fn b (& self) { }"), "{text}");
+        // Mistakes rustc would report a second time are removed.
+        assert!(text.contains("fn c (& self , _ : (u8 , u8) , _ : u8) ;"), "{text}");
+        assert!(!text.contains("into_service"), "{text}");
+    }
+}

@@ -1,0 +1,439 @@
+//! The conformance suite: the same checks against every transport. Adding a transport adds one
+//! line to the `conformance!` list at the bottom.
+//!
+//! Transports that cross processes are served by the `rpc-test-server` helper binary started as
+//! a real process; `mem://` is served in-process.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rpc::wire::{self, Frame, RemoteError, RequestHeader};
+use rpc::{CallError, RpcError};
+use rpc_tests::{CalculatorClient, GreeterClient, MathError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running test server.
+struct TestServer {
+    addr: String,
+    kind: ServerKind,
+}
+
+enum ServerKind {
+    Process(Child),
+    InProcess { stop: Option<tokio::sync::oneshot::Sender<()>>, task: tokio::task::JoinHandle<std::io::Result<()>> },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Process,
+    InProcess,
+}
+
+impl TestServer {
+    async fn start(addr: &str, mode: Mode) -> TestServer {
+        match mode {
+            Mode::Process => {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+                    .arg(addr)
+                    .stdout(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("start rpc-test-server");
+                let stdout = child.stdout.take().expect("piped stdout");
+                let mut line = String::new();
+                let mut stdout = BufReader::new(stdout);
+                let read = stdout.read_line(&mut line);
+                tokio::time::timeout(Duration::from_secs(30), read).await.expect("server ready in time").unwrap();
+                let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}"));
+                TestServer { addr: addr.to_owned(), kind: ServerKind::Process(child) }
+            }
+            Mode::InProcess => {
+                let listener = rpc::listen(addr).await.expect("listen");
+                let addr = listener.local_addr();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(rpc_tests::test_server().serve_until(listener, async {
+                    let _ = stopped.await;
+                }));
+                TestServer { addr, kind: ServerKind::InProcess { stop: Some(stop), task } }
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            ServerKind::Process(child) => child.id(),
+            ServerKind::InProcess { .. } => None,
+        }
+    }
+
+    /// Kills the server abruptly: SIGKILL for a process, abort for an in-process server.
+    async fn kill(&mut self) {
+        match &mut self.kind {
+            ServerKind::Process(child) => {
+                child.start_kill().unwrap();
+                child.wait().await.unwrap();
+            }
+            ServerKind::InProcess { task, .. } => {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Asks for a graceful shutdown (SIGTERM / the stop signal) and waits for the server to end.
+    async fn terminate(&mut self) -> bool {
+        match &mut self.kind {
+            ServerKind::Process(child) => {
+                let pid = child.id().expect("running") as libc::pid_t;
+                // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+                child.wait().await.unwrap().success()
+            }
+            ServerKind::InProcess { stop, task } => {
+                let _ = stop.take().expect("not stopped yet").send(());
+                task.await.unwrap().is_ok()
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let ServerKind::Process(child) = &mut self.kind {
+            let _ = child.start_kill();
+        }
+        // A killed server cannot remove its socket file; the test does.
+        if let Some(path) = self.addr.strip_prefix("unix://") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "condition not reached within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks. Each takes the address to listen on and how to run the server.
+
+async fn basic_call(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+    assert_eq!(calc.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(calc.div(7, 2).await.unwrap(), 3);
+    calc.echo(Vec::new()).await.unwrap();
+}
+
+async fn several_services_on_one_address(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let greeter = GreeterClient::connect(&server.addr).await.unwrap();
+    assert_eq!(greeter.greet("ann".into()).await.unwrap(), "hello, ann");
+    assert_eq!(calc.add(2, 2).await.unwrap(), 4);
+}
+
+async fn many_clients_many_concurrent_calls(addr: String, mode: Mode) {
+    const CLIENTS: i64 = 10;
+    const CALLS: i64 = 1000;
+    let server = TestServer::start(&addr, mode).await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let calls: Vec<_> = (0..CALLS)
+                .map(|i| {
+                    let calc = calc.clone();
+                    tokio::spawn(async move { (i, calc.add(c * 1_000_000, i).await) })
+                })
+                .collect();
+            let mut answered = 0;
+            for call in calls {
+                let (i, result) = call.await.unwrap();
+                assert_eq!(result.unwrap(), c * 1_000_000 + i, "call {i} of client {c} got another's answer");
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    assert_eq!(answered, CLIENTS * CALLS);
+    // Count on the server's side too: every call ran exactly once.
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    assert_eq!(calc.stats().await.unwrap().0, (CLIENTS * CALLS) as u64);
+}
+
+async fn app_error_is_delivered_intact(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    match calc.div(1, 0).await {
+        Err(CallError::App(MathError::DivisionByZero)) => {}
+        other => panic!("expected the application error, got {other:?}"),
+    }
+    // And it converts with `?` into the usual boxed error.
+    let boxed = async { Ok::<_, Box<dyn std::error::Error + Send + Sync>>(calc.div(1, 0).await?) }.await;
+    assert_eq!(boxed.unwrap_err().to_string(), "division by zero");
+}
+
+async fn unknown_method_from_a_hand_made_frame(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let mut conn = raw_hello(&server.addr).await;
+    let request = wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap();
+    rpc::transport::send(&mut *conn.sender, Bytes::from(request)).await.unwrap();
+    let answer = rpc::transport::recv(&mut *conn.receiver).await.unwrap().expect("an answer");
+    assert_eq!(
+        wire::decode(&answer).unwrap(),
+        Frame::ResponseErr { id: 7, error: RemoteError::UnknownMethod { id: 0xdead_beef } }
+    );
+    // Through the typed client it is `UnknownMethod` too (a client whose descriptor has a method
+    // the server lacks is refused at connect instead: see the interface mismatch check).
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    assert_eq!(calc.add(1, 1).await.unwrap(), 2);
+}
+
+/// Connects at the frame level and completes a valid hello for `Calculator`.
+async fn raw_hello(addr: &str) -> rpc::Connection {
+    let mut conn = rpc::connect(addr).await.unwrap();
+    let desc = CalculatorClient::DESCRIPTOR;
+    let hello = wire::Hello {
+        service: desc.name.into(),
+        methods: desc
+            .methods
+            .iter()
+            .map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() })
+            .collect(),
+    };
+    rpc::transport::send(&mut *conn.sender, Bytes::from(wire::encode_hello(&hello))).await.unwrap();
+    let reply = rpc::transport::recv(&mut *conn.receiver).await.unwrap().unwrap();
+    assert_eq!(
+        wire::decode(&reply).unwrap(),
+        Frame::HelloReply { version: wire::PROTOCOL_VERSION, reply: Some(wire::HelloReply::Accepted) }
+    );
+    conn
+}
+
+async fn deadline_exceeded_stops_the_handler(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let started = Instant::now();
+    let err = calc.with_timeout(Duration::from_millis(100)).sleep(30_000).await.unwrap_err();
+    assert_eq!(err, RpcError::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_until(|| async { calc.stats().await.unwrap().1 == 1 }).await;
+    // The common call is unaffected by the option used on a copy of the client.
+    assert_eq!(calc.sleep(1).await.unwrap(), 1);
+}
+
+async fn dropping_a_call_cancels_the_handler(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let call = calc.sleep(30_000);
+    assert!(tokio::time::timeout(Duration::from_millis(100), call).await.is_err(), "sleep returned early");
+    wait_until(|| async { calc.stats().await.unwrap().1 == 1 }).await;
+}
+
+async fn handler_panic_is_reported(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    match calc.boom().await {
+        Err(RpcError::RemotePanic { message }) => assert_eq!(message, "boom on purpose"),
+        other => panic!("expected RemotePanic, got {other:?}"),
+    }
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+}
+
+mod v2 {
+    /// `Calculator` as another build might define it: `add` takes `i32`s.
+    #[rpc::service(name = "Calculator")]
+    pub trait OtherCalculator {
+        async fn add(&self, a: i32, b: i32) -> i32;
+        async fn sub(&self, a: i64, b: i64) -> i64;
+    }
+}
+
+async fn interface_mismatch_is_refused_at_connect(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    match v2::OtherCalculatorClient::connect(&server.addr).await {
+        Err(RpcError::InterfaceMismatch { service, differences }) => {
+            assert_eq!(service, "Calculator");
+            let text = differences.join("\n");
+            assert!(text.contains("`add` is `(i32, i32) -> i32` on the client"), "{text}");
+            assert!(text.contains("`sub` does not exist on the server"), "{text}");
+        }
+        other => panic!("expected InterfaceMismatch, got {other:?}"),
+    }
+    match rpc::connect_service(&server.addr, &rpc::ServiceDescriptor { name: "Nope", methods: &[] }).await {
+        Err(RpcError::UnknownService { available, .. }) => assert_eq!(available, ["Calculator", "Greeter"]),
+        other => panic!("expected UnknownService, got {other:?}"),
+    }
+}
+
+async fn large_arguments(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let data: Vec<u8> = (0..16 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    assert_eq!(calc.echo(data.clone()).await.unwrap(), data);
+    let too_big = vec![0u8; rpc::wire::DEFAULT_MAX_FRAME_LEN + 1];
+    assert!(matches!(calc.echo(too_big).await, Err(RpcError::FrameTooLarge { .. })));
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "the connection survives a refused frame");
+}
+
+async fn garbage_frames_close_only_that_connection(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let junk: [&[u8]; 4] = [b"", b"\xff\x00garbage", &wire::encode_cancel(1)[..], b"\x03short"];
+    for bytes in junk {
+        // Before a hello.
+        let mut conn = rpc::connect(&server.addr).await.unwrap();
+        rpc::transport::send(&mut *conn.sender, Bytes::copy_from_slice(bytes)).await.unwrap();
+        expect_closed(&mut conn).await;
+        // After a hello.
+        let mut conn = raw_hello(&server.addr).await;
+        rpc::transport::send(&mut *conn.sender, Bytes::copy_from_slice(bytes)).await.unwrap();
+        if bytes == &wire::encode_cancel(1)[..] {
+            continue; // a cancel for an unknown call is fine after a hello
+        }
+        expect_closed(&mut conn).await;
+    }
+    assert_eq!(calc.add(40, 2).await.unwrap(), 42, "other connections are unaffected");
+    assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(1, 1).await.unwrap(), 2);
+}
+
+/// Reads until the server closes; a goaway frame may come first.
+async fn expect_closed(conn: &mut rpc::Connection) {
+    let read = async {
+        loop {
+            match rpc::transport::recv(&mut *conn.receiver).await {
+                Ok(Some(frame)) => match wire::decode(&frame) {
+                    Ok(Frame::Goaway { .. }) => continue,
+                    other => panic!("unexpected frame {other:?}"),
+                },
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("the server closes a bad connection");
+}
+
+/// Byte-level abuse for stream transports: random bytes, and a 4 GiB length prefix.
+async fn hostile_bytes_on_a_raw_stream(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let rss_before = server.pid().map(rss_kib);
+    for bytes in [&b"\xff\xff\xff\xff"[..], &b"GET / HTTP/1.1\r\n\r\n"[..], &[0xffu8; 64][..], &[7, 0, 0, 0, 1][..]] {
+        let mut raw = raw_stream(&server.addr).await;
+        raw.write_all(bytes).await.unwrap();
+        raw.flush().await.unwrap();
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(15), raw.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the server must close a connection that sent {bytes:?}");
+    }
+    if let (Some(before), Some(pid)) = (rss_before, server.pid()) {
+        let after = rss_kib(pid);
+        assert!(after < before + 64 * 1024, "server RSS grew from {before} KiB to {after} KiB");
+    }
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+}
+
+type RawStream = Box<dyn RawIo>;
+trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
+
+async fn raw_stream(addr: &str) -> RawStream {
+    if let Some(hostport) = addr.strip_prefix("tcp://") {
+        return Box::new(tokio::net::TcpStream::connect(hostport).await.unwrap());
+    }
+    #[cfg(unix)]
+    if let Some(path) = addr.strip_prefix("unix://") {
+        return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
+    }
+    panic!("no raw byte stream for {addr}")
+}
+
+async fn killed_server_fails_pending_calls(addr: String, mode: Mode) {
+    let mut server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let pending: Vec<_> = (0..20)
+        .map(|_| {
+            let calc = calc.clone();
+            tokio::spawn(async move { calc.sleep(60_000).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    server.kill().await;
+    for call in pending {
+        let result = tokio::time::timeout(Duration::from_secs(10), call).await.expect("pending call hangs").unwrap();
+        assert!(matches!(result, Err(RpcError::Disconnected { .. })), "{result:?}");
+    }
+    let elapsed = killed.elapsed();
+    assert!(matches!(calc.add(1, 1).await, Err(RpcError::Disconnected { .. })));
+    eprintln!("pending calls failed {elapsed:?} after the kill");
+}
+
+async fn graceful_shutdown_finishes_in_flight_calls(addr: String, mode: Mode) {
+    let mut server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let slow = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.terminate().await, "the server exits cleanly");
+    assert_eq!(slow.await.unwrap().unwrap(), 300, "the in-flight call finished");
+    assert!(matches!(calc.add(1, 1).await, Err(RpcError::Disconnected { .. })));
+    assert!(CalculatorClient::connect(&server.addr).await.is_err(), "no longer accepting");
+}
+
+macro_rules! conformance {
+    ($( $transport:ident => $addr:expr, $mode:expr, [$($extra:ident),*]; )*) => {$(
+        mod $transport {
+            use super::*;
+            conformance!(@tests $addr, $mode, basic_call, several_services_on_one_address,
+                many_clients_many_concurrent_calls, app_error_is_delivered_intact,
+                unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
+                dropping_a_call_cancels_the_handler, handler_panic_is_reported,
+                interface_mismatch_is_refused_at_connect, large_arguments,
+                garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
+                graceful_shutdown_finishes_in_flight_calls $(, $extra)*);
+        }
+    )*};
+    (@tests $addr:expr, $mode:expr, $($check:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            super::$check($addr, $mode).await;
+        }
+    )*};
+}
+
+fn temp_socket() -> String {
+    format!("unix://{}", std::env::temp_dir().join(format!("{}.sock", unique("rpc-conf"))).display())
+}
+
+conformance! {
+    mem => format!("mem://{}", unique("conf")), Mode::InProcess, [];
+    tcp => "tcp://127.0.0.1:0".to_owned(), Mode::Process, [hostile_bytes_on_a_raw_stream];
+    local => format!("local://{}", unique("rpc-conf")), Mode::Process, [];
+    unix => temp_socket(), Mode::Process, [hostile_bytes_on_a_raw_stream];
+}

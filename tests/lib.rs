@@ -1,0 +1,121 @@
+//! Services shared by the integration tests and the `rpc-test-server` helper binary.
+//!
+//! `TestCalculator` counts what it does (calls answered, handlers stopped before finishing) so
+//! tests in another process can ask it, through the service itself, what happened on its side.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc::service;
+use serde::{Deserialize, Serialize};
+
+/// The application error of [`Calculator::div`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MathError {
+    /// The divisor was zero.
+    #[error("division by zero")]
+    DivisionByZero,
+}
+
+/// The service every transport is checked with.
+#[service]
+pub trait Calculator {
+    /// Adds two numbers.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// Divides, failing with an application error on zero.
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+    /// A plain (non-async) method.
+    fn version(&self) -> String;
+    /// Sleeps `ms` milliseconds, then returns `ms`.
+    async fn sleep(&self, ms: u64) -> u64;
+    /// Panics.
+    async fn boom(&self);
+    /// Returns its argument.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// `(adds answered, handlers stopped before they finished)` so far.
+    fn stats(&self) -> (u64, u64);
+}
+
+/// A second service, served beside [`Calculator`] on the same address.
+#[service]
+pub trait Greeter {
+    /// Greets.
+    async fn greet(&self, name: String) -> String;
+}
+
+/// Counters shared by every connection of one server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    adds: AtomicU64,
+    stopped: AtomicU64,
+}
+
+/// The implementation of [`Calculator`] used by the tests.
+#[derive(Debug, Default, Clone)]
+pub struct TestCalculator {
+    stats: Arc<Stats>,
+}
+
+/// Counts a handler as stopped unless it is disarmed by finishing.
+struct StopGuard(Option<Arc<Stats>>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.stopped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Calculator for TestCalculator {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        self.stats.adds.fetch_add(1, Ordering::SeqCst);
+        a + b
+    }
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+        a.checked_div(b).ok_or(MathError::DivisionByZero)
+    }
+
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        let mut guard = StopGuard(Some(Arc::clone(&self.stats)));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        guard.0 = None;
+        ms
+    }
+
+    async fn boom(&self) {
+        panic!("boom on purpose");
+    }
+
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    fn stats(&self) -> (u64, u64) {
+        (self.stats.adds.load(Ordering::SeqCst), self.stats.stopped.load(Ordering::SeqCst))
+    }
+}
+
+/// The implementation of [`Greeter`] used by the tests.
+#[derive(Debug, Default, Clone)]
+pub struct TestGreeter;
+
+impl Greeter for TestGreeter {
+    async fn greet(&self, name: String) -> String {
+        format!("hello, {name}")
+    }
+}
+
+/// The server the tests run: both services, with a short shutdown grace.
+pub fn test_server() -> rpc::Server {
+    rpc::Server::new()
+        .with_options(rpc::ServerOptions::default().shutdown_grace(Duration::from_secs(5)))
+        .add_service(TestCalculator::default().into_service())
+        .add_service(TestGreeter.into_service())
+}

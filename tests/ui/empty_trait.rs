@@ -1,0 +1,6 @@
+use rpc::service;
+
+#[service]
+pub trait Nothing {}
+
+fn main() {}

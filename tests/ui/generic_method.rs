@@ -1,0 +1,8 @@
+use rpc::service;
+
+#[service]
+pub trait Store {
+    async fn put<T: serde::Serialize>(&self, value: T);
+}
+
+fn main() {}

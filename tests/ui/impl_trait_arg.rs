@@ -1,0 +1,8 @@
+use rpc::service;
+
+#[service]
+pub trait Logger {
+    async fn log(&self, message: impl Into<String>);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use rpc::service;
+
+#[service]
+pub struct Calculator;
+
+fn main() {}

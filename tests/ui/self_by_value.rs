@@ -1,0 +1,8 @@
+use rpc::service;
+
+#[service]
+pub trait Session {
+    async fn close(self);
+}
+
+fn main() {}

@@ -1,0 +1,368 @@
+//! The address parser: maps a string such as `tcp://127.0.0.1:4000` to the mechanism it names.
+//!
+//! Parsing is separate from connecting so that a bad address fails fast, with a message listing
+//! what this build supports, before any I/O. [`Address`]'s `Display` is its canonical spelling
+//! and parses back to the same value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use rpc_core::error::RpcError;
+
+/// A parsed transport address.
+///
+/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`, `fifo://`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Address {
+    /// `tcp://host:port`: holds `host:port` as written, where `host` is a name, an IPv4 address
+    /// or a bracketed IPv6 address (`[::1]:80`).
+    Tcp(String),
+    /// `local://name`: a local socket (abstract Unix socket on Linux, `/tmp/name` on other Unix
+    /// systems, named pipe on Windows).
+    Local(String),
+    /// `unix:///abs/path.sock`: a Unix domain socket file. The path is absolute.
+    Unix(PathBuf),
+    /// `mem://name`: in-process channels.
+    Mem(String),
+}
+
+/// The schemes this build supports, in the order error messages list them.
+#[cfg(unix)]
+pub const SCHEMES: &[&str] = &["tcp", "local", "unix", "mem"];
+/// The schemes this build supports, in the order error messages list them.
+#[cfg(windows)]
+pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
+/// The schemes this build supports, in the order error messages list them.
+#[cfg(not(any(unix, windows)))]
+pub const SCHEMES: &[&str] = &["tcp", "mem"];
+
+/// Schemes the design names that this build does not implement yet, with what they are.
+const PLANNED: &[(&str, &str)] = &[
+    ("spawn", "pipes to a child process"),
+    ("fifo", "named FIFOs"),
+    ("shm", "shared-memory rings"),
+    ("mq", "POSIX message queues"),
+];
+
+/// Longest `local://` name. Abstract socket names may have 107 bytes and Windows pipe names
+/// 256, but other Unix systems put the socket at `/tmp/<name>` and `sun_path` has 104 bytes
+/// there; one limit everywhere keeps an address portable.
+const MAX_LOCAL_NAME: usize = 96;
+
+/// The size of `sockaddr_un::sun_path`, which includes the terminating NUL of a path.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const SUN_PATH_LEN: usize = 108;
+/// The size of `sockaddr_un::sun_path`, which includes the terminating NUL of a path.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) const SUN_PATH_LEN: usize = 104;
+
+impl Address {
+    /// Parses an address; see the [crate docs](crate) for the schemes.
+    ///
+    /// ```
+    /// use rpc_transports::Address;
+    /// assert_eq!(Address::parse("tcp://[::1]:80")?, Address::Tcp("[::1]:80".into()));
+    /// assert!(Address::parse("tcp://localhost").is_err()); // no port
+    /// # Ok::<(), rpc_core::error::RpcError>(())
+    /// ```
+    pub fn parse(s: &str) -> Result<Self, RpcError> {
+        let Some((scheme, rest)) = s.split_once(':').filter(|(scheme, _)| is_scheme(scheme)) else {
+            return Err(invalid(format!("missing scheme in `{s}`; {}", supported())));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if let Some((_, what)) = PLANNED.iter().find(|(planned, _)| *planned == scheme) {
+            return Err(invalid(format!(
+                "`{scheme}:` addresses ({what}) are not supported by this build yet; {}",
+                supported()
+            )));
+        }
+        if !SCHEMES.contains(&scheme.as_str()) {
+            if is_known(&scheme) {
+                return Err(unsupported_here(&scheme));
+            }
+            return Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported())));
+        }
+        let Some(body) = rest.strip_prefix("//") else {
+            return Err(invalid(format!("`{s}` is malformed: expected {}", form(&scheme))));
+        };
+        match scheme.as_str() {
+            "tcp" => parse_tcp(s, body),
+            "local" => parse_name(s, body, "local").and_then(|name| {
+                if name.len() > MAX_LOCAL_NAME {
+                    Err(invalid(format!("`{s}`: a local:// name may have at most {MAX_LOCAL_NAME} bytes")))
+                } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+                    Err(invalid(format!("`{s}`: a local:// name cannot be `.`, `..` or contain `/` or `\\`")))
+                } else {
+                    Ok(Address::Local(name))
+                }
+            }),
+            "unix" => parse_unix(s, body),
+            "mem" => parse_name(s, body, "mem").map(Address::Mem),
+            _ => Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported()))),
+        }
+    }
+
+    /// The scheme, e.g. `"tcp"`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Address::Tcp(_) => "tcp",
+            Address::Local(_) => "local",
+            Address::Unix(_) => "unix",
+            Address::Mem(_) => "mem",
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = RpcError;
+
+    fn from_str(s: &str) -> Result<Self, RpcError> {
+        Address::parse(s)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(host_port) => write!(f, "tcp://{host_port}"),
+            Address::Local(name) => write!(f, "local://{name}"),
+            // The path is absolute, so this prints the three slashes of `unix:///path`.
+            Address::Unix(path) => write!(f, "unix://{}", path.display()),
+            Address::Mem(name) => write!(f, "mem://{name}"),
+        }
+    }
+}
+
+/// The error for a scheme this build knows but the platform lacks.
+pub(crate) fn unsupported_here(scheme: &str) -> RpcError {
+    invalid(format!("`{scheme}://` addresses are not supported on this platform; {}", supported()))
+}
+
+fn invalid(message: String) -> RpcError {
+    RpcError::Address(message)
+}
+
+/// "this build supports tcp://host:port, local://name, unix:///path, mem://name"
+fn supported() -> String {
+    let forms: Vec<&str> = SCHEMES.iter().map(|s| form(s)).collect();
+    format!("this build supports {}", forms.join(", "))
+}
+
+fn form(scheme: &str) -> &'static str {
+    match scheme {
+        "tcp" => "tcp://host:port",
+        "local" => "local://name",
+        "unix" => "unix:///path",
+        "mem" => "mem://name",
+        _ => "scheme://...",
+    }
+}
+
+/// Schemes implemented by some build of this crate (so not "unknown" on any platform).
+fn is_known(scheme: &str) -> bool {
+    matches!(scheme, "tcp" | "local" | "unix" | "mem")
+}
+
+/// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`. Rejects `127.0.0.1` in
+/// `127.0.0.1:80` so that a missing scheme is reported as such.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
+    let expected = "expected tcp://host:port, e.g. tcp://127.0.0.1:4000 or tcp://[::1]:4000";
+    if body.contains(['/', '?', '#']) {
+        return Err(invalid(format!("`{s}`: a tcp:// address has no path or query; {expected}")));
+    }
+    let (host, port) = if let Some(after_bracket) = body.strip_prefix('[') {
+        let Some((ip, after)) = after_bracket.split_once(']') else {
+            return Err(invalid(format!("`{s}`: unclosed `[` in the host; {expected}")));
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid(format!("`{s}`: `[{ip}]` is not an IPv6 address; {expected}")));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(invalid(format!("`{s}`: missing port; {expected}")));
+        };
+        (ip, port)
+    } else {
+        let Some((host, port)) = body.rsplit_once(':') else {
+            return Err(invalid(format!("`{s}`: missing port; {expected}")));
+        };
+        if host.contains(':') {
+            return Err(invalid(format!("`{s}`: an IPv6 host needs brackets, as in tcp://[::1]:4000")));
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(invalid(format!("`{s}`: missing host; {expected}")));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!("`{s}`: the host contains whitespace; {expected}")));
+    }
+    if port.is_empty() {
+        return Err(invalid(format!("`{s}`: missing port; {expected}")));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+        return Err(invalid(format!("`{s}`: `{port}` is not a port number (0-65535)")));
+    }
+    Ok(Address::Tcp(body.to_owned()))
+}
+
+fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
+    if body.is_empty() {
+        return Err(invalid(format!("`{s}`: empty name; expected {}", form(scheme))));
+    }
+    if body.chars().any(char::is_control) {
+        return Err(invalid(format!("`{s}`: the name contains control characters")));
+    }
+    Ok(body.to_owned())
+}
+
+fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
+    if !body.starts_with('/') {
+        return Err(invalid(format!(
+            "`{s}`: the socket path must be absolute, as in unix:///tmp/x.sock (three slashes)"
+        )));
+    }
+    if body.ends_with('/') {
+        return Err(invalid(format!("`{s}`: the path names a directory, not a socket file")));
+    }
+    if body.contains('\0') {
+        return Err(invalid(format!("`{s}`: the path contains a NUL byte")));
+    }
+    if body.len() >= SUN_PATH_LEN {
+        return Err(invalid(format!(
+            "`{s}`: the socket path has {} bytes; Unix socket paths must be shorter than {SUN_PATH_LEN} bytes",
+            body.len()
+        )));
+    }
+    Ok(Address::Unix(PathBuf::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(s: &str) -> String {
+        match Address::parse(s) {
+            Err(RpcError::Address(message)) => message,
+            other => panic!("`{s}` should be refused, got {other:?}"),
+        }
+    }
+
+    fn round_trips(s: &str) -> Address {
+        let address = Address::parse(s).unwrap_or_else(|e| panic!("`{s}`: {e}"));
+        assert_eq!(address.to_string(), s, "canonical form");
+        assert_eq!(Address::parse(&address.to_string()).unwrap(), address, "round trip");
+        address
+    }
+
+    #[test]
+    fn tcp_addresses() {
+        assert_eq!(round_trips("tcp://127.0.0.1:4000"), Address::Tcp("127.0.0.1:4000".into()));
+        assert_eq!(round_trips("tcp://localhost:0"), Address::Tcp("localhost:0".into()));
+        assert_eq!(round_trips("tcp://[::1]:80"), Address::Tcp("[::1]:80".into()));
+        assert_eq!(round_trips("tcp://example.com:65535").scheme(), "tcp");
+    }
+
+    #[test]
+    fn tcp_errors() {
+        assert!(message("tcp://127.0.0.1").contains("missing port"));
+        assert!(message("tcp://127.0.0.1:").contains("missing port"));
+        assert!(message("tcp://[::1]").contains("missing port"));
+        assert!(message("tcp://:80").contains("missing host"));
+        assert!(message("tcp://::1:80").contains("brackets"));
+        assert!(message("tcp://[::1:80").contains("unclosed"));
+        assert!(message("tcp://[nope]:80").contains("not an IPv6 address"));
+        assert!(message("tcp://h:65536").contains("not a port number"));
+        assert!(message("tcp://h:+80").contains("not a port number"));
+        assert!(message("tcp://h:80/path").contains("no path"));
+        assert!(message("tcp://bad host:80").contains("whitespace"));
+        assert!(message("tcp:127.0.0.1:80").contains("expected tcp://host:port"));
+    }
+
+    #[test]
+    fn local_and_mem_names() {
+        assert_eq!(round_trips("local://calc"), Address::Local("calc".into()));
+        assert_eq!(round_trips("mem://calc.v2"), Address::Mem("calc.v2".into()));
+        assert!(message("local://").contains("empty name"));
+        assert!(message("mem://").contains("empty name"));
+        assert!(message("local://a/b").contains("cannot"));
+        assert!(message("local://..").contains("cannot"));
+        assert!(message("mem://a\nb").contains("control"));
+        assert!(message(&format!("local://{}", "x".repeat(MAX_LOCAL_NAME + 1))).contains("at most"));
+        round_trips(&format!("local://{}", "x".repeat(MAX_LOCAL_NAME)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unix_paths() {
+        assert_eq!(round_trips("unix:///tmp/x.sock"), Address::Unix("/tmp/x.sock".into()));
+        assert!(message("unix://relative").contains("absolute"));
+        assert!(message("unix://relative").contains("unix:///tmp/x.sock"));
+        assert!(message("unix://").contains("absolute"));
+        assert!(message("unix:///tmp/").contains("directory"));
+        assert!(message(&format!("unix:///{}", "x".repeat(SUN_PATH_LEN))).contains("shorter than"));
+    }
+
+    #[cfg(not(unix))]
+    #[test]
+    fn unix_is_refused_off_unix() {
+        assert!(message("unix:///tmp/x.sock").contains("not supported on this platform"));
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_canonicalised() {
+        assert_eq!(Address::parse("TCP://h:1").unwrap().to_string(), "tcp://h:1");
+        assert_eq!(Address::parse("Mem://x").unwrap(), Address::Mem("x".into()));
+    }
+
+    #[test]
+    fn unknown_scheme_lists_what_is_supported() {
+        let m = message("foo://x");
+        assert!(m.starts_with("unknown scheme `foo` in `foo://x`; this build supports tcp://host:port"), "{m}");
+        for scheme in SCHEMES {
+            assert!(m.contains(form(scheme)), "{m} lacks {scheme}");
+        }
+        #[cfg(unix)]
+        assert_eq!(
+            m,
+            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, unix:///path, mem://name"
+        );
+    }
+
+    #[test]
+    fn missing_scheme() {
+        assert!(message("127.0.0.1:80").starts_with("missing scheme in `127.0.0.1:80`"));
+        assert!(message("/tmp/x.sock").starts_with("missing scheme"));
+        assert!(message("").starts_with("missing scheme"));
+        // `localhost:80` looks like scheme `localhost`.
+        assert!(message("localhost:80").contains("unknown scheme `localhost`"));
+    }
+
+    #[test]
+    fn planned_schemes_are_not_supported_yet() {
+        for (address, what) in [
+            ("spawn:/bin/worker?x", "child process"),
+            ("fifo:///tmp/f", "FIFO"),
+            ("shm://calc", "shared-memory"),
+            ("mq://calc", "message queues"),
+        ] {
+            let m = message(address);
+            assert!(m.contains("not supported by this build yet"), "{m}");
+            assert!(m.contains(what), "{m}");
+            assert!(m.contains("this build supports tcp://host:port"), "{m}");
+        }
+    }
+
+    #[test]
+    fn errors_display_as_invalid_address() {
+        let err = Address::parse("foo://x").unwrap_err();
+        assert!(err.to_string().starts_with("invalid address: unknown scheme `foo`"), "{err}");
+    }
+}
