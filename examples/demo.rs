@@ -54,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem)");
+    println!(
+        "({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem)"
+    );
     if failures > 0 {
         return Err(format!("{failures} transport(s) failed").into());
     }
@@ -102,12 +104,7 @@ async fn measure(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
     }
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    Ok(Row {
-        addr: addr.to_owned(),
-        result,
-        median_us: us(samples[CALLS / 2]),
-        p99_us: us(samples[CALLS * 99 / 100]),
-    })
+    Ok(Row { addr: addr.to_owned(), result, median_us: us(samples[CALLS / 2]), p99_us: us(samples[CALLS * 99 / 100]) })
 }
 
 /// The server half, run as `demo --serve ADDR`.
@@ -128,7 +125,8 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(addr: &str) -> Result<Self, Box<dyn std::error::Error>> {
-        let mut child = Command::new(std::env::current_exe()?).arg("--serve").arg(addr).stdout(Stdio::piped()).spawn()?;
+        let mut child =
+            Command::new(std::env::current_exe()?).arg("--serve").arg(addr).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening ") else {

@@ -6,7 +6,7 @@
 //! returns as soon as its own answer arrives — so a lone call gets its answer without a hop
 //! through any other task or thread. When the reader leaves (answered, timed out, dropped), it
 //! hands the role to another waiting call. Sending works the same way: the caller writes its own
-//! frame (see [`crate::outbound`]).
+//! frame (see the `outbound` module).
 //!
 //! Dropping a call's future sends a cancel for it; a dead connection fails every pending call at
 //! once, and every later call, with the error that killed it.
@@ -136,7 +136,11 @@ impl Client {
     /// Fails with [`RpcError::UnknownService`] or [`RpcError::InterfaceMismatch`] (naming each
     /// method that differs) when the server cannot serve this client, and with
     /// [`RpcError::ProtocolVersion`] when it speaks another protocol version.
-    pub async fn handshake(conn: Connection, service: &'static ServiceDescriptor, options: ClientOptions) -> Result<Client, RpcError> {
+    pub async fn handshake(
+        conn: Connection,
+        service: &'static ServiceDescriptor,
+        options: ClientOptions,
+    ) -> Result<Client, RpcError> {
         let Connection { mut sender, mut receiver, info } = conn;
         let hello = Hello {
             service: service.name.to_owned(),
@@ -158,7 +162,9 @@ impl Client {
                 )))
             }
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(None)) => return Err(RpcError::disconnected(format!("{} closed the connection during the hello", info.peer))),
+            Ok(Ok(None)) => {
+                return Err(RpcError::disconnected(format!("{} closed the connection during the hello", info.peer)))
+            }
             Ok(Ok(Some(frame))) => frame,
         };
         match wire::decode(&reply) {
@@ -174,7 +180,9 @@ impl Client {
                     return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version })
                 }
             },
-            Ok(Frame::HelloReply { version, .. }) => return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version }),
+            Ok(Frame::HelloReply { version, .. }) => {
+                return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version })
+            }
             Ok(other) => return Err(RpcError::Protocol(format!("expected a hello reply, got {}", frame_name(&other)))),
             Err(e) => return Err(RpcError::Protocol(format!("bad hello reply: {e}"))),
         }
@@ -280,14 +288,21 @@ async fn round_trip(inner: &Arc<Inner>, id: u64, frame: Bytes, deadline: Option<
     };
     match deadline {
         None => exchange.await,
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded)),
+        Some(deadline) => {
+            tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded))
+        }
     }
 }
 
-fn decode_answer<R: DeserializeOwned>(service: &ServiceDescriptor, method: &MethodDescriptor, frame: &[u8]) -> Result<R, RpcError> {
+fn decode_answer<R: DeserializeOwned>(
+    service: &ServiceDescriptor,
+    method: &MethodDescriptor,
+    frame: &[u8],
+) -> Result<R, RpcError> {
     match wire::decode(frame) {
-        Ok(Frame::ResponseOk { payload, .. }) => wire::decode_value(payload)
-            .map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name))),
+        Ok(Frame::ResponseOk { payload, .. }) => {
+            wire::decode_value(payload).map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name)))
+        }
         Ok(Frame::ResponseErr { error, .. }) => Err(remote_error(service, method, error)),
         Ok(other) => Err(RpcError::Protocol(format!("expected a response, got {}", frame_name(&other)))),
         Err(e) => Err(RpcError::Protocol(e.to_string())),
@@ -299,8 +314,12 @@ fn remote_error(service: &ServiceDescriptor, method: &MethodDescriptor, error: R
         RemoteError::UnknownMethod { .. } => {
             RpcError::UnknownMethod { service: service.name.to_owned(), method: method.name.to_owned() }
         }
-        RemoteError::Decode(what) => RpcError::Decode(format!("the server could not decode the {what} of `{}`", method.name)),
-        RemoteError::Encode(what) => RpcError::Encode(format!("the server could not encode the {what} of `{}`", method.name)),
+        RemoteError::Decode(what) => {
+            RpcError::Decode(format!("the server could not decode the {what} of `{}`", method.name))
+        }
+        RemoteError::Encode(what) => {
+            RpcError::Encode(format!("the server could not encode the {what} of `{}`", method.name))
+        }
         RemoteError::DeadlineExceeded => RpcError::DeadlineExceeded,
         RemoteError::Cancelled => RpcError::Cancelled,
         RemoteError::Panic(message) => RpcError::RemotePanic { message },
@@ -362,7 +381,11 @@ impl Inner {
                     let err = RpcError::Protocol(format!("the server sent {}", frame_name(&other)));
                     return Poll::Ready(Err(inbound.close(err)));
                 }
-                Err(e) => return Poll::Ready(Err(inbound.close(RpcError::Protocol(format!("the server sent a bad frame: {e}"))))),
+                Err(e) => {
+                    return Poll::Ready(Err(
+                        inbound.close(RpcError::Protocol(format!("the server sent a bad frame: {e}")))
+                    ))
+                }
             };
             if for_call == id {
                 return Poll::Ready(Ok(frame));

@@ -133,7 +133,8 @@ impl SharedSender {
             return None;
         }
         let mut bcx = Context::from_waker(&self.broadcast);
-        if !matches!(state.sender.poll_ready(&mut bcx), Poll::Ready(Ok(()))) || state.sender.start_send(frame).is_err() {
+        if !matches!(state.sender.poll_ready(&mut bcx), Poll::Ready(Ok(()))) || state.sender.start_send(frame).is_err()
+        {
             return None;
         }
         state.queued += 1;

@@ -51,7 +51,13 @@ impl Service for Calc {
             }
             DIV => {
                 let (a, b): (i64, i64) = decode_args(args)?;
-                handler(async move { if b == 0 { Err("division by zero".to_owned()) } else { Ok(a / b) } })
+                handler(async move {
+                    if b == 0 {
+                        Err("division by zero".to_owned())
+                    } else {
+                        Ok(a / b)
+                    }
+                })
             }
             SLEEP => {
                 let (ms,): (u64,) = decode_args(args)?;
@@ -132,10 +138,11 @@ async fn many_concurrent_calls_each_get_their_own_answer() {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+/// Runs each future in a task of its own and collects the outputs in order.
+async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();

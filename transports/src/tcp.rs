@@ -49,7 +49,11 @@ impl Listener for TcpFrameListener {
         // Cancel-safe: `TcpListener::accept` is, and nothing after it awaits.
         Box::pin(async move {
             loop {
-                let (stream, peer) = self.listener.accept().await?;
+                let (stream, peer) = match self.listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) if concerns_only_the_pending_connection(&e) => continue,
+                    Err(e) => return Err(e),
+                };
                 // Fails only if the client is already gone; that must not end the server's
                 // accept loop, so skip this connection instead of returning the error.
                 if stream.set_nodelay(true).is_ok() {
@@ -62,4 +66,29 @@ impl Listener for TcpFrameListener {
     fn local_addr(&self) -> String {
         format!("tcp://{}", self.local)
     }
+}
+
+/// Linux's accept(2) passes on network errors of the connection being accepted and says to
+/// treat them like `EAGAIN`: they concern that one client, not the listener, so they must not
+/// end the server's accept loop.
+#[cfg(target_os = "linux")]
+fn concerns_only_the_pending_connection(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn concerns_only_the_pending_connection(_err: &io::Error) -> bool {
+    false
 }

@@ -146,7 +146,12 @@ fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<d
     }
 }
 
-async fn read_loop(conn: &Arc<Conn>, receiver: &mut dyn FrameReceiver, permits: &Arc<Semaphore>, shutdown: &CancellationToken) -> End {
+async fn read_loop(
+    conn: &Arc<Conn>,
+    receiver: &mut dyn FrameReceiver,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> End {
     loop {
         // Take the permit before reading, so a client at its limit is simply not read from.
         let permit = match Arc::clone(permits).try_acquire_owned() {

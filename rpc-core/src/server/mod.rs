@@ -35,7 +35,11 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { max_in_flight: 1024, handshake_timeout: Duration::from_secs(10), shutdown_grace: Duration::from_secs(10) }
+        Self {
+            max_in_flight: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 }
 

@@ -207,7 +207,8 @@ pub fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
             Ok(Frame::HelloReply { version, reply })
         }
         KIND_REQUEST => {
-            let (head, args) = split_at_checked(rest, REQUEST_HEADER_LEN - 1).ok_or(DecodeError::Truncated("request"))?;
+            let (head, args) =
+                split_at_checked(rest, REQUEST_HEADER_LEN - 1).ok_or(DecodeError::Truncated("request"))?;
             let id = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
             let method = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
             let timeout = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
