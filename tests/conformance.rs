@@ -368,6 +368,15 @@ async fn raw_stream(addr: &str) -> RawStream {
     if let Some(path) = addr.strip_prefix("unix://") {
         return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
     }
+    #[cfg(target_os = "linux")]
+    if let Some(name) = addr.strip_prefix("local://") {
+        // On Linux `local://name` is the abstract Unix socket address "\0name".
+        use std::os::linux::net::SocketAddrExt;
+        let sockaddr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let std_stream = std::os::unix::net::UnixStream::connect_addr(&sockaddr).unwrap();
+        std_stream.set_nonblocking(true).unwrap();
+        return Box::new(tokio::net::UnixStream::from_std(std_stream).unwrap());
+    }
     panic!("no raw byte stream for {addr}")
 }
 
@@ -434,6 +443,6 @@ fn temp_socket() -> String {
 conformance! {
     mem => format!("mem://{}", unique("conf")), Mode::InProcess, [];
     tcp => "tcp://127.0.0.1:0".to_owned(), Mode::Process, [hostile_bytes_on_a_raw_stream];
-    local => format!("local://{}", unique("rpc-conf")), Mode::Process, [];
+    local => format!("local://{}", unique("rpc-conf")), Mode::Process, [hostile_bytes_on_a_raw_stream];
     unix => temp_socket(), Mode::Process, [hostile_bytes_on_a_raw_stream];
 }

@@ -517,10 +517,14 @@ mod tests {
         );
         assert!(text.contains("call_fallible :: < _ , i64 , MathError >"), "{text}");
         assert!(
-            text.contains("-> :: core :: result :: Result < i64 , :: rpc :: __private :: CallError < MathError > >"),
+            text.contains(
+                "Output = :: core :: result :: Result < i64 , :: rpc :: __private :: CallError < MathError > >"
+            ),
             "{text}"
         );
         assert!(text.contains("call :: < _ , () > (& CalculatorClient :: DESCRIPTOR . methods [3] , & () ,"), "{text}");
+        // The futures own what they need, so they can be spawned or built from a temporary.
+        assert!(text.contains(":: core :: marker :: Send + use < >"), "{text}");
     }
 
     #[test]
