@@ -30,6 +30,8 @@ use crate::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, 
 
 /// How many frames the reader handles in one poll before yielding to the runtime.
 const READ_BUDGET: usize = 64;
+/// How long a cancel that could not be written at once may keep trying.
+const CANCEL_LINGER: Duration = Duration::from_secs(5);
 
 /// Options for a client connection.
 #[derive(Debug, Clone)]
@@ -283,8 +285,8 @@ impl Client {
 async fn round_trip(inner: &Arc<Inner>, id: u64, frame: Bytes, deadline: Option<Instant>) -> Result<Bytes, RpcError> {
     let exchange = async {
         let mut call = PendingCall::register(inner, id)?;
-        call.send(frame).await?;
-        call.answer().await
+        let seq = call.enqueue(frame).await?;
+        call.answer(seq).await
     };
     match deadline {
         None => exchange.await,
@@ -344,6 +346,12 @@ impl Inner {
         // Only our own code runs under this lock (plus the transport's poll_recv); the table
         // stays consistent between statements, so a poisoned lock is still usable.
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection can no longer send: fail every pending call (not only this one), since
+    /// their answers may never come.
+    fn fail(&self, err: RpcError) -> RpcError {
+        self.lock_inbound().close(err)
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
@@ -455,16 +463,31 @@ impl<'a> PendingCall<'a> {
         Ok(Self { inner, id, sent: false, finished: false })
     }
 
-    async fn send(&mut self, frame: Bytes) -> Result<(), RpcError> {
+    /// Queues the request; from here on the server may answer it.
+    async fn enqueue(&mut self, frame: Bytes) -> Result<u64, RpcError> {
         let out = &self.inner.out;
         let mut frame = Some(frame);
-        let seq = std::future::poll_fn(|cx| out.poll_enqueue(cx, &mut frame)).await?;
+        let seq = std::future::poll_fn(|cx| out.poll_enqueue(cx, &mut frame)).await.map_err(|e| self.inner.fail(e))?;
         self.sent = true;
-        std::future::poll_fn(|cx| out.poll_flushed(cx, seq)).await
+        Ok(seq)
     }
 
-    async fn answer(&mut self) -> Result<Bytes, RpcError> {
-        let answer = std::future::poll_fn(|cx| self.inner.poll_answer(cx, self.id)).await;
+    /// Flushes the request and waits for the answer *at the same time*: a call whose frame is
+    /// still queued must take part in reading, or a server that stops reading until its answers
+    /// are read would deadlock with a client that stops reading until its requests are written.
+    async fn answer(&mut self, seq: u64) -> Result<Bytes, RpcError> {
+        let mut flushed = false;
+        let answer = std::future::poll_fn(|cx| {
+            if !flushed {
+                match self.inner.out.poll_flushed(cx, seq) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.inner.fail(e))),
+                    Poll::Ready(Ok(())) => flushed = true,
+                    Poll::Pending => {}
+                }
+            }
+            self.inner.poll_answer(cx, self.id)
+        })
+        .await;
         self.finished = true;
         self.inner.lock_inbound().remove(self.id);
         answer
@@ -502,9 +525,14 @@ fn send_cancel(inner: &Arc<Inner>, id: u64) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     let inner = Arc::clone(inner);
     runtime.spawn(async move {
-        let _ = match queued {
-            Some(seq) => std::future::poll_fn(|cx| inner.out.poll_flushed(cx, seq)).await,
-            None => inner.out.send(frame).await,
+        let flush = async {
+            let _ = match queued {
+                Some(seq) => std::future::poll_fn(|cx| inner.out.poll_flushed(cx, seq)).await,
+                None => inner.out.send(frame).await,
+            };
         };
+        // A peer that stopped reading must not keep the connection (held by `inner`) alive
+        // after every client handle is gone.
+        let _ = tokio::time::timeout(CANCEL_LINGER, flush).await;
     });
 }

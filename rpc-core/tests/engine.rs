@@ -82,7 +82,11 @@ impl Service for Calc {
 }
 
 fn pair(max: usize) -> (Connection, Connection) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
+    pair_buffered(max, 64 * 1024)
+}
+
+fn pair_buffered(max: usize, buffer: usize) -> (Connection, Connection) {
+    let (a, b) = tokio::io::duplex(buffer);
     let conn = |s: tokio::io::DuplexStream, peer: &str| {
         let (r, w) = tokio::io::split(s);
         let (sender, receiver) = stream::framed(r, w, max);
@@ -244,6 +248,59 @@ async fn interface_mismatch_names_the_difference() {
             _ => panic!("unexpected {err}"),
         }
     }
+}
+
+/// Regression: calls whose requests were still queued used not to read answers, so a server
+/// blocked writing answers (and therefore not reading) and a client blocked writing requests
+/// (and therefore not reading) waited for each other forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_concurrent_calls_through_small_buffers_do_not_deadlock() {
+    for (calls, size, max_in_flight, buffer) in [(64, 64_000, 2, 8 * 1024), (500, 64_000, 1024, 64 * 1024)] {
+        let (client_side, server_side) = pair_buffered(1 << 20, buffer);
+        let options = rpc_core::ServerOptions::default().max_in_flight(max_in_flight);
+        let server = Server::new().with_options(options).add_service(Calc::default());
+        tokio::spawn(async move { server.serve_connection(server_side).await });
+        let client = Client::handshake(client_side, &CALC, ClientOptions::default()).await.unwrap();
+        let tasks: Vec<_> = (0..calls)
+            .map(|i| {
+                let fut = client.call::<_, Vec<u8>>(m("echo"), &(vec![i as u8; size],), &CallOptions::default());
+                tokio::spawn(fut)
+            })
+            .collect();
+        let all = async {
+            for (i, t) in tasks.into_iter().enumerate() {
+                assert_eq!(t.await.unwrap().unwrap(), vec![i as u8; size]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all).await.unwrap_or_else(|_| {
+            panic!("{calls} calls of {size} bytes, max_in_flight {max_in_flight}, buffer {buffer}: hung")
+        });
+    }
+}
+
+/// Regression: a client that sends requests, closes its sending half and never reads used to
+/// keep its server connection task alive forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_does_not_pin_the_connection_task() {
+    use rpc_core::transport::{close, send};
+    use rpc_core::wire::{self, RequestHeader};
+    let (mut client_side, server_side) = pair_buffered(1 << 20, 4096);
+    let server = Server::new().add_service(Calc::default());
+    let task = tokio::spawn(async move { server.serve_connection(server_side).await });
+    let methods =
+        METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
+    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
+    send(&mut *client_side.sender, hello.into()).await.unwrap();
+    rpc_core::transport::recv(&mut *client_side.receiver).await.unwrap().unwrap();
+    for id in 1..=20u64 {
+        let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };
+        let frame = wire::encode_request(header, &(vec![3u8; 10_000],)).unwrap();
+        send(&mut *client_side.sender, frame.into()).await.unwrap();
+    }
+    close(&mut *client_side.sender).await.unwrap();
+    // Keep the receiving half alive but unread.
+    tokio::time::timeout(Duration::from_secs(15), task).await.expect("connection task ended").unwrap();
+    drop(client_side);
 }
 
 async fn wait_for(mut cond: impl FnMut() -> bool) {

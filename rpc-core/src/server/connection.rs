@@ -56,31 +56,40 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
     let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
-    let permits = Arc::new(Semaphore::new(options.max_in_flight));
+    // The field is public, so clamp here too: 0 would never read, too many would panic.
+    let max_in_flight = options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let permits = Arc::new(Semaphore::new(max_in_flight));
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown).await;
-    let all = options.max_in_flight as u32;
     let goaway = match end {
-        // Nobody will read the answers: stop the handlers now.
+        // Nobody will read the answers: stop the handlers now, say nothing.
         End::PeerClosed => {
-            conn.abort_all(false).await;
+            conn.abort_all(false);
             None
         }
         End::Shutdown => {
-            if tokio::time::timeout(options.shutdown_grace, permits.acquire_many(all)).await.is_err() {
-                conn.abort_all(true).await;
+            let all = permits.acquire_many(max_in_flight as u32);
+            if tokio::time::timeout(options.shutdown_grace, all).await.is_err() {
+                conn.abort_all(true);
             }
             Some("server shutting down".to_owned())
         }
         End::Fault(reason) => {
-            conn.abort_all(false).await;
+            conn.abort_all(false);
             Some(reason)
         }
     };
-    if let Some(reason) = goaway {
-        let _ = conn.out.send(Bytes::from(wire::encode_goaway(&reason))).await;
-    }
-    let _ = conn.out.close().await;
+    // A client that stopped reading must not keep this task (and its buffers) forever.
+    let farewell = async {
+        if let Some(reason) = goaway {
+            let _ = conn.out.send(Bytes::from(wire::encode_goaway(&reason))).await;
+        }
+        let _ = conn.out.close().await;
+    };
+    let _ = tokio::time::timeout(LINGER, farewell).await;
 }
+
+/// How long a closing connection may take to deliver its last frames.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Reads the client's hello and answers it; returns the service the connection is bound to.
 async fn handshake(
@@ -172,12 +181,9 @@ async fn read_loop(
             },
         };
         match wire::decode(&frame) {
-            Ok(Frame::Request { header, args }) => {
-                if conn.lock_running().contains_key(&header.id) {
-                    return End::Fault(format!("call id {} is already in use", header.id));
-                }
-                conn.start_call(header, args, permit).await;
-            }
+            // An id still in use replaces the old entry: that call can no longer be cancelled,
+            // which only hurts the client that reused it.
+            Ok(Frame::Request { header, args }) => conn.start_call(header, args, permit).await,
             Ok(Frame::Cancel { id }) => {
                 if let Some(handle) = conn.lock_running().remove(&id) {
                     handle.abort();
@@ -195,6 +201,15 @@ impl Conn {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Removes the entry for `id` if it belongs to the current task (a reused id may already
+    /// name another call's task).
+    fn forget(&self, id: u64) {
+        let mut running = self.lock_running();
+        if running.get(&id).is_some_and(|h| Some(h.id()) == tokio::task::try_id()) {
+            running.remove(&id);
+        }
+    }
+
     /// Starts one call: polls it once here and moves it to its own task only if it must wait.
     async fn start_call(self: &Arc<Self>, header: RequestHeader, args: &[u8], permit: OwnedSemaphorePermit) {
         let id = header.id;
@@ -209,21 +224,23 @@ impl Conn {
                 Err(e) => Err(e),
             };
             let frame = conn.response_frame(id, result);
-            // A failed send means the connection is dead; the read loop will see it too.
+            // Forget the call before answering: once the answer is out, the client may reuse
+            // the id. Again after: if the send had to wait, this future was moved to a task and
+            // registered only then.
+            conn.forget(id);
+            // A failed send means the connection is dead; the read loop sees that too.
             let _ = conn.out.send(Bytes::from(frame)).await;
-            conn.lock_running().remove(&id);
+            conn.forget(id);
             drop(permit);
         });
         if std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_ready() {
             return;
         }
-        let handle = tokio::spawn(call).abort_handle();
+        // Insert under the lock the task's own `remove` takes: `spawn` never polls inline, so
+        // the task cannot remove its entry before it exists.
         let mut running = self.lock_running();
-        running.insert(id, handle.clone());
-        // The task may have finished (and removed nothing) before we inserted.
-        if handle.is_finished() {
-            running.remove(&id);
-        }
+        let handle = tokio::spawn(call).abort_handle();
+        running.insert(id, handle);
     }
 
     fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Vec<u8> {
@@ -237,13 +254,14 @@ impl Conn {
         }
     }
 
-    /// Stops every call still running; with `notify`, tells each caller it was cancelled.
-    async fn abort_all(&self, notify: bool) {
+    /// Stops every call still running; with `notify`, queues a `Cancelled` answer for each
+    /// (without waiting: the goaway that follows flushes them, within the linger time).
+    fn abort_all(&self, notify: bool) {
         let running: Vec<(u64, AbortHandle)> = self.lock_running().drain().collect();
         for (id, handle) in running {
             handle.abort();
             if notify {
-                let _ = self.out.send(Bytes::from(wire::encode_response_err(id, &RemoteError::Cancelled))).await;
+                self.out.try_enqueue_now(Bytes::from(wire::encode_response_err(id, &RemoteError::Cancelled)));
             }
         }
     }

@@ -149,7 +149,10 @@ impl Server {
         drop(listener);
         token.cancel();
         let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.options.shutdown_grace + Duration::from_secs(1), drain).await.is_err() {
+        if tokio::time::timeout(self.options.shutdown_grace.saturating_add(Duration::from_secs(6)), drain)
+            .await
+            .is_err()
+        {
             connections.shutdown().await;
         }
         result
