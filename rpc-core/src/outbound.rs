@@ -82,12 +82,12 @@ impl SharedSender {
         let mut bcx = Context::from_waker(&self.broadcast);
         match state.sender.poll_ready(&mut bcx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(state.fail(e.into()))),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(&mut state, e.into()))),
             Poll::Ready(Ok(())) => {}
         }
         let frame = frame.take().expect("poll_enqueue called again after it completed");
         if let Err(e) = state.sender.start_send(frame) {
-            return Poll::Ready(Err(state.fail(e.into())));
+            return Poll::Ready(Err(self.fail(&mut state, e.into())));
         }
         state.queued += 1;
         Poll::Ready(Ok(state.queued))
@@ -107,11 +107,15 @@ impl SharedSender {
         let mut bcx = Context::from_waker(&self.broadcast);
         match state.sender.poll_flush(&mut bcx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(state.fail(e.into()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&mut state, e.into()))),
             Poll::Ready(Ok(())) => {
                 state.flushed = target;
                 drop(state);
-                // Others waiting for frames this flush carried can finish now.
+                // Others waiting for frames this flush carried can finish now. This wakes the
+                // caller too (it registered before polling, as it must). Skipping that wake was
+                // measured *slower*: 64 calls in flight over unix://, 3 runs of 2 s each,
+                // ~445 k calls/s with it and ~330 k without; presumably the extra poll lets more
+                // frames coalesce per write.
                 self.broadcast.wake_by_ref();
                 Poll::Ready(Ok(()))
             }
@@ -153,9 +157,11 @@ impl SharedSender {
     }
 }
 
-impl State {
-    fn fail(&mut self, err: RpcError) -> RpcError {
-        self.failed = Some(err.clone());
+impl SharedSender {
+    /// Records a transport failure and wakes every waiter so it sees the failure.
+    fn fail(&self, state: &mut State, err: RpcError) -> RpcError {
+        state.failed = Some(err.clone());
+        self.broadcast.wake_by_ref();
         err
     }
 }
