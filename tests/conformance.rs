@@ -316,6 +316,17 @@ async fn garbage_frames_close_only_that_connection(addr: String, mode: Mode) {
         }
         expect_closed(&mut conn).await;
     }
+    // A hello of a future protocol version gets a typed refusal, then the connection closes.
+    let mut conn = rpc::connect(&server.addr).await.unwrap();
+    let mut hello = wire::encode_hello(&wire::Hello { service: "Calculator".into(), methods: vec![] });
+    hello[1..3].copy_from_slice(&99u16.to_le_bytes());
+    rpc::transport::send(&mut *conn.sender, Bytes::from(hello)).await.unwrap();
+    let reply = rpc::transport::recv(&mut *conn.receiver).await.unwrap().expect("a reply");
+    assert_eq!(
+        wire::decode(&reply).unwrap(),
+        Frame::HelloReply { version: wire::PROTOCOL_VERSION, reply: Some(wire::HelloReply::VersionMismatch) }
+    );
+    expect_closed(&mut conn).await;
     assert_eq!(calc.add(40, 2).await.unwrap(), 42, "other connections are unaffected");
     assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(1, 1).await.unwrap(), 2);
 }
