@@ -10,6 +10,11 @@
 //!
 //! Dropping a call's future sends a cancel for it; a dead connection fails every pending call at
 //! once, and every later call, with the error that killed it.
+//!
+//! One consequence of having no reader task: answers arrive only while some call future is being
+//! polled. Await call futures (directly, in `join!`/`select!` loops, `FuturesUnordered`, or spawned
+//! tasks) rather than polling one once and parking it for a long time: a parked reader delays the
+//! answers of the other calls on the same connection until it is polled again or dropped.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -65,6 +65,10 @@ impl ServerOptions {
 
 /// Serves one or more services on any number of listeners.
 ///
+/// Handlers run on the tokio runtime and must not block: a call is first polled on its
+/// connection's task (so a handler that returns at once costs no task switch), and a handler that
+/// blocks there stalls that connection. Put blocking work in `tokio::task::spawn_blocking`.
+///
 /// ```no_run
 /// # async fn run(svc: impl rpc_core::service::Service, listener: impl rpc_core::transport::Listener) -> std::io::Result<()> {
 /// use rpc_core::server::Server;
