@@ -1,0 +1,102 @@
+//! Starting servers and connecting clients for the two frameworks under test: ours (any address
+//! our transports accept) and tarpc (its serde transport over TCP or a Unix socket file).
+//!
+//! Both servers run on a current-thread tokio runtime, as do both clients: the same runtime shape
+//! on both sides, so the comparison is between the frameworks, not between runtime set-ups.
+
+use std::io;
+
+use futures_util::{future, StreamExt};
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::endpoint::Endpoint;
+use crate::service::{Bench, BenchClient, BoxError, Ours, Tarpc, TarpcBench, TarpcBenchClient, TarpcImpl};
+
+/// What each framework puts on the wire, printed with the results.
+pub const OURS_ENCODING: &str = "postcard (the rpc wire format), bulk argument serde_bytes::ByteBuf";
+/// See [`OURS_ENCODING`].
+pub const TARPC_ENCODING: &str =
+    "tarpc 0.37 serde transport, bincode 1 via tokio-serde, LengthDelimitedCodec, bulk argument serde_bytes::ByteBuf, TCP_NODELAY set";
+
+/// tarpc's codec default is 8 MiB; the bulk echo needs 1 MiB plus a header.
+const TARPC_MAX_FRAME: usize = 4 << 20;
+
+/// Serves our `Bench` service on `addr` until the process exits.
+pub async fn serve_ours(addr: &str) -> Result<(), BoxError> {
+    let listener = rpc::listen(addr).await?;
+    crate::announce(&listener.local_addr());
+    rpc::Server::new().add_service(crate::service::BenchImpl.into_service()).serve(listener).await?;
+    Ok(())
+}
+
+/// Connects our client to `addr`.
+pub async fn connect_ours(addr: &str) -> Result<Ours, BoxError> {
+    Ok(Ours(BenchClient::connect(addr).await?))
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(TARPC_MAX_FRAME).new_codec()
+}
+
+/// Serves tarpc's `TarpcBench` on `endpoint` until the process exits.
+pub async fn serve_tarpc(endpoint: &Endpoint) -> Result<(), BoxError> {
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            crate::announce(&Endpoint::Tcp(listener.local_addr()?.to_string()));
+            loop {
+                let (stream, _) = listener.accept().await?;
+                // tarpc's own tcp::listen leaves Nagle on; ours and raw turn it off.
+                stream.set_nodelay(true)?;
+                spawn_tarpc_channel(stream);
+            }
+        }
+        Endpoint::Unix(path) => {
+            let listener = tokio::net::UnixListener::bind(path)?;
+            crate::announce(endpoint);
+            loop {
+                let (stream, _) = listener.accept().await?;
+                spawn_tarpc_channel(stream);
+            }
+        }
+        Endpoint::Abstract(_) => Err("tarpc is measured over TCP and Unix socket files only".into()),
+    }
+}
+
+/// tarpc's documented serving pattern: one task per channel, one task per request.
+fn spawn_tarpc_channel<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S) {
+    let transport = tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default());
+    let channel = BaseChannel::with_defaults(transport);
+    tokio::spawn(channel.execute(TarpcImpl.serve()).for_each(|response| {
+        tokio::spawn(response);
+        future::ready(())
+    }));
+}
+
+/// Connects a tarpc client to `endpoint`.
+pub async fn connect_tarpc(endpoint: &Endpoint) -> Result<Tarpc, BoxError> {
+    let mut config = tarpc::client::Config::default();
+    // The default (1000) is exactly the deepest pipelined run; leave headroom so the limit is
+    // never what is measured.
+    config.max_in_flight_requests = 4096;
+    let client = match endpoint {
+        Endpoint::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let transport = tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default());
+            TarpcBenchClient::new(config, transport).spawn()
+        }
+        Endpoint::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            let transport = tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default());
+            TarpcBenchClient::new(config, transport).spawn()
+        }
+        Endpoint::Abstract(_) => {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "tarpc over abstract sockets").into())
+        }
+    };
+    Ok(Tarpc(client))
+}

@@ -1,0 +1,107 @@
+//! `rpc-bench`: every transport against its raw OS primitive and against tarpc, in one run on
+//! one machine, client and server in separate processes.
+//!
+//! ```text
+//! cargo run --release -p rpc-bench                 # full mode, 3 repetitions
+//! cargo run --release -p rpc-bench -- --reps 5 --pin --only tcp,unix
+//! cargo run -p rpc-bench -- --quick                # every path, tiny counts (CI)
+//! ```
+//!
+//! Options: `--quick`, `--reps N`, `--pin` (client and server on different CPUs), `--pin-same`
+//! (both on one CPU), `--only a,b` (transport names), `--json PATH` (default
+//! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`).
+//!
+//! Each server is this binary re-executed as `rpc-bench --serve ours|raw|tarpc ADDR [--cpu N]`;
+//! it prints `listening <addr>` and runs until its stdin closes, so a client that dies takes its
+//! servers with it. Tables go to stdout, progress to stderr.
+//!
+//! The binary is `src/bin/rpc-bench.rs`; everything lives in this library so that the crate's
+//! entry point is not `benches/src/main.rs`, which Cargo would also auto-discover as a bench
+//! target of the root `rpc` package.
+//!
+//! Adding a transport is one entry in [`transports`]: its name, our address for it, the raw
+//! primitive to compare with (an `Endpoint`, see `endpoint.rs`; a new kind of primitive adds a
+//! variant there and a ping-pong in `raw.rs`), and tarpc's endpoint if tarpc can run over the
+//! same primitive.
+
+#[cfg(unix)]
+mod endpoint;
+#[cfg(unix)]
+mod frameworks;
+#[cfg(unix)]
+mod measure;
+#[cfg(unix)]
+mod pin;
+#[cfg(unix)]
+mod raw;
+#[cfg(unix)]
+mod report;
+#[cfg(unix)]
+mod service;
+
+#[cfg(unix)]
+mod run;
+
+#[cfg(unix)]
+pub use run::main;
+
+#[cfg(unix)]
+use endpoint::Endpoint;
+
+/// The server's first line on stdout: the address it actually listens on.
+#[cfg(unix)]
+fn announce(addr: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addr}");
+    let _ = out.flush();
+}
+
+/// One row of every table.
+#[cfg(unix)]
+pub struct Transport {
+    /// The name in the tables and in `--only`.
+    pub name: &'static str,
+    /// Our address for a server given a unique name (a path stem or socket name).
+    pub ours: fn(&str) -> String,
+    /// The bare OS primitive ours is compared with, and how it is described in the output.
+    pub raw: (fn(&str) -> Endpoint, &'static str),
+    /// tarpc over the same primitive, if tarpc has a transport for it.
+    pub tarpc: Option<fn(&str) -> Endpoint>,
+}
+
+/// Every transport the harness measures, in table order.
+#[cfg(unix)]
+pub fn transports() -> Vec<Transport> {
+    fn sock_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{name}.sock"))
+    }
+    fn local_raw(name: &str) -> Endpoint {
+        // local:// is an abstract-namespace socket on Linux, a socket file elsewhere.
+        if cfg!(target_os = "linux") {
+            Endpoint::Abstract(name.to_owned())
+        } else {
+            Endpoint::Unix(std::path::PathBuf::from(format!("/tmp/{name}")))
+        }
+    }
+    vec![
+        Transport {
+            name: "tcp",
+            ours: |_| "tcp://127.0.0.1:0".to_owned(),
+            raw: (|_| Endpoint::Tcp("127.0.0.1:0".to_owned()), "TCP over loopback, TCP_NODELAY"),
+            tarpc: Some(|_| Endpoint::Tcp("127.0.0.1:0".to_owned())),
+        },
+        Transport {
+            name: "local",
+            ours: |name| format!("local://{name}"),
+            raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
+            tarpc: None,
+        },
+        Transport {
+            name: "unix",
+            ours: |name| format!("unix://{}", sock_path(name).display()),
+            raw: (|name| Endpoint::Unix(sock_path(name)), "Unix stream socket file"),
+            tarpc: Some(|name| Endpoint::Unix(sock_path(name))),
+        },
+    ]
+}

@@ -1,0 +1,309 @@
+//! The command line, the server mode, and the loop over repetitions × transports × sides.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::task::LocalSet;
+
+use crate::endpoint::Endpoint;
+use crate::frameworks::{self, OURS_ENCODING, TARPC_ENCODING};
+use crate::measure::{self, Config, FrameworkResult};
+use crate::report::{Metric, Results, Side};
+use crate::service::BoxError;
+use crate::{pin, raw, transports};
+
+const USAGE: &str =
+    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--only tcp,unix,...] [--json PATH] [--svg PATH]";
+
+struct Args {
+    quick: bool,
+    reps: Option<usize>,
+    pin: bool,
+    pin_same: bool,
+    only: Option<Vec<String>>,
+    json: PathBuf,
+    svg: PathBuf,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> {
+    let mut parsed = Args {
+        quick: false,
+        reps: None,
+        pin: false,
+        pin_same: false,
+        only: None,
+        json: "target/bench/results.json".into(),
+        svg: "target/bench/latency.svg".into(),
+    };
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--quick" => parsed.quick = true,
+            "--pin" => parsed.pin = true,
+            "--pin-same" => parsed.pin_same = true,
+            "--reps" => parsed.reps = Some(value()?.parse().map_err(|e| format!("--reps: {e}"))?),
+            "--only" => parsed.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--json" => parsed.json = value()?.into(),
+            "--svg" => parsed.svg = value()?.into(),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
+        }
+    }
+    if parsed.pin && parsed.pin_same {
+        return Err("--pin and --pin-same exclude each other".into());
+    }
+    if parsed.reps == Some(0) {
+        return Err("--reps must be at least 1".into());
+    }
+    Ok(parsed)
+}
+
+/// Entry point of both modes.
+pub fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--serve") {
+        return serve(&args[1..]);
+    }
+    client(parse_args(args.into_iter())?)
+}
+
+/// `--serve KIND TARGET [--cpu N]`: runs one server until stdin closes.
+fn serve(args: &[String]) -> Result<(), BoxError> {
+    let (kind, target, cpu) = match args {
+        [kind, target] => (kind, target, None),
+        [kind, target, flag, cpu] if flag == "--cpu" => (kind, target, Some(cpu.parse::<usize>()?)),
+        _ => return Err("usage: rpc-bench --serve ours|raw|tarpc TARGET [--cpu N]".into()),
+    };
+    if let Some(cpu) = cpu {
+        pin::pin_to(cpu)?;
+    }
+    // The parent holds our stdin; EOF means it is done with us (or died).
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    match kind.as_str() {
+        "raw" => Ok(raw::serve(&Endpoint::parse(target)?)?),
+        "ours" | "tarpc" => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if kind == "ours" {
+                runtime.block_on(frameworks::serve_ours(target))
+            } else {
+                runtime.block_on(frameworks::serve_tarpc(&Endpoint::parse(target)?))
+            }
+        }
+        _ => Err(format!("unknown server kind {kind:?}").into()),
+    }
+}
+
+/// A server child process, stopped (and its socket file removed) on [`stop`](Self::stop) or drop.
+struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: String,
+    file: Option<PathBuf>,
+}
+
+impl ServerProcess {
+    fn start(kind: &str, target: &str, cpu: Option<usize>, file: Option<PathBuf>) -> Result<Self, BoxError> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["--serve", kind, target]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        if let Some(cpu) = cpu {
+            command.args(["--cpu", &cpu.to_string()]);
+        }
+        let mut child = command.spawn()?;
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+        let mut server = Self { child, stdin, addr: String::new(), file };
+        match line.trim().strip_prefix("listening ") {
+            Some(addr) => server.addr = addr.to_owned(),
+            None => return Err(format!("{kind} server on {target} did not start: {line:?}").into()),
+        }
+        Ok(server)
+    }
+
+    fn stop(mut self) -> Result<(), BoxError> {
+        drop(self.stdin.take());
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("server {} exited with {status}", self.addr).into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            drop(self.stdin.take());
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A name no other server of this run, or of a concurrent run, uses.
+fn unique_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("rpc-bench-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs available, {model}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+fn client(args: Args) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let config = if args.quick { Config::quick() } else { Config::full() };
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
+    let mut selected = transports();
+    if let Some(only) = &args.only {
+        if let Some(bad) = only.iter().find(|n| !selected.iter().any(|t| t.name == n.as_str())) {
+            let known: Vec<_> = selected.iter().map(|t| t.name).collect();
+            return Err(format!("--only: unknown transport {bad:?} (known: {})", known.join(", ")).into());
+        }
+        selected.retain(|t| only.iter().any(|n| n == t.name));
+    }
+
+    // Before pinning, which narrows what this process may use.
+    let machine = machine();
+    // Pin before the runtime exists, so its thread inherits the client CPU.
+    let (pinning, server_cpu) = if args.pin || args.pin_same {
+        let cpus = pin::allowed_cpus();
+        let server = if args.pin_same { cpus.first() } else { cpus.get(1) };
+        match (cpus.first(), server) {
+            (Some(&client), Some(&server)) => {
+                pin::pin_to(client)?;
+                (format!("client on CPU {client}, servers on CPU {server}"), Some(server))
+            }
+            _ => (format!("requested but not possible ({} CPU(s) allowed); not pinned", cpus.len()), None),
+        }
+    } else {
+        (
+            "none: the scheduler places client and server, so runs mix same-CPU and cross-CPU round trips \
+             and ratios between sides measured minutes apart can be meaningless; use --pin (different CPUs) \
+             or --pin-same (one CPU)"
+                .to_owned(),
+            None,
+        )
+    };
+
+    let mut results = Results::new(selected.iter().map(|t| t.name).collect(), reps, args.quick, pinning, machine);
+    results.notes.push(("ours".into(), OURS_ENCODING.into()));
+    results.notes.push(("tarpc".into(), TARPC_ENCODING.into()));
+    for t in &selected {
+        results.notes.push((format!("raw {}", t.name), format!("{}, blocking 16-byte ping-pong", t.raw.1)));
+    }
+    results.notes.push((
+        "counts".into(),
+        format!(
+            "{} warm-up + {} timed round trips; pipelined runs {} ms each; {} × {} KiB echoes; both frameworks on current-thread tokio runtimes",
+            config.warmup,
+            config.latency_calls,
+            config.pipelined_for.as_millis(),
+            config.bulk_calls,
+            config.bulk_size >> 10
+        ),
+    ));
+    eprintln!("rpc-bench: {} repetition(s) over {:?}; {}", reps, results.transports, results.pinning);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for rep in 1..=reps {
+        for t in &selected {
+            let tag = format!("[{rep}/{reps}] {:<6}", t.name);
+
+            let endpoint = (t.raw.0)(&unique_name());
+            let server = ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.file())?;
+            let r = raw::measure(&Endpoint::parse(&server.addr)?, &config).map_err(|e| format!("{tag} raw: {e}"))?;
+            server.stop()?;
+            eprintln!(
+                "{tag} raw   : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s",
+                r.latency.median_us, r.latency.p99_us, r.bulk_mb_s
+            );
+            results.push(t.name, Metric::LatencyMedian, Side::Raw, r.latency.median_us);
+            results.push(t.name, Metric::LatencyP99, Side::Raw, r.latency.p99_us);
+            results.push(t.name, Metric::Bulk, Side::Raw, r.bulk_mb_s);
+
+            let addr = (t.ours)(&unique_name());
+            let server = ServerProcess::start("ours", &addr, server_cpu, unix_file(&addr))?;
+            let connect = || frameworks::connect_ours(&server.addr);
+            let r = runtime
+                .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
+                .map_err(|e| format!("{tag} ours: {e}"))?;
+            server.stop()?;
+            record(&mut results, &tag, t.name, Side::Ours, &r);
+
+            if let Some(tarpc) = t.tarpc {
+                let endpoint = tarpc(&unique_name());
+                let server = ServerProcess::start("tarpc", &endpoint.to_string(), server_cpu, endpoint.file())?;
+                let endpoint = Endpoint::parse(&server.addr)?;
+                let connect = || frameworks::connect_tarpc(&endpoint);
+                let r = runtime
+                    .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
+                    .map_err(|e| format!("{tag} tarpc: {e}"))?;
+                server.stop()?;
+                record(&mut results, &tag, t.name, Side::Tarpc, &r);
+            }
+        }
+    }
+    results.elapsed_s = started.elapsed().as_secs_f64();
+
+    print!("{}", results.tables());
+    write_file(&args.json, serde_json::to_string_pretty(&results.json())? + "\n")?;
+    write_file(&args.svg, results.svg())?;
+    eprintln!("rpc-bench: wrote {} and {}", args.json.display(), args.svg.display());
+    Ok(())
+}
+
+/// The socket file our server creates for a `unix://` address, for cleanup.
+fn unix_file(addr: &str) -> Option<PathBuf> {
+    addr.strip_prefix("unix://").map(PathBuf::from)
+}
+
+fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &FrameworkResult) {
+    let name = if side == Side::Ours { "ours " } else { "tarpc" };
+    eprintln!(
+        "{tag} {name} : add {:.1} µs median, {:.1} µs p99; k calls/s at 1/64/1000 in flight {:.1}/{:.1}/{:.1}, {}×{} {:.1}; 1 MiB echo {:.0} MB/s",
+        r.latency.median_us,
+        r.latency.p99_us,
+        r.pipelined[0] / 1e3,
+        r.pipelined[1] / 1e3,
+        r.pipelined[2] / 1e3,
+        measure::CONNECTIONS,
+        measure::PER_CONNECTION,
+        r.multi_conn / 1e3,
+        r.bulk_mb_s
+    );
+    results.push(transport, Metric::LatencyMedian, side, r.latency.median_us);
+    results.push(transport, Metric::LatencyP99, side, r.latency.p99_us);
+    results.push(transport, Metric::InFlight1, side, r.pipelined[0] / 1e3);
+    results.push(transport, Metric::InFlight64, side, r.pipelined[1] / 1e3);
+    results.push(transport, Metric::InFlight1000, side, r.pipelined[2] / 1e3);
+    results.push(transport, Metric::MultiConn, side, r.multi_conn / 1e3);
+    results.push(transport, Metric::Bulk, side, r.bulk_mb_s);
+}
+
+fn write_file(path: &Path, contents: String) -> Result<(), BoxError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, contents).map_err(|e| format!("writing {}: {e}", path.display()).into())
+}

@@ -1,0 +1,73 @@
+//! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ours, tarpc) must
+//! work end to end and produce figures. Nothing is asserted about speed.
+
+#![cfg(unix)]
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn quick_mode_measures_every_path() {
+    let dir = std::env::temp_dir().join(format!("rpc-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("results.json");
+    let svg_path = dir.join("latency.svg");
+    let child = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
+        .arg("--quick")
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--svg")
+        .arg(&svg_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Socket files are named after the harness's pid.
+    let prefix = format!("rpc-bench-{}-", child.id());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "rpc-bench --quick failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ours/tarpc"), "no tables printed:\n{stdout}");
+
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let transports: Vec<&str> = json["transports"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    for expected in ["tcp", "local", "unix"] {
+        assert!(transports.contains(&expected), "{expected} missing from {transports:?}");
+    }
+    let rows = json["rows"].as_array().unwrap();
+    let positive = |cell: &serde_json::Value| cell["median"].as_f64().is_some_and(|v| v > 0.0);
+    for transport in &transports {
+        let mine: Vec<_> = rows.iter().filter(|r| r["transport"] == *transport).collect();
+        assert!(!mine.is_empty(), "no rows for {transport}");
+        for row in mine {
+            // Every transport has our figures for every metric.
+            assert!(positive(&row["ours"]), "{transport}: no figure for ours in {row}");
+            // Raw figures exist for the round trip and bulk metrics.
+            if !row["raw"].is_null() {
+                assert!(positive(&row["raw"]), "{transport}: zero raw figure in {row}");
+            }
+            if !row["tarpc"].is_null() {
+                assert!(positive(&row["tarpc"]), "{transport}: zero tarpc figure in {row}");
+            }
+        }
+        let raw_rows = rows.iter().filter(|r| r["transport"] == *transport && !r["raw"].is_null()).count();
+        assert!(raw_rows >= 3, "{transport}: raw measured only {raw_rows} metrics");
+    }
+    // tarpc runs over TCP and Unix socket files.
+    for transport in ["tcp", "unix"] {
+        assert!(
+            rows.iter().any(|r| r["transport"] == transport && positive(&r["tarpc"])),
+            "{transport}: no tarpc figures"
+        );
+    }
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
+    // Every socket file the servers of this run created is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(leftovers.is_empty(), "socket files left behind: {leftovers:?}");
+}
