@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Each server runs as a separate process (this binary re-executed with `--serve ADDR`), except
-//! `mem://`, which is in-process by definition. Each server is stopped with SIGTERM and must exit 0.
+//! `mem://`, which is in-process by definition, and `spawn:`, whose server is a child the client
+//! starts itself (this binary with `--stdio`). Each listening server is stopped with SIGTERM and
+//! must exit 0.
 
 #[path = "shared/calculator.rs"]
 mod calculator;
@@ -27,6 +29,11 @@ fn addresses() -> Vec<(&'static str, String)> {
     if cfg!(unix) {
         let path = std::env::temp_dir().join(format!("rpc-demo-{id}.sock"));
         list.push(("unix", format!("unix://{}", path.display())));
+        let fifo = std::env::temp_dir().join(format!("rpc-demo-{id}.fifo"));
+        list.push(("fifo", format!("fifo://{}", fifo.display())));
+        if let Ok(exe) = std::env::current_exe() {
+            list.push(("spawn", format!("spawn:{}?--stdio", exe.display())));
+        }
     }
     list.push(("mem", format!("mem://demo-{id}")));
     list
@@ -39,6 +46,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return serve(addr);
         }
     }
+    #[cfg(unix)]
+    if let [_, flag] = &args[..] {
+        if flag == "--stdio" {
+            return serve_stdio();
+        }
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     println!("{:<8} {:<44} {:<10} {:>14} {:>12}", "transport", "address", "1 + 2", "median rtt", "p99 rtt");
     let mut failures = 0;
@@ -46,7 +59,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match runtime.block_on(run_one(&addr)) {
             Ok(row) => println!(
                 "{:<8} {:<44} {:<10} {:>11.1} µs {:>9.1} µs",
-                name, row.addr, row.result, row.median_us, row.p99_us
+                name,
+                shorten(&row.addr),
+                row.result,
+                row.median_us,
+                row.p99_us
             ),
             Err(e) => {
                 failures += 1;
@@ -55,12 +72,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem)"
+        "({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem; spawn's server is the client's child)"
     );
     if failures > 0 {
         return Err(format!("{failures} transport(s) failed").into());
     }
     Ok(())
+}
+
+/// Keeps the table aligned: a long address (spawn's program path) loses its middle.
+fn shorten(addr: &str) -> String {
+    const WIDTH: usize = 44;
+    let chars: Vec<char> = addr.chars().collect();
+    if chars.len() <= WIDTH {
+        return addr.to_owned();
+    }
+    let head: String = chars[..8].iter().collect();
+    let tail: String = chars[chars.len() - (WIDTH - 9)..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 struct Row {
@@ -82,6 +111,10 @@ async fn run_one(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
         let _ = stop.send(());
         server.await??;
         return row;
+    }
+    if addr.starts_with("spawn:") {
+        // The client starts (and owns) its server: nothing to start or stop here.
+        return measure(addr).await;
     }
     let mut child = ServerProcess::start(addr)?;
     let row = measure(&child.addr).await;
@@ -111,9 +144,20 @@ async fn measure(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
 fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let listener = rpc::listen(addr).await?;
+        // Installed before the address is announced: a SIGTERM sent right after it is graceful.
+        let shutdown = rpc::shutdown_signal();
         println!("listening {}", listener.local_addr());
         std::io::stdout().flush()?;
-        rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, rpc::shutdown_signal()).await?;
+        rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// The server half of `spawn:`, run as `demo --stdio` by the client's connect.
+#[cfg(unix)]
+fn serve_stdio() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        rpc::serve_stdio(rpc::Server::new().add_service(Calc.into_service())).await?;
         Ok(())
     })
 }

@@ -51,27 +51,56 @@ pub async fn connect_service(addr: &str, service: &'static ServiceDescriptor) ->
     Client::handshake(conn, service, ClientOptions::default()).await
 }
 
+/// Serves `server` over this process's stdin and stdout until the parent closes them (or dies):
+/// the child's half of a `spawn:` address. See [`transports::spawn`] for the rule that comes with
+/// it (nothing else may use stdout; after this call, stray prints go to stderr).
+///
+/// ```no_run
+/// # async fn run(server: rpc::Server) -> Result<(), rpc::RpcError> {
+/// // In the worker's main, when started by the parent with e.g. `spawn:/path/to/worker?--stdio`:
+/// rpc::serve_stdio(server).await?;
+/// # Ok(()) }
+/// ```
+#[cfg(unix)]
+pub async fn serve_stdio(server: Server) -> Result<(), RpcError> {
+    let conn = rpc_transports::spawn::stdio()?;
+    server.serve_connection(conn).await;
+    Ok(())
+}
+
 /// Completes when the process receives Ctrl-C (SIGINT) or, on Unix, SIGTERM: pass it to
 /// [`Server::serve_until`] for a graceful shutdown.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is *called*, not when the future is first polled, so a
+/// signal that arrives between the call and the server's first poll (a supervisor that stops a
+/// server right after it printed its address) still means "shut down gracefully" instead of
+/// the default action, which kills the process. Call it inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -1,27 +1,88 @@
-//! `rpc-test-server ADDR`: serves the test services on ADDR, prints `listening <address>` (with
-//! any OS-chosen port filled in) on stdout once ready, and shuts down gracefully on SIGTERM or
-//! Ctrl-C, exiting 0. The integration tests start it as a real process.
+//! The helper process of the integration tests.
+//!
+//! * `rpc-test-server ADDR`: serves the test services on ADDR, prints `listening <address>`
+//!   (with any OS-chosen port filled in) on stdout once ready, and shuts down gracefully on
+//!   SIGTERM or Ctrl-C, exiting 0.
+//! * `rpc-test-server --stdio [--pid-dir DIR] [--noisy]`: the child of a `spawn:` address; serves
+//!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
+//!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
+//!   `--noisy` it first breaks the stdio rule by printing to stdout.
+//! * `rpc-test-server --client ADDR`: connects a `Calculator` client to ADDR, prints
+//!   `connected`, and waits forever: the peer a test kills with SIGKILL.
 
 use std::io::Write;
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| {
-        eprintln!("usage: rpc-test-server ADDR");
-        std::process::exit(2);
-    });
-    let listener = match rpc::listen(&addr).await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--stdio") => stdio(&args[1..]).await,
+        Some("--client") if args.len() == 2 => client(&args[1]).await,
+        Some(addr) if args.len() == 1 && !addr.starts_with("--") => serve(addr).await,
+        _ => {
+            eprintln!("usage: rpc-test-server ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn serve(addr: &str) {
+    let listener = match rpc::listen(addr).await {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("rpc-test-server: {e}");
             std::process::exit(1);
         }
     };
+    // Installed before the address is announced: a SIGTERM sent right after it is graceful.
+    let shutdown = rpc::shutdown_signal();
     println!("listening {}", listener.local_addr());
     std::io::stdout().flush().expect("stdout");
-    let result = rpc_tests::test_server().serve_until(listener, rpc::shutdown_signal()).await;
+    let result = rpc_tests::test_server().serve_until(listener, shutdown).await;
     if let Err(e) = result {
         eprintln!("rpc-test-server: {e}");
         std::process::exit(1);
     }
+}
+
+async fn stdio(options: &[String]) {
+    let mut pid_file = None;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        match option.as_str() {
+            "--pid-dir" => {
+                let dir = options.next().expect("--pid-dir DIR");
+                let path = std::path::Path::new(dir).join(std::process::id().to_string());
+                std::fs::write(&path, b"").expect("pid file");
+                pid_file = Some(path);
+            }
+            "--noisy" => {
+                println!("hello from a child that prints to stdout");
+                std::io::stdout().flush().expect("stdout");
+            }
+            other => panic!("unknown option {other}"),
+        }
+    }
+    let result = rpc::serve_stdio(rpc_tests::test_server()).await;
+    if let Some(path) = pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Err(e) = result {
+        eprintln!("rpc-test-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn client(addr: &str) {
+    let calc = match rpc_tests::CalculatorClient::connect(addr).await {
+        Ok(calc) => calc,
+        Err(e) => {
+            eprintln!("rpc-test-server: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("connected");
+    std::io::stdout().flush().expect("stdout");
+    std::future::pending::<()>().await;
+    drop(calc);
 }

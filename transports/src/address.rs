@@ -12,7 +12,7 @@ use rpc_core::error::RpcError;
 
 /// A parsed transport address.
 ///
-/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`, `fifo://`, ...).
+/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`, `mq://`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Address {
@@ -26,11 +26,22 @@ pub enum Address {
     Unix(PathBuf),
     /// `mem://name`: in-process channels.
     Mem(String),
+    /// `fifo:///dir/name`: named FIFOs; the path (absolute) is the server's connect FIFO.
+    Fifo(PathBuf),
+    /// `spawn:/path/to/bin?arg1&arg2`: a child process started by the connecting side, spoken to
+    /// over its stdin and stdout. `program` is an absolute path or a bare name looked up in
+    /// `PATH`; the arguments are the `&`-separated query parts, percent-decoded (`%26` is `&`).
+    Spawn {
+        /// The program to start.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<String>,
+    },
 }
 
 /// The schemes this build supports, in the order error messages list them.
 #[cfg(unix)]
-pub const SCHEMES: &[&str] = &["tcp", "local", "unix", "mem"];
+pub const SCHEMES: &[&str] = &["tcp", "local", "unix", "fifo", "spawn", "mem"];
 /// The schemes this build supports, in the order error messages list them.
 #[cfg(windows)]
 pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
@@ -39,12 +50,7 @@ pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
 pub const SCHEMES: &[&str] = &["tcp", "mem"];
 
 /// Schemes the design names that this build does not implement yet, with what they are.
-const PLANNED: &[(&str, &str)] = &[
-    ("spawn", "pipes to a child process"),
-    ("fifo", "named FIFOs"),
-    ("shm", "shared-memory rings"),
-    ("mq", "POSIX message queues"),
-];
+const PLANNED: &[(&str, &str)] = &[("shm", "shared-memory rings"), ("mq", "POSIX message queues")];
 
 /// Longest `local://` name. Abstract socket names may have 107 bytes and Windows pipe names
 /// 256, but other Unix systems put the socket at `/tmp/<name>` and `sun_path` has 104 bytes
@@ -84,6 +90,9 @@ impl Address {
             }
             return Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported())));
         }
+        if scheme == "spawn" {
+            return parse_spawn(s, rest);
+        }
         let Some(body) = rest.strip_prefix("//") else {
             return Err(invalid(format!("`{s}` is malformed: expected {}", form(&scheme))));
         };
@@ -99,6 +108,7 @@ impl Address {
                 }
             }),
             "unix" => parse_unix(s, body),
+            "fifo" => parse_fifo(s, body),
             "mem" => parse_name(s, body, "mem").map(Address::Mem),
             _ => Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported()))),
         }
@@ -111,6 +121,8 @@ impl Address {
             Address::Local(_) => "local",
             Address::Unix(_) => "unix",
             Address::Mem(_) => "mem",
+            Address::Fifo(_) => "fifo",
+            Address::Spawn { .. } => "spawn",
         }
     }
 }
@@ -131,13 +143,23 @@ impl fmt::Display for Address {
             // The path is absolute, so this prints the three slashes of `unix:///path`.
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
             Address::Mem(name) => write!(f, "mem://{name}"),
+            Address::Fifo(path) => write!(f, "fifo://{}", path.display()),
+            Address::Spawn { program, args } => {
+                write!(f, "spawn:{}", percent_encode(&program.to_string_lossy(), false))?;
+                for (i, arg) in args.iter().enumerate() {
+                    f.write_str(if i == 0 { "?" } else { "&" })?;
+                    f.write_str(&percent_encode(arg, true))?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// The error for a scheme this build knows but the platform lacks.
 pub(crate) fn unsupported_here(scheme: &str) -> RpcError {
-    invalid(format!("`{scheme}://` addresses are not supported on this platform; {}", supported()))
+    let sep = if scheme == "spawn" { ":" } else { "://" };
+    invalid(format!("`{scheme}{sep}` addresses are not supported on this platform; {}", supported()))
 }
 
 fn invalid(message: String) -> RpcError {
@@ -156,13 +178,15 @@ fn form(scheme: &str) -> &'static str {
         "local" => "local://name",
         "unix" => "unix:///path",
         "mem" => "mem://name",
+        "fifo" => "fifo:///path",
+        "spawn" => "spawn:/path/to/program?arg1&arg2",
         _ => "scheme://...",
     }
 }
 
 /// Schemes implemented by some build of this crate (so not "unknown" on any platform).
 fn is_known(scheme: &str) -> bool {
-    matches!(scheme, "tcp" | "local" | "unix" | "mem")
+    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn")
 }
 
 /// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`. Rejects `127.0.0.1` in
@@ -242,6 +266,84 @@ fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
         )));
     }
     Ok(Address::Unix(PathBuf::from(body)))
+}
+
+fn parse_fifo(s: &str, body: &str) -> Result<Address, RpcError> {
+    if !body.starts_with('/') {
+        return Err(invalid(format!("`{s}`: the FIFO path must be absolute, as in fifo:///tmp/calc (three slashes)")));
+    }
+    if body.ends_with('/') {
+        return Err(invalid(format!("`{s}`: the path names a directory, not a FIFO")));
+    }
+    if body.contains('\0') {
+        return Err(invalid(format!("`{s}`: the path contains a NUL byte")));
+    }
+    if body.contains(['?', '#']) {
+        return Err(invalid(format!("`{s}`: a fifo:// address has no query or fragment")));
+    }
+    Ok(Address::Fifo(PathBuf::from(body)))
+}
+
+/// `spawn:/path?a&b`, also accepting `spawn:///path?...` (the `//` of an empty authority).
+fn parse_spawn(s: &str, rest: &str) -> Result<Address, RpcError> {
+    let expected = "expected spawn:/path/to/program?arg1&arg2";
+    let rest = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => return Err(invalid(format!("`{s}` is malformed: {expected} (one slash, or three)"))),
+        None => rest,
+    };
+    let (program, query) = match rest.split_once('?') {
+        Some((program, query)) => (program, Some(query)),
+        None => (rest, None),
+    };
+    let program = percent_decode(program).ok_or_else(|| invalid(format!("`{s}`: bad %-escape in the program")))?;
+    if program.is_empty() {
+        return Err(invalid(format!("`{s}`: no program; {expected}")));
+    }
+    if program.contains('\0') || program.ends_with('/') {
+        return Err(invalid(format!("`{s}`: `{program}` is not a program path; {expected}")));
+    }
+    let args = match query {
+        None => Vec::new(),
+        Some(query) => query
+            .split('&')
+            .map(|arg| percent_decode(arg).filter(|a| !a.contains('\0')))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid(format!("`{s}`: bad %-escape (or NUL) in an argument")))?,
+    };
+    Ok(Address::Spawn { program: PathBuf::from(program), args })
+}
+
+/// Decodes `%XX` escapes (so arguments can contain `&`, `?` or `%`); `None` for a bad escape
+/// or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The inverse of [`percent_decode`] for the characters that have a meaning in a spawn address.
+fn percent_encode(s: &str, in_query: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' | '?' => out.push_str(&format!("%{:02X}", c as u32)),
+            '&' if in_query => out.push_str("%26"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -332,7 +434,7 @@ mod tests {
         #[cfg(unix)]
         assert_eq!(
             m,
-            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, unix:///path, mem://name"
+            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mem://name"
         );
     }
 
@@ -345,14 +447,47 @@ mod tests {
         assert!(message("localhost:80").contains("unknown scheme `localhost`"));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn fifo_paths() {
+        assert_eq!(round_trips("fifo:///tmp/calc"), Address::Fifo("/tmp/calc".into()));
+        assert_eq!(Address::parse("FIFO:///tmp/calc").unwrap().scheme(), "fifo");
+        assert!(message("fifo://relative").contains("absolute"));
+        assert!(message("fifo:/tmp/x").contains("fifo:///path"));
+        assert!(message("fifo:///tmp/").contains("directory"));
+        assert!(message("fifo:///tmp/x?y").contains("no query"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn spawn_addresses() {
+        assert_eq!(
+            round_trips("spawn:/usr/bin/worker?--stdio&-v"),
+            Address::Spawn { program: "/usr/bin/worker".into(), args: vec!["--stdio".into(), "-v".into()] }
+        );
+        assert_eq!(round_trips("spawn:worker"), Address::Spawn { program: "worker".into(), args: vec![] });
+        assert_eq!(
+            Address::parse("spawn:///bin/w?a%26b&100%25&").unwrap(),
+            Address::Spawn { program: "/bin/w".into(), args: vec!["a&b".into(), "100%".into(), String::new()] }
+        );
+        assert_eq!(round_trips("spawn:/bin/w?a%26b&100%25"), Address::parse("spawn:/bin/w?a%26b&100%25").unwrap());
+        assert!(message("spawn:").contains("no program"));
+        assert!(message("spawn:?x").contains("no program"));
+        assert!(message("spawn://host/x").contains("malformed"));
+        assert!(message("spawn:/bin/w?%zz").contains("%-escape"));
+        assert!(message("spawn:/bin/").contains("not a program path"));
+    }
+
+    #[cfg(not(unix))]
+    #[test]
+    fn pipes_are_refused_off_unix() {
+        assert!(message("fifo:///tmp/x").contains("not supported on this platform"));
+        assert!(message("spawn:/bin/x").contains("`spawn:` addresses are not supported on this platform"));
+    }
+
     #[test]
     fn planned_schemes_are_not_supported_yet() {
-        for (address, what) in [
-            ("spawn:/bin/worker?x", "child process"),
-            ("fifo:///tmp/f", "FIFO"),
-            ("shm://calc", "shared-memory"),
-            ("mq://calc", "message queues"),
-        ] {
+        for (address, what) in [("shm://calc", "shared-memory"), ("mq://calc", "message queues")] {
             let m = message(address);
             assert!(m.contains("not supported by this build yet"), "{m}");
             assert!(m.contains(what), "{m}");

@@ -10,9 +10,17 @@
 //! | `tcp://host:port` | TCP with `TCP_NODELAY`; `host` is a name, an IPv4 address or a bracketed IPv6 address (`tcp://[::1]:4000`); port 0 picks a free port | any host | all |
 //! | `local://name` | a local socket: an abstract-namespace Unix socket on Linux (nothing on disk), a socket file `/tmp/name` on other Unix systems, a named pipe `\\.\pipe\name` on Windows | same machine; by default only the same user (see [`TransportOptions::mode`]) | Unix, Windows |
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
+//! | `fifo:///dir/name` | named FIFOs: a connect FIFO at the path (mode 0600), a private FIFO pair per connection, unlinked as soon as both sides opened it (see the `fifo` module notes below) | same machine, file permissions | Unix |
+//! | `spawn:/path/to/program?arg1&arg2` | a child process started by `connect`, spoken to over its stdin/stdout pipes; the parent owns its lifetime. Arguments are `&`-separated and %-decoded; a bare program name is looked up in `PATH`. See [`spawn`] for the child's side and the rules | the parent and its child | Unix |
 //! | `mem://name` | in-process channels | same process | all |
 //!
-//! Schemes planned by the design but not built yet (`spawn:`, `fifo://`, `shm://`, `mq://`) are
+//! `fifo://`: many clients may connect at once; each writes one 64-byte connect record into the
+//! connect FIFO, atomically (it is under `PIPE_BUF`), and each private FIFO has a single writer,
+//! so frames never interleave. A stale connect FIFO left by a crashed server is reclaimed, a live
+//! one is never displaced; nothing else stays on disk after a crash of either side. Pipes and
+//! FIFOs get a 1 MiB kernel buffer where the OS allows (`F_SETPIPE_SZ` on Linux).
+//!
+//! Schemes planned by the design but not built yet (`shm://`, `mq://`) are
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!
@@ -37,9 +45,15 @@
 
 mod address;
 mod context;
+#[cfg(unix)]
+mod fifo;
 mod local;
 mod mem;
 mod options;
+#[cfg(unix)]
+mod pipes;
+#[cfg(unix)]
+pub mod spawn;
 mod tcp;
 #[cfg(unix)]
 mod unix;
@@ -85,6 +99,14 @@ impl Address {
             #[cfg(not(unix))]
             Address::Unix(_) => return Err(address::unsupported_here("unix")),
             Address::Mem(name) => mem::connect(name, options),
+            #[cfg(unix)]
+            Address::Fifo(path) => fifo::connect(path, options).await,
+            #[cfg(unix)]
+            Address::Spawn { program, args } => spawn::connect(program, args, options),
+            #[cfg(not(unix))]
+            Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
+            #[cfg(not(unix))]
+            Address::Spawn { .. } => return Err(address::unsupported_here("spawn")),
         };
         result.map_err(|e| context::error("connecting to", self, e))
     }
@@ -99,6 +121,16 @@ impl Address {
             #[cfg(not(unix))]
             Address::Unix(_) => return Err(address::unsupported_here("unix")),
             Address::Mem(name) => mem::listen(name, options).map(|l| Box::new(l) as _),
+            #[cfg(unix)]
+            Address::Fifo(path) => fifo::listen(path, options).await.map(|l| Box::new(l) as _),
+            #[cfg(not(unix))]
+            Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
+            Address::Spawn { .. } => {
+                return Err(RpcError::Address(format!(
+                    "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \
+                     child); the child serves its own stdin/stdout (`rpc_transports::spawn::stdio`)"
+                )))
+            }
         };
         result.map_err(|e| context::error("listening on", self, e))
     }

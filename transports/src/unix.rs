@@ -142,20 +142,20 @@ where
     })
 }
 
-/// A socket file's identity: device and inode.
+/// A file's identity: device and inode (also used by `fifo://`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
+pub(crate) struct FileId {
     dev: u64,
     ino: u64,
 }
 
 impl FileId {
-    fn of(metadata: &fs::Metadata) -> Self {
+    pub(crate) fn of(metadata: &fs::Metadata) -> Self {
         FileId { dev: metadata.dev(), ino: metadata.ino() }
     }
 
     /// The identity of whatever is at `path` now, without following symlinks.
-    fn at(path: &Path) -> io::Result<Self> {
+    pub(crate) fn at(path: &Path) -> io::Result<Self> {
         fs::symlink_metadata(path).map(|m| Self::of(&m))
     }
 }
@@ -256,7 +256,7 @@ async fn reclaim_if_stale(path: &Path) -> io::Result<()> {
 }
 
 /// Removes the file at `path` if it is still the one with identity `id`.
-fn remove_if_ours(path: &Path, id: FileId) {
+pub(crate) fn remove_if_ours(path: &Path, id: FileId) {
     if FileId::at(path).ok() == Some(id) {
         // Nothing useful to do about a failure here (this runs on drop and on error paths).
         let _ = fs::remove_file(path);

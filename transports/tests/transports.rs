@@ -90,6 +90,9 @@ fn cases(test: &str) -> Vec<Case> {
         let dir = TempDir::new(test);
         let path = dir.join("s.sock");
         cases.push(Case { listen: format!("unix://{}", path.display()), transport: "unix", _dir: Some(dir) });
+        let dir = TempDir::new(test);
+        let path = dir.join("calc");
+        cases.push(Case { listen: format!("fifo://{}", path.display()), transport: "fifo", _dir: Some(dir) });
     }
     cases
 }
@@ -614,4 +617,29 @@ mod local {
         assert!(!Path::new("/tmp").join(&name).exists());
         drop(listener);
     }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn spawn_addresses_are_connected_to_not_listened_on() {
+    match listen("spawn:/bin/cat").await {
+        Err(RpcError::Address(message)) => assert!(message.contains("a spawn: address is connected to"), "{message}"),
+        other => panic!("expected an address error, got {:?}", other.map(|l| l.local_addr())),
+    }
+    // `cat` is a loopback child: what we send comes back.
+    let mut conn = within("spawn cat", connect("spawn:cat")).await.unwrap();
+    assert_eq!(conn.info.transport, "spawn");
+    within("send", send(&mut *conn.sender, Bytes::from_static(b"echo"))).await.unwrap();
+    assert_eq!(next(&mut conn.receiver).await.as_deref(), Some(&b"echo"[..]));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn fifo_listener_drop_removes_every_file() {
+    let dir = TempDir::new("fifo-drop");
+    let mut listener = listen(&format!("fifo://{}", dir.join("calc").display())).await.unwrap();
+    let (client, server) = pair(&mut *listener).await;
+    assert_eq!(dir.entries(), ["calc"]);
+    drop((client, server, listener));
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
 }

@@ -1,0 +1,631 @@
+//! `fifo:///dir/name`: named FIFOs (`mkfifo`). The listener owns a well-known *connect FIFO* at
+//! the path; each connection gets a *private pair* of FIFOs next to it, one per direction, and
+//! both sides frame their bytes with the shared length prefix of
+//! [`rpc_core::transport::stream`].
+//!
+//! # The handshake, and why it is ordered this way
+//!
+//! Opening a FIFO blocks until the other end is opened, unless it is opened with `O_NONBLOCK`;
+//! then opening the *read* end always succeeds at once, and opening the *write* end fails with
+//! `ENXIO` while nobody has the read end open. Every open here is non-blocking (nothing ever
+//! blocks a runtime thread), so the order of opens is what makes the handshake work:
+//!
+//! 1. The client creates the pair `.<name>.<token>.c2s` and `.<name>.<token>.s2c` (mode 0600,
+//!    or [`TransportOptions::mode`]) in the connect FIFO's directory, where `<token>` holds its
+//!    pid, a counter and the time, so names are unique. It opens `s2c` for reading, and `c2s`
+//!    for writing, which needs a reader: it first opens a *placeholder* read end of `c2s` itself,
+//!    which it keeps until the server has its own (so its early writes neither fail with `EPIPE`
+//!    nor get lost: they wait in the pipe, like bytes a socket sends before the server accepts).
+//! 2. The client writes one *connect record* into the connect FIFO: [`RECORD_LEN`] bytes naming
+//!    the token, and `connect` returns. Many clients write into the same FIFO, and `write(2)` of
+//!    at most `PIPE_BUF` bytes (at least 512 by POSIX, 4096 on Linux) to a pipe is atomic, so
+//!    records from concurrent clients never interleave: each record is exactly [`RECORD_LEN`]
+//!    (64) bytes, written with one `write`. The record carries a magic prefix, so a stray writer
+//!    cannot desynchronise the stream for long (the reader slides forward to the next magic).
+//! 3. The server's `accept` opens `s2c` for writing (it succeeds: the client has the read end;
+//!    `ENXIO` means the client is gone, and the record is dropped) and `c2s` for reading. Now all
+//!    four ends are open, so it **unlinks both FIFOs** at once: from here on the connection
+//!    lives only in open file descriptors, and a SIGKILL of either side leaves nothing on disk.
+//!    It writes one acknowledgement byte into `s2c`.
+//! 4. The client's receiving half reads that byte first, then drops its placeholder read end
+//!    (and unlinks the pair too, harmlessly). A client whose connection is dropped before the
+//!    acknowledgement (the server never accepted) unlinks the pair itself.
+//!
+//! Only one process writes into each private FIFO, and the shared framing writes whole frames
+//! in order, so frames larger than `PIPE_BUF` (not atomic) cannot interleave with anything.
+//!
+//! # Liveness and cleanup
+//!
+//! EOF on a private FIFO means the peer closed or died. The listener keeps a write end of its
+//! own connect FIFO open, so its reads never see EOF between clients, and so that "someone has
+//! the read end open" means "a server is alive": a `listen` that finds a FIFO at its path probes
+//! it with a non-blocking open for writing. `ENXIO` means nobody reads it: a crashed server's
+//! file, which is unlinked (if it is still the file probed) and replaced; success means a live
+//! server, which is never displaced (`AddrInUse`). Like `unix://`, the connect FIFO is created
+//! under a temporary name, chmod-ed and opened, and only then hard-linked to the final path, so
+//! it is never visible with looser permissions, and is live the moment it appears. The listener
+//! removes it when dropped, if it is still its own file.
+//!
+//! One window remains: a client killed after creating its pair but before the server accepted
+//! leaves the pair behind (two empty FIFOs). Their names start with the client's pid, so
+//! `listen` sweeps the pairs of processes that no longer exist from the directory.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
+
+use rpc_core::transport::stream::framed;
+use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::unix::pipe;
+
+use crate::context::describe;
+use crate::options::TransportOptions;
+use crate::pipes;
+use crate::unix::{remove_if_ours, FileId};
+
+/// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
+pub(crate) const RECORD_LEN: usize = 64;
+const MAGIC: &[u8; 8] = b"rpcfifo1";
+const MAX_TOKEN: usize = RECORD_LEN - MAGIC.len() - 1;
+/// The byte the server writes into `s2c` once it holds both ends of the pair.
+const ACK: u8 = 0x06;
+/// How often `listen` goes back to linking after removing a stale FIFO.
+const RECLAIM_ATTEMPTS: u32 = 3;
+// `write(2)` atomicity is what keeps concurrent clients' records apart.
+const _: () = assert!(RECORD_LEN <= 512, "records must fit the POSIX minimum PIPE_BUF");
+
+fn peer_name(path: &Path) -> String {
+    format!("fifo://{}", path.display())
+}
+
+/// Connects to the server whose connect FIFO is at `path` (see the module docs).
+pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Result<Connection> {
+    let metadata = fs::metadata(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(io::ErrorKind::NotFound, "no connect FIFO at this path (is the server running?)")
+        } else {
+            e
+        }
+    })?;
+    if !metadata.file_type().is_fifo() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the file at this path is not a FIFO"));
+    }
+    let control = match pipe::OpenOptions::new().open_sender(path) {
+        Ok(control) => control,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "no server is listening (the FIFO is left over from a server that exited)",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let pair = Pair::create(path, options.permission_bits())?;
+    let from_server = pipe::OpenOptions::new().open_receiver(&pair.s2c)?;
+    let placeholder = open_nonblocking(&pair.c2s, false)?;
+    let to_server = pipe::OpenOptions::new().open_sender(&pair.c2s)?;
+    write_record(&control, &record(&pair.token)).await?;
+    drop(control);
+    pipes::enlarge(to_server.as_fd());
+    pipes::enlarge(from_server.as_fd());
+    let max_frame_len = options.effective_max_frame_len();
+    let from_server = AckFirst { inner: from_server, pending: Some((placeholder, pair)) };
+    let (sender, receiver) = framed(from_server, pipes::CloseOnShutdown::new(to_server), max_frame_len);
+    Ok(Connection {
+        sender: Box::new(sender),
+        receiver: Box::new(receiver),
+        info: ConnectionInfo { transport: "fifo", peer: peer_name(path), max_frame_len },
+    })
+}
+
+/// Writes one record with a single `write(2)`: atomic because it is at most `PIPE_BUF` bytes,
+/// and a non-blocking write of that size writes everything or nothing.
+async fn write_record(control: &pipe::Sender, record: &[u8; RECORD_LEN]) -> io::Result<()> {
+    loop {
+        control.writable().await?;
+        match control.try_write(record) {
+            Ok(n) if n == RECORD_LEN => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short write of a connect record")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server stopped listening"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn record(token: &str) -> [u8; RECORD_LEN] {
+    let mut record = [0u8; RECORD_LEN];
+    record[..MAGIC.len()].copy_from_slice(MAGIC);
+    let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
+    record[MAGIC.len()] = token.len() as u8;
+    record[MAGIC.len() + 1..][..token.len()].copy_from_slice(token);
+    record
+}
+
+/// The token of a well-formed record; `None` for anything else. The token becomes part of file
+/// names the server opens, so only `[0-9a-z-]` is allowed (no `/`, no `..`).
+fn parse_record(record: &[u8]) -> Option<String> {
+    let rest = record.strip_prefix(MAGIC)?;
+    let (&len, rest) = rest.split_first()?;
+    let token = rest.get(..usize::from(len))?;
+    let valid = !token.is_empty() && token.iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || *b == b'-');
+    valid.then(|| String::from_utf8_lossy(token).into_owned())
+}
+
+/// A connection's private FIFO pair; both names are unlinked on drop (a missing file is fine:
+/// either side may have unlinked it first).
+struct Pair {
+    token: String,
+    c2s: PathBuf,
+    s2c: PathBuf,
+}
+
+impl Pair {
+    fn paths(control: &Path, token: String) -> io::Result<Pair> {
+        let dir = control.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory"))?;
+        let name = control.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        Ok(Pair { c2s: dir.join(format!(".{name}.{token}.c2s")), s2c: dir.join(format!(".{name}.{token}.s2c")), token })
+    }
+
+    fn create(control: &Path, mode: u32) -> io::Result<Pair> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let pair = Pair::paths(control, format!("{:x}-{n:x}-{nanos:x}", std::process::id()))?;
+        mkfifo(&pair.c2s, mode)?;
+        mkfifo(&pair.s2c, mode)?;
+        Ok(pair)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.c2s);
+        let _ = fs::remove_file(&self.s2c);
+    }
+}
+
+/// Creates a FIFO with exactly `mode` (mkfifo applies the umask; a umask can only take bits
+/// away, so the file is never looser than `mode`, and chmod then sets it exactly).
+fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call; mkfifo reads it
+    // and nothing else of ours.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), mode as libc::mode_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Creates the connect FIFO at `path` (see the module docs) and listens on it.
+pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Result<FifoListener> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no directory part"))?;
+    if !dir.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("the directory {} does not exist", dir.display())));
+    }
+    sweep_dead_pairs(path);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let temp =
+        TempFifo(dir.join(format!(".rpcfifo{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))));
+    mkfifo(&temp.0, options.permission_bits())?;
+    let id = FileId::at(&temp.0)?;
+    let reader = pipe::OpenOptions::new().open_receiver(&temp.0)?;
+    // Our own write end: reads never hit EOF between clients, and probes see a live reader.
+    let keepalive = pipe::OpenOptions::new().open_sender(&temp.0)?;
+    for _ in 0..RECLAIM_ATTEMPTS {
+        match fs::hard_link(&temp.0, path) {
+            Ok(()) => {
+                return Ok(FifoListener {
+                    reader,
+                    _keepalive: keepalive,
+                    buf: Vec::with_capacity(4 * RECORD_LEN),
+                    path: path.to_owned(),
+                    id,
+                    addr: peer_name(path),
+                    max_frame_len: options.effective_max_frame_len(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reclaim_if_stale(path)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "the path keeps being recreated by another process while we reclaim it",
+    ))
+}
+
+/// Removes the private FIFOs of clients of `control` that died during their handshake: pairs
+/// whose token's pid names no process. A pid that exists (even if reused) keeps its files.
+fn sweep_dead_pairs(control: &Path) {
+    let (Some(dir), Some(name)) = (control.parent(), control.file_name()) else { return };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
+        let Some(token) = rest.strip_suffix(".c2s").or_else(|| rest.strip_suffix(".s2c")) else { continue };
+        let Some(pid) = token.split('-').next().and_then(|pid| i32::from_str_radix(pid, 16).ok()) else { continue };
+        if pid <= 0 || !entry.file_type().is_ok_and(|t| t.is_fifo()) {
+            continue;
+        }
+        // SAFETY: kill(2) with signal 0 sends nothing; it only checks whether `pid` exists.
+        let gone =
+            unsafe { libc::kill(pid, 0) } == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Opens a FIFO without blocking (`ENXIO` for writing while it has no reader), refusing anything
+/// that is not a FIFO with `InvalidInput`.
+fn open_nonblocking(path: &Path, write: bool) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new().read(!write).write(write).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.file_type().is_fifo() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a FIFO"));
+    }
+    Ok(file)
+}
+
+/// Removes the temporary name of the connect FIFO (the final name is a hard link).
+struct TempFifo(PathBuf);
+
+impl Drop for TempFifo {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Decides what to do about an existing file at `path`: `Ok` if it was a stale FIFO and is gone
+/// (or vanished by itself), an error if it must be left alone.
+fn reclaim_if_stale(path: &Path) -> io::Result<()> {
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !metadata.file_type().is_fifo() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a file that is not a FIFO exists at this path (it was left alone)",
+        ));
+    }
+    // A non-blocking open for writing succeeds only while some process has the read end open:
+    // a live listener always has.
+    let probe = fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path);
+    match probe {
+        Ok(_probe) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another server is already listening there (its FIFO was left alone)",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            if FileId::at(path).ok() != Some(FileId::of(&metadata)) {
+                return Ok(());
+            }
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io::Error::new(e.kind(), format!("cannot remove the stale FIFO: {}", describe(&e))))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("a FIFO exists at this path and probing it failed: {} (it was left alone)", describe(&e)),
+        )),
+    }
+}
+
+/// A listener on a connect FIFO, which it removes when dropped.
+#[derive(Debug)]
+pub(crate) struct FifoListener {
+    reader: pipe::Receiver,
+    _keepalive: pipe::Sender,
+    /// Bytes read from the connect FIFO that do not make a whole record yet, or records not yet
+    /// taken: kept here, not in the accept future, so dropping that future loses nothing.
+    buf: Vec<u8>,
+    path: PathBuf,
+    id: FileId,
+    addr: String,
+    max_frame_len: usize,
+}
+
+impl FifoListener {
+    /// The next well-formed record's token, sliding past garbage.
+    fn take_record(&mut self) -> Option<String> {
+        while self.buf.len() >= RECORD_LEN {
+            if let Some(token) = parse_record(&self.buf[..RECORD_LEN]) {
+                self.buf.drain(..RECORD_LEN);
+                return Some(token);
+            }
+            // Not a record at this offset: resynchronise at the next possible magic.
+            let skip = self.buf[1..].iter().position(|&b| b == MAGIC[0]).map_or(self.buf.len(), |p| p + 1);
+            self.buf.drain(..skip);
+        }
+        None
+    }
+
+    /// Opens the pair a record names (no await: accept stays cancel-safe). `Ok(None)` when the
+    /// client is already gone; its FIFOs are removed.
+    fn open_pair(&self, token: String) -> io::Result<Option<Connection>> {
+        let pair = Pair::paths(&self.path, token)?;
+        // Opened with std, not tokio, so that the acknowledgement can be written at once: a tokio
+        // pipe only writes after its reactor reported it writable.
+        let mut to_client = match open_nonblocking(&pair.s2c, true) {
+            Ok(file) => file,
+            // ENXIO: the client's read end is closed (it died or gave up); NotFound: it removed
+            // the pair; not a FIFO: not ours to touch, so keep `pair` from unlinking it.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                std::mem::forget(pair);
+                return Ok(None);
+            }
+            Err(_) => return Ok(None),
+        };
+        let from_client = match pipe::OpenOptions::new().open_receiver(&pair.c2s) {
+            Ok(receiver) => receiver,
+            Err(_) => return Ok(None),
+        };
+        pipes::enlarge(to_client.as_fd());
+        pipes::enlarge(from_client.as_fd());
+        // A fresh pipe has room for a byte, so this never waits; failure means the client is
+        // gone (EPIPE).
+        if !matches!(to_client.write(&[ACK]), Ok(1)) {
+            return Ok(None);
+        }
+        // All four ends are open (the client opened its two before sending the record).
+        drop(pair);
+        let to_client = pipe::Sender::from_file(to_client)?;
+        let (sender, receiver) = framed(from_client, pipes::CloseOnShutdown::new(to_client), self.max_frame_len);
+        Ok(Some(Connection {
+            sender: Box::new(sender),
+            receiver: Box::new(receiver),
+            info: ConnectionInfo { transport: "fifo", peer: self.addr.clone(), max_frame_len: self.max_frame_len },
+        }))
+    }
+}
+
+impl Listener for FifoListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+        Box::pin(async move {
+            loop {
+                while let Some(token) = self.take_record() {
+                    if let Some(conn) = self.open_pair(token)? {
+                        return Ok(conn);
+                    }
+                }
+                self.reader.readable().await?;
+                let mut chunk = [0u8; 16 * RECORD_LEN];
+                match self.reader.try_read(&mut chunk) {
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn local_addr(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+impl Drop for FifoListener {
+    fn drop(&mut self) {
+        remove_if_ours(&self.path, self.id);
+    }
+}
+
+/// The client's read end of `s2c`: consumes the server's acknowledgement byte before any frame,
+/// then lets go of the placeholder read end of `c2s` and of the pair's names.
+struct AckFirst {
+    inner: pipe::Receiver,
+    /// Until the acknowledgement: the placeholder reader and the names (unlinked on drop).
+    pending: Option<(fs::File, Pair)>,
+}
+
+impl AsyncRead for AckFirst {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pending.is_some() {
+            let mut byte = [0u8; 1];
+            let mut ack = ReadBuf::new(&mut byte);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut ack))?;
+            let got = ack.filled().first().copied();
+            self.pending = None;
+            match got {
+                Some(ACK) => {}
+                // EOF: the server took the connection and closed it at once.
+                None => return Poll::Ready(Ok(())),
+                Some(_) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected handshake byte from the fifo:// server",
+                    )))
+                }
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::transport::{recv, send};
+
+    static DEFAULTS: std::sync::LazyLock<TransportOptions> = std::sync::LazyLock::new(TransportOptions::default);
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rpc-fifo-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn records_round_trip_and_reject_bad_tokens() {
+        assert_eq!(parse_record(&record("1f-2-abc")).as_deref(), Some("1f-2-abc"));
+        assert_eq!(parse_record(&record("../etc")), None);
+        assert_eq!(parse_record(&record("")), None);
+        let mut bad = record("x");
+        bad[0] = b'X';
+        assert_eq!(parse_record(&bad), None);
+    }
+
+    #[tokio::test]
+    async fn frames_cross_and_nothing_stays_on_disk() {
+        let dir = temp_dir("basic");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (client, server) = tokio::join!(connect(&path, &DEFAULTS), listener.accept());
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        send(&mut *client.sender, bytes::Bytes::from_static(b"ping")).await.unwrap();
+        assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), &b"ping"[..]);
+        let big = bytes::Bytes::from(vec![9u8; 3 << 20]);
+        let (sent, got) = tokio::join!(send(&mut *server.sender, big.clone()), recv(&mut *client.receiver));
+        sent.unwrap();
+        assert_eq!(got.unwrap().unwrap(), big);
+        assert_eq!(entries(&dir), ["calc"], "only the connect FIFO remains while connected");
+        rpc_core::transport::close(&mut *client.sender).await.unwrap();
+        assert!(recv(&mut *server.receiver).await.unwrap().is_none(), "EOF when the client closes");
+        rpc_core::transport::close(&mut *server.sender).await.unwrap();
+        assert!(recv(&mut *client.receiver).await.unwrap().is_none(), "EOF when the server closes");
+        drop(server);
+        drop(client);
+        drop(listener);
+        assert!(entries(&dir).is_empty());
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_live_listener_is_kept_and_a_stale_fifo_reclaimed() {
+        let dir = temp_dir("stale");
+        let path = dir.join("calc");
+        let listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        let err = listen(&path, &TransportOptions::default()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        drop(listener);
+        // What a SIGKILLed server leaves: a FIFO nobody reads.
+        mkfifo(&path, 0o600).unwrap();
+        let err = connect(&path, &TransportOptions::default()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        let listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        drop(listener);
+        // Anything that is not a FIFO is never touched.
+        fs::write(&path, b"data").unwrap();
+        assert_eq!(listen(&path, &TransportOptions::default()).await.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_clients_at_once() {
+        let dir = temp_dir("many");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        let clients: Vec<_> = (0..32u8)
+            .map(|i| {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let mut conn = connect(&path, &TransportOptions::default()).await.unwrap();
+                    send(&mut *conn.sender, bytes::Bytes::from(vec![i])).await.unwrap();
+                    recv(&mut *conn.receiver).await.unwrap().unwrap()
+                })
+            })
+            .collect();
+        for _ in 0..32 {
+            let mut conn = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let frame = recv(&mut *conn.receiver).await.unwrap().unwrap();
+                send(&mut *conn.sender, frame).await.unwrap();
+            });
+        }
+        for (i, client) in clients.into_iter().enumerate() {
+            assert_eq!(client.await.unwrap(), vec![i as u8]);
+        }
+        drop(listener);
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_in_the_connect_fifo_is_skipped() {
+        let dir = temp_dir("garbage");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        let mut junk = open_nonblocking(&path, true).unwrap();
+        junk.write_all(b"r junk rpcfifo\x01?not a token at all").unwrap();
+        let mut bad_token = record("x");
+        bad_token[MAGIC.len() + 1] = b'/';
+        junk.write_all(&bad_token).unwrap();
+        // A record whose pair does not exist: the client is "gone".
+        junk.write_all(&record("dead-1-1")).unwrap();
+        let (client, server) = tokio::join!(connect(&path, &DEFAULTS), listener.accept());
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        send(&mut *client.sender, bytes::Bytes::from_static(b"ok")).await.unwrap();
+        assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), &b"ok"[..]);
+        drop((client, server, listener, junk));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn listen_sweeps_pairs_of_dead_clients() {
+        let dir = temp_dir("sweep");
+        let path = dir.join("calc");
+        // pid 0x7ffffffe does not exist (above Linux's pid_max); our own pid does.
+        let dead = Pair::paths(&path, "7ffffffe-0-0".into()).unwrap();
+        let alive = Pair::paths(&path, format!("{:x}-0-0", std::process::id())).unwrap();
+        for p in [&dead.c2s, &dead.s2c, &alive.c2s, &alive.s2c] {
+            mkfifo(p, 0o600).unwrap();
+        }
+        let listener = listen(&path, &TransportOptions::default()).await.unwrap();
+        let names = entries(&dir);
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(!dead.c2s.exists() && !dead.s2c.exists() && alive.c2s.exists() && alive.s2c.exists());
+        drop((listener, dead, alive));
+        assert!(entries(&dir).is_empty());
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_directory_and_missing_server_are_clear() {
+        let err = listen(Path::new("/nonexistent-rpc-dir/x"), &TransportOptions::default()).await.unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        let err = connect(Path::new("/nonexistent-rpc-dir/x"), &TransportOptions::default()).await.unwrap_err();
+        assert!(err.to_string().contains("is the server running"), "{err}");
+    }
+}

@@ -1,0 +1,398 @@
+//! `spawn:/path/to/program?arg1&arg2`: a service in a child process, spoken to over the child's
+//! stdin and stdout (anonymous pipes), framed by the shared length prefix of
+//! [`rpc_core::transport::stream`].
+//!
+//! * **Parent side**: [`crate::connect`] with a `spawn:` address, or [`connect_command`] with a
+//!   [`Command`] you built (environment, working directory, ...), starts the child and returns
+//!   the [`Connection`]; hand it to a generated client's `from_connection`. The child's stderr is
+//!   inherited, so its logs appear with the parent's.
+//! * **Child side**: [`stdio`] turns the process's own stdin/stdout into the [`Connection`]; the
+//!   facade's `rpc::serve_stdio(server)` serves it until the parent goes away.
+//!
+//! # The one rule for the child: never print to stdout
+//!
+//! Stdout *is* the connection. [`stdio`] protects against accidents after it is called: it
+//! moves the connection to fresh descriptors and points fd 1 at stderr (and fd 0 at
+//! `/dev/null`), so a stray `println!` lands in the log instead of the stream. Anything written
+//! to stdout *before* that (or by a child that does not use [`stdio`]) reaches the parent as
+//! bytes that are not a frame; the parent then fails the connection with an error that says
+//! so (`the child wrote something that is not a frame to its stdout ...`), never silently.
+//!
+//! # Lifetime: the parent owns the child
+//!
+//! A reaper task holds the child. When both halves of the [`Connection`] are dropped, the
+//! child's stdin is closed (it sees EOF, which ends `serve_stdio`), and it gets [`GRACE`] to exit
+//! before it is killed; either way it is waited for, so no zombie remains. If the child exits
+//! first, the receiving half reports EOF as an `UnexpectedEof` error naming the exit status or
+//! signal (`the child process (pid 4242) was killed by signal 9 (SIGKILL)`), which the client
+//! engine turns into `RpcError::Disconnected` for every pending call at once. If the parent
+//! dies, even by SIGKILL, the kernel closes its pipe ends, the child reads EOF on stdin and
+//! `serve_stdio` returns. The reaper is a task of the runtime that connected: if that runtime
+//! shuts down while a child is still running (in its grace period, say), the child is killed
+//! and left to tokio's orphan reaping rather than left running.
+//!
+//! Both pipes are enlarged to 1 MiB where the OS allows (see `pipes`).
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc_core::error::RpcError;
+use rpc_core::transport::stream::{framed, StreamReceiver, StreamSender};
+use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender};
+use rpc_core::wire::FrameTooLarge;
+use tokio::net::unix::pipe;
+use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::sync::{oneshot, watch};
+
+use crate::options::TransportOptions;
+use crate::pipes;
+
+/// How long a child may take to exit after its connection was dropped before it is killed.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// How long the receiving half waits, after EOF, for the exit status to name in its error.
+const STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts `program` with `args` (the parsed `spawn:` address).
+pub(crate) fn connect(program: &Path, args: &[String], options: &TransportOptions) -> io::Result<Connection> {
+    let mut command = Command::new(program);
+    command.args(args);
+    spawn(command, options, GRACE)
+}
+
+/// Starts `command` with its stdin and stdout as the connection (its stderr as configured,
+/// inherited by default) and returns the parent's side. Must be called within a tokio runtime.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rpc_core::error::RpcError> {
+/// let mut command = tokio::process::Command::new("/usr/local/bin/worker");
+/// command.arg("--stdio").env("RUST_LOG", "info");
+/// let conn = rpc_transports::spawn::connect_command(command)?;
+/// // let calc = CalculatorClient::from_connection(conn).await?;
+/// # Ok(()) }
+/// ```
+pub fn connect_command(command: Command) -> Result<Connection, RpcError> {
+    connect_command_with(command, &TransportOptions::default())
+}
+
+/// [`connect_command`] with the given options (only `max_frame_len` applies).
+pub fn connect_command_with(command: Command, options: &TransportOptions) -> Result<Connection, RpcError> {
+    let program = command.as_std().get_program().to_string_lossy().into_owned();
+    spawn(command, options, GRACE).map_err(|e| {
+        let message = format!("spawning {program}: {}", crate::context::describe(&e));
+        RpcError::from(io::Error::new(e.kind(), message))
+    })
+}
+
+fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> io::Result<Connection> {
+    command.stdin(Stdio::piped()).stdout(Stdio::piped());
+    // If the reaper task is dropped with its runtime while waiting, the child is killed rather
+    // than left running with nobody to reap it.
+    command.kill_on_drop(true);
+    let peer_program = command.as_std().get_program().to_string_lossy().into_owned();
+    let peer_args: Vec<String> = command.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut child = command.spawn()?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("the child has no piped stdin/stdout"));
+    };
+    pipes::enlarge(stdin.as_fd());
+    pipes::enlarge(stdout.as_fd());
+    let pid = child.id().unwrap_or(0);
+
+    let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
+    let (owner_tx, owner_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        // Either the child exits on its own, or the connection is dropped (the oneshot's sender,
+        // shared by both halves, goes away) and it gets GRACE to follow its closed stdin.
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = owner_rx => None,
+        };
+        let status = match exited {
+            Some(status) => status,
+            None => match tokio::time::timeout(grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            },
+        };
+        let _ = exit_tx.send(Some(describe_exit(pid, status)));
+    });
+
+    let mut peer = crate::address::Address::Spawn { program: peer_program.into(), args: peer_args }.to_string();
+    peer.push_str(&format!(" (pid {pid})"));
+    let max_frame_len = options.effective_max_frame_len();
+    let (sender, receiver) = framed(stdout, pipes::CloseOnShutdown::new(stdin), max_frame_len);
+    let owner = Arc::new(owner_tx);
+    Ok(Connection {
+        sender: Box::new(ChildSender { inner: sender, _owner: owner.clone() }),
+        receiver: Box::new(ChildReceiver { inner: receiver, exit: exit_rx, waiting: None, pid, _owner: owner }),
+        info: ConnectionInfo { transport: "spawn", peer, max_frame_len },
+    })
+}
+
+/// "the child process (pid 42) exited with status 3" / "... was killed by signal 9 (SIGKILL)".
+fn describe_exit(pid: u32, status: io::Result<ExitStatus>) -> String {
+    let how = match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}{}", signal_name(signal)),
+            (None, None) => format!("ended ({status})"),
+        },
+        Err(e) => format!("ended, but its exit status is unknown ({e})"),
+    };
+    format!("the child process (pid {pid}) {how}")
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGPIPE => " (SIGPIPE)",
+        libc::SIGHUP => " (SIGHUP)",
+        _ => "",
+    }
+}
+
+/// The parent's sending half; keeps the child alive with the receiving half.
+struct ChildSender {
+    inner: StreamSender<pipes::CloseOnShutdown<ChildStdin>>,
+    _owner: Arc<oneshot::Sender<()>>,
+}
+
+impl FrameSender for ChildSender {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+        self.inner.start_send(frame)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_close(cx)
+    }
+}
+
+/// The parent's receiving half: turns the child's EOF into an error naming its exit status, and
+/// stray stdout text into an error saying so.
+struct ChildReceiver {
+    inner: StreamReceiver<ChildStdout>,
+    exit: watch::Receiver<Option<String>>,
+    /// Set at EOF: waits (briefly) for the reaper to publish the exit status.
+    waiting: Option<Pin<Box<dyn Future<Output = Option<String>> + Send>>>,
+    pid: u32,
+    _owner: Arc<oneshot::Sender<()>>,
+}
+
+impl FrameReceiver for ChildReceiver {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if self.waiting.is_none() {
+            match ready!(self.inner.poll_recv(cx)) {
+                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Poll::Ready(Err(explain_bad_stream(e))),
+            }
+            let mut exit = self.exit.clone();
+            self.waiting = Some(Box::pin(async move {
+                let status = tokio::time::timeout(STATUS_WAIT, exit.wait_for(Option::is_some)).await;
+                status.ok()?.ok()?.clone()
+            }));
+        }
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Poll::Pending; // unreachable: set just above
+        };
+        let status = ready!(waiting.as_mut().poll(cx));
+        let message = status
+            .unwrap_or_else(|| format!("the child process (pid {}) closed its stdout but is still running", self.pid));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, message)))
+    }
+}
+
+/// A length prefix above the maximum from a child is almost always text: four ASCII bytes read
+/// as a little-endian length are at least 512 MiB. Say so, with the bytes.
+fn explain_bad_stream(err: io::Error) -> io::Error {
+    let Some(too_large) = err.get_ref().and_then(|e| e.downcast_ref::<FrameTooLarge>()) else {
+        return err;
+    };
+    let prefix = u32::try_from(too_large.size).map(u32::to_le_bytes).unwrap_or_default();
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the child wrote something that is not a frame to its stdout (it starts with {:?}, read as a \
+             {}-byte frame): a child serving over stdio must not print to stdout; log to stderr instead",
+            String::from_utf8_lossy(&prefix),
+            too_large.size
+        ),
+    )
+}
+
+/// The child's side: the process's own stdin and stdout as a [`Connection`] with default
+/// options. Call it once, early, within a tokio runtime; the facade's `rpc::serve_stdio` wraps
+/// it with a server.
+///
+/// It moves the connection to new file descriptors, then points fd 1 at stderr and fd 0 at
+/// `/dev/null` (see the module docs for why). Errors if stdin or stdout is not a pipe (the
+/// process was not started by a `spawn:` parent), or if it was called before.
+pub fn stdio() -> Result<Connection, RpcError> {
+    stdio_with(&TransportOptions::default())
+}
+
+/// [`stdio`] with the given options (only `max_frame_len` applies).
+pub fn stdio_with(options: &TransportOptions) -> Result<Connection, RpcError> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(RpcError::from(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "stdin/stdout were already taken as a connection by an earlier call",
+        )));
+    }
+    let not_a_pipe = |what: &str, e: io::Error| {
+        let message = if e.kind() == io::ErrorKind::InvalidInput {
+            format!("{what} is not a pipe: serving over stdio is for a child started through a spawn: address")
+        } else {
+            format!("taking {what} as the connection: {}", crate::context::describe(&e))
+        };
+        RpcError::from(io::Error::new(e.kind(), message))
+    };
+    // Anything already buffered for stdout goes out before fd 1 changes meaning.
+    let _ = io::stdout().flush();
+    let input = io::stdin().as_fd().try_clone_to_owned().map_err(|e| not_a_pipe("stdin", e))?;
+    let output = io::stdout().as_fd().try_clone_to_owned().map_err(|e| not_a_pipe("stdout", e))?;
+    let receiver = pipe::Receiver::from_owned_fd(input).map_err(|e| not_a_pipe("stdin", e))?;
+    let sender = pipe::Sender::from_owned_fd(output).map_err(|e| not_a_pipe("stdout", e))?;
+    redirect_stdio().map_err(|e| not_a_pipe("stdout", e))?;
+    pipes::enlarge(sender.as_fd());
+    pipes::enlarge(receiver.as_fd());
+    let max_frame_len = options.effective_max_frame_len();
+    let (sender, receiver) = framed(receiver, pipes::CloseOnShutdown::new(sender), max_frame_len);
+    Ok(Connection {
+        sender: Box::new(sender),
+        receiver: Box::new(receiver),
+        info: ConnectionInfo { transport: "spawn", peer: "stdio (the parent process)".to_owned(), max_frame_len },
+    })
+}
+
+/// fd 1 := stderr, fd 0 := /dev/null, so that nothing else in the process can write into or
+/// read from the connection through the standard descriptors.
+fn redirect_stdio() -> io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: dup2 only manipulates the descriptor table. fds 0, 1 and 2 are the process's
+    // standard descriptors, which std never closes; the connection uses its own duplicates, so
+    // replacing 0 and 1 closes no descriptor anything of ours still relies on.
+    let results = unsafe {
+        [libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO), libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO)]
+    };
+    if results.contains(&-1) {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::transport::{recv, send};
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(script);
+        command
+    }
+
+    #[tokio::test]
+    async fn frames_cross_a_child_and_its_exit_is_reported() {
+        // `cat` echoes our frames back unchanged: a perfect loopback child.
+        let mut conn = connect_command(Command::new("cat")).unwrap();
+        assert!(conn.info.peer.starts_with("spawn:cat (pid "), "{}", conn.info.peer);
+        let big = Bytes::from(vec![3u8; 2 << 20]);
+        let (sent, got) = tokio::join!(send(&mut *conn.sender, big.clone()), recv(&mut *conn.receiver));
+        sent.unwrap();
+        assert_eq!(got.unwrap().unwrap(), big);
+        rpc_core::transport::close(&mut *conn.sender).await.unwrap();
+        let err = recv(&mut *conn.receiver).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().ends_with("exited with status 0"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_killed_child_names_the_signal() {
+        let mut conn = connect_command(shell("kill -9 $$")).unwrap();
+        let err = recv(&mut *conn.receiver).await.unwrap_err();
+        assert!(err.to_string().contains("was killed by signal 9 (SIGKILL)"), "{err}");
+        assert!(matches!(RpcError::from(err), RpcError::Disconnected { .. }));
+    }
+
+    #[tokio::test]
+    async fn stray_stdout_text_is_a_clear_error() {
+        let mut conn = connect_command(shell("echo hello from the child; sleep 5")).unwrap();
+        let err = recv(&mut *conn.receiver).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let text = err.to_string();
+        assert!(text.contains("not a frame to its stdout") && text.contains("\"hell\""), "{text}");
+    }
+
+    /// Waits until the child of `conn` is gone from the process table: exited *and* reaped.
+    #[cfg(target_os = "linux")]
+    async fn assert_reaped(pid: &str) {
+        let proc_dir = format!("/proc/{pid}");
+        for _ in 0..500 {
+            if !Path::new(&proc_dir).exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("child {pid} still exists (running or a zombie)");
+    }
+
+    fn pid_of(conn: &Connection) -> String {
+        conn.info.peer.rsplit_once("pid ").unwrap().1.trim_end_matches(')').to_owned()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dropping_the_connection_ends_and_reaps_the_child() {
+        // `cat` exits at EOF on stdin, which dropping the sending half gives it.
+        let conn = connect_command(Command::new("cat")).unwrap();
+        let pid = pid_of(&conn);
+        drop(conn);
+        assert_reaped(&pid).await;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_child_ignoring_eof_is_killed_after_the_grace_period() {
+        let conn = spawn(shell("exec sleep 60"), &TransportOptions::default(), Duration::from_millis(100)).unwrap();
+        let pid = pid_of(&conn);
+        let started = std::time::Instant::now();
+        drop(conn);
+        assert_reaped(&pid).await;
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_error() {
+        let err = connect_command(Command::new("/nonexistent/rpc-worker")).unwrap_err();
+        assert!(err.to_string().contains("spawning /nonexistent/rpc-worker"), "{err}");
+    }
+}
