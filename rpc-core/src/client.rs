@@ -481,6 +481,12 @@ impl<'a> PendingCall<'a> {
     /// still queued must take part in reading, or a server that stops reading until its answers
     /// are read would deadlock with a client that stops reading until its requests are written.
     async fn answer(&mut self, seq: u64) -> Result<Bytes, RpcError> {
+        // Under load, let the other ready callers queue their frames first: the first of us to
+        // flush then carries them all in one write. A lone call does not wait.
+        let busy = self.inner.lock_inbound().calls.len() > 1;
+        if busy {
+            tokio::task::yield_now().await;
+        }
         let mut flushed = false;
         let answer = std::future::poll_fn(|cx| {
             if !flushed {

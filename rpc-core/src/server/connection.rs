@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -43,6 +44,10 @@ struct Conn {
     max_frame_len: usize,
     /// Calls that run in tasks of their own, so a cancel can stop them.
     running: Mutex<HashMap<u64, AbortHandle>>,
+    /// The task running the read loop: a call polled there is running inline.
+    task: Option<tokio::task::Id>,
+    /// Sequence number of the last answer queued by an inline call and not yet flushed (0: none).
+    unflushed: AtomicU64,
 }
 
 pub(super) async fn serve(services: Services, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
@@ -52,7 +57,14 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         let _ = out.close().await;
         return;
     };
-    let conn = Arc::new(Conn { service, out, max_frame_len: info.max_frame_len, running: Mutex::new(HashMap::new()) });
+    let conn = Arc::new(Conn {
+        service,
+        out,
+        max_frame_len: info.max_frame_len,
+        running: Mutex::new(HashMap::new()),
+        task: tokio::task::try_id(),
+        unflushed: AtomicU64::new(0),
+    });
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
     let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
@@ -169,12 +181,21 @@ async fn read_loop(
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 permit = Arc::clone(permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
             },
         };
+        let recv = std::future::poll_fn(|cx| {
+            let read = receiver.poll_recv(cx);
+            if read.is_pending() {
+                // No more input right now: push out the answers queued since the last wait.
+                let _ = conn.poll_flush_deferred(cx);
+            }
+            read
+        });
         let frame = tokio::select! {
             biased;
             () = shutdown.cancelled() => return End::Shutdown,
-            read = transport::recv(receiver) => match read {
+            read = recv => match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return End::PeerClosed,
                 Err(e) => return End::Fault(RpcError::from(e).to_string()),
@@ -197,6 +218,17 @@ async fn read_loop(
 }
 
 impl Conn {
+    /// Flushes answers that inline calls queued without flushing. Never ready: it only makes
+    /// progress (and registers for write readiness) while the read loop waits for something else.
+    fn poll_flush_deferred(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let seq = self.unflushed.load(Ordering::Relaxed);
+        if seq != 0 && self.out.poll_flushed(cx, seq).is_ready() {
+            // Only this task raises `unflushed`, so nothing newer is lost by the reset.
+            self.unflushed.store(0, Ordering::Relaxed);
+        }
+        Poll::Pending
+    }
+
     fn lock_running(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -229,7 +261,16 @@ impl Conn {
             // registered only then.
             conn.forget(id);
             // A failed send means the connection is dead; the read loop sees that too.
-            let _ = conn.out.send(Bytes::from(frame)).await;
+            let mut frame = Some(Bytes::from(frame));
+            if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
+                if tokio::task::try_id() == conn.task {
+                    // Polled inline by the read loop, which flushes before it waits for input:
+                    // answers to a burst of requests leave in one write.
+                    conn.unflushed.fetch_max(seq, Ordering::Relaxed);
+                } else {
+                    let _ = std::future::poll_fn(|cx| conn.out.poll_flushed(cx, seq)).await;
+                }
+            }
             conn.forget(id);
             drop(permit);
         });
