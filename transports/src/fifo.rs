@@ -10,25 +10,38 @@
 //! `ENXIO` while nobody has the read end open. Every open here is non-blocking (nothing ever
 //! blocks a runtime thread), so the order of opens is what makes the handshake work:
 //!
-//! 1. The client creates the pair `.<name>.<token>.c2s` and `.<name>.<token>.s2c` (mode 0600,
-//!    or [`TransportOptions::mode`]) in the connect FIFO's directory, where `<token>` holds its
-//!    pid, a counter and the time, so names are unique. It opens `s2c` for reading, and `c2s`
-//!    for writing, which needs a reader: it first opens a *placeholder* read end of `c2s` itself,
-//!    which it keeps until the server has its own (so its early writes neither fail with `EPIPE`
-//!    nor get lost: they wait in the pipe, like bytes a socket sends before the server accepts).
-//! 2. The client writes one *connect record* into the connect FIFO: [`RECORD_LEN`] bytes naming
-//!    the token, and `connect` returns. Many clients write into the same FIFO, and `write(2)` of
-//!    at most `PIPE_BUF` bytes (at least 512 by POSIX, 4096 on Linux) to a pipe is atomic, so
-//!    records from concurrent clients never interleave: each record is exactly [`RECORD_LEN`]
-//!    (64) bytes, written with one `write`. The record carries a magic prefix, so a stray writer
-//!    cannot desynchronise the stream for long (the reader slides forward to the next magic).
+//! 1. The client creates the pair `.<name>.<token>.c2s` and `.<name>.<token>.s2c` (mode 0600, or
+//!    [`TransportOptions::mode`]) in the connect FIFO's directory, where `<token>` holds its pid, a
+//!    counter and the time, so names are unique. Both sides resolve symlinks in the directory part
+//!    of the path (the client also in the FIFO's own name), so a client that reaches the FIFO
+//!    through an alias still puts the pair where the server looks for it. It opens `s2c` for
+//!    reading, and `c2s` for writing, which needs a reader: it first opens a *placeholder* read end
+//!    of `c2s` itself, which it keeps until the server has its own (so its early writes neither
+//!    fail with `EPIPE` nor get lost: they wait in the pipe, like bytes a socket sends before the
+//!    server accepts).
+//! 2. The client writes one *connect record* into the connect FIFO: [`RECORD_LEN`] bytes naming the
+//!    token, and `connect` returns. Many clients write into the same FIFO, and `write(2)` of at
+//!    most `PIPE_BUF` bytes (at least 512 by POSIX, 4096 on Linux) to a pipe is atomic, so records
+//!    from concurrent clients never interleave: each record is exactly [`RECORD_LEN`] (64) bytes,
+//!    written with one `write`. The record carries a magic prefix, the token in the exact form
+//!    clients write, and zero padding, so a stray writer cannot desynchronise the stream for long
+//!    (the reader slides forward to the next magic) nor make a piece of garbage swallow the start
+//!    of the next real record. The client keeps its write end of the connect FIFO until the
+//!    acknowledgement: should the server exit without reading the record, that end reports an error
+//!    (no reader left) and the connection fails with `ConnectionRefused`.
 //! 3. The server's `accept` opens `s2c` for writing (it succeeds: the client has the read end;
-//!    `ENXIO` means the client is gone, and the record is dropped) and `c2s` for reading. Now all
-//!    four ends are open, so it **unlinks both FIFOs** at once: from here on the connection
-//!    lives only in open file descriptors, and a SIGKILL of either side leaves nothing on disk.
-//!    It writes one acknowledgement byte into `s2c`.
-//! 4. The client's receiving half reads that byte first, then drops its placeholder read end
-//!    (and unlinks the pair too, harmlessly). A client whose connection is dropped before the
+//!    `ENXIO` means the client is gone, and the record is dropped) and `c2s` for reading. Any
+//!    process that can write the connect FIFO can name any token, so both opens refuse symlinks
+//!    (`O_NOFOLLOW`), and each opened file must be a FIFO owned by the server's effective user
+//!    (clients must run as that user), with one name, distinct from the other and from the connect
+//!    FIFO; anything else drops the record and is left untouched (only files so verified are ever
+//!    unlinked, and only while their names still lead to them). Running out of descriptors is not
+//!    the client's fault: the record is kept and `accept` fails, to be retried. Now all four ends
+//!    are open, so it **unlinks both FIFOs** at once: from here on the connection lives only in
+//!    open file descriptors, and a SIGKILL of either side leaves nothing on disk. It writes one
+//!    acknowledgement byte into `s2c`.
+//! 4. The client's receiving half reads that byte first, then drops its placeholder read end (and
+//!    unlinks the pair too, harmlessly). A client whose connection is dropped before the
 //!    acknowledgement (the server never accepted) unlinks the pair itself.
 //!
 //! Only one process writes into each private FIFO, and the shared framing writes whole frames
@@ -52,19 +65,21 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::pipe;
 
 use crate::context::describe;
@@ -89,17 +104,21 @@ fn peer_name(path: &Path) -> String {
 
 /// Connects to the server whose connect FIFO is at `path` (see the module docs).
 pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Result<Connection> {
-    let metadata = fs::metadata(path).map_err(|e| {
+    let no_fifo = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
             io::Error::new(io::ErrorKind::NotFound, "no connect FIFO at this path (is the server running?)")
         } else {
             e
         }
-    })?;
+    };
+    let metadata = fs::metadata(path).map_err(no_fifo)?;
+    // The pair goes next to the connect FIFO's real file, which is where the server looks for
+    // it, not next to a symlink or through a symlinked directory.
+    let real_path = fs::canonicalize(path).map_err(no_fifo)?;
     if !metadata.file_type().is_fifo() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the file at this path is not a FIFO"));
     }
-    let control = match pipe::OpenOptions::new().open_sender(path) {
+    let control = match pipe::OpenOptions::new().open_sender(&real_path) {
         Ok(control) => control,
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
             return Err(io::Error::new(
@@ -109,16 +128,16 @@ pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Resu
         }
         Err(e) => return Err(e),
     };
-    let pair = Pair::create(path, options.permission_bits())?;
+    let pair = Pair::create(&real_path, options.permission_bits())?;
     let from_server = pipe::OpenOptions::new().open_receiver(&pair.s2c)?;
     let placeholder = open_nonblocking(&pair.c2s, false)?;
     let to_server = pipe::OpenOptions::new().open_sender(&pair.c2s)?;
     write_record(&control, &record(&pair.token)).await?;
-    drop(control);
+    let server_gone = server_gone(control);
     pipes::enlarge(to_server.as_fd());
     pipes::enlarge(from_server.as_fd());
     let max_frame_len = options.effective_max_frame_len();
-    let from_server = AckFirst { inner: from_server, pending: Some((placeholder, pair)) };
+    let from_server = AckFirst { inner: from_server, pending: Some((placeholder, pair)), server_gone };
     let (sender, receiver) = framed(from_server, pipes::CloseOnShutdown::new(to_server), max_frame_len);
     Ok(Connection {
         sender: Box::new(sender),
@@ -144,6 +163,20 @@ async fn write_record(control: &pipe::Sender, record: &[u8; RECORD_LEN]) -> io::
     }
 }
 
+/// Resolves once nobody has the connect FIFO's read end open any more: the write end `control`
+/// then reports `EPOLLERR`. A client keeps it until the acknowledgement, so that a server that
+/// exits (or is killed) with its record unread fails the connection instead of leaving it
+/// waiting forever. `None` if the descriptor cannot be watched (then nothing is watched).
+fn server_gone(control: pipe::Sender) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let fd = control.into_nonblocking_fd().ok()?;
+    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open and names the same
+    // file description until the `AsyncFd` is dropped.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.ok()?;
+    Some(Box::pin(async move {
+        let _ = fd.ready(Interest::ERROR).await;
+    }))
+}
+
 fn record(token: &str) -> [u8; RECORD_LEN] {
     let mut record = [0u8; RECORD_LEN];
     record[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -154,13 +187,20 @@ fn record(token: &str) -> [u8; RECORD_LEN] {
 }
 
 /// The token of a well-formed record; `None` for anything else. The token becomes part of file
-/// names the server opens, so only `[0-9a-z-]` is allowed (no `/`, no `..`).
+/// names the server opens, so it must have exactly the form clients write (three groups of
+/// lowercase hex digits joined by `-`: no `/`, no `..`), and the rest of the record must be the
+/// zero padding. That also rejects a stray write that starts like a record and would otherwise
+/// take the start of the next real record as its token and swallow that record: its "token" or
+/// "padding" then holds the next record's magic.
 fn parse_record(record: &[u8]) -> Option<String> {
-    let rest = record.strip_prefix(MAGIC)?;
+    let rest = record.get(..RECORD_LEN)?.strip_prefix(MAGIC)?;
     let (&len, rest) = rest.split_first()?;
     let token = rest.get(..usize::from(len))?;
-    let valid = !token.is_empty() && token.iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || *b == b'-');
-    valid.then(|| String::from_utf8_lossy(token).into_owned())
+    let padding = &rest[token.len()..];
+    let groups: Vec<&[u8]> = token.split(|&b| b == b'-').collect();
+    let well_formed = groups.len() == 3
+        && groups.iter().all(|group| !group.is_empty() && group.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    (well_formed && padding.iter().all(|&b| b == 0)).then(|| String::from_utf8_lossy(token).into_owned())
 }
 
 /// A connection's private FIFO pair; both names are unlinked on drop (a missing file is fine:
@@ -171,11 +211,17 @@ struct Pair {
     s2c: PathBuf,
 }
 
+/// The names of the pair `token` names next to the connect FIFO at `control`: `(c2s, s2c)`.
+fn pair_names(control: &Path, token: &str) -> io::Result<(PathBuf, PathBuf)> {
+    let dir = control.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory"))?;
+    let name = control.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    Ok((dir.join(format!(".{name}.{token}.c2s")), dir.join(format!(".{name}.{token}.s2c"))))
+}
+
 impl Pair {
     fn paths(control: &Path, token: String) -> io::Result<Pair> {
-        let dir = control.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory"))?;
-        let name = control.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        Ok(Pair { c2s: dir.join(format!(".{name}.{token}.c2s")), s2c: dir.join(format!(".{name}.{token}.s2c")), token })
+        let (c2s, s2c) = pair_names(control, &token)?;
+        Ok(Pair { c2s, s2c, token })
     }
 
     fn create(control: &Path, mode: u32) -> io::Result<Pair> {
@@ -223,6 +269,15 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
     if !dir.is_dir() {
         return Err(io::Error::new(io::ErrorKind::NotFound, format!("the directory {} does not exist", dir.display())));
     }
+    // Clients put their pairs next to the connect FIFO's real file (they canonicalize the path),
+    // so the listener works in the directory's real path too.
+    let addr = peer_name(path);
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name part"))?;
+    let dir = &fs::canonicalize(dir)?;
+    let real_path = dir.join(file_name);
+    let path = real_path.as_path();
     sweep_dead_pairs(path);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let temp =
@@ -241,7 +296,7 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
                     buf: Vec::with_capacity(4 * RECORD_LEN),
                     path: path.to_owned(),
                     id,
-                    addr: peer_name(path),
+                    addr,
                     max_frame_len: options.effective_max_frame_len(),
                 });
             }
@@ -354,11 +409,11 @@ pub(crate) struct FifoListener {
 }
 
 impl FifoListener {
-    /// The next well-formed record's token, sliding past garbage.
-    fn take_record(&mut self) -> Option<String> {
+    /// The token of the well-formed record at the start of `buf`, sliding past garbage; the
+    /// record stays in `buf` until the caller is done with it.
+    fn peek_record(&mut self) -> Option<String> {
         while self.buf.len() >= RECORD_LEN {
             if let Some(token) = parse_record(&self.buf[..RECORD_LEN]) {
-                self.buf.drain(..RECORD_LEN);
                 return Some(token);
             }
             // Not a record at this offset: resynchronise at the next possible magic.
@@ -368,26 +423,73 @@ impl FifoListener {
         None
     }
 
+    /// Opens one end of a pair a record names, refusing anything but a FIFO a client of ours
+    /// made for us: symlinks are not followed (`ELOOP`), and the opened file must be a FIFO owned
+    /// by our effective user, with a single name, and not our own connect FIFO. A refusal is
+    /// `InvalidInput`.
+    fn open_verified(&self, path: &Path, write: bool) -> io::Result<(fs::File, FileId)> {
+        let file = fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        let metadata = file.metadata()?;
+        let id = FileId::of(&metadata);
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if !metadata.file_type().is_fifo() || metadata.uid() != euid || metadata.nlink() != 1 || id == self.id {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a private FIFO of a client of this server"));
+        }
+        Ok((file, id))
+    }
+
+    /// Removes the names of a pair whose client is gone, each only if it verifiably is a FIFO
+    /// of such a pair (opening a FIFO's read end without blocking always succeeds).
+    fn remove_abandoned(&self, c2s: &Path, s2c: &Path) {
+        for path in [c2s, s2c] {
+            if let Ok((_file, id)) = self.open_verified(path, false) {
+                unlink_if(path, id);
+            }
+        }
+    }
+
     /// Opens the pair a record names (no await: accept stays cancel-safe). `Ok(None)` when the
-    /// client is already gone; its FIFOs are removed.
-    fn open_pair(&self, token: String) -> io::Result<Option<Connection>> {
-        let pair = Pair::paths(&self.path, token)?;
+    /// client is already gone or the names are not a pair a client made (the record is done
+    /// with); only verified FIFOs are removed. `Err` for resource exhaustion (`EMFILE`,
+    /// `ENFILE`, `ENOMEM`): the record is still good and is retried by the next accept.
+    fn open_pair(&self, token: &str) -> io::Result<Option<Connection>> {
+        let (c2s, s2c) = pair_names(&self.path, token)?;
         // Opened with std, not tokio, so that the acknowledgement can be written at once: a tokio
         // pipe only writes after its reactor reported it writable.
-        let mut to_client = match open_nonblocking(&pair.s2c, true) {
-            Ok(file) => file,
-            // ENXIO: the client's read end is closed (it died or gave up); NotFound: it removed
-            // the pair; not a FIFO: not ours to touch, so keep `pair` from unlinking it.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                std::mem::forget(pair);
+        let (mut to_client, s2c_id) = match self.open_verified(&s2c, true) {
+            Ok(opened) => opened,
+            Err(e) if is_exhaustion(&e) => return Err(e),
+            // ENXIO: the client's read end is closed (it died or gave up).
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                self.remove_abandoned(&c2s, &s2c);
                 return Ok(None);
             }
+            // NotFound: the client removed the pair; ELOOP (a symlink), InvalidInput (failed
+            // verification) and anything else: not a pair of ours, so nothing is touched.
             Err(_) => return Ok(None),
         };
-        let from_client = match pipe::OpenOptions::new().open_receiver(&pair.c2s) {
-            Ok(receiver) => receiver,
-            Err(_) => return Ok(None),
+        let from_client = match self.open_verified(&c2s, false) {
+            Ok((file, c2s_id)) if c2s_id != s2c_id => pipe::Receiver::from_file(file).map(|r| (r, c2s_id)),
+            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "c2s and s2c are the same file")),
+            Err(e) => Err(e),
         };
+        let (from_client, c2s_id) = match from_client {
+            Ok(opened) => opened,
+            Err(e) if is_exhaustion(&e) => return Err(e),
+            Err(_) => {
+                unlink_if(&s2c, s2c_id);
+                return Ok(None);
+            }
+        };
+        // All four ends are open (the client opened its two before sending the record), so the
+        // names can go; only the files verified above are removed.
+        unlink_if(&c2s, c2s_id);
+        unlink_if(&s2c, s2c_id);
         pipes::enlarge(to_client.as_fd());
         pipes::enlarge(from_client.as_fd());
         // A fresh pipe has room for a byte, so this never waits; failure means the client is
@@ -395,9 +497,11 @@ impl FifoListener {
         if !matches!(to_client.write(&[ACK]), Ok(1)) {
             return Ok(None);
         }
-        // All four ends are open (the client opened its two before sending the record).
-        drop(pair);
-        let to_client = pipe::Sender::from_file(to_client)?;
+        let to_client = match pipe::Sender::from_file(to_client) {
+            Ok(sender) => sender,
+            Err(e) if is_exhaustion(&e) => return Err(e),
+            Err(_) => return Ok(None),
+        };
         let (sender, receiver) = framed(from_client, pipes::CloseOnShutdown::new(to_client), self.max_frame_len);
         Ok(Some(Connection {
             sender: Box::new(sender),
@@ -407,12 +511,32 @@ impl FifoListener {
     }
 }
 
+/// Resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`): passes when other files close, so the
+/// record that hit it is kept and retried (the server engine backs off on these errors). Any
+/// other failure to open a pair is the client's doing (it is gone, or the names are not a pair
+/// at all): retrying could only fail again, and an error would stop the server.
+fn is_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+        || err.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Removes `path` if it still is the file `id` (never a file put there since it was verified).
+fn unlink_if(path: &Path, id: FileId) {
+    if FileId::at(path).ok() == Some(id) {
+        let _ = fs::remove_file(path);
+    }
+}
+
 impl Listener for FifoListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
         Box::pin(async move {
             loop {
-                while let Some(token) = self.take_record() {
-                    if let Some(conn) = self.open_pair(token)? {
+                while let Some(token) = self.peek_record() {
+                    // An error (resource exhaustion) leaves the record in place, to be retried by
+                    // the next accept.
+                    let conn = self.open_pair(&token)?;
+                    self.buf.drain(..RECORD_LEN);
+                    if let Some(conn) = conn {
                         return Ok(conn);
                     }
                 }
@@ -444,6 +568,8 @@ struct AckFirst {
     inner: pipe::Receiver,
     /// Until the acknowledgement: the placeholder reader and the names (unlinked on drop).
     pending: Option<(fs::File, Pair)>,
+    /// Until the acknowledgement: resolves if the server stops reading its connect FIFO.
+    server_gone: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl AsyncRead for AckFirst {
@@ -451,9 +577,22 @@ impl AsyncRead for AckFirst {
         if self.pending.is_some() {
             let mut byte = [0u8; 1];
             let mut ack = ReadBuf::new(&mut byte);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut ack))?;
+            if Pin::new(&mut self.inner).poll_read(cx, &mut ack)?.is_pending() {
+                // No acknowledgement yet: fail if the server can no longer read our record.
+                let gone = self.server_gone.as_mut().is_some_and(|gone| gone.as_mut().poll(cx).is_ready());
+                if gone {
+                    self.pending = None;
+                    self.server_gone = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "the fifo:// server stopped listening before accepting this connection",
+                    )));
+                }
+                return Poll::Pending;
+            }
             let got = ack.filled().first().copied();
             self.pending = None;
+            self.server_gone = None;
             match got {
                 Some(ACK) => {}
                 // EOF: the server took the connection and closed it at once.
@@ -600,6 +739,143 @@ mod tests {
         assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), &b"ok"[..]);
         drop((client, server, listener, junk));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Accepts with a deadline: a test that breaks the handshake fails instead of hanging.
+    async fn accept_real_client(listener: &mut FifoListener, path: &Path) -> (Connection, Connection) {
+        let handshake = async {
+            let (client, server) = tokio::join!(connect(path, &DEFAULTS), listener.accept());
+            let (mut client, mut server) = (client.unwrap(), server.unwrap());
+            send(&mut *client.sender, bytes::Bytes::from_static(b"ok")).await.unwrap();
+            assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), &b"ok"[..]);
+            (client, server)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await.expect("the real client connects")
+    }
+
+    #[test]
+    fn records_need_the_client_token_form_and_zero_padding() {
+        assert_eq!(parse_record(&record("0-0-0")).as_deref(), Some("0-0-0"));
+        for bad in ["abc", "1-2", "1-2-3-4", "1--3", "-1-2", "1-2-", "1-2-g", "1-2-A"] {
+            assert_eq!(parse_record(&record(bad)), None, "{bad}");
+        }
+        let mut trailing = record("1-2-3");
+        trailing[RECORD_LEN - 1] = b'x';
+        assert_eq!(parse_record(&trailing), None);
+        // A stray short write followed by a real record must not parse as a record.
+        let mut stray = b"rpcfifo1\x05".to_vec();
+        stray.extend_from_slice(&record("1-2-3"));
+        assert_eq!(parse_record(&stray[..RECORD_LEN]), None);
+    }
+
+    #[tokio::test]
+    async fn a_stray_short_write_does_not_swallow_the_next_record() {
+        let dir = temp_dir("stray");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &DEFAULTS).await.unwrap();
+        let mut junk = open_nonblocking(&path, true).unwrap();
+        junk.write_all(b"rpcfifo1\x05").unwrap();
+        let (client, server) = accept_real_client(&mut listener, &path).await;
+        drop((client, server, listener, junk));
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_symlink_named_like_a_pair_is_not_followed() {
+        let dir = temp_dir("symlink");
+        let elsewhere = temp_dir("symlink-target");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &DEFAULTS).await.unwrap();
+        // FIFOs elsewhere, with a reader on the one the server would write to: were the
+        // symlinks followed, the write end would open and the acknowledgement would arrive.
+        let (target_c2s, target_s2c) = (elsewhere.join("c2s"), elsewhere.join("s2c"));
+        mkfifo(&target_c2s, 0o600).unwrap();
+        mkfifo(&target_s2c, 0o600).unwrap();
+        let mut watcher = open_nonblocking(&target_s2c, false).unwrap();
+        let (c2s, s2c) = pair_names(&path, "1-2-3").unwrap();
+        std::os::unix::fs::symlink(&target_c2s, &c2s).unwrap();
+        std::os::unix::fs::symlink(&target_s2c, &s2c).unwrap();
+        let mut control = open_nonblocking(&path, true).unwrap();
+        control.write_all(&record("1-2-3")).unwrap();
+        let (client, server) = accept_real_client(&mut listener, &path).await;
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut watcher, &mut byte);
+        // EOF (no writer) or nothing to read: either way, nothing was written through the link.
+        assert!(matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock), "{read:?}");
+        for link in [&c2s, &s2c] {
+            assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink(), "{} kept", link.display());
+        }
+        assert!(fs::metadata(&target_c2s).unwrap().file_type().is_fifo());
+        assert!(fs::metadata(&target_s2c).unwrap().file_type().is_fifo());
+        drop((client, server, listener, control, watcher));
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&elsewhere).unwrap();
+    }
+
+    #[tokio::test]
+    async fn files_that_are_not_a_clients_pair_are_left_alone() {
+        let dir = temp_dir("regular");
+        let path = dir.join("calc");
+        let mut listener = listen(&path, &DEFAULTS).await.unwrap();
+        let mut control = open_nonblocking(&path, true).unwrap();
+        // Regular files named like a pair.
+        let (c2s, s2c) = pair_names(&path, "1-2-4").unwrap();
+        fs::write(&c2s, b"c2s data").unwrap();
+        fs::write(&s2c, b"s2c data").unwrap();
+        control.write_all(&record("1-2-4")).unwrap();
+        // A FIFO with a second name (a hard link elsewhere in the directory).
+        let (linked_c2s, linked_s2c) = pair_names(&path, "1-2-5").unwrap();
+        mkfifo(&linked_c2s, 0o600).unwrap();
+        mkfifo(&linked_s2c, 0o600).unwrap();
+        fs::hard_link(&linked_s2c, dir.join("other-name")).unwrap();
+        let _reader = open_nonblocking(&linked_s2c, false).unwrap();
+        control.write_all(&record("1-2-5")).unwrap();
+        let (client, server) = accept_real_client(&mut listener, &path).await;
+        assert_eq!(fs::read(&c2s).unwrap(), b"c2s data");
+        assert_eq!(fs::read(&s2c).unwrap(), b"s2c data");
+        assert!(linked_s2c.exists(), "a FIFO with two names is refused and kept");
+        drop((client, server, listener, control));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn symlinked_directories_reach_the_same_listener() {
+        let base = temp_dir("alias");
+        let real = base.join("real");
+        fs::create_dir(&real).unwrap();
+        let alias = base.join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        // Listening through the real path, connecting through the alias, and the other way.
+        for (listen_dir, connect_dir) in [(&real, &alias), (&alias, &real)] {
+            let mut listener = listen(&listen_dir.join("calc"), &DEFAULTS).await.unwrap();
+            let (client, server) = accept_real_client(&mut listener, &connect_dir.join("calc")).await;
+            drop((client, server, listener));
+            assert!(entries(&real).is_empty(), "{:?}", entries(&real));
+        }
+        // And through a symlink to the connect FIFO itself.
+        let mut listener = listen(&real.join("calc"), &DEFAULTS).await.unwrap();
+        std::os::unix::fs::symlink(real.join("calc"), base.join("calc-link")).unwrap();
+        let (client, server) = accept_real_client(&mut listener, &base.join("calc-link")).await;
+        drop((client, server, listener));
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_fails_when_the_server_exits_without_accepting() {
+        let dir = temp_dir("unaccepted");
+        let path = dir.join("calc");
+        let listener = listen(&path, &DEFAULTS).await.unwrap();
+        let mut client = connect(&path, &DEFAULTS).await.unwrap();
+        // What a killed server does: its ends of the connect FIFO close, its record unread.
+        drop(listener);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), recv(&mut *client.receiver))
+            .await
+            .expect("the client notices instead of waiting forever");
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        drop(client);
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+        fs::remove_dir(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -25,7 +25,12 @@
 //! before it is killed; either way it is waited for, so no zombie remains. If the child exits
 //! first, the receiving half reports EOF as an `UnexpectedEof` error naming the exit status or
 //! signal (`the child process (pid 4242) was killed by signal 9 (SIGKILL)`), which the client
-//! engine turns into `RpcError::Disconnected` for every pending call at once. If the parent
+//! engine turns into `RpcError::Disconnected` for every pending call at once. The receiving half
+//! also watches the exit status while it waits for data, so a child that dies while something
+//! it started (a grandchild) still holds its stdout fails the connection all the same, shortly
+//! after the exit; a send that fails because the child is gone names the exit status too. The
+//! grace-period kill (SIGKILL) reaches only the child itself, not its process group: anything
+//! the child started must end on its own (e.g. when its inherited stdin reaches EOF). If the parent
 //! dies, even by SIGKILL, the kernel closes its pipe ends, the child reads EOF on stdin and
 //! `serve_stdio` returns. The reaper is a task of the runtime that connected: if that runtime
 //! shuts down while a child is still running (in its grace period, say), the child is killed
@@ -59,8 +64,13 @@ use crate::pipes;
 
 /// How long a child may take to exit after its connection was dropped before it is killed.
 pub const GRACE: Duration = Duration::from_secs(5);
-/// How long the receiving half waits, after EOF, for the exit status to name in its error.
+/// How long the receiving half waits, after EOF, for the exit status to name in its error (and
+/// the sending half, after a broken pipe).
 const STATUS_WAIT: Duration = Duration::from_secs(1);
+/// How long the receiving half keeps reading, once the child has exited but its stdout is still
+/// open (held by a grandchild, or EOF not yet seen), before it fails with the exit status: time
+/// for frames the child wrote just before exiting to be delivered.
+const EXIT_DRAIN: Duration = Duration::from_millis(100);
 
 /// Starts `program` with `args` (the parsed `spawn:` address).
 pub(crate) fn connect(program: &Path, args: &[String], options: &TransportOptions) -> io::Result<Connection> {
@@ -70,7 +80,8 @@ pub(crate) fn connect(program: &Path, args: &[String], options: &TransportOption
 }
 
 /// Starts `command` with its stdin and stdout as the connection (its stderr as configured,
-/// inherited by default) and returns the parent's side. Must be called within a tokio runtime.
+/// inherited by default) and returns the parent's side. Must be called within a tokio runtime
+/// (outside one it returns an error).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), rpc_core::error::RpcError> {
@@ -94,6 +105,11 @@ pub fn connect_command_with(command: Command, options: &TransportOptions) -> Res
 }
 
 fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> io::Result<Connection> {
+    // The reaper is a task, and tokio's process support needs a runtime: say so instead of
+    // panicking.
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        io::Error::other("a spawn: connection must be made within a tokio runtime (none is running here)")
+    })?;
     command.stdin(Stdio::piped()).stdout(Stdio::piped());
     // If the reaper task is dropped with its runtime while waiting, the child is killed rather
     // than left running with nobody to reap it.
@@ -110,7 +126,7 @@ fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> i
 
     let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
     let (owner_tx, owner_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         // Either the child exits on its own, or the connection is dropped (the oneshot's sender,
         // shared by both halves, goes away) and it gets GRACE to follow its closed stdin.
         let exited = tokio::select! {
@@ -136,8 +152,17 @@ fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> i
     let (sender, receiver) = framed(stdout, pipes::CloseOnShutdown::new(stdin), max_frame_len);
     let owner = Arc::new(owner_tx);
     Ok(Connection {
-        sender: Box::new(ChildSender { inner: sender, _owner: owner.clone() }),
-        receiver: Box::new(ChildReceiver { inner: receiver, exit: exit_rx, waiting: None, pid, _owner: owner }),
+        sender: Box::new(ChildSender { inner: sender, exit: exit_rx.clone(), failing: None, _owner: owner.clone() }),
+        receiver: Box::new(ChildReceiver {
+            inner: receiver,
+            exited: Some(wait_for_exit(exit_rx, None)),
+            status: None,
+            eof: false,
+            deadline: None,
+            failed: None,
+            pid,
+            _owner: owner,
+        }),
         info: ConnectionInfo { transport: "spawn", peer, max_frame_len },
     })
 }
@@ -169,63 +194,164 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// The parent's sending half; keeps the child alive with the receiving half.
+/// Resolves with the exit description once the reaper publishes it (`None` if the reaper went
+/// away without one, or `limit` passed first).
+fn wait_for_exit(mut exit: watch::Receiver<Option<String>>, limit: Option<Duration>) -> ExitFuture {
+    Box::pin(async move {
+        let published = async move { exit.wait_for(Option::is_some).await.ok()?.clone() };
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, published).await.ok()?,
+            None => published.await,
+        }
+    })
+}
+
+type ExitFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+/// The parent's sending half; keeps the child alive with the receiving half. A write error is
+/// reported with the child's exit status when it is known (after a broken pipe it waits up to
+/// [`STATUS_WAIT`] for it).
 struct ChildSender {
     inner: StreamSender<pipes::CloseOnShutdown<ChildStdin>>,
+    exit: watch::Receiver<Option<String>>,
+    /// A broken pipe, held back while the exit status is awaited.
+    failing: Option<(io::Error, ExitFuture)>,
     _owner: Arc<oneshot::Sender<()>>,
+}
+
+impl ChildSender {
+    /// Runs `op` on the inner sender, unless an error is held back, and explains its error.
+    fn guarded(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut StreamSender<pipes::CloseOnShutdown<ChildStdin>>, &mut Context<'_>) -> Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        let (err, mut waiting) = match self.failing.take() {
+            Some(failing) => failing,
+            None => {
+                let err = match ready!(op(&mut self.inner, cx)) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(err) => err,
+                };
+                if let Some(status) = self.exit.borrow().as_deref() {
+                    return Poll::Ready(Err(with_status(err, status)));
+                }
+                if err.raw_os_error() != Some(libc::EPIPE) {
+                    return Poll::Ready(Err(err));
+                }
+                // The child closed its stdin, most likely by exiting: give the reaper a moment.
+                (err, wait_for_exit(self.exit.clone(), Some(STATUS_WAIT)))
+            }
+        };
+        match waiting.as_mut().poll(cx) {
+            Poll::Pending => {
+                self.failing = Some((err, waiting));
+                Poll::Pending
+            }
+            Poll::Ready(Some(status)) => Poll::Ready(Err(with_status(err, &status))),
+            Poll::Ready(None) => Poll::Ready(Err(err)),
+        }
+    }
+}
+
+/// "the child process (pid 42) exited with status 3 (writing to its stdin failed: Broken pipe ...)".
+fn with_status(err: io::Error, status: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("{status} (writing to its stdin failed: {err})"))
 }
 
 impl FrameSender for ChildSender {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_ready(cx)
+        self.guarded(cx, |inner, cx| inner.poll_ready(cx))
     }
 
     fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+        // Only queues (or refuses an oversized frame); writing happens in the poll methods.
         self.inner.start_send(frame)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_flush(cx)
+        self.guarded(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_close(cx)
+        self.guarded(cx, |inner, cx| inner.poll_close(cx))
     }
 }
 
-/// The parent's receiving half: turns the child's EOF into an error naming its exit status, and
-/// stray stdout text into an error saying so.
+/// The parent's receiving half: turns the child's EOF, or its exit while its stdout is still
+/// held open by someone else, into an error naming its exit status, and stray stdout text into an
+/// error saying so. Once it has failed, it fails the same way on every later poll.
 struct ChildReceiver {
     inner: StreamReceiver<ChildStdout>,
-    exit: watch::Receiver<Option<String>>,
-    /// Set at EOF: waits (briefly) for the reaper to publish the exit status.
-    waiting: Option<Pin<Box<dyn Future<Output = Option<String>> + Send>>>,
+    /// Resolves when the reaper publishes the exit status; `None` once it has resolved.
+    exited: Option<ExitFuture>,
+    /// The exit description, once published.
+    status: Option<String>,
+    /// The child's stdout reached EOF.
+    eof: bool,
+    /// After EOF: how long to wait for the status; after the exit with stdout still open: how
+    /// long to keep reading.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The error returned, repeated on every later poll.
+    failed: Option<(io::ErrorKind, String)>,
     pid: u32,
     _owner: Arc<oneshot::Sender<()>>,
 }
 
+impl ChildReceiver {
+    fn fail(&mut self, err: io::Error) -> Poll<io::Result<Option<Bytes>>> {
+        self.failed = Some((err.kind(), err.to_string()));
+        Poll::Ready(Err(err))
+    }
+
+    /// Ready once `deadline` (started now with `limit` if unset) has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, limit: Duration) -> Poll<()> {
+        self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit))).as_mut().poll(cx)
+    }
+}
+
 impl FrameReceiver for ChildReceiver {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        if self.waiting.is_none() {
-            match ready!(self.inner.poll_recv(cx)) {
-                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
-                Ok(None) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-                Err(e) => return Poll::Ready(Err(explain_bad_stream(e))),
-            }
-            let mut exit = self.exit.clone();
-            self.waiting = Some(Box::pin(async move {
-                let status = tokio::time::timeout(STATUS_WAIT, exit.wait_for(Option::is_some)).await;
-                status.ok()?.ok()?.clone()
-            }));
+        if let Some((kind, message)) = &self.failed {
+            return Poll::Ready(Err(io::Error::new(*kind, message.clone())));
         }
-        let Some(waiting) = self.waiting.as_mut() else {
-            return Poll::Pending; // unreachable: set just above
-        };
-        let status = ready!(waiting.as_mut().poll(cx));
-        let message = status
-            .unwrap_or_else(|| format!("the child process (pid {}) closed its stdout but is still running", self.pid));
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, message)))
+        if !self.eof {
+            match self.inner.poll_recv(cx) {
+                Poll::Ready(Ok(Some(frame))) => return Poll::Ready(Ok(Some(frame))),
+                Poll::Ready(Ok(None)) => self.eof = true,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
+                Poll::Ready(Err(e)) => return self.fail(explain_bad_stream(e)),
+                Poll::Pending => {}
+            }
+            if self.eof {
+                // A drain deadline started before EOF no longer applies.
+                self.deadline = None;
+            }
+        }
+        if let Some(exited) = self.exited.as_mut() {
+            if let Poll::Ready(status) = exited.as_mut().poll(cx) {
+                self.exited = None;
+                self.status = status;
+            }
+        }
+        if let Some(status) = &self.status {
+            // At EOF the status is the whole story. Before it, the child is gone but its stdout
+            // is still open: read what it wrote before exiting, then give up on the rest.
+            let message = status.clone();
+            if !self.eof {
+                ready!(self.poll_deadline(cx, EXIT_DRAIN));
+            }
+            return self.fail(io::Error::new(io::ErrorKind::UnexpectedEof, message));
+        }
+        if !self.eof {
+            return Poll::Pending;
+        }
+        // EOF, no status yet: wait briefly for it (unless the reaper is gone for good).
+        if self.exited.is_some() {
+            ready!(self.poll_deadline(cx, STATUS_WAIT));
+        }
+        let message = format!("the child process (pid {}) closed its stdout but is still running", self.pid);
+        self.fail(io::Error::new(io::ErrorKind::UnexpectedEof, message))
     }
 }
 
@@ -253,7 +379,8 @@ fn explain_bad_stream(err: io::Error) -> io::Error {
 ///
 /// It moves the connection to new file descriptors, then points fd 1 at stderr and fd 0 at
 /// `/dev/null` (see the module docs for why). Errors if stdin or stdout is not a pipe (the
-/// process was not started by a `spawn:` parent), or if it was called before.
+/// process was not started by a `spawn:` parent), if stderr is the same pipe as stdout (`2>&1`:
+/// the logs would go into the connection), or if an earlier call succeeded.
 pub fn stdio() -> Result<Connection, RpcError> {
     stdio_with(&TransportOptions::default())
 }
@@ -265,6 +392,22 @@ pub fn stdio_with(options: &TransportOptions) -> Result<Connection, RpcError> {
         return Err(RpcError::from(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "stdin/stdout were already taken as a connection by an earlier call",
+        )));
+    }
+    let taken = take_stdio(options);
+    if taken.is_err() {
+        // Nothing was taken: a later call may try again.
+        TAKEN.store(false, Ordering::SeqCst);
+    }
+    taken
+}
+
+fn take_stdio(options: &TransportOptions) -> Result<Connection, RpcError> {
+    if stderr_is_stdout_pipe() {
+        return Err(RpcError::from(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "stderr is the same pipe as stdout (started with 2>&1?): the process's logs would go into \
+             the connection; give the child its own stderr",
         )));
     }
     let not_a_pipe = |what: &str, e: io::Error| {
@@ -291,6 +434,19 @@ pub fn stdio_with(options: &TransportOptions) -> Result<Connection, RpcError> {
         receiver: Box::new(receiver),
         info: ConnectionInfo { transport: "spawn", peer: "stdio (the parent process)".to_owned(), max_frame_len },
     })
+}
+
+/// Whether fds 1 and 2 are the same pipe (same device and inode). Unknown counts as no: the
+/// checks that follow report a closed or unusual descriptor.
+fn stderr_is_stdout_pipe() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let metadata = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned().and_then(|fd| std::fs::File::from(fd).metadata()).ok()
+    };
+    match (metadata(io::stdout().as_fd()), metadata(io::stderr().as_fd())) {
+        (Some(out), Some(err)) => out.file_type().is_fifo() && (out.dev(), out.ino()) == (err.dev(), err.ino()),
+        _ => false,
+    }
 }
 
 /// fd 1 := stderr, fd 0 := /dev/null, so that nothing else in the process can write into or
@@ -341,6 +497,123 @@ mod tests {
         let err = recv(&mut *conn.receiver).await.unwrap_err();
         assert!(err.to_string().contains("was killed by signal 9 (SIGKILL)"), "{err}");
         assert!(matches!(RpcError::from(err), RpcError::Disconnected { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_dead_child_fails_the_connection_while_a_grandchild_holds_its_stdout() {
+        // The background `sleep` inherits the child's stdout, so no EOF comes when it dies.
+        let mut conn = connect_command(shell("sleep 8 & kill -9 $$")).unwrap();
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(2), recv(&mut *conn.receiver)).await.unwrap().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("was killed by signal 9 (SIGKILL)"), "{err}");
+        // Polling again after the error repeats it (no panic from a completed future).
+        let again = recv(&mut *conn.receiver).await.unwrap_err();
+        assert_eq!((again.kind(), again.to_string()), (err.kind(), err.to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_repeats_its_error_when_polled_again() {
+        let mut conn = connect_command(shell("exit 3")).unwrap();
+        let first = recv(&mut *conn.receiver).await.unwrap_err();
+        assert!(first.to_string().ends_with("exited with status 3"), "{first}");
+        for _ in 0..3 {
+            let again = recv(&mut *conn.receiver).await.unwrap_err();
+            assert_eq!((again.kind(), again.to_string()), (first.kind(), first.to_string()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_dead_child_names_its_exit() {
+        // Sending until it fails: the broken pipe may come before or after the status is known.
+        let mut conn = connect_command(shell("exit 3")).unwrap();
+        let err = loop {
+            match send(&mut *conn.sender, Bytes::from_static(b"ping")).await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+        assert!(err.to_string().contains("exited with status 3"), "{err}");
+
+        // Status already published: the error names the signal at once.
+        let mut conn = connect_command(shell("kill -9 $$")).unwrap();
+        recv(&mut *conn.receiver).await.unwrap_err();
+        let err = send(&mut *conn.sender, Bytes::from_static(b"ping")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+        assert!(err.to_string().contains("was killed by signal 9 (SIGKILL)"), "{err}");
+
+        // A child that closed its stdin and exits a little later: the broken pipe waits for it.
+        let mut conn = connect_command(shell("exec 0<&-; sleep 0.2; exit 4")).unwrap();
+        let err = loop {
+            match send(&mut *conn.sender, Bytes::from_static(b"ping")).await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+        assert!(err.to_string().contains("exited with status 4"), "{err}");
+    }
+
+    /// Env var that turns [`stdio_child`] into the child of [`stdio_refuses_stderr_on_stdout_and_allows_a_retry`].
+    const STDIO_CHILD: &str = "RPC_TRANSPORTS_SPAWN_STDIO_CHILD";
+
+    /// Runs this test binary's [`stdio_child`] with stdin and stdout piped and stderr on stdout.
+    #[test]
+    fn stdio_refuses_stderr_on_stdout_and_allows_a_retry() {
+        let exe = std::env::current_exe().unwrap();
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", "exec \"$0\" \"$@\" 2>&1"])
+            .arg(exe)
+            .args(["--exact", "spawn::tests::stdio_child", "--nocapture", "--test-threads=1"])
+            .env(STDIO_CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}: {text}", output.status);
+        for which in ["first: ", "second: "] {
+            let line = text.lines().find_map(|line| line.split_once(which)).map(|(_, error)| error);
+            assert!(line.is_some_and(|e| e.contains("stderr is the same pipe as stdout")), "{text}");
+        }
+    }
+
+    /// A no-op unless run as the child of the test above: there, `stdio` must refuse twice (the
+    /// second refusal is not "already taken"), then succeed once stderr is not stdout, then
+    /// refuse as already taken. Reports through its exit code (its stderr is gone by then).
+    #[test]
+    fn stdio_child() {
+        if std::env::var_os(STDIO_CHILD).is_none() {
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _guard = runtime.enter();
+        let first = stdio().map(drop).unwrap_err();
+        eprintln!("first: {first}");
+        let second = stdio().map(drop).unwrap_err();
+        eprintln!("second: {second}");
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        // SAFETY: dup2 only replaces fd 2, which nothing in this test relies on any more.
+        assert_ne!(unsafe { libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) }, -1);
+        let code = match stdio() {
+            Ok(conn) => match stdio().map(drop) {
+                Err(e) if e.to_string().contains("already taken") => {
+                    drop(conn);
+                    0
+                }
+                _ => 3,
+            },
+            Err(_) => 2,
+        };
+        std::process::exit(code);
+    }
+
+    #[test]
+    fn connecting_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = connect_command(Command::new("cat")).unwrap_err();
+        assert!(err.to_string().contains("within a tokio runtime"), "{err}");
     }
 
     #[tokio::test]
