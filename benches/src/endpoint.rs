@@ -2,10 +2,12 @@
 //! be passed to the server process on its command line and printed back with the port filled in.
 //!
 //! `tcp:127.0.0.1:0`, `unix:/abs/path.sock`, `abstract:name` (Linux abstract-namespace Unix
-//! socket, what `local://` uses on Linux).
+//! socket, what `local://` uses on Linux), `fifo:/abs/stem` (a pair of named FIFOs,
+//! `stem.c2s` and `stem.s2c`), `spawn:` or `spawn:N` (no listener: the client starts this binary
+//! as its child and talks over the child's stdin/stdout; `N` is the CPU the child pins itself to).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A socket address of one OS kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +18,11 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A Linux abstract-namespace Unix socket name.
     Abstract(String),
+    /// A pair of named FIFOs `<stem>.c2s` and `<stem>.s2c`, created by the server.
+    Fifo(PathBuf),
+    /// No server to start: each client connection spawns this binary as a child (pinned to the
+    /// given CPU, if any) and talks to it over its stdin and stdout.
+    Spawn(Option<usize>),
 }
 
 impl Endpoint {
@@ -26,17 +33,29 @@ impl Endpoint {
             "tcp" => Ok(Self::Tcp(rest.to_owned())),
             "unix" => Ok(Self::Unix(rest.into())),
             "abstract" => Ok(Self::Abstract(rest.to_owned())),
+            "fifo" => Ok(Self::Fifo(rest.into())),
+            "spawn" if rest.is_empty() => Ok(Self::Spawn(None)),
+            "spawn" => Ok(Self::Spawn(Some(rest.parse().map_err(|e| format!("bad CPU in {s:?}: {e}"))?))),
             _ => Err(format!("bad endpoint kind {kind:?} in {s:?}")),
         }
     }
 
-    /// The file this endpoint leaves behind, for the parent to remove after the server exits.
-    pub fn file(&self) -> Option<PathBuf> {
+    /// The files this endpoint leaves behind, for the parent to remove after the server exits.
+    pub fn files(&self) -> Vec<PathBuf> {
         match self {
-            Self::Unix(path) => Some(path.clone()),
-            _ => None,
+            Self::Unix(path) => vec![path.clone()],
+            Self::Fifo(stem) => vec![fifo_path(stem, "c2s"), fifo_path(stem, "s2c")],
+            _ => Vec::new(),
         }
     }
+}
+
+/// `<stem>.<direction>`, one FIFO of a [`Endpoint::Fifo`] pair.
+pub fn fifo_path(stem: &Path, direction: &str) -> PathBuf {
+    let mut path = stem.as_os_str().to_owned();
+    path.push(".");
+    path.push(direction);
+    path.into()
 }
 
 impl fmt::Display for Endpoint {
@@ -45,6 +64,9 @@ impl fmt::Display for Endpoint {
             Self::Tcp(addr) => write!(f, "tcp:{addr}"),
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Abstract(name) => write!(f, "abstract:{name}"),
+            Self::Fifo(stem) => write!(f, "fifo:{}", stem.display()),
+            Self::Spawn(None) => write!(f, "spawn:"),
+            Self::Spawn(Some(cpu)) => write!(f, "spawn:{cpu}"),
         }
     }
 }
@@ -55,9 +77,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in ["tcp:127.0.0.1:0", "unix:/tmp/x.sock", "abstract:rpc-bench-1"] {
+        for s in ["tcp:127.0.0.1:0", "unix:/tmp/x.sock", "abstract:rpc-bench-1", "fifo:/tmp/x", "spawn:", "spawn:1"] {
             assert_eq!(Endpoint::parse(s).unwrap().to_string(), s);
         }
         assert!(Endpoint::parse("pipe:x").is_err());
+        assert!(Endpoint::parse("spawn:x").is_err());
+        assert_eq!(Endpoint::Fifo("/tmp/x".into()).files(), [PathBuf::from("/tmp/x.c2s"), "/tmp/x.s2c".into()]);
     }
 }

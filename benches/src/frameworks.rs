@@ -32,6 +32,14 @@ pub async fn serve_ours(addr: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Serves our `Bench` service over this process's stdin and stdout (the child side of a
+/// `spawn:` address) until the parent closes its end.
+pub async fn serve_ours_stdio() -> Result<(), BoxError> {
+    let server = rpc::Server::new().add_service(crate::service::BenchImpl.into_service());
+    rpc::serve_stdio(server).await?;
+    Ok(())
+}
+
 /// Connects our client to `addr`.
 pub async fn connect_ours(addr: &str) -> Result<Ours, BoxError> {
     Ok(Ours(BenchClient::connect(addr).await?))
@@ -62,7 +70,9 @@ pub async fn serve_tarpc(endpoint: &Endpoint) -> Result<(), BoxError> {
                 spawn_tarpc_channel(stream);
             }
         }
-        Endpoint::Abstract(_) => Err("tarpc is measured over TCP and Unix socket files only".into()),
+        Endpoint::Abstract(_) | Endpoint::Fifo(_) | Endpoint::Spawn(_) => {
+            Err("tarpc is measured over TCP and Unix socket files only".into())
+        }
     }
 }
 
@@ -94,8 +104,8 @@ pub async fn connect_tarpc(endpoint: &Endpoint) -> Result<Tarpc, BoxError> {
             let transport = tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default());
             TarpcBenchClient::new(config, transport).spawn()
         }
-        Endpoint::Abstract(_) => {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "tarpc over abstract sockets").into())
+        Endpoint::Abstract(_) | Endpoint::Fifo(_) | Endpoint::Spawn(_) => {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("tarpc over {endpoint}")).into())
         }
     };
     Ok(Tarpc(client))

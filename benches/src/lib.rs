@@ -13,7 +13,10 @@
 //!
 //! Each server is this binary re-executed as `rpc-bench --serve ours|raw|tarpc ADDR [--cpu N]`;
 //! it prints `listening <addr>` and runs until its stdin closes, so a client that dies takes its
-//! servers with it. Tables go to stdout, progress to stderr.
+//! servers with it. Tables go to stdout, progress to stderr. The `spawn` row has no server
+//! process of its own: each client connection starts this binary as its child, as
+//! `rpc-bench --serve-stdio [--cpu N]` (ours, via the `spawn:` address) or
+//! `rpc-bench --serve-stdio-raw [--cpu N]` (raw), serving over the child's stdin and stdout.
 //!
 //! The binary is `src/bin/rpc-bench.rs`; everything lives in this library so that the crate's
 //! entry point is not `benches/src/main.rs`, which Cargo would also auto-discover as a bench
@@ -68,6 +71,9 @@ pub struct Transport {
     pub raw: (fn(&str) -> Endpoint, &'static str),
     /// tarpc over the same primitive, if tarpc has a transport for it.
     pub tarpc: Option<fn(&str) -> Endpoint>,
+    /// The client's connect starts the server as its child (`spawn:`), so the harness starts no
+    /// server process; with pinning, `--cpu N` is appended to the child's arguments.
+    pub spawned: bool,
 }
 
 /// Every transport the harness measures, in table order.
@@ -75,6 +81,12 @@ pub struct Transport {
 pub fn transports() -> Vec<Transport> {
     fn sock_path(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("{name}.sock"))
+    }
+    fn spawn_ours(_: &str) -> String {
+        // The `spawn:` form `rpc_transports::spawn` parses: program, then `?` and `&`-separated
+        // arguments (this binary's path has no `?`, `&` or `%` to escape in practice).
+        let exe = std::env::current_exe().expect("the path of the rpc-bench binary");
+        format!("spawn:{}?--serve-stdio", exe.display())
     }
     fn local_raw(name: &str) -> Endpoint {
         // local:// is an abstract-namespace socket on Linux, a socket file elsewhere.
@@ -90,18 +102,38 @@ pub fn transports() -> Vec<Transport> {
             ours: |_| "tcp://127.0.0.1:0".to_owned(),
             raw: (|_| Endpoint::Tcp("127.0.0.1:0".to_owned()), "TCP over loopback, TCP_NODELAY"),
             tarpc: Some(|_| Endpoint::Tcp("127.0.0.1:0".to_owned())),
+            spawned: false,
         },
         Transport {
             name: "local",
             ours: |name| format!("local://{name}"),
             raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
             tarpc: None,
+            spawned: false,
         },
         Transport {
             name: "unix",
             ours: |name| format!("unix://{}", sock_path(name).display()),
             raw: (|name| Endpoint::Unix(sock_path(name)), "Unix stream socket file"),
             tarpc: Some(|name| Endpoint::Unix(sock_path(name))),
+            spawned: false,
+        },
+        Transport {
+            name: "fifo",
+            ours: |name| format!("fifo://{}", std::env::temp_dir().join(name).display()),
+            raw: (
+                |name| Endpoint::Fifo(std::env::temp_dir().join(name)),
+                "a pair of named FIFOs (mkfifo), one per direction",
+            ),
+            tarpc: None,
+            spawned: false,
+        },
+        Transport {
+            name: "spawn",
+            ours: spawn_ours,
+            raw: (|_| Endpoint::Spawn(None), "the stdin/stdout pipes of a child process (this binary)"),
+            tarpc: None,
+            spawned: true,
         },
     ]
 }

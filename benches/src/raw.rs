@@ -1,16 +1,28 @@
-//! The limit: a blocking ping-pong over the bare OS socket, no framework, no async runtime.
+//! The limit: a blocking ping-pong over the bare OS primitive (a socket, a pair of named FIFOs,
+//! or a child's stdin/stdout pipes), no framework, no async runtime.
 //!
 //! On connect the client sends the message size as 8 little-endian bytes; from then on the
 //! server reads exactly that many bytes and writes them back, until the client hangs up. The
 //! client times each 16-byte round trip (latency) and a run of 1 MiB echoes (bulk), with the
 //! buffers allocated before the timed loops.
+//!
+//! FIFOs serve one connection at a time: server and client both open `c2s` first, then `s2c`
+//! (so neither open can wait for the other forever), and a client hangs up by closing `c2s` and
+//! reading `s2c` to EOF, so the server has closed both before the next client opens them. Pipes
+//! (FIFOs and a spawned child's stdio) are enlarged to 1 MiB where the OS allows, as ours are.
 
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{fifo_path, Endpoint};
 use crate::measure::{Config, LatencyStats};
 
 /// Runs the raw echo server on `endpoint` until the process is told to stop; prints the
@@ -37,8 +49,166 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
             crate::announce(endpoint);
             serve_unix(listener)?;
         }
+        Endpoint::Fifo(stem) => {
+            let (c2s, s2c) = (fifo_path(stem, "c2s"), fifo_path(stem, "s2c"));
+            mkfifo(&c2s)?;
+            mkfifo(&s2c)?;
+            crate::announce(endpoint);
+            loop {
+                // The client opens in the same order; both opens block until it has.
+                let r = File::open(&c2s)?;
+                let w = OpenOptions::new().write(true).open(&s2c)?;
+                grow_pipe(&r);
+                // Fields drop in order: c2s is closed before s2c, whose EOF tells the client.
+                echo_loop(Duplex { r, w })?;
+            }
+        }
+        Endpoint::Spawn(_) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "spawn: has no listener; see serve_stdio"))
+        }
     }
     Ok(())
+}
+
+/// The child side of [`Endpoint::Spawn`]: echoes over this process's stdin and stdout until
+/// stdin reaches EOF. Unbuffered: the descriptors themselves, not `std::io::Stdout`.
+pub fn serve_stdio() -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let r = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let w = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    echo_loop(Duplex { r, w })
+}
+
+fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Enlarges a pipe's buffer to 1 MiB where the OS allows (as our fifo:// and spawn: do);
+/// failure just leaves the default.
+fn grow_pipe(fd: &impl AsRawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: F_SETPIPE_SZ on a descriptor we own; an error is harmless.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
+/// A read half and a write half used as one stream.
+struct Duplex<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W> Read for Duplex<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.r.read(buf)
+    }
+}
+
+impl<R, W: Write> Write for Duplex<R, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// The client end of a FIFO pair; on drop it hangs up as the module documentation describes.
+struct FifoClient {
+    w: Option<File>,
+    r: File,
+}
+
+impl FifoClient {
+    fn connect(stem: &Path) -> io::Result<Self> {
+        let w = OpenOptions::new().write(true).open(fifo_path(stem, "c2s"))?;
+        let r = File::open(fifo_path(stem, "s2c"))?;
+        grow_pipe(&r);
+        Ok(Self { w: Some(w), r })
+    }
+}
+
+impl Read for FifoClient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.r.read(buf)
+    }
+}
+
+impl Write for FifoClient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for FifoClient {
+    fn drop(&mut self) {
+        drop(self.w.take());
+        let _ = io::copy(&mut self.r, &mut io::sink());
+    }
+}
+
+/// A child running `rpc-bench --serve-stdio-raw`; on drop its stdin is closed and it is waited for.
+struct SpawnClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+}
+
+impl SpawnClient {
+    fn connect(cpu: Option<usize>) -> io::Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--serve-stdio-raw").stdin(Stdio::piped()).stdout(Stdio::piped());
+        if let Some(cpu) = cpu {
+            command.args(["--cpu", &cpu.to_string()]);
+        }
+        let mut child = command.spawn()?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("spawned child has no stdio pipes"));
+        };
+        grow_pipe(&stdin);
+        grow_pipe(&stdout);
+        Ok(Self { child, stdin: Some(stdin), stdout })
+    }
+}
+
+impl Read for SpawnClient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Write for SpawnClient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SpawnClient {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 fn serve_unix(listener: UnixListener) -> io::Result<()> {
@@ -97,6 +267,8 @@ fn connect(endpoint: &Endpoint, size: usize) -> io::Result<Box<dyn Stream>> {
         }
         Endpoint::Unix(path) => Box::new(UnixStream::connect(path)?),
         Endpoint::Abstract(name) => Box::new(connect_abstract(name)?),
+        Endpoint::Fifo(stem) => Box::new(FifoClient::connect(stem)?),
+        Endpoint::Spawn(cpu) => Box::new(SpawnClient::connect(*cpu)?),
     };
     stream.write_all(&(size as u64).to_le_bytes())?;
     Ok(stream)

@@ -67,8 +67,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> 
 /// Entry point of both modes.
 pub fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--serve") {
-        return serve(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("--serve") => return serve(&args[1..]),
+        Some(mode @ ("--serve-stdio" | "--serve-stdio-raw")) => return serve_stdio(mode, &args[1..]),
+        _ => {}
     }
     client(parse_args(args.into_iter())?)
 }
@@ -102,16 +104,33 @@ fn serve(args: &[String]) -> Result<(), BoxError> {
     }
 }
 
-/// A server child process, stopped (and its socket file removed) on [`stop`](Self::stop) or drop.
+/// `--serve-stdio [--cpu N]` (ours) or `--serve-stdio-raw [--cpu N]` (raw): the child of a
+/// `spawn` row's client, serving over stdin and stdout until stdin reaches EOF. Nothing else may
+/// be written to stdout.
+fn serve_stdio(mode: &str, args: &[String]) -> Result<(), BoxError> {
+    match args {
+        [] => {}
+        [flag, cpu] if flag == "--cpu" => pin::pin_to(cpu.parse()?)?,
+        _ => return Err(format!("usage: rpc-bench {mode} [--cpu N]").into()),
+    }
+    if mode == "--serve-stdio-raw" {
+        return Ok(raw::serve_stdio()?);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(frameworks::serve_ours_stdio())
+}
+
+/// A server child process, stopped (and its socket or FIFO files removed) on [`stop`](Self::stop)
+/// or drop.
 struct ServerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     addr: String,
-    file: Option<PathBuf>,
+    files: Vec<PathBuf>,
 }
 
 impl ServerProcess {
-    fn start(kind: &str, target: &str, cpu: Option<usize>, file: Option<PathBuf>) -> Result<Self, BoxError> {
+    fn start(kind: &str, target: &str, cpu: Option<usize>, files: Vec<PathBuf>) -> Result<Self, BoxError> {
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["--serve", kind, target]).stdin(Stdio::piped()).stdout(Stdio::piped());
         if let Some(cpu) = cpu {
@@ -121,7 +140,7 @@ impl ServerProcess {
         let stdin = child.stdin.take();
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        let mut server = Self { child, stdin, addr: String::new(), file };
+        let mut server = Self { child, stdin, addr: String::new(), files };
         match line.trim().strip_prefix("listening ") {
             Some(addr) => server.addr = addr.to_owned(),
             None => return Err(format!("{kind} server on {target} did not start: {line:?}").into()),
@@ -146,7 +165,7 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if let Some(file) = &self.file {
+        for file in &self.files {
             let _ = std::fs::remove_file(file);
         }
     }
@@ -192,7 +211,11 @@ fn client(args: Args) -> Result<(), BoxError> {
         match (cpus.first(), server) {
             (Some(&client), Some(&server)) => {
                 pin::pin_to(client)?;
-                (format!("client on CPU {client}, servers on CPU {server}"), Some(server))
+                let mut pinning = format!("client on CPU {client}, servers on CPU {server}");
+                if selected.iter().any(|t| t.spawned) {
+                    pinning += &format!(" (spawn: each child started with --cpu {server})");
+                }
+                (pinning, Some(server))
             }
             _ => (format!("requested but not possible ({} CPU(s) allowed); not pinned", cpus.len()), None),
         }
@@ -200,7 +223,7 @@ fn client(args: Args) -> Result<(), BoxError> {
         (
             "none: the scheduler places client and server, so runs mix same-CPU and cross-CPU round trips \
              and ratios between sides measured minutes apart can be meaningless; use --pin (different CPUs) \
-             or --pin-same (one CPU)"
+             or --pin-same (one CPU); spawn's children inherit the client's (unpinned) affinity"
                 .to_owned(),
             None,
         )
@@ -230,10 +253,22 @@ fn client(args: Args) -> Result<(), BoxError> {
         for t in &selected {
             let tag = format!("[{rep}/{reps}] {:<6}", t.name);
 
-            let endpoint = (t.raw.0)(&unique_name());
-            let server = ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.file())?;
-            let r = raw::measure(&Endpoint::parse(&server.addr)?, &config).map_err(|e| format!("{tag} raw: {e}"))?;
-            server.stop()?;
+            let mut endpoint = (t.raw.0)(&unique_name());
+            // A spawned row has no server process: the client's connect starts the child.
+            let server = if t.spawned {
+                if let Endpoint::Spawn(cpu) = &mut endpoint {
+                    *cpu = server_cpu;
+                }
+                None
+            } else {
+                Some(ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?)
+            };
+            let endpoint = match &server {
+                Some(server) => Endpoint::parse(&server.addr)?,
+                None => endpoint,
+            };
+            let r = raw::measure(&endpoint, &config).map_err(|e| format!("{tag} raw: {e}"))?;
+            server.map(ServerProcess::stop).transpose()?;
             eprintln!(
                 "{tag} raw   : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s",
                 r.latency.median_us, r.latency.p99_us, r.bulk_mb_s
@@ -242,18 +277,26 @@ fn client(args: Args) -> Result<(), BoxError> {
             results.push(t.name, Metric::LatencyP99, Side::Raw, r.latency.p99_us);
             results.push(t.name, Metric::Bulk, Side::Raw, r.bulk_mb_s);
 
-            let addr = (t.ours)(&unique_name());
-            let server = ServerProcess::start("ours", &addr, server_cpu, unix_file(&addr))?;
-            let connect = || frameworks::connect_ours(&server.addr);
+            let mut addr = (t.ours)(&unique_name());
+            let server = if t.spawned {
+                if let Some(cpu) = server_cpu {
+                    addr += &format!("&--cpu&{cpu}");
+                }
+                None
+            } else {
+                Some(ServerProcess::start("ours", &addr, server_cpu, server_files(&addr))?)
+            };
+            let addr = server.as_ref().map_or(addr, |s| s.addr.clone());
+            let connect = || frameworks::connect_ours(&addr);
             let r = runtime
                 .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
                 .map_err(|e| format!("{tag} ours: {e}"))?;
-            server.stop()?;
+            server.map(ServerProcess::stop).transpose()?;
             record(&mut results, &tag, t.name, Side::Ours, &r);
 
             if let Some(tarpc) = t.tarpc {
                 let endpoint = tarpc(&unique_name());
-                let server = ServerProcess::start("tarpc", &endpoint.to_string(), server_cpu, endpoint.file())?;
+                let server = ServerProcess::start("tarpc", &endpoint.to_string(), server_cpu, endpoint.files())?;
                 let endpoint = Endpoint::parse(&server.addr)?;
                 let connect = || frameworks::connect_tarpc(&endpoint);
                 let r = runtime
@@ -273,9 +316,10 @@ fn client(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The socket file our server creates for a `unix://` address, for cleanup.
-fn unix_file(addr: &str) -> Option<PathBuf> {
-    addr.strip_prefix("unix://").map(PathBuf::from)
+/// The socket or connect-FIFO file our server creates for a `unix://` or `fifo://` address, for
+/// cleanup (the server is stopped by exiting, so its listener is never dropped).
+fn server_files(addr: &str) -> Vec<PathBuf> {
+    addr.strip_prefix("unix://").or_else(|| addr.strip_prefix("fifo://")).map(PathBuf::from).into_iter().collect()
 }
 
 fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &FrameworkResult) {

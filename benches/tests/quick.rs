@@ -21,8 +21,10 @@ fn quick_mode_measures_every_path() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Socket files are named after the harness's pid.
+    // Socket and FIFO files are named after the harness's pid (our fifo:// connection pairs as
+    // `.<name>.<token>.c2s|s2c`, hence the hidden form too).
     let prefix = format!("rpc-bench-{}-", child.id());
+    let hidden = format!(".{prefix}");
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -31,7 +33,7 @@ fn quick_mode_measures_every_path() {
 
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let transports: Vec<&str> = json["transports"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    for expected in ["tcp", "local", "unix"] {
+    for expected in ["tcp", "local", "unix", "fifo", "spawn"] {
         assert!(transports.contains(&expected), "{expected} missing from {transports:?}");
     }
     let rows = json["rows"].as_array().unwrap();
@@ -66,8 +68,12 @@ fn quick_mode_measures_every_path() {
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) || name.starts_with(&hidden)
+        })
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(leftovers.is_empty(), "socket files left behind: {leftovers:?}");
+    assert!(leftovers.is_empty(), "socket or FIFO files left behind: {leftovers:?}");
 }
