@@ -29,7 +29,11 @@
 //! ```
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
-//! supports. This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`,
+//! supports (tcp, local, unix, fifo, spawn, mem). A worker child started with a `spawn:` address
+//! serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
+//! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
+//! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass
+//! [`shutdown_signal()`] to [`Server::serve_until`]. This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`,
 //! the mechanisms in `rpc-transports`.
 
 pub use rpc_core::client::{CallOptions, Client, ClientOptions};

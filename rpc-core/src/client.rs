@@ -384,21 +384,16 @@ impl Inner {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(inbound.close(e.into()))),
             };
-            let for_call = match wire::decode(&frame) {
-                Ok(Frame::ResponseOk { id, .. } | Frame::ResponseErr { id, .. }) => id,
-                Ok(Frame::Goaway { reason }) => {
-                    let err = RpcError::disconnected(format!("{} closed the connection: {reason}", self.info.peer));
-                    return Poll::Ready(Err(inbound.close(err)));
-                }
-                Ok(other) => {
-                    let err = RpcError::Protocol(format!("the server sent {}", frame_name(&other)));
-                    return Poll::Ready(Err(inbound.close(err)));
-                }
-                Err(e) => {
-                    return Poll::Ready(Err(
-                        inbound.close(RpcError::Protocol(format!("the server sent a bad frame: {e}")))
-                    ))
-                }
+            // Answers are routed by their header alone; their caller decodes the body, once.
+            let Some(for_call) = wire::response_id(&frame) else {
+                let err = match wire::decode(&frame) {
+                    Ok(Frame::Goaway { reason }) => {
+                        RpcError::disconnected(format!("{} closed the connection: {reason}", self.info.peer))
+                    }
+                    Ok(other) => RpcError::Protocol(format!("the server sent {}", frame_name(&other))),
+                    Err(e) => RpcError::Protocol(format!("the server sent a bad frame: {e}")),
+                };
+                return Poll::Ready(Err(inbound.close(err)));
             };
             if for_call == id {
                 return Poll::Ready(Ok(frame));
@@ -455,6 +450,8 @@ struct PendingCall<'a> {
     id: u64,
     sent: bool,
     finished: bool,
+    /// Other calls were pending when this one registered.
+    busy: bool,
 }
 
 impl<'a> PendingCall<'a> {
@@ -465,7 +462,9 @@ impl<'a> PendingCall<'a> {
         }
         // Registered before the request leaves, so the answer always finds its slot.
         inbound.calls.insert(id, Slot::default());
-        Ok(Self { inner, id, sent: false, finished: false })
+        // Read here, under the lock registration takes anyway, not with a second lock later.
+        let busy = inbound.calls.len() > 1;
+        Ok(Self { inner, id, sent: false, finished: false, busy })
     }
 
     /// Queues the request; from here on the server may answer it.
@@ -483,8 +482,7 @@ impl<'a> PendingCall<'a> {
     async fn answer(&mut self, seq: u64) -> Result<Bytes, RpcError> {
         // Under load, let the other ready callers queue their frames first: the first of us to
         // flush then carries them all in one write. A lone call does not wait.
-        let busy = self.inner.lock_inbound().calls.len() > 1;
-        if busy {
+        if self.busy {
             tokio::task::yield_now().await;
         }
         let mut flushed = false;

@@ -85,7 +85,7 @@ use tokio::net::unix::pipe;
 use crate::context::describe;
 use crate::options::TransportOptions;
 use crate::pipes;
-use crate::unix::{remove_if_ours, FileId};
+use crate::unix::{remove_if_ours, remove_stale, FileId};
 
 /// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
 pub(crate) const RECORD_LEN: usize = 64;
@@ -376,17 +376,7 @@ fn reclaim_if_stale(path: &Path) -> io::Result<()> {
             "another server is already listening there (its FIFO was left alone)",
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            if FileId::at(path).ok() != Some(FileId::of(&metadata)) {
-                return Ok(());
-            }
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(io::Error::new(e.kind(), format!("cannot remove the stale FIFO: {}", describe(&e))))
-                }
-                _ => Ok(()),
-            }
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => remove_stale(path, FileId::of(&metadata), "FIFO"),
         Err(e) => Err(io::Error::new(
             e.kind(),
             format!("a FIFO exists at this path and probing it failed: {} (it was left alone)", describe(&e)),

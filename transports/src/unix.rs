@@ -236,17 +236,8 @@ async fn reclaim_if_stale(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use(" and its backlog is full")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            // Nobody listens: a crashed server's file. Unlink it only if it is still the file
-            // we probed, so a server that reclaimed the path meanwhile keeps its new file.
-            if FileId::at(path).ok() != Some(FileId::of(&metadata)) {
-                return Ok(());
-            }
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(io::Error::new(e.kind(), format!("cannot remove the stale socket file: {}", describe(&e))))
-                }
-                _ => Ok(()),
-            }
+            // Nobody listens: a crashed server's file.
+            remove_stale(path, FileId::of(&metadata), "socket file")
         }
         Err(e) => Err(io::Error::new(
             e.kind(),
@@ -256,6 +247,20 @@ async fn reclaim_if_stale(path: &Path) -> io::Result<()> {
 }
 
 /// Removes the file at `path` if it is still the one with identity `id`.
+/// Removes the stale endpoint at `path` that a probe found dead, but only if it is still the
+/// file that was probed (`id`): a server that reclaimed the path meanwhile keeps its new file.
+pub(crate) fn remove_stale(path: &Path, id: FileId, what: &str) -> io::Result<()> {
+    if FileId::at(path).ok() != Some(id) {
+        return Ok(());
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io::Error::new(e.kind(), format!("cannot remove the stale {what}: {}", describe(&e))))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn remove_if_ours(path: &Path, id: FileId) {
     if FileId::at(path).ok() == Some(id) {
         // Nothing useful to do about a failure here (this runs on drop and on error paths).

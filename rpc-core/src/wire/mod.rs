@@ -257,6 +257,15 @@ fn body_of<'de, T: Deserialize<'de>>(body: &'de [u8], what: &'static str) -> Res
     }
 }
 
+/// The call id of a response frame (ok or error) without decoding its body, so the client's
+/// reader can route an answer to its caller, who decodes it once; `None` for any other frame.
+pub fn response_id(frame: &[u8]) -> Option<u64> {
+    match frame.split_first() {
+        Some((&(KIND_RESPONSE_OK | KIND_RESPONSE_ERR), rest)) => split_id(rest, "response").ok().map(|(id, _)| id),
+        _ => None,
+    }
+}
+
 /// Encodes a hello frame.
 pub fn encode_hello(hello: &Hello) -> Vec<u8> {
     encode_versioned(KIND_HELLO, hello)

@@ -71,6 +71,19 @@ fn error_response_and_cancel_round_trip() {
 }
 
 #[test]
+fn response_id_reads_only_the_header() {
+    let ok = ResponsePayload::encode(&5u8).unwrap().into_frame(11);
+    assert_eq!(response_id(&ok), Some(11));
+    // The body is not looked at: a corrupt error body still routes to its call.
+    let mut err = encode_response_err(12, &RemoteError::Overloaded);
+    err.push(0xff);
+    assert_eq!(response_id(&err), Some(12));
+    assert_eq!(response_id(&encode_cancel(13)), None);
+    assert_eq!(response_id(&[KIND_RESPONSE_OK, 1, 2]), None);
+    assert_eq!(response_id(&[]), None);
+}
+
+#[test]
 fn malformed_frames_are_typed_errors() {
     assert_eq!(decode(&[]), Err(DecodeError::Empty));
     assert_eq!(decode(&[0x7f]), Err(DecodeError::UnknownKind(0x7f)));
