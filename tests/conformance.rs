@@ -529,6 +529,41 @@ async fn no_fifo_left_after_a_killed_peer(addr: String, mode: Mode) {
     assert!(dir_entries(&dir).is_empty(), "left behind: {:?}", dir_entries(&dir));
 }
 
+/// shm: the shared memory is a memfd passed over the setup socket, so no entry ever appears in
+/// `/dev/shm`: not while connected, not after SIGKILL of a client or of the server; the name is
+/// free again for the next server at once.
+async fn no_shm_left_after_a_killed_peer(addr: String, mode: Mode) {
+    let dev_shm = std::path::Path::new("/dev/shm");
+    let before = dev_shm.is_dir().then(|| dir_entries(dev_shm));
+    let same_as_before = || {
+        if let Some(before) = &before {
+            assert_eq!(&dir_entries(dev_shm), before, "/dev/shm changed");
+        }
+    };
+    let mut server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let mut client = client_process(&server.addr).await;
+    same_as_before();
+    client.start_kill().unwrap();
+    client.wait().await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "the server outlives a killed client");
+
+    let pending = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(10_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.kill().await;
+    let after_kill = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("no hang").unwrap();
+    assert!(matches!(after_kill, Err(RpcError::Disconnected { .. })), "{after_kill:?}");
+    same_as_before();
+
+    let mut next = TestServer::start(&addr, mode).await;
+    assert_eq!(CalculatorClient::connect(&next.addr).await.unwrap().add(2, 2).await.unwrap(), 4);
+    assert!(next.terminate().await);
+    same_as_before();
+}
+
 /// spawn: a child killed by SIGKILL fails pending calls with an error naming the signal.
 async fn killed_child_is_named_in_the_error(addr: String, mode: Mode) {
     let mut server = TestServer::start(&addr, mode).await;
@@ -634,6 +669,9 @@ conformance! {
     // No raw-byte check: a FIFO connection needs the record handshake before any byte flows
     // (the fifo module's own tests feed garbage to the connect FIFO).
     fifo => temp_fifo(), Mode::Process, [no_fifo_left_after_a_killed_peer];
+    // No raw-byte check either: the setup socket carries one setup message, then only bells
+    // (the shm module's own tests scribble over a live connection's shared memory instead).
+    shm => format!("shm://{}", unique("rpc-conf")), Mode::Process, [no_shm_left_after_a_killed_peer];
 }
 
 // spawn: every client starts its own child, so the checks about one server shared by many

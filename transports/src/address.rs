@@ -28,6 +28,8 @@ pub enum Address {
     Mem(String),
     /// `fifo:///dir/name`: named FIFOs; the path (absolute) is the server's connect FIFO.
     Fifo(PathBuf),
+    /// `shm://name`: shared-memory rings, set up through the local socket `name` (Linux).
+    Shm(String),
     /// `spawn:/path/to/bin?arg1&arg2`: a child process started by the connecting side, spoken to
     /// over its stdin and stdout. `program` is an absolute path or a bare name looked up in
     /// `PATH`; the arguments are the `&`-separated query parts, percent-decoded (`%26` is `&`).
@@ -40,7 +42,10 @@ pub enum Address {
 }
 
 /// The schemes this build supports, in the order error messages list them.
-#[cfg(unix)]
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const SCHEMES: &[&str] = &["tcp", "local", "shm", "unix", "fifo", "spawn", "mem"];
+/// The schemes this build supports, in the order error messages list them.
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 pub const SCHEMES: &[&str] = &["tcp", "local", "unix", "fifo", "spawn", "mem"];
 /// The schemes this build supports, in the order error messages list them.
 #[cfg(windows)]
@@ -50,7 +55,7 @@ pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
 pub const SCHEMES: &[&str] = &["tcp", "mem"];
 
 /// Schemes the design names that this build does not implement yet, with what they are.
-const PLANNED: &[(&str, &str)] = &[("shm", "shared-memory rings"), ("mq", "POSIX message queues")];
+const PLANNED: &[(&str, &str)] = &[("mq", "POSIX message queues")];
 
 /// Longest `local://` name. Abstract socket names may have 107 bytes and Windows pipe names
 /// 256, but other Unix systems put the socket at `/tmp/<name>` and `sun_path` has 104 bytes
@@ -98,15 +103,8 @@ impl Address {
         };
         match scheme.as_str() {
             "tcp" => parse_tcp(s, body),
-            "local" => parse_name(s, body, "local").and_then(|name| {
-                if name.len() > MAX_LOCAL_NAME {
-                    Err(invalid(format!("`{s}`: a local:// name may have at most {MAX_LOCAL_NAME} bytes")))
-                } else if name == "." || name == ".." || name.contains(['/', '\\']) {
-                    Err(invalid(format!("`{s}`: a local:// name cannot be `.`, `..` or contain `/` or `\\`")))
-                } else {
-                    Ok(Address::Local(name))
-                }
-            }),
+            "local" => parse_local_name(s, body, "local").map(Address::Local),
+            "shm" => parse_local_name(s, body, "shm").map(Address::Shm),
             "unix" => parse_unix(s, body),
             "fifo" => parse_fifo(s, body),
             "mem" => parse_name(s, body, "mem").map(Address::Mem),
@@ -122,6 +120,7 @@ impl Address {
             Address::Unix(_) => "unix",
             Address::Mem(_) => "mem",
             Address::Fifo(_) => "fifo",
+            Address::Shm(_) => "shm",
             Address::Spawn { .. } => "spawn",
         }
     }
@@ -144,6 +143,7 @@ impl fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
             Address::Mem(name) => write!(f, "mem://{name}"),
             Address::Fifo(path) => write!(f, "fifo://{}", path.display()),
+            Address::Shm(name) => write!(f, "shm://{name}"),
             Address::Spawn { program, args } => {
                 write!(f, "spawn:{}", percent_encode(&program.to_string_lossy(), false))?;
                 for (i, arg) in args.iter().enumerate() {
@@ -179,6 +179,7 @@ fn form(scheme: &str) -> &'static str {
         "unix" => "unix:///path",
         "mem" => "mem://name",
         "fifo" => "fifo:///path",
+        "shm" => "shm://name",
         "spawn" => "spawn:/path/to/program?arg1&arg2",
         _ => "scheme://...",
     }
@@ -186,7 +187,7 @@ fn form(scheme: &str) -> &'static str {
 
 /// Schemes implemented by some build of this crate (so not "unknown" on any platform).
 fn is_known(scheme: &str) -> bool {
-    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn")
+    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn" | "shm")
 }
 
 /// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`. Rejects `127.0.0.1` in
@@ -245,6 +246,18 @@ fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
         return Err(invalid(format!("`{s}`: the name contains control characters")));
     }
     Ok(body.to_owned())
+}
+
+/// A `local://` or `shm://` name: both name a local socket.
+fn parse_local_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
+    let name = parse_name(s, body, scheme)?;
+    if name.len() > MAX_LOCAL_NAME {
+        Err(invalid(format!("`{s}`: a {scheme}:// name may have at most {MAX_LOCAL_NAME} bytes")))
+    } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+        Err(invalid(format!("`{s}`: a {scheme}:// name cannot be `.`, `..` or contain `/` or `\\`")))
+    } else {
+        Ok(name)
+    }
 }
 
 fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
@@ -401,6 +414,22 @@ mod tests {
         round_trips(&format!("local://{}", "x".repeat(MAX_LOCAL_NAME)));
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn shm_names_follow_the_local_rules() {
+        assert_eq!(round_trips("shm://calc"), Address::Shm("calc".into()));
+        assert_eq!(Address::parse("SHM://calc").unwrap().scheme(), "shm");
+        assert!(message("shm://").contains("empty name"));
+        assert!(message("shm://a/b").contains("a shm:// name cannot"));
+        assert!(message(&format!("shm://{}", "x".repeat(MAX_LOCAL_NAME + 1))).contains("at most"));
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[test]
+    fn shm_is_refused_off_linux() {
+        assert!(message("shm://calc").contains("`shm://` addresses are not supported on this platform"));
+    }
+
     #[cfg(unix)]
     #[test]
     fn unix_paths() {
@@ -431,10 +460,10 @@ mod tests {
         for scheme in SCHEMES {
             assert!(m.contains(form(scheme)), "{m} lacks {scheme}");
         }
-        #[cfg(unix)]
+        #[cfg(target_os = "linux")]
         assert_eq!(
             m,
-            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mem://name"
+            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, shm://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mem://name"
         );
     }
 
@@ -487,7 +516,7 @@ mod tests {
 
     #[test]
     fn planned_schemes_are_not_supported_yet() {
-        for (address, what) in [("shm://calc", "shared-memory"), ("mq://calc", "message queues")] {
+        for (address, what) in [("mq://calc", "message queues")] {
             let m = message(address);
             assert!(m.contains("not supported by this build yet"), "{m}");
             assert!(m.contains(what), "{m}");

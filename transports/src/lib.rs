@@ -52,6 +52,8 @@ mod mem;
 mod options;
 #[cfg(unix)]
 mod pipes;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod shm;
 #[cfg(unix)]
 pub mod spawn;
 mod tcp;
@@ -59,7 +61,7 @@ mod tcp;
 mod unix;
 
 pub use address::{Address, SCHEMES};
-pub use options::TransportOptions;
+pub use options::{TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN};
 
 use rpc_core::error::RpcError;
 use rpc_core::transport::{Connection, Listener};
@@ -107,6 +109,10 @@ impl Address {
             Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
             #[cfg(not(unix))]
             Address::Spawn { .. } => return Err(address::unsupported_here("spawn")),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::Shm(name) => shm::connect(name, options).await,
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Address::Shm(_) => return Err(address::unsupported_here("shm")),
         };
         result.map_err(|e| context::error("connecting to", self, e))
     }
@@ -125,6 +131,10 @@ impl Address {
             Address::Fifo(path) => fifo::listen(path, options).await.map(|l| Box::new(l) as _),
             #[cfg(not(unix))]
             Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::Shm(name) => shm::listen(name, options).map(|l| Box::new(l) as _),
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Address::Shm(_) => return Err(address::unsupported_here("shm")),
             Address::Spawn { .. } => {
                 return Err(RpcError::Address(format!(
                     "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \

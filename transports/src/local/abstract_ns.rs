@@ -31,9 +31,14 @@ fn abstract_addr(name: &str) -> io::Result<SockAddr> {
 }
 
 pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Result<Connection> {
-    let addr = abstract_addr(name)?;
-    let stream = retry_while_busy(|| connect_once(&addr)).await?;
+    let stream = connect_stream(name).await?;
     Ok(connection(stream, "local", format!("local://{name}"), options.effective_max_frame_len()))
+}
+
+/// A Unix stream connected to the abstract name `name` (also the setup socket of `shm://`).
+pub(crate) async fn connect_stream(name: &str) -> io::Result<UnixStream> {
+    let addr = abstract_addr(name)?;
+    retry_while_busy(|| connect_once(&addr)).await
 }
 
 /// One non-blocking connect (std's `connect_addr` would block the runtime's thread while the
@@ -58,46 +63,66 @@ async fn connect_once(addr: &SockAddr) -> io::Result<UnixStream> {
 }
 
 pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<AbstractListener> {
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&abstract_addr(name)?).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(e.kind(), "another listener already uses this name")
-        } else {
-            e
-        }
-    })?;
-    socket.listen(BACKLOG)?;
-    let listener = into_tokio_listener(socket)?;
     Ok(AbstractListener {
-        listener,
+        socket: AbstractSocket::bind(name, options)?,
         name: name.to_owned(),
-        admission: Admission::for_mode(options.permission_bits()),
         max_frame_len: options.effective_max_frame_len(),
     })
+}
+
+/// A listening socket on an abstract name that hands out only the clients [`TransportOptions::mode`]
+/// admits (also the setup socket of `shm://`). The name is released when it is dropped.
+#[derive(Debug)]
+pub(crate) struct AbstractSocket {
+    listener: UnixListener,
+    admission: Admission,
+}
+
+impl AbstractSocket {
+    /// Binds `name`; fails with `AddrInUse` while another socket holds it.
+    pub(crate) fn bind(name: &str, options: &TransportOptions) -> io::Result<Self> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.bind(&abstract_addr(name)?).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(e.kind(), "another listener already uses this name")
+            } else {
+                e
+            }
+        })?;
+        socket.listen(BACKLOG)?;
+        Ok(AbstractSocket {
+            listener: into_tokio_listener(socket)?,
+            admission: Admission::for_mode(options.permission_bits()),
+        })
+    }
+
+    /// The next client the mode admits. Cancel-safe: the only await is
+    /// `UnixListener::accept`, which is; a refused client is closed before the next await.
+    pub(crate) async fn accept(&self) -> io::Result<UnixStream> {
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            // A client whose credentials cannot be read is gone already or not to be trusted;
+            // either way it is dropped without ending the server's accept loop.
+            if stream.peer_cred().is_ok_and(|cred| self.admission.admits(cred.uid(), cred.gid())) {
+                return Ok(stream);
+            }
+        }
+    }
 }
 
 /// A listener on an abstract name; the name is released when it is dropped.
 #[derive(Debug)]
 pub(crate) struct AbstractListener {
-    listener: UnixListener,
+    socket: AbstractSocket,
     name: String,
-    admission: Admission,
     max_frame_len: usize,
 }
 
 impl Listener for AbstractListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
-        // Cancel-safe: the only await is `UnixListener::accept`, which is; a connection taken
-        // from the kernel is returned or (if refused) closed before the next await.
         Box::pin(async move {
-            loop {
-                let (stream, _) = self.listener.accept().await?;
-                // A client whose credentials cannot be read is gone already or not to be trusted;
-                // either way it is dropped without ending the server's accept loop.
-                if stream.peer_cred().is_ok_and(|cred| self.admission.admits(cred.uid(), cred.gid())) {
-                    return Ok(connection(stream, "local", self.local_addr(), self.max_frame_len));
-                }
-            }
+            let stream = self.socket.accept().await?;
+            Ok(connection(stream, "local", self.local_addr(), self.max_frame_len))
         })
     }
 

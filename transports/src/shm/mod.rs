@@ -1,0 +1,217 @@
+//! `shm://name`: frames cross through shared memory, one single-producer/single-consumer ring
+//! per direction per connection (Linux).
+//!
+//! **Setup.** The listener binds a local socket (the abstract name `rpc-shm.<name>`, admitted by
+//! [`TransportOptions::mode`] like `local://`). For each client it accepts, it creates a memfd
+//! (sealed against resizing), maps it, makes a socketpair, and sends the client one message
+//! carrying the ring size with the memfd and one socketpair end attached (`SCM_RIGHTS`; see
+//! [`setup`]). Nothing is ever created in `/dev/shm` or on disk, so nothing can be left behind,
+//! whoever crashes.
+//!
+//! **Data.** Each frame is the usual 4-byte length prefix and body, streamed through the ring
+//! ([`ring`]); a frame larger than the ring (up to the maximum frame length) simply streams
+//! through in pieces. The receiver enforces the maximum frame length before it allocates, like
+//! every other mechanism.
+//!
+//! **Waiting and liveness.** See [`halves`]: a side spins briefly (adaptive, at most
+//! [`TransportOptions::spin`]) and then sleeps on a Unix socket that the peer rings only when it
+//! knows we sleep; the same sockets report the peer's exit as EOF, so pending calls fail as soon
+//! as a peer dies.
+//!
+//! **Trust.** The peer may be hostile: every index read from the mapping is checked before use,
+//! bytes are copied out before they are looked at, and the only unsafe code is in [`region`].
+//! A peer can make its own connection fail (with an `InvalidData` error naming the corrupt
+//! indices), never crash or hang us.
+
+mod halves;
+mod region;
+mod ring;
+mod setup;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
+use tokio::net::UnixStream;
+
+use crate::local::abstract_ns::{self, AbstractSocket};
+use crate::options::TransportOptions;
+use halves::{Bell, ShmReceiver, ShmSender, Spin};
+use region::{Direction, Region};
+
+pub(crate) use region::{MAX_RING_LEN, MIN_RING_LEN};
+
+/// How long a client waits for the server's setup message.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The abstract socket name of the setup socket for `shm://name`.
+fn setup_name(name: &str) -> String {
+    format!("rpc-shm.{name}")
+}
+
+pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Result<Connection> {
+    let stream = abstract_ns::connect_stream(&setup_name(name)).await?;
+    let offer = tokio::time::timeout(SETUP_TIMEOUT, setup::receive(&stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not offer shared memory within 10 s"))??;
+    let region = Region::open(&offer.memfd, offer.ring_len)?;
+    drop(offer.memfd); // the mapping keeps the memory
+    let bell = tokio_stream(offer.bell)?;
+    Ok(connection(region, Side::Client, stream, bell, options, format!("shm://{name}")))
+}
+
+pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmListener> {
+    if !region::valid_ring_len(options.ring_size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "ring_size must be a power of two from {MIN_RING_LEN} to {MAX_RING_LEN} bytes, not {}",
+                options.ring_size
+            ),
+        ));
+    }
+    Ok(ShmListener {
+        socket: AbstractSocket::bind(&setup_name(name), options)?,
+        name: name.to_owned(),
+        options: options.clone(),
+    })
+}
+
+/// Accepts `shm://` connections.
+#[derive(Debug)]
+pub(crate) struct ShmListener {
+    socket: AbstractSocket,
+    name: String,
+    options: TransportOptions,
+}
+
+impl ShmListener {
+    /// Gives an accepted client its memory; `Ok(None)` if the client is gone already.
+    fn offer(&self, stream: UnixStream) -> io::Result<Option<Connection>> {
+        let (region, memfd) = Region::create(self.options.ring_size)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        match setup::send(&stream, self.options.ring_size, &memfd, &OwnedFd::from(theirs)) {
+            Ok(()) => {}
+            // The client's problem (it left, or stuffed its own socket): not the server's.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::WriteZero
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+        // `theirs` and `memfd` are closed here: the client now holds the only other ends, so
+        // its exit is EOF on both sockets.
+        let bell = tokio_stream(OwnedFd::from(ours))?;
+        Ok(Some(connection(region, Side::Server, stream, bell, &self.options, self.local_addr())))
+    }
+}
+
+impl Listener for ShmListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+        // Cancel-safe: the only await is the socket's accept; setup never waits.
+        Box::pin(async move {
+            loop {
+                let stream = self.socket.accept().await?;
+                if let Some(conn) = self.offer(stream)? {
+                    return Ok(conn);
+                }
+            }
+        })
+    }
+
+    fn local_addr(&self) -> String {
+        format!("shm://{}", self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Client,
+    Server,
+}
+
+fn tokio_stream(fd: OwnedFd) -> io::Result<UnixStream> {
+    let std = std::os::unix::net::UnixStream::from(fd);
+    std.set_nonblocking(true)?;
+    UnixStream::from_std(std)
+}
+
+fn connection(
+    region: Region,
+    side: Side,
+    setup: UnixStream,
+    bell: UnixStream,
+    options: &TransportOptions,
+    peer: String,
+) -> Connection {
+    let region = Arc::new(region);
+    let (out, inn) = match side {
+        Side::Client => (Direction::ClientToServer, Direction::ServerToClient),
+        Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
+    };
+    // The setup socket carries "data published" rings, the socketpair "room made" rings.
+    let data_bell = Arc::new(Bell(setup));
+    let room_bell = Arc::new(Bell(bell));
+    let max_frame_len = options.effective_max_frame_len();
+    let sender = ShmSender::new(
+        ring::Writer::new(Arc::clone(&region), out),
+        max_frame_len,
+        Arc::clone(&data_bell),
+        Arc::clone(&room_bell),
+        Spin::new(options.spin),
+    );
+    let receiver =
+        ShmReceiver::new(ring::Reader::new(region, inn), max_frame_len, data_bell, room_bell, Spin::new(options.spin));
+    Connection {
+        sender: Box::new(sender),
+        receiver: Box::new(receiver),
+        info: ConnectionInfo { transport: "shm", peer, max_frame_len },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rpc_core::transport::{recv, send};
+
+    fn unique(prefix: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn pair(options: &TransportOptions) -> (Connection, Connection) {
+        let name = unique("shm-test");
+        let mut listener = listen(&name, options).unwrap();
+        let (client, server) = tokio::join!(connect(&name, options), listener.accept());
+        (client.unwrap(), server.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_larger_than_the_ring_cross_both_ways() {
+        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let (mut client, mut server) = pair(&options).await;
+        let big = Bytes::from((0..4 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>());
+        let echo = tokio::spawn(async move {
+            while let Some(frame) = recv(&mut *server.receiver).await.unwrap() {
+                send(&mut *server.sender, frame).await.unwrap();
+            }
+        });
+        for frame in [Bytes::from_static(b"small"), big.clone(), Bytes::new(), big] {
+            send(&mut *client.sender, frame.clone()).await.unwrap();
+            assert_eq!(recv(&mut *client.receiver).await.unwrap().unwrap(), frame);
+        }
+        rpc_core::transport::close(&mut *client.sender).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), echo).await.expect("the server sees the close").unwrap();
+    }
+}

@@ -1,0 +1,266 @@
+//! The shared mapping of one `shm://` connection, and the only unsafe code of the shm transport.
+//!
+//! Layout of the memfd (all offsets fixed, nothing in it describes the layout; the ring size is
+//! agreed during setup and checked against the file's size):
+//!
+//! ```text
+//! 0       control block of ring 0 (client -> server), 512 bytes
+//! 512     control block of ring 1 (server -> client), 512 bytes
+//! 4096    ring 0 data, `ring_len` bytes
+//! 4096 + ring_len   ring 1 data, `ring_len` bytes
+//! ```
+//!
+//! **Trust.** The peer maps the same memory and may be buggy or hostile, so this module never
+//! lets a value read from the mapping decide where it reads or writes: callers pass offsets they
+//! computed from their own state, and every copy checks its range against the ring size fixed at
+//! setup. Shared bytes are copied with raw pointers only, never seen through `&[u8]` (the peer
+//! can change them at any time, which a shared reference would promise cannot happen); shared
+//! words are atomics. The memfd is sealed against shrinking and growing before the peer gets it,
+//! and a received memfd must carry those seals, so neither side can make the other's mapping
+//! shorter (which would turn our loads into `SIGBUS`).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use bytes::{BufMut, BytesMut};
+use rustix::fs::{FileType, MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// Smallest ring, in bytes.
+pub(crate) const MIN_RING_LEN: usize = 4096;
+/// Largest ring, in bytes.
+pub(crate) const MAX_RING_LEN: usize = 64 << 20;
+/// Bytes before the first ring: the two control blocks, padded to a page.
+const CONTROL_LEN: usize = 4096;
+/// Seals a region's memfd must carry.
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW);
+
+/// One of the two rings of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Written by the client, read by the server.
+    ClientToServer = 0,
+    /// Written by the server, read by the client.
+    ServerToClient = 1,
+}
+
+/// A value on a cache line of its own (128 bytes: adjacent-line prefetch pairs lines), so the
+/// two sides' stores do not slow each other down.
+#[repr(C, align(128))]
+pub(crate) struct Line<T>(pub(crate) T);
+
+/// The shared words of one ring. Each is stored by one side; the other side only loads it,
+/// except the waiting flags, which the other side clears when it rings the bell.
+#[repr(C)]
+pub(crate) struct Control {
+    /// Stream index one past the last byte the writer published.
+    pub(crate) head: Line<AtomicU64>,
+    /// Stream index of the first byte the reader has not consumed.
+    pub(crate) tail: Line<AtomicU64>,
+    /// Set by the reader before it sleeps; the writer clears it and rings the data bell.
+    pub(crate) reader_waiting: Line<AtomicU32>,
+    /// Set by the writer before it sleeps on a full ring; the reader clears it and rings.
+    pub(crate) writer_waiting: Line<AtomicU32>,
+    /// Set by the writer when it will write no more (its half was closed).
+    pub(crate) closed: Line<AtomicU32>,
+}
+
+const _: () = assert!(2 * std::mem::size_of::<Control>() <= CONTROL_LEN);
+
+/// The number of bytes a region with rings of `ring_len` bytes occupies.
+pub(crate) fn region_len(ring_len: usize) -> usize {
+    CONTROL_LEN + 2 * ring_len
+}
+
+/// Whether `ring_len` is a ring size both sides accept.
+pub(crate) fn valid_ring_len(ring_len: usize) -> bool {
+    ring_len.is_power_of_two() && (MIN_RING_LEN..=MAX_RING_LEN).contains(&ring_len)
+}
+
+/// A shared mapping of a connection's memfd, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Region {
+    base: NonNull<u8>,
+    ring_len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value until drop. Every access through a
+// shared `&Region` is either an atomic (`control`) or a raw copy whose range is checked
+// (`write`, `read_into`); which side may write which ring is enforced by the single `ring::Writer`
+// and `ring::Reader` built on it, so moving or sharing the handle between threads adds no data
+// race that the peer process could not cause anyway (and that the copies are written to
+// tolerate: the bytes are plain `u8`s, and anything read is validated after the copy).
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Creates the memfd of a new connection (sealed: it can never shrink or grow) and maps it.
+    /// The fd is what the peer receives; nothing is created in any file system.
+    pub(crate) fn create(ring_len: usize) -> io::Result<(Region, OwnedFd)> {
+        assert!(valid_ring_len(ring_len), "ring size {ring_len} was validated by the options");
+        let fd = rustix::fs::memfd_create("rpc-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::ftruncate(&fd, region_len(ring_len) as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS | SealFlags::SEAL)?;
+        let region = Region::map(&fd, ring_len)?;
+        Ok((region, fd))
+    }
+
+    /// Maps a memfd received from the peer after checking that it is what setup promised: a
+    /// regular file of exactly the expected size, sealed against shrinking and growing.
+    pub(crate) fn open(fd: &OwnedFd, ring_len: usize) -> io::Result<Region> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        if !valid_ring_len(ring_len) {
+            return Err(bad(format!("the server offered rings of {ring_len} bytes")));
+        }
+        let stat = rustix::fs::fstat(fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(bad("the server sent a file descriptor that is not shared memory".into()));
+        }
+        if u64::try_from(stat.st_size).ok() != Some(region_len(ring_len) as u64) {
+            return Err(bad(format!(
+                "the shared memory has {} bytes, not the {} its rings need",
+                stat.st_size,
+                region_len(ring_len)
+            )));
+        }
+        let seals = rustix::fs::fcntl_get_seals(fd)?;
+        if !seals.contains(REQUIRED_SEALS) {
+            return Err(bad("the shared memory is not sealed against resizing".into()));
+        }
+        Region::map(fd, ring_len)
+    }
+
+    fn map(fd: &OwnedFd, ring_len: usize) -> io::Result<Region> {
+        let len = region_len(ring_len);
+        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias any
+        // Rust object. The file is at least `len` bytes and sealed against shrinking (checked
+        // or set by the callers), so every page of the mapping stays backed.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd.as_fd(),
+                0,
+            )?
+        };
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Region { base, ring_len })
+    }
+
+    /// The size of each ring in bytes (a power of two).
+    pub(crate) fn ring_len(&self) -> usize {
+        self.ring_len
+    }
+
+    /// The control block of one ring.
+    pub(crate) fn control(&self, ring: Direction) -> &Control {
+        let offset = ring as usize * std::mem::size_of::<Control>();
+        // SAFETY: `offset + size_of::<Control>() <= CONTROL_LEN <= len` (checked at compile
+        // time above), the mapping is page-aligned so the 128-byte alignment holds, and every
+        // bit pattern is a valid `Control` (it holds only atomics and padding). The reference
+        // lives no longer than `self`, which keeps the mapping. The peer writes these words
+        // concurrently, which is what atomics are for.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<Control>() }
+    }
+
+    fn data(&self, ring: Direction, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset <= self.ring_len && len <= self.ring_len - offset, "copy outside the ring");
+        let start = CONTROL_LEN + ring as usize * self.ring_len + offset;
+        // SAFETY: `start + len <= CONTROL_LEN + 2 * ring_len = len of the mapping` by the assert.
+        unsafe { self.base.as_ptr().add(start) }
+    }
+
+    /// Copies `src` into `ring` at `offset`. Panics if the range leaves the ring (a bug in the
+    /// caller's index math, never something the peer controls).
+    pub(crate) fn write(&self, ring: Direction, offset: usize, src: &[u8]) {
+        let dst = self.data(ring, offset, src.len());
+        // SAFETY: `dst..dst + src.len()` lies inside the mapping (checked by `data`), which no
+        // Rust reference points into, and cannot overlap `src`, which is private memory. The
+        // peer may read these bytes meanwhile (it only reads what we published, unless hostile),
+        // which cannot affect us.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    }
+
+    /// Appends `len` bytes of `ring` at `offset` to `buf`. Panics like [`write`](Self::write).
+    pub(crate) fn read_into(&self, ring: Direction, offset: usize, len: usize, buf: &mut BytesMut) {
+        let src = self.data(ring, offset, len);
+        buf.reserve(len);
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `src..src + len` lies inside the mapping (checked by `data`); `spare` has at
+        // least `len` bytes after the reserve and is private memory, so the ranges cannot
+        // overlap. A hostile peer may change the source bytes during the copy: we get some mix
+        // of old and new `u8`s, every one of which is a valid `u8`, and the frame decoder
+        // validates whatever arrives. After the copy the first `len` spare bytes are
+        // initialised, so `set_len` exposes only initialised memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, spare.as_mut_ptr().cast::<u8>(), len);
+            buf.advance_mut(len);
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created by `map` with this address and length, and nothing
+        // borrowed from it outlives `self` (`control` references are tied to `&self`).
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), region_len(self.ring_len)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn two_mappings_of_one_memfd_share_bytes_and_words() {
+        let (a, fd) = Region::create(MIN_RING_LEN).unwrap();
+        let b = Region::open(&fd, MIN_RING_LEN).unwrap();
+        a.write(Direction::ServerToClient, MIN_RING_LEN - 3, b"xyz");
+        let mut buf = BytesMut::new();
+        b.read_into(Direction::ServerToClient, MIN_RING_LEN - 3, 3, &mut buf);
+        assert_eq!(&buf[..], b"xyz");
+        a.control(Direction::ClientToServer).head.0.store(42, Ordering::SeqCst);
+        assert_eq!(b.control(Direction::ClientToServer).head.0.load(Ordering::SeqCst), 42);
+        assert_eq!(b.control(Direction::ServerToClient).head.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "copy outside the ring")]
+    fn copies_outside_the_ring_panic() {
+        let (a, _fd) = Region::create(MIN_RING_LEN).unwrap();
+        a.write(Direction::ClientToServer, MIN_RING_LEN - 2, b"xyz");
+    }
+
+    #[test]
+    fn open_refuses_what_setup_did_not_promise() {
+        let (_a, fd) = Region::create(MIN_RING_LEN).unwrap();
+        let err = Region::open(&fd, 2 * MIN_RING_LEN).unwrap_err();
+        assert!(err.to_string().contains("not the"), "{err}");
+        assert!(Region::open(&fd, 3000).unwrap_err().to_string().contains("offered rings"));
+
+        // Unsealed: the peer could shrink it under us.
+        let unsealed = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&unsealed, region_len(MIN_RING_LEN) as u64).unwrap();
+        let err = Region::open(&unsealed, MIN_RING_LEN).unwrap_err();
+        assert!(err.to_string().contains("not sealed"), "{err}");
+
+        // Not a file at all.
+        let (sock, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = Region::open(&OwnedFd::from(sock), MIN_RING_LEN).unwrap_err();
+        assert!(err.to_string().contains("not shared memory"), "{err}");
+    }
+
+    #[test]
+    fn the_seals_hold() {
+        let (_a, fd) = Region::create(MIN_RING_LEN).unwrap();
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "shrinking must be refused");
+        assert!(rustix::fs::ftruncate(&fd, 1 << 30).is_err(), "growing must be refused");
+        assert!(rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE).is_err(), "the seals are sealed");
+    }
+}

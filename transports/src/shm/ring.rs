@@ -1,0 +1,304 @@
+//! One single-producer/single-consumer byte ring in a [`Region`]: the index math, the checks on
+//! what the peer stored, and the waiting flags. No unsafe code, no I/O.
+//!
+//! Indices are free-running `u64` stream positions (they never wrap in practice: 2^64 bytes), so
+//! `head - tail` is the number of bytes in the ring and `index % ring_len` is where a byte lives.
+//! Each side keeps its own index privately and only *stores* it to the mapping; it never reads
+//! its own index back, so the peer cannot move it. The peer's index is loaded once per use and
+//! checked (`head - tail` must be within `0..=ring_len` in wrapping arithmetic) before anything
+//! depends on it; a bad value is a [`corrupt`] error for this connection.
+//!
+//! Sleeping without losing a wake-up (both sides use `SeqCst`): a side about to sleep stores its
+//! waiting flag, then re-reads the peer's index; a side that moved its index stores it, then
+//! swaps the peer's waiting flag to 0 and rings the bell if it was set. Whichever order the two
+//! happen in, either the sleeper sees the new index or the mover sees the flag.
+
+use std::io;
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::region::{Control, Direction, Region};
+
+/// Bytes in a ring whose writer is at `head` and reader at `tail`, or `None` if the two
+/// cannot both be right.
+pub(crate) fn used(head: u64, tail: u64, ring_len: usize) -> Option<usize> {
+    let used = head.wrapping_sub(tail);
+    (used <= ring_len as u64).then_some(used as usize)
+}
+
+/// Where `len <= ring_len` bytes starting at stream index `at` lie: the offset, the length up
+/// to the end of the ring, and the length that wraps to offset 0.
+pub(crate) fn spans(at: u64, len: usize, ring_len: usize) -> (usize, usize, usize) {
+    debug_assert!(ring_len.is_power_of_two() && len <= ring_len);
+    let offset = (at & (ring_len as u64 - 1)) as usize;
+    let first = len.min(ring_len - offset);
+    (offset, first, len - first)
+}
+
+/// The error for indices the peer stored that cannot be right.
+pub(crate) fn corrupt(head: u64, tail: u64, ring_len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the peer corrupted the shared ring (head {head}, tail {tail}, ring size {ring_len})"),
+    )
+}
+
+/// The writing end of one ring.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    region: Arc<Region>,
+    ring: Direction,
+    /// Published position.
+    head: u64,
+    /// Bytes copied in after `head` but not published yet.
+    staged: usize,
+}
+
+impl Writer {
+    pub(crate) fn new(region: Arc<Region>, ring: Direction) -> Self {
+        Writer { region, ring, head: 0, staged: 0 }
+    }
+
+    fn control(&self) -> &Control {
+        self.region.control(self.ring)
+    }
+
+    /// Bytes that can be staged now.
+    pub(crate) fn free(&self) -> io::Result<usize> {
+        self.free_with(self.control().tail.0.load(Acquire))
+    }
+
+    /// Like [`free`](Self::free), ordered after a store of the writer's waiting flag.
+    pub(crate) fn free_after_flag(&self) -> io::Result<usize> {
+        self.free_with(self.control().tail.0.load(SeqCst))
+    }
+
+    fn free_with(&self, tail: u64) -> io::Result<usize> {
+        let len = self.region.ring_len();
+        let end = self.head + self.staged as u64;
+        match used(self.head, tail, len) {
+            Some(used) => Ok(len - used - self.staged),
+            None => Err(corrupt(end, tail, len)),
+        }
+    }
+
+    /// Copies `src` after the staged bytes. The caller checked it fits ([`free`](Self::free)).
+    pub(crate) fn stage(&mut self, src: &[u8]) {
+        let len = self.region.ring_len();
+        let (offset, first, rest) = spans(self.head + self.staged as u64, src.len(), len);
+        self.region.write(self.ring, offset, &src[..first]);
+        self.region.write(self.ring, 0, &src[first..first + rest]);
+        self.staged += src.len();
+    }
+
+    /// Makes the staged bytes visible to the reader; true if the reader was asleep and must be
+    /// woken (its flag is cleared: one bell per sleep).
+    pub(crate) fn publish(&mut self) -> bool {
+        if self.staged == 0 {
+            return false;
+        }
+        self.head += self.staged as u64;
+        self.staged = 0;
+        self.control().head.0.store(self.head, SeqCst);
+        take_flag(&self.control().reader_waiting.0)
+    }
+
+    /// Tells the reader no more bytes follow; true if it must be woken.
+    pub(crate) fn close(&mut self) -> bool {
+        self.control().closed.0.store(1, SeqCst);
+        take_flag(&self.control().reader_waiting.0)
+    }
+
+    /// Says whether this writer is about to sleep until the reader makes room.
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.control().writer_waiting.0.store(u32::from(waiting), SeqCst);
+    }
+}
+
+/// The reading end of one ring.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    region: Arc<Region>,
+    ring: Direction,
+    tail: u64,
+}
+
+impl Reader {
+    pub(crate) fn new(region: Arc<Region>, ring: Direction) -> Self {
+        Reader { region, ring, tail: 0 }
+    }
+
+    fn control(&self) -> &Control {
+        self.region.control(self.ring)
+    }
+
+    /// Bytes published and not consumed yet.
+    pub(crate) fn available(&self) -> io::Result<usize> {
+        self.available_with(self.control().head.0.load(Acquire))
+    }
+
+    /// Like [`available`](Self::available), ordered after a store of the reader's waiting flag.
+    pub(crate) fn available_after_flag(&self) -> io::Result<usize> {
+        self.available_with(self.control().head.0.load(SeqCst))
+    }
+
+    fn available_with(&self, head: u64) -> io::Result<usize> {
+        let len = self.region.ring_len();
+        used(head, self.tail, len).ok_or_else(|| corrupt(head, self.tail, len))
+    }
+
+    /// Whether the writer said it will write no more. Check it *before* [`available`]
+    /// (Self::available): bytes published before the flag are then visible.
+    pub(crate) fn writer_closed(&self) -> bool {
+        self.control().closed.0.load(Acquire) != 0
+    }
+
+    /// Moves up to `max` available bytes to `buf` and frees their space; returns how many moved
+    /// and whether the writer was asleep waiting for room (its flag is cleared).
+    pub(crate) fn read_into(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<(usize, bool)> {
+        let n = self.available()?.min(max);
+        if n == 0 {
+            return Ok((0, false));
+        }
+        let len = self.region.ring_len();
+        let (offset, first, rest) = spans(self.tail, n, len);
+        self.region.read_into(self.ring, offset, first, buf);
+        self.region.read_into(self.ring, 0, rest, buf);
+        self.tail += n as u64;
+        self.control().tail.0.store(self.tail, SeqCst);
+        Ok((n, take_flag(&self.control().writer_waiting.0)))
+    }
+
+    /// Says whether this reader is about to sleep until bytes arrive.
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.control().reader_waiting.0.store(u32::from(waiting), SeqCst);
+    }
+}
+
+/// Clears a waiting flag; true if it was set. The plain load first keeps the common case (the
+/// peer is awake) free of a write to the shared line. Values other than 0 and 1 from a hostile
+/// peer are harmless: they read as "asleep" and cost one extra bell.
+fn take_flag(flag: &std::sync::atomic::AtomicU32) -> bool {
+    flag.load(SeqCst) != 0 && flag.swap(0, SeqCst) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::MIN_RING_LEN;
+    use proptest::prelude::*;
+
+    fn pair(ring_len: usize) -> (Writer, Reader, Arc<Region>) {
+        let (region, _fd) = Region::create(ring_len).unwrap();
+        let region = Arc::new(region);
+        (
+            Writer::new(Arc::clone(&region), Direction::ClientToServer),
+            Reader::new(Arc::clone(&region), Direction::ClientToServer),
+            region,
+        )
+    }
+
+    #[test]
+    fn used_checks_both_orders() {
+        assert_eq!(used(10, 10, 16), Some(0));
+        assert_eq!(used(26, 10, 16), Some(16));
+        assert_eq!(used(27, 10, 16), None, "more than the ring holds");
+        assert_eq!(used(9, 10, 16), None, "tail ahead of head");
+        assert_eq!(used(3, u64::MAX - 2, 16), Some(6), "wrapping stream indices");
+        assert_eq!(used(u64::MAX, 0, 16), None);
+    }
+
+    #[test]
+    fn spans_split_at_the_end_of_the_ring() {
+        assert_eq!(spans(0, 16, 16), (0, 16, 0));
+        assert_eq!(spans(14, 4, 16), (14, 2, 2));
+        assert_eq!(spans(16 * 1000 + 3, 5, 16), (3, 5, 0));
+        assert_eq!(spans(15, 0, 16), (15, 0, 0));
+    }
+
+    #[test]
+    fn a_corrupt_peer_index_is_an_error_not_a_copy() {
+        let (mut w, mut r, region) = pair(MIN_RING_LEN);
+        w.stage(b"hello");
+        w.publish();
+        // The "peer" (writer) stores a head far ahead of anything it wrote.
+        region.control(Direction::ClientToServer).head.0.store(1 << 40, SeqCst);
+        let err = r.read_into(&mut BytesMut::new(), usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("corrupted the shared ring"), "{err}");
+        // The "peer" (reader) stores a tail ahead of our head.
+        region.control(Direction::ClientToServer).tail.0.store(100, SeqCst);
+        assert!(w.free().is_err());
+    }
+
+    #[test]
+    fn waiting_flags_are_taken_once() {
+        let (mut w, mut r, _region) = pair(MIN_RING_LEN);
+        r.set_waiting(true);
+        w.stage(b"x");
+        assert!(w.publish(), "the sleeping reader must be woken");
+        w.stage(b"y");
+        assert!(!w.publish(), "one bell per sleep");
+        w.set_waiting(true);
+        assert!(r.read_into(&mut BytesMut::new(), 1).unwrap().1, "the sleeping writer must be woken");
+        assert!(!r.read_into(&mut BytesMut::new(), 1).unwrap().1);
+    }
+
+    #[test]
+    fn close_is_seen_after_the_bytes_before_it() {
+        let (mut w, r, _region) = pair(MIN_RING_LEN);
+        w.stage(b"last");
+        w.publish();
+        w.close();
+        assert!(r.writer_closed());
+        assert_eq!(r.available().unwrap(), 4);
+    }
+
+    proptest! {
+        /// Any sequence of writes and reads of any sizes moves the same bytes in the same order,
+        /// and `free + available` always equals the ring size.
+        #[test]
+        fn bytes_cross_in_order(
+            ops in proptest::collection::vec((any::<bool>(), 0usize..3 * MIN_RING_LEN / 2), 1..60),
+        ) {
+            let (mut w, mut r, _region) = pair(MIN_RING_LEN);
+            let mut sent = Vec::new();
+            let mut received = BytesMut::new();
+            let mut next = 0u8;
+            for (write, n) in ops {
+                if write {
+                    let n = n.min(w.free().unwrap());
+                    let chunk: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(7); next }).collect();
+                    w.stage(&chunk);
+                    w.publish();
+                    sent.extend_from_slice(&chunk);
+                } else {
+                    r.read_into(&mut received, n).unwrap();
+                }
+                prop_assert_eq!(w.free().unwrap() + r.available().unwrap(), MIN_RING_LEN);
+            }
+            r.read_into(&mut received, usize::MAX).unwrap();
+            prop_assert_eq!(&received[..], &sent[..]);
+        }
+
+        /// Whatever indices a hostile peer stores, the reader either moves at most a ring's worth
+        /// of bytes or reports corruption: never a copy out of bounds (which would panic).
+        #[test]
+        fn any_stored_head_is_checked(head in any::<u64>(), tail_steps in 0u64..5) {
+            let (mut w, mut r, region) = pair(MIN_RING_LEN);
+            for _ in 0..tail_steps {
+                w.stage(&[1; 1000]);
+                w.publish();
+                r.read_into(&mut BytesMut::new(), 1000).unwrap();
+            }
+            region.control(Direction::ClientToServer).head.0.store(head, SeqCst);
+            let mut buf = BytesMut::new();
+            match r.read_into(&mut buf, usize::MAX) {
+                Ok((n, _)) => prop_assert!(n <= MIN_RING_LEN && buf.len() == n),
+                Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            }
+        }
+    }
+}
