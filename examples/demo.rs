@@ -26,6 +26,9 @@ const CALLS: usize = 2000;
 fn addresses() -> Vec<(&'static str, String)> {
     let id = std::process::id();
     let mut list = vec![("tcp", "tcp://127.0.0.1:0".to_owned()), ("local", format!("local://rpc-demo-{id}"))];
+    if cfg!(target_os = "linux") {
+        list.push(("shm", format!("shm://rpc-demo-{id}")));
+    }
     if cfg!(unix) {
         let path = std::env::temp_dir().join(format!("rpc-demo-{id}.sock"));
         list.push(("unix", format!("unix://{}", path.display())));

@@ -9,6 +9,7 @@
 //! |---|---|---|---|
 //! | `tcp://host:port` | TCP with `TCP_NODELAY`; `host` is a name, an IPv4 address or a bracketed IPv6 address (`tcp://[::1]:4000`); port 0 picks a free port | any host | all |
 //! | `local://name` | a local socket: an abstract-namespace Unix socket on Linux (nothing on disk), a socket file `/tmp/name` on other Unix systems, a named pipe `\\.\pipe\name` on Windows | same machine; by default only the same user (see [`TransportOptions::mode`]) | Unix, Windows |
+//! | `shm://name` | shared-memory rings, one per direction per connection, in a sealed memfd passed over the local socket `rpc-shm.<name>` (abstract namespace), which stays open to report the peer's exit; see the `shm` module notes below | same machine; by default only the same user (see [`TransportOptions::mode`]) | Linux |
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
 //! | `fifo:///dir/name` | named FIFOs: a connect FIFO at the path (mode 0600), a private FIFO pair per connection, unlinked as soon as both sides opened it (see the `fifo` module notes below) | same machine, file permissions | Unix |
 //! | `spawn:/path/to/program?arg1&arg2` | a child process started by `connect`, spoken to over its stdin/stdout pipes; the parent owns its lifetime. Arguments are `&`-separated and %-decoded; a bare program name is looked up in `PATH`. See [`spawn`] for the child's side and the rules | the parent and its child | Unix |
@@ -20,7 +21,14 @@
 //! one is never displaced; nothing else stays on disk after a crash of either side. Pipes and
 //! FIFOs get a 1 MiB kernel buffer where the OS allows (`F_SETPIPE_SZ` on Linux).
 //!
-//! Schemes planned by the design but not built yet (`shm://`, `mq://`) are
+//! `shm://`: nothing is created in `/dev/shm` or on disk, so nothing can leak. A waiting side
+//! polls its ring for up to [`TransportOptions::spin`] (adaptive) before it sleeps on a socket
+//! the peer rings only when it knows we sleep, so calls between busy peers make no system
+//! calls. Every index and length read from the shared memory is checked before use; a peer
+//! that corrupts it fails its own connection with an `InvalidData` error. Frames larger than
+//! [`TransportOptions::ring_size`] stream through the ring in pieces.
+//!
+//! Schemes planned by the design but not built yet (`mq://`) are
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!

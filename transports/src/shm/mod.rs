@@ -215,3 +215,134 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), echo).await.expect("the server sees the close").unwrap();
     }
 }
+
+/// A peer that scribbles over the shared memory of a live connection: our side must fail that
+/// connection cleanly (an error or an end, never a panic, a hang after the peer leaves, or an
+/// allocation beyond the frame limit) and go on serving everyone else.
+#[cfg(test)]
+mod hostile_peer {
+    use super::*;
+    use bytes::Bytes;
+    use rpc_core::transport::{recv, send};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// xorshift64*: reproducible randomness without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// An echo server: every accepted connection echoes frames until it fails or ends; returns
+    /// how each connection ended.
+    fn echo_server(mut listener: ShmListener, connections: usize) -> tokio::task::JoinHandle<Vec<String>> {
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..connections {
+                let mut conn = listener.accept().await.unwrap();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        match recv(&mut *conn.receiver).await {
+                            Ok(Some(frame)) => {
+                                if let Err(e) = send(&mut *conn.sender, frame).await {
+                                    return format!("send failed: {e}");
+                                }
+                            }
+                            Ok(None) => return "ended".to_owned(),
+                            Err(e) => return format!("receive failed: {e}"),
+                        }
+                    }
+                }));
+            }
+            let mut ends = Vec::new();
+            for task in tasks {
+                let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
+                // A panic in our transport code would show here as a JoinError.
+                ends.push(ended.expect("a connection outlived its hostile peer").expect("no panic"));
+            }
+            ends
+        })
+    }
+
+    async fn scribble(name: &str, seed: u64) {
+        let stream = abstract_ns::connect_stream(&setup_name(name)).await.unwrap();
+        let offer = setup::receive(&stream).await.unwrap();
+        let region = Region::open(&offer.memfd, offer.ring_len).unwrap();
+        let ring_len = offer.ring_len as u64;
+        let c2s = region.control(Direction::ClientToServer);
+        let s2c = region.control(Direction::ServerToClient);
+        let mut rng = Rng(seed | 1);
+        let mut head = 0u64;
+        // Odd seeds play mostly by the rules (valid frames, plausible indices), so the
+        // connection lives long enough to reach the echo path and the full-ring path.
+        let gentle = seed % 2 == 1;
+        for step in 0..2000 {
+            let op = if gentle { [1, 2, 3, 5, 6, 7][rng.below(6) as usize] } else { rng.below(8) };
+            match op {
+                // Random bytes, then a head anywhere (mostly impossible values).
+                0 => c2s.head.0.store(rng.next(), SeqCst),
+                // Plausible heads over random data: the decoder sees garbage prefixes and frames.
+                1 | 2 => {
+                    let len = rng.below(ring_len / 4);
+                    let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    if gentle && len >= 4 {
+                        bytes[..4].copy_from_slice(&(len as u32 - 4).to_le_bytes());
+                    }
+                    let (offset, first, rest) = ring::spans(head, len as usize, ring_len as usize);
+                    region.write(Direction::ClientToServer, offset, &bytes[..first]);
+                    region.write(Direction::ClientToServer, 0, &bytes[first..first + rest]);
+                    head += len;
+                    c2s.head.0.store(head, SeqCst);
+                }
+                // The words the server owns or shares: its tail, its flags, our closed flag.
+                3 if gentle => {
+                    // "Consume" some of what the server wrote, or pretend to.
+                    let their_head = s2c.head.0.load(SeqCst);
+                    s2c.tail.0.store(their_head.saturating_sub(rng.below(ring_len)), SeqCst);
+                }
+                3 => s2c.tail.0.store(rng.next(), SeqCst),
+                4 => s2c.head.0.store(rng.next(), SeqCst),
+                5 => c2s.reader_waiting.0.store(rng.next() as u32, SeqCst),
+                6 => s2c.writer_waiting.0.store(rng.next() as u32, SeqCst),
+                _ => {
+                    // A bell without anything behind it.
+                    let _ = rustix::net::send(&stream, &[7; 3], rustix::net::SendFlags::DONTWAIT);
+                }
+            }
+            if step % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Leaving: the server must notice and end the connection.
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scribbling_peers_fail_only_their_own_connections() {
+        let name = format!("shm-hostile-{}", std::process::id());
+        let options = TransportOptions::default().ring_size(MIN_RING_LEN).max_frame_len(1 << 20);
+        let hostile = 16;
+        let server = echo_server(listen(&name, &options).unwrap(), hostile + 1);
+        for seed in 0..hostile as u64 {
+            scribble(&name, 0x9e37_79b9_7f4a_7c15 ^ seed).await;
+        }
+        let mut good = connect(&name, &options).await.unwrap();
+        send(&mut *good.sender, Bytes::from_static(b"still serving")).await.unwrap();
+        assert_eq!(recv(&mut *good.receiver).await.unwrap().unwrap(), &b"still serving"[..]);
+        drop(good);
+        let ends = server.await.unwrap();
+        assert_eq!(ends.len(), hostile + 1);
+        assert_eq!(ends.last().unwrap(), "ended", "the well-behaved connection ends cleanly");
+        // The hostile ones end however their garbage made them end, but they all ended.
+        for end in &ends[..hostile] {
+            assert!(!end.is_empty());
+        }
+        eprintln!("hostile connections ended: {ends:?}");
+    }
+}
