@@ -20,6 +20,9 @@ pub enum Endpoint {
     Abstract(String),
     /// A pair of named FIFOs `<stem>.c2s` and `<stem>.s2c`, created by the server.
     Fifo(PathBuf),
+    /// Frames through our own `shm://name` transport (shared memory has no OS primitive to
+    /// compare with; see `raw_shm.rs`).
+    Shm(String),
     /// No server to start: each client connection spawns this binary as a child (pinned to the
     /// given CPU, if any) and talks to it over its stdin and stdout.
     Spawn(Option<usize>),
@@ -34,6 +37,7 @@ impl Endpoint {
             "unix" => Ok(Self::Unix(rest.into())),
             "abstract" => Ok(Self::Abstract(rest.to_owned())),
             "fifo" => Ok(Self::Fifo(rest.into())),
+            "shm" => Ok(Self::Shm(rest.to_owned())),
             "spawn" if rest.is_empty() => Ok(Self::Spawn(None)),
             "spawn" => Ok(Self::Spawn(Some(rest.parse().map_err(|e| format!("bad CPU in {s:?}: {e}"))?))),
             _ => Err(format!("bad endpoint kind {kind:?} in {s:?}")),
@@ -65,6 +69,7 @@ impl fmt::Display for Endpoint {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Abstract(name) => write!(f, "abstract:{name}"),
             Self::Fifo(stem) => write!(f, "fifo:{}", stem.display()),
+            Self::Shm(name) => write!(f, "shm:{name}"),
             Self::Spawn(None) => write!(f, "spawn:"),
             Self::Spawn(Some(cpu)) => write!(f, "spawn:{cpu}"),
         }
@@ -77,7 +82,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in ["tcp:127.0.0.1:0", "unix:/tmp/x.sock", "abstract:rpc-bench-1", "fifo:/tmp/x", "spawn:", "spawn:1"] {
+        for s in ["tcp:127.0.0.1:0", "unix:/tmp/x.sock", "abstract:rpc-bench-1", "fifo:/tmp/x", "shm:rpc-bench-1", "spawn:", "spawn:1"] {
             assert_eq!(Endpoint::parse(s).unwrap().to_string(), s);
         }
         assert!(Endpoint::parse("pipe:x").is_err());

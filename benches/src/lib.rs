@@ -37,6 +37,8 @@ mod measure;
 mod pin;
 #[cfg(unix)]
 mod raw;
+#[cfg(target_os = "linux")]
+mod raw_shm;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
@@ -108,6 +110,17 @@ pub fn transports() -> Vec<Transport> {
             name: "local",
             ours: |name| format!("local://{name}"),
             raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
+            tarpc: None,
+            spawned: false,
+        },
+        #[cfg(target_os = "linux")]
+        Transport {
+            name: "shm",
+            ours: |name| format!("shm://{name}"),
+            raw: (
+                |name| Endpoint::Shm(name.to_owned()),
+                "our shm:// transport's frames without the RPC engine (the ring is the primitive)",
+            ),
             tarpc: None,
             spawned: false,
         },

@@ -63,6 +63,10 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
                 echo_loop(Duplex { r, w })?;
             }
         }
+        #[cfg(target_os = "linux")]
+        Endpoint::Shm(name) => crate::raw_shm::serve(name, || crate::announce(endpoint))?,
+        #[cfg(not(target_os = "linux"))]
+        Endpoint::Shm(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "shm:// is Linux only")),
         Endpoint::Spawn(_) => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "spawn: has no listener; see serve_stdio"))
         }
@@ -269,6 +273,10 @@ fn connect(endpoint: &Endpoint, size: usize) -> io::Result<Box<dyn Stream>> {
         Endpoint::Abstract(name) => Box::new(connect_abstract(name)?),
         Endpoint::Fifo(stem) => Box::new(FifoClient::connect(stem)?),
         Endpoint::Spawn(cpu) => Box::new(SpawnClient::connect(*cpu)?),
+        #[cfg(target_os = "linux")]
+        Endpoint::Shm(name) => Box::new(crate::raw_shm::Client::connect(name)?),
+        #[cfg(not(target_os = "linux"))]
+        Endpoint::Shm(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "shm:// is Linux only")),
     };
     stream.write_all(&(size as u64).to_le_bytes())?;
     Ok(stream)

@@ -224,7 +224,7 @@ impl ShmSender {
                 return Poll::Ready(Ok(self.awake()));
             }
             if !self.waiting {
-                let ring = &self.ring;
+                let ring = &mut self.ring;
                 if self.spin.spin(|| ring.free().map_or(true, |n| n > 0)) {
                     continue;
                 }

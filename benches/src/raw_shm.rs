@@ -1,0 +1,87 @@
+//! The `shm` row's limit: frames through our `shm://` transport itself, without the RPC engine.
+//!
+//! Shared memory has no OS primitive to compare with (the ring *is* the primitive), so the raw
+//! side of the `shm` row is the transport's own connection driven by a blocking client: one
+//! frame per message, echoed frame by frame. `ours / raw` on this row is then exactly what the
+//! engine (encoding, call table, handler dispatch) adds on top of the transport.
+
+use std::io::{self, Read, Write};
+
+use bytes::{Buf, Bytes};
+use rpc::transports::TransportOptions;
+use rpc::transport::{recv, send};
+use rpc::Connection;
+
+/// The largest frame the raw shm row sends (the bulk message plus headroom).
+const MAX_FRAME: usize = 64 << 20;
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn options() -> TransportOptions {
+    TransportOptions::default().max_frame_len(MAX_FRAME)
+}
+
+/// Serves `shm://name`, echoing every frame after the first (the size announcement).
+pub fn serve(name: &str, announce: impl FnOnce()) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let mut listener = rpc::transports::listen_with(&format!("shm://{name}"), &options()).await.map_err(io::Error::other)?;
+        announce();
+        loop {
+            let mut conn = listener.accept().await?;
+            tokio::spawn(async move {
+                let _size = recv(&mut *conn.receiver).await;
+                while let Ok(Some(frame)) = recv(&mut *conn.receiver).await {
+                    if send(&mut *conn.sender, frame).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A blocking client: each `write` call is one frame; reads come from the last frame received.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    conn: Connection,
+    pending: Bytes,
+}
+
+impl Client {
+    pub fn connect(name: &str) -> io::Result<Self> {
+        let rt = runtime()?;
+        let conn = rt
+            .block_on(rpc::transports::connect_with(&format!("shm://{name}"), &options()))
+            .map_err(io::Error::other)?;
+        Ok(Client { rt, conn, pending: Bytes::new() })
+    }
+}
+
+impl Write for Client {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.rt.block_on(send(&mut *self.conn.sender, Bytes::copy_from_slice(buf)))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Client {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pending.is_empty() {
+            match self.rt.block_on(recv(&mut *self.conn.receiver))? {
+                Some(frame) => self.pending = frame,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Ok(n)
+    }
+}
