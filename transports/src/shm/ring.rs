@@ -243,12 +243,20 @@ mod tests {
         // The "peer" (reader) stores a tail ahead of our head.
         region.control(Direction::ClientToServer).tail.0.store(100, SeqCst);
         assert!(w.free_after_flag().is_err());
-        // The cached tail hides it only while there is room by the last good tail; filling
-        // that room makes the writer load the bad value.
-        let room = w.free().unwrap();
-        w.stage(&vec![0; room]);
+        assert!(w.free().is_err(), "a bad tail, once loaded, stays an error");
+    }
+
+    #[test]
+    fn the_cached_tail_is_reloaded_when_it_shows_no_room() {
+        let (mut w, mut r, _region) = pair(MIN_RING_LEN);
+        w.stage(&vec![1; MIN_RING_LEN]);
         w.publish();
-        assert!(w.free().is_err());
+        assert_eq!(w.free().unwrap(), 0);
+        r.read_into(&mut BytesMut::new(), 100).unwrap();
+        assert_eq!(w.free().unwrap(), 100, "reloaded because the cached copy showed none");
+        r.read_into(&mut BytesMut::new(), 100).unwrap();
+        assert_eq!(w.free().unwrap(), 100, "not reloaded while the cached copy shows room");
+        assert_eq!(w.free_after_flag().unwrap(), 200);
     }
 
     #[test]
