@@ -82,7 +82,15 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in ["tcp:127.0.0.1:0", "unix:/tmp/x.sock", "abstract:rpc-bench-1", "fifo:/tmp/x", "shm:rpc-bench-1", "spawn:", "spawn:1"] {
+        for s in [
+            "tcp:127.0.0.1:0",
+            "unix:/tmp/x.sock",
+            "abstract:rpc-bench-1",
+            "fifo:/tmp/x",
+            "shm:rpc-bench-1",
+            "spawn:",
+            "spawn:1",
+        ] {
             assert_eq!(Endpoint::parse(s).unwrap().to_string(), s);
         }
         assert!(Endpoint::parse("pipe:x").is_err());

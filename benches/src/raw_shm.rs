@@ -8,8 +8,8 @@
 use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes};
-use rpc::transports::TransportOptions;
 use rpc::transport::{recv, send};
+use rpc::transports::TransportOptions;
 use rpc::Connection;
 
 /// The largest frame the raw shm row sends (the bulk message plus headroom).
@@ -27,7 +27,8 @@ fn options() -> TransportOptions {
 pub fn serve(name: &str, announce: impl FnOnce()) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async {
-        let mut listener = rpc::transports::listen_with(&format!("shm://{name}"), &options()).await.map_err(io::Error::other)?;
+        let mut listener =
+            rpc::transports::listen_with(&format!("shm://{name}"), &options()).await.map_err(io::Error::other)?;
         announce();
         loop {
             let mut conn = listener.accept().await?;

@@ -516,12 +516,10 @@ mod tests {
 
     #[test]
     fn planned_schemes_are_not_supported_yet() {
-        for (address, what) in [("mq://calc", "message queues")] {
-            let m = message(address);
-            assert!(m.contains("not supported by this build yet"), "{m}");
-            assert!(m.contains(what), "{m}");
-            assert!(m.contains("this build supports tcp://host:port"), "{m}");
-        }
+        let m = message("mq://calc");
+        assert!(m.contains("not supported by this build yet"), "{m}");
+        assert!(m.contains("message queues"), "{m}");
+        assert!(m.contains("this build supports tcp://host:port"), "{m}");
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl ShmSender {
         let mut wakeups = 0;
         loop {
             if self.ring.free()? > 0 {
-                return Poll::Ready(Ok(self.awake()));
+                self.awake();
+                return Poll::Ready(Ok(()));
             }
             if !self.waiting {
                 let ring = &mut self.ring;
