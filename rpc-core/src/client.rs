@@ -120,10 +120,13 @@ struct Inner {
     next_id: AtomicU64,
     out: SharedSender,
     inbound: Mutex<Inbound>,
+    /// Polled only by the reader, and not under the `inbound` lock: a transport may spend a
+    /// while inside `poll_recv` (shm:// polls its ring before sleeping), and calls registering
+    /// or collecting answers meanwhile must not wait for it.
+    receiver: Mutex<Box<dyn FrameReceiver>>,
 }
 
 struct Inbound {
-    receiver: Box<dyn FrameReceiver>,
     calls: HashMap<u64, Slot>,
     /// The call whose future polls the receiver (its waker is the one the transport holds).
     reader: Option<u64>,
@@ -199,7 +202,8 @@ impl Client {
                 info,
                 next_id: AtomicU64::new(1),
                 out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound { receiver, calls: HashMap::new(), reader: None, closed: None }),
+                inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
+                receiver: Mutex::new(receiver),
             }),
         })
     }
@@ -348,8 +352,8 @@ pub(crate) fn frame_name(frame: &Frame<'_>) -> &'static str {
 
 impl Inner {
     fn lock_inbound(&self) -> MutexGuard<'_, Inbound> {
-        // Only our own code runs under this lock (plus the transport's poll_recv); the table
-        // stays consistent between statements, so a poisoned lock is still usable.
+        // Only our own code runs under this lock; the table stays consistent between
+        // statements, so a poisoned lock is still usable.
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -360,23 +364,36 @@ impl Inner {
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
-        let mut inbound = self.lock_inbound();
-        let inbound = &mut *inbound;
-        let slot = inbound.calls.get_mut(&id).expect("a pending call's slot exists until it finishes");
-        if let Some(answer) = slot.answer.take() {
-            return Poll::Ready(answer);
-        }
-        if inbound.reader.is_some_and(|reader| reader != id) {
-            match &slot.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => slot.waker = Some(cx.waker().clone()),
+        {
+            let mut inbound = self.lock_inbound();
+            let inbound = &mut *inbound;
+            let slot = inbound.calls.get_mut(&id).expect("a pending call's slot exists until it finishes");
+            if let Some(answer) = slot.answer.take() {
+                return Poll::Ready(answer);
             }
-            return Poll::Pending;
+            if inbound.reader.is_some_and(|reader| reader != id) {
+                match &slot.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => slot.waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            inbound.reader = Some(id);
         }
-        inbound.reader = Some(id);
+        // We are the reader. Lock order: receiver, then inbound (never the other way round).
+        let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..READ_BUDGET {
-            let frame = match inbound.receiver.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
+            let polled = receiver.poll_recv(cx);
+            let mut inbound = self.lock_inbound();
+            let inbound = &mut *inbound;
+            let frame = match polled {
+                Poll::Pending => {
+                    // The connection may have been failed by a sender while we polled.
+                    return match inbound.calls.get_mut(&id).and_then(|slot| slot.answer.take()) {
+                        Some(answer) => Poll::Ready(answer),
+                        None => Poll::Pending,
+                    };
+                }
                 Poll::Ready(Ok(Some(frame))) => frame,
                 Poll::Ready(Ok(None)) => {
                     let err = RpcError::disconnected(format!("{} closed the connection", self.info.peer));
@@ -404,6 +421,10 @@ impl Inner {
                 if let Some(waker) = slot.waker.take() {
                     waker.wake();
                 }
+            }
+            // Failed by a sender meanwhile: our answer is the error.
+            if let Some(answer) = inbound.calls.get_mut(&id).and_then(|slot| slot.answer.take()) {
+                return Poll::Ready(answer);
             }
         }
         // More may be buffered; let other tasks run, then carry on as the reader.
