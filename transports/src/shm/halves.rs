@@ -17,8 +17,8 @@
 //! the ring for a few microseconds first catches an answer from a busy peer in well under one.
 //! The spin happens inside `poll_*`, in the task that needs the bytes (a handoff through another
 //! thread would cost the same tens of microseconds). The budget adapts: after a wait longer than
-//! the maximum it halves (an idle peer stops costing CPU), after a short one it returns to the
-//! maximum.
+//! the maximum it halves (an idle peer stops costing CPU), after a short one it doubles back
+//! towards the maximum.
 
 use std::collections::VecDeque;
 use std::io;
@@ -115,11 +115,14 @@ impl Spin {
         }
     }
 
-    /// The wait that began at the first `spin` is over.
+    /// The wait that began at the first `spin` is over: a wait a full spin would have covered
+    /// doubles the budget (up to the maximum), a longer one halves it. Doubling rather than
+    /// jumping back to the maximum keeps a peer that is often descheduled (an overloaded
+    /// machine) from costing a full spin on most waits.
     fn done(&mut self) {
         if let Some(since) = self.since.take() {
             self.budget = if since.elapsed() <= self.max {
-                self.max
+                (self.budget * 2).clamp(Duration::from_micros(1), self.max)
             } else if self.budget > Duration::from_micros(1) {
                 self.budget / 2
             } else {
@@ -430,5 +433,28 @@ impl FrameReceiver for ShmReceiver {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_budget_halves_on_long_waits_and_doubles_on_short_ones() {
+        let max = Duration::from_micros(64);
+        let mut spin = Spin::new(max);
+        for expected in [32, 16, 8, 4, 2, 1, 0, 0] {
+            spin.since = Some(Instant::now() - Duration::from_millis(5));
+            spin.done();
+            assert_eq!(spin.budget, Duration::from_micros(expected));
+        }
+        for expected in [1, 2, 4, 8, 16, 32, 64, 64] {
+            spin.since = Some(Instant::now());
+            spin.done();
+            assert_eq!(spin.budget, Duration::from_micros(expected));
+        }
+        assert!(!Spin::new(Duration::ZERO).spin(|| false), "a zero budget never spins");
+        assert!(Spin::new(max).spin(|| true));
     }
 }
