@@ -145,6 +145,12 @@ impl SharedSender {
         Some(state.queued)
     }
 
+    /// `(unsent bytes, bytes written so far)` of the transport, for stall detection.
+    pub(crate) fn progress(&self) -> (usize, u64) {
+        let state = self.lock();
+        (state.sender.unsent_len(), state.sender.bytes_written())
+    }
+
     /// Flushes and closes the sending half (EOF for the peer).
     pub(crate) async fn close(&self) -> Result<(), RpcError> {
         std::future::poll_fn(|cx| {

@@ -1,32 +1,82 @@
 //! The helper process of the integration tests.
 //!
-//! * `rpc-test-server ADDR`: serves the test services on ADDR, prints `listening <address>`
-//!   (with any OS-chosen port filled in) on stdout once ready, and shuts down gracefully on
-//!   SIGTERM or Ctrl-C, exiting 0.
+//! * `rpc-test-server [OPTIONS] ADDR`: serves the test services on ADDR, prints
+//!   `listening <address>` (with any OS-chosen port filled in) on stdout once ready, and shuts
+//!   down gracefully on SIGTERM or Ctrl-C, exiting 0. Options (times in milliseconds):
+//!   `--handshake-timeout-ms N`, `--frame-timeout-ms N`, `--idle-timeout-ms N`,
+//!   `--send-timeout-ms N` set the
+//!   server's timeouts; `--nofile N` sets the soft `RLIMIT_NOFILE` to N (without it the limit
+//!   is raised to the hard limit, as a server for many clients would).
 //! * `rpc-test-server --stdio [--pid-dir DIR] [--noisy]`: the child of a `spawn:` address; serves
 //!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
 //!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
 //!   `--noisy` it first breaks the stdio rule by printing to stdout.
-//! * `rpc-test-server --client ADDR`: connects a `Calculator` client to ADDR, prints
-//!   `connected`, and waits forever: the peer a test kills with SIGKILL.
+//! * `rpc-test-server --client ADDR [--sleep-calls N]`: connects a `Calculator` client to ADDR,
+//!   starts N calls of `sleep(60 s)` (default 0), prints `connected`, and waits forever: the
+//!   peer a test kills with SIGKILL, in the middle of its calls if N > 0.
 
 use std::io::Write;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--stdio") => stdio(&args[1..]).await,
-        Some("--client") if args.len() == 2 => client(&args[1]).await,
-        Some(addr) if args.len() == 1 && !addr.starts_with("--") => serve(addr).await,
-        _ => {
-            eprintln!("usage: rpc-test-server ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR");
-            std::process::exit(2);
+        Some("--client") if args.len() >= 2 => client(&args[1], &args[2..]).await,
+        Some(_) => match server_options(&args) {
+            Some((addr, options)) => serve(addr, options).await,
+            None => usage(),
+        },
+        None => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: rpc-test-server [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
+         [--send-timeout-ms N] [--nofile N] ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N]"
+    );
+    std::process::exit(2);
+}
+
+/// Parses `[OPTIONS] ADDR`, applying `--nofile` (or raising the limit) on the way.
+fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
+    let mut options = rpc_tests::test_options();
+    let mut nofile = None;
+    let mut args = args.iter();
+    let ms = |value: Option<&String>| value?.parse().ok().map(Duration::from_millis);
+    loop {
+        match args.next()?.as_str() {
+            "--handshake-timeout-ms" => options = options.handshake_timeout(ms(args.next())?),
+            "--frame-timeout-ms" => options = options.frame_timeout(ms(args.next())?),
+            "--idle-timeout-ms" => options = options.idle_timeout(Some(ms(args.next())?)),
+            "--send-timeout-ms" => options = options.send_timeout(ms(args.next())?),
+            "--nofile" => nofile = Some(args.next()?.parse().ok()?),
+            addr if !addr.starts_with("--") && args.len() == 0 => {
+                match nofile {
+                    Some(n) => set_fd_limit(n),
+                    None => {
+                        rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
+                    }
+                }
+                return Some((addr, options));
+            }
+            _ => return None,
         }
     }
 }
 
-async fn serve(addr: &str) {
+fn set_fd_limit(soft: libc::rlim_t) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    // SAFETY: setrlimit only reads the valid `limit`.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "set RLIMIT_NOFILE");
+}
+
+async fn serve(addr: &str, options: rpc::ServerOptions) {
     let listener = match rpc::listen(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -38,7 +88,7 @@ async fn serve(addr: &str) {
     let shutdown = rpc::shutdown_signal();
     println!("listening {}", listener.local_addr());
     std::io::stdout().flush().expect("stdout");
-    let result = rpc_tests::test_server().serve_until(listener, shutdown).await;
+    let result = rpc_tests::test_server_with(options).serve_until(listener, shutdown).await;
     if let Err(e) = result {
         eprintln!("rpc-test-server: {e}");
         std::process::exit(1);
@@ -73,7 +123,12 @@ async fn stdio(options: &[String]) {
     }
 }
 
-async fn client(addr: &str) {
+async fn client(addr: &str, options: &[String]) {
+    let sleep_calls: usize = match options {
+        [] => 0,
+        [flag, n] if flag == "--sleep-calls" => n.parse().unwrap_or_else(|_| usage()),
+        _ => usage(),
+    };
     let calc = match rpc_tests::CalculatorClient::connect(addr).await {
         Ok(calc) => calc,
         Err(e) => {
@@ -81,8 +136,10 @@ async fn client(addr: &str) {
             std::process::exit(1);
         }
     };
+    // Spawned tasks keep polling their calls, so the requests leave and the calls stay pending.
+    let calls: Vec<_> = (0..sleep_calls).map(|_| tokio::spawn(calc.sleep(60_000))).collect();
     println!("connected");
     std::io::stdout().flush().expect("stdout");
     std::future::pending::<()>().await;
-    drop(calc);
+    drop((calc, calls));
 }

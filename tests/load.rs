@@ -1,0 +1,1 @@
+//! Load tests (being written).
