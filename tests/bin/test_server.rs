@@ -6,7 +6,9 @@
 //!   `--handshake-timeout-ms N`, `--frame-timeout-ms N`, `--idle-timeout-ms N`,
 //!   `--send-timeout-ms N` set the
 //!   server's timeouts; `--nofile N` sets the soft `RLIMIT_NOFILE` to N (without it the limit
-//!   is raised to the hard limit, as a server for many clients would).
+//!   is raised to the hard limit, as a server for many clients would); `--trim-ms N` returns
+//!   the allocator's free memory to the OS every N ms (glibc), so memory tests see what is
+//!   still in use rather than what the allocator keeps for reuse.
 //! * `rpc-test-server --stdio [--pid-dir DIR] [--noisy]`: the child of a `spawn:` address; serves
 //!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
 //!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
@@ -35,7 +37,7 @@ async fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: rpc-test-server [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
-         [--send-timeout-ms N] [--nofile N] ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N]"
+         [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N]"
     );
     std::process::exit(2);
 }
@@ -53,6 +55,10 @@ fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
             "--idle-timeout-ms" => options = options.idle_timeout(Some(ms(args.next())?)),
             "--send-timeout-ms" => options = options.send_timeout(ms(args.next())?),
             "--nofile" => nofile = Some(args.next()?.parse().ok()?),
+            "--trim-ms" => {
+                let every = ms(args.next())?;
+                tokio::spawn(trim_every(every));
+            }
             addr if !addr.starts_with("--") && args.len() == 0 => {
                 match nofile {
                     Some(n) => set_fd_limit(n),
@@ -63,6 +69,19 @@ fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
                 return Some((addr, options));
             }
             _ => return None,
+        }
+    }
+}
+
+/// Gives the allocator's free memory back to the OS every `period`, so a test can tell memory
+/// that was freed (and is returned here) from memory still in use (which no trim returns).
+async fn trim_every(period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }
