@@ -713,6 +713,30 @@ async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: 
     assert_eq!(calc.add(1, 1).await.unwrap(), 2);
 }
 
+/// A client process that runs out of descriptors gets a clear error, not a hang; the server
+/// frees whatever the failed connect had started and keeps serving.
+async fn client_at_its_descriptor_limit_gets_a_clear_error(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let leftovers = Leftovers::snapshot(&addr);
+    let baseline = open_fds(pid);
+    let client = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+        .args(["--client", &server.addr, "--connections", "200", "--nofile", "32"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), client).await.expect("the client ends").unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{addr}: a client limited to 32 descriptors: {}", line.trim());
+    assert!(!output.status.success(), "200 connections cannot fit in 32 descriptors");
+    assert!(line.starts_with("failed after "), "{line}");
+    assert!(line.contains("too many open files"), "{line}");
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "the server keeps serving");
+    leftovers.assert_nothing_new(&[]).await;
+}
+
 /// The server's timeouts, short, for the stall checks: (option, milliseconds).
 const SHORT_TIMEOUT_MS: u64 = 300;
 
@@ -1024,7 +1048,8 @@ macro_rules! conformance {
             conformance!(@shared $addr, $mode, [killed_client_frees_its_connection,
                 silent_connection_is_closed_by_the_handshake_timeout,
                 idle_connection_is_closed_by_the_idle_timeout,
-                a_client_that_never_reads_is_held_back_then_closed $(, $extra)*]);
+                a_client_that_never_reads_is_held_back_then_closed,
+                client_at_its_descriptor_limit_gets_a_clear_error $(, $extra)*]);
         }
     )*};
     (@tests $addr:expr, $mode:expr, $($check:ident),*) => {$(

@@ -268,3 +268,11 @@ async fn at_the_descriptor_limit_over_local() {
 async fn at_the_descriptor_limit_over_tcp() {
     at_the_descriptor_limit("tcp://127.0.0.1:0").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_limit_over_fifo() {
+    let dir = std::env::temp_dir().join(format!("rpc-load-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    at_the_descriptor_limit(&format!("fifo://{}", dir.join("calc").display())).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,9 +13,11 @@
 //!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
 //!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
 //!   `--noisy` it first breaks the stdio rule by printing to stdout.
-//! * `rpc-test-server --client ADDR [--sleep-calls N]`: connects a `Calculator` client to ADDR,
-//!   starts N calls of `sleep(60 s)` (default 0), prints `connected`, and waits forever: the
-//!   peer a test kills with SIGKILL, in the middle of its calls if N > 0.
+//! * `rpc-test-server --client ADDR [--sleep-calls N] [--connections K] [--nofile M]`: connects
+//!   K `Calculator` clients to ADDR (default 1; with a soft descriptor limit of M if given),
+//!   starts N calls of `sleep(60 s)` on the first (default 0), prints `connected`, and waits
+//!   forever: the peer a test kills with SIGKILL, in the middle of its calls if N > 0. If a
+//!   connect fails it prints `failed after <n> connections: <error>` and exits 1.
 
 use std::io::Write;
 use std::time::Duration;
@@ -37,7 +39,8 @@ async fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: rpc-test-server [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
-         [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N]"
+         [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR \
+         | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N] [--connections K] [--nofile M]"
     );
     std::process::exit(2);
 }
@@ -143,22 +146,34 @@ async fn stdio(options: &[String]) {
 }
 
 async fn client(addr: &str, options: &[String]) {
-    let sleep_calls: usize = match options {
-        [] => 0,
-        [flag, n] if flag == "--sleep-calls" => n.parse().unwrap_or_else(|_| usage()),
-        _ => usage(),
-    };
-    let calc = match rpc_tests::CalculatorClient::connect(addr).await {
-        Ok(calc) => calc,
-        Err(e) => {
-            eprintln!("rpc-test-server: {e}");
-            std::process::exit(1);
+    let mut sleep_calls = 0;
+    let mut connections = 1;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let mut value = || options.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+        match option.as_str() {
+            "--sleep-calls" => sleep_calls = value(),
+            "--connections" => connections = value(),
+            "--nofile" => set_fd_limit(value() as libc::rlim_t),
+            _ => usage(),
         }
-    };
+    }
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        match rpc_tests::CalculatorClient::connect(addr).await {
+            Ok(calc) => clients.push(calc),
+            Err(e) => {
+                // The line a test reads: how far it got, and the error that stopped it.
+                println!("failed after {} connections: {e}", clients.len());
+                std::io::stdout().flush().expect("stdout");
+                std::process::exit(1);
+            }
+        }
+    }
     // Spawned tasks keep polling their calls, so the requests leave and the calls stay pending.
-    let calls: Vec<_> = (0..sleep_calls).map(|_| tokio::spawn(calc.sleep(60_000))).collect();
+    let calls: Vec<_> = (0..sleep_calls).map(|_| tokio::spawn(clients[0].sleep(60_000))).collect();
     println!("connected");
     std::io::stdout().flush().expect("stdout");
     std::future::pending::<()>().await;
-    drop((calc, calls));
+    drop((clients, calls));
 }
