@@ -124,6 +124,8 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[cfg(unix)]
+// `rlim_t` is u64 on Linux and macOS but i64 on some BSDs.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_fd_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
