@@ -580,6 +580,7 @@ const KILL_NOTICED_WITHIN: Duration = Duration::from_millis(100);
 async fn killed_server_fails_pending_calls(addr: String, mode: Mode) {
     let leftovers = Leftovers::snapshot(&addr);
     let mut server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let pending: Vec<_> = (0..20)
         .map(|_| {
@@ -630,6 +631,7 @@ async fn graceful_shutdown_finishes_in_flight_calls(addr: String, mode: Mode) {
 async fn killed_client_frees_its_connection(addr: String, mode: Mode) {
     const CALLS: u64 = 5;
     let server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     assert_eq!(calc.add(1, 2).await.unwrap(), 3);
@@ -659,6 +661,7 @@ async fn killed_client_frees_its_connection(addr: String, mode: Mode) {
 async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: Mode) {
     const SEND_TIMEOUT_MS: u64 = 1000;
     let server = TestServer::start_with(&addr, mode, &["--send-timeout-ms", &SEND_TIMEOUT_MS.to_string()]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     assert_eq!(calc.add(1, 2).await.unwrap(), 3);
@@ -717,6 +720,7 @@ async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: 
 /// frees whatever the failed connect had started and keeps serving.
 async fn client_at_its_descriptor_limit_gets_a_clear_error(addr: String, mode: Mode) {
     let server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let leftovers = Leftovers::snapshot(&addr);
@@ -744,6 +748,7 @@ const SHORT_TIMEOUT_MS: u64 = 300;
 async fn silent_connection_is_closed_by_the_handshake_timeout(addr: String, mode: Mode) {
     let ms = SHORT_TIMEOUT_MS.to_string();
     let server = TestServer::start_with(&addr, mode, &["--handshake-timeout-ms", &ms]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let leftovers = Leftovers::snapshot(&addr);
@@ -766,6 +771,7 @@ async fn silent_connection_is_closed_by_the_handshake_timeout(addr: String, mode
 async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode) {
     let ms = SHORT_TIMEOUT_MS.to_string();
     let server = TestServer::start_with(&addr, mode, &["--idle-timeout-ms", &ms]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     // A call three timeouts long: running calls are not idleness.
@@ -812,6 +818,7 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
     let ms = SHORT_TIMEOUT_MS.to_string();
     let options = ["--handshake-timeout-ms", &ms, "--frame-timeout-ms", &ms];
     let server = TestServer::start_with(&addr, mode, &options).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let baseline = open_fds(pid);
