@@ -202,6 +202,7 @@ async fn read_loop(
                 // Every call is running or waiting to be answered: only the send timeout applies.
                 () = &mut timer => {
                     let running = watch.max_in_flight - permits.available_permits();
+                    conn.out.nudge();
                     if let Some(end) = watch.check(running, 0, conn.out.progress()) {
                         return end;
                     }
@@ -230,6 +231,7 @@ async fn read_loop(
             // the beginning of a frame. (`- 1`: the permit taken for the next request.)
             () = &mut timer => {
                 let running = watch.max_in_flight - permits.available_permits() - 1;
+                conn.out.nudge();
                 if let Some(end) = watch.check(running, receiver.partial_frame_len(), conn.out.progress()) {
                     return end;
                 }

@@ -37,8 +37,9 @@ pub trait FrameSender: Send + 'static {
 
     /// Bytes queued here that the peer has not taken yet. With
     /// [`bytes_written`](Self::bytes_written) it lets the server notice a peer that stopped
-    /// reading (see `ServerOptions::send_timeout`); mechanisms that keep the defaults (0) are
-    /// never considered stalled.
+    /// reading (see `ServerOptions::send_timeout`) to the byte; for mechanisms that keep the
+    /// defaults (0) the server goes by whether `poll_ready`/`poll_flush` stay pending instead,
+    /// so a frame that takes longer than the timeout to leave counts as a stall there.
     fn unsent_len(&self) -> usize {
         0
     }
