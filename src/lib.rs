@@ -108,6 +108,47 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
+/// Raises this process's soft limit on open file descriptors (`RLIMIT_NOFILE`) to its hard
+/// limit and returns the new soft limit.
+///
+/// Every connection costs a server one descriptor (a `fifo://` connection two) and a client
+/// one, and the usual soft limit is 1024: a server for a thousand clients, or a process holding
+/// a thousand client connections, calls this at start. Raising the soft limit up to the hard
+/// one needs no privilege. At the limit, a server keeps its connections and retries accepting
+/// every 20 ms (waiting clients are served as descriptors free up); a client's `connect` fails
+/// with an error that says "too many open files".
+///
+/// ```no_run
+/// let limit = rpc::raise_fd_limit()?;
+/// println!("up to {limit} open descriptors");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(unix)]
+// `rlim_t` is u64 on Linux and macOS but i64 on some BSDs.
+#[allow(clippy::unnecessary_cast)]
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok(limit.rlim_cur as u64);
+    }
+    let mut raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit only reads the valid `raised`.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        // macOS refuses a soft limit above OPEN_MAX (10240) even when the hard limit is
+        // "unlimited".
+        raised.rlim_cur = limit.rlim_max.min(10240);
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(raised.rlim_cur as u64)
+}
+
 /// What `#[service]`-generated code refers to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {

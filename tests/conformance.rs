@@ -46,9 +46,15 @@ enum Mode {
 
 impl TestServer {
     async fn start(addr: &str, mode: Mode) -> TestServer {
+        Self::start_with(addr, mode, &[]).await
+    }
+
+    /// Starts a server process with extra `rpc-test-server` options (timeouts, limits).
+    async fn start_with(addr: &str, mode: Mode, options: &[&str]) -> TestServer {
         match mode {
             Mode::Process => {
                 let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+                    .args(options)
                     .arg(addr)
                     .stdout(Stdio::piped())
                     .kill_on_drop(true)
@@ -63,6 +69,7 @@ impl TestServer {
                 TestServer { addr: addr.to_owned(), kind: ServerKind::Process(child) }
             }
             Mode::Spawn => {
+                assert!(options.is_empty(), "spawn: children take no server options here");
                 let pid_dir = std::env::temp_dir().join(unique("rpc-conf-spawn"));
                 std::fs::create_dir_all(&pid_dir).unwrap();
                 let addr =
@@ -70,6 +77,7 @@ impl TestServer {
                 TestServer { addr, kind: ServerKind::Spawn { pid_dir } }
             }
             Mode::InProcess => {
+                assert!(options.is_empty(), "in-process servers take no options here");
                 let listener = rpc::listen(addr).await.expect("listen");
                 let addr = listener.local_addr();
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -98,26 +106,33 @@ impl TestServer {
     }
 
     /// Kills the server abruptly: SIGKILL for a process, abort for an in-process server.
-    async fn kill(&mut self) {
+    /// Returns when the kill was sent (before waiting for the process to end).
+    async fn kill(&mut self) -> Instant {
         match &mut self.kind {
             ServerKind::Process(child) => {
+                let at = Instant::now();
                 child.start_kill().unwrap();
                 child.wait().await.unwrap();
+                at
             }
             ServerKind::InProcess { task, .. } => {
+                let at = Instant::now();
                 task.abort();
                 let _ = task.await;
+                at
             }
             ServerKind::Spawn { .. } => {
                 let pids = self.child_pids();
                 let ServerKind::Spawn { pid_dir } = &self.kind else { unreachable!() };
                 assert!(!pids.is_empty(), "no spawned child to kill");
+                let at = Instant::now();
                 for pid in pids {
                     // SAFETY: plain kill(2); the pid file exists only while that child runs.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     // It cannot remove its own file any more.
                     let _ = std::fs::remove_file(pid_dir.join(pid.to_string()));
                 }
+                at
             }
         }
     }
@@ -180,6 +195,121 @@ async fn wait_until<F: std::future::Future<Output = bool>>(mut cond: impl FnMut(
         assert!(start.elapsed() < Duration::from_secs(10), "condition not reached within 10 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Open descriptors of a process, from /proc/PID/fd.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+impl TestServer {
+    /// The files a killed server cannot remove: its socket file or connect FIFO.
+    fn endpoint_files(&self) -> Vec<std::path::PathBuf> {
+        ["unix://", "fifo://"]
+            .iter()
+            .filter_map(|scheme| self.addr.strip_prefix(scheme))
+            .map(std::path::PathBuf::from)
+            .collect()
+    }
+}
+
+/// What a test may leave behind, compared before and after: entries in `/dev/shm` and
+/// `/dev/mqueue` (where mounted), in a `fifo://` address's directory, and socket files (the
+/// address's own, and the temporary names `unix://` listeners bind first) next to a `unix://`
+/// address.
+///
+/// Other tests run in parallel and own entries of their own in the shared directories, so a new
+/// entry counts only if nobody can still be using it: an shm or mqueue entry that no live
+/// process has open or mapped, a temporary socket name whose creator (the pid in its name) is
+/// gone.
+struct Leftovers {
+    before: Vec<(std::path::PathBuf, Vec<String>)>,
+    /// For `unix://`: the socket file's name, in the first watched directory after the shared ones.
+    socket_name: Option<String>,
+}
+
+const SHARED_DIRS: [&str; 2] = ["/dev/shm", "/dev/mqueue"];
+
+impl Leftovers {
+    fn snapshot(addr: &str) -> Leftovers {
+        let mut dirs: Vec<std::path::PathBuf> = SHARED_DIRS.iter().map(std::path::PathBuf::from).collect();
+        let mut socket_name = None;
+        for scheme in ["unix://", "fifo://"] {
+            if let Some(path) = addr.strip_prefix(scheme).map(std::path::Path::new) {
+                dirs.push(path.parent().unwrap().to_owned());
+                if scheme == "unix://" {
+                    socket_name = Some(path.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let before = dirs.into_iter().map(|dir| (dir.clone(), entries_if_any(&dir))).collect();
+        Leftovers { before, socket_name }
+    }
+
+    /// The entries that appeared since the snapshot and that nobody can be using any more.
+    fn new_entries(&self, exempt: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for (dir, before) in &self.before {
+            for name in entries_if_any(dir) {
+                let path = dir.join(&name);
+                if before.contains(&name) || exempt.contains(&path) {
+                    continue;
+                }
+                let counts = if SHARED_DIRS.iter().any(|shared| dir == std::path::Path::new(shared)) {
+                    !held_by_a_live_process(&path)
+                } else if self.socket_name.is_some() {
+                    // The shared temp directory: only our socket file and dead listeners' temp names.
+                    Some(&name) == self.socket_name.as_ref() || temp_socket_of_a_dead_process(&name)
+                } else {
+                    true
+                };
+                if counts {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    /// Waits (briefly: removal may lag the test's last step) until nothing new is left.
+    async fn assert_nothing_new(&self, exempt: &[std::path::PathBuf]) {
+        let start = Instant::now();
+        loop {
+            let left = self.new_entries(exempt);
+            if left.is_empty() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "left behind: {left:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn entries_if_any(dir: &std::path::Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether any process we can see has `path` open or mapped.
+fn held_by_a_live_process(path: &std::path::Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    let needle = path.to_string_lossy();
+    procs.filter_map(Result::ok).filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok()).any(|proc_dir| {
+        let fds = std::fs::read_dir(proc_dir.path().join("fd")).into_iter().flatten().filter_map(Result::ok);
+        let open = fds.filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| target == path);
+        open || std::fs::read_to_string(proc_dir.path().join("maps")).is_ok_and(|maps| maps.contains(&*needle))
+    })
+}
+
+/// `.rpc<pid>-<n>.tmp` (the name a `unix://` listener binds before linking) of a process that
+/// is gone.
+fn temp_socket_of_a_dead_process(name: &str) -> bool {
+    let Some(pid) = name.strip_prefix(".rpc").and_then(|rest| rest.split_once('-')).map(|(pid, _)| pid) else {
+        return false;
+    };
+    pid.parse::<u32>().is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,25 +572,38 @@ async fn raw_stream(addr: &str) -> RawStream {
     panic!("no raw byte stream for {addr}")
 }
 
+/// How soon after a SIGKILL of the server its pending calls must fail: the 100 ms issue 8
+/// asks for, measured from the signal to each call's failure. Generous: the check prints what
+/// it took, 0.3–1 ms on a loaded 2-vCPU VM.
+const KILL_NOTICED_WITHIN: Duration = Duration::from_millis(100);
+
 async fn killed_server_fails_pending_calls(addr: String, mode: Mode) {
+    let leftovers = Leftovers::snapshot(&addr);
     let mut server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let pending: Vec<_> = (0..20)
         .map(|_| {
             let calc = calc.clone();
-            tokio::spawn(async move { calc.sleep(60_000).await })
+            tokio::spawn(async move { (calc.sleep(60_000).await, Instant::now()) })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let killed = Instant::now();
-    server.kill().await;
+    let killed = server.kill().await;
+    let mut slowest = Duration::ZERO;
     for call in pending {
-        let result = tokio::time::timeout(Duration::from_secs(10), call).await.expect("pending call hangs").unwrap();
+        let (result, failed_at) =
+            tokio::time::timeout(Duration::from_secs(10), call).await.expect("pending call hangs").unwrap();
         assert!(matches!(result, Err(RpcError::Disconnected { .. })), "{result:?}");
+        slowest = slowest.max(failed_at.saturating_duration_since(killed));
     }
-    let elapsed = killed.elapsed();
+    eprintln!("{addr}: 20 pending calls failed at most {slowest:?} after the SIGKILL");
+    assert!(slowest <= KILL_NOTICED_WITHIN, "pending calls failed only {slowest:?} after the kill");
     assert!(matches!(calc.add(1, 1).await, Err(RpcError::Disconnected { .. })));
-    eprintln!("pending calls failed {elapsed:?} after the kill");
+    // A killed server cannot remove the endpoint it listens on (a socket file, a connect FIFO);
+    // the next server reclaims it. Nothing else may stay.
+    drop(calc);
+    leftovers.assert_nothing_new(&server.endpoint_files()).await;
 }
 
 async fn graceful_shutdown_finishes_in_flight_calls(addr: String, mode: Mode) {
@@ -478,6 +621,292 @@ async fn graceful_shutdown_finishes_in_flight_calls(addr: String, mode: Mode) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Faults: killed clients, stalled connections. They need a server process to look into (its
+// descriptors in /proc/PID/fd), so they run on every line with `Mode::Process`; `mem://` has no
+// second process to kill, and a `spawn:` child serves exactly one client (its parent), so the
+// spawn list has its own checks for a killed parent and a killed child instead.
+
+/// A client SIGKILLed in the middle of its calls: the server stops those calls, closes the
+/// connection (its descriptors return to the baseline) and keeps serving the others.
+async fn killed_client_frees_its_connection(addr: String, mode: Mode) {
+    const CALLS: u64 = 5;
+    let server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+    let leftovers = Leftovers::snapshot(&addr);
+    let baseline = open_fds(pid);
+    let stopped_before = calc.stats().await.unwrap().1;
+    let mut client = client_process_with(&server.addr, &["--sleep-calls", &CALLS.to_string()]).await;
+    wait_until(|| async { open_fds(pid) > baseline }).await;
+    // The requests leave right after the connect; give them time to reach their handlers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    client.start_kill().unwrap();
+    client.wait().await.unwrap();
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    let freed = killed.elapsed();
+    // Every handler of the dead client was stopped, not left sleeping for a minute.
+    wait_until(|| async { calc.stats().await.unwrap().1 == stopped_before + CALLS }).await;
+    eprintln!("{addr}: server descriptors back to {baseline} {freed:?} after a client's SIGKILL");
+    assert_eq!(calc.add(2, 2).await.unwrap(), 4, "the server keeps serving the others");
+    assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(3, 3).await.unwrap(), 6);
+    leftovers.assert_nothing_new(&[]).await;
+}
+
+/// A client that sends requests and never reads the answers: the server stops reading it once
+/// its calls all wait to be answered (memory stays bounded), serves the others meanwhile, and
+/// closes it after the send timeout.
+async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: Mode) {
+    const SEND_TIMEOUT_MS: u64 = 1000;
+    let server = TestServer::start_with(&addr, mode, &["--send-timeout-ms", &SEND_TIMEOUT_MS.to_string()]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+    let baseline = open_fds(pid);
+    let rss_before = rss_kib(pid);
+    let mut conn = raw_hello(&server.addr).await;
+    let echo = CalculatorClient::DESCRIPTOR.method_by_name("echo").unwrap().id;
+    let arg = (vec![7u8; 1024],);
+    let mut sent = 0u64;
+    let started = Instant::now();
+    let held_back = loop {
+        let request =
+            wire::encode_request(RequestHeader { id: sent + 1, method: echo, timeout_us: None }, &arg).unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), rpc::transport::send(&mut *conn.sender, request.into()))
+            .await
+        {
+            Ok(Ok(())) => sent += 1,
+            // Closed by the send timeout before our own send blocked for long.
+            Ok(Err(_)) => break started.elapsed(),
+            Err(_) => break started.elapsed(),
+        }
+        assert!(sent < 200_000, "the server kept reading from a client that reads nothing");
+    };
+    let rss_stalled = rss_kib(pid);
+    eprintln!(
+        "{addr}: a non-reading client got {sent} requests of 1 KiB in before it was held back ({held_back:?}); \
+         server RSS {rss_before} -> {rss_stalled} KiB"
+    );
+    assert!(rss_stalled < rss_before + 64 * 1024, "server RSS grew from {rss_before} KiB to {rss_stalled} KiB");
+    // The others are served meanwhile.
+    let quick = tokio::time::timeout(Duration::from_secs(2), calc.add(40, 2)).await;
+    assert_eq!(quick.expect("other clients are served while one does not read").unwrap(), 42);
+    // The send timeout closes the connection that reads nothing.
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    let closed = started.elapsed();
+    eprintln!("{addr}: the non-reading client's connection was closed {closed:?} after it started");
+    assert!(closed >= Duration::from_millis(SEND_TIMEOUT_MS), "closed before the send timeout: {closed:?}");
+    // What the client can still read are answers to its own calls, then the end.
+    let drain = async {
+        let mut answers = 0u64;
+        while let Ok(Some(frame)) = rpc::transport::recv(&mut *conn.receiver).await {
+            match wire::decode(&frame).unwrap() {
+                Frame::ResponseOk { .. } => answers += 1,
+                Frame::Goaway { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        answers
+    };
+    let answers = tokio::time::timeout(Duration::from_secs(10), drain).await.expect("the connection ends");
+    assert!(answers < sent, "{answers} answers to {sent} requests: not all of them can have been sent");
+    assert_eq!(calc.add(1, 1).await.unwrap(), 2);
+}
+
+/// A client process that runs out of descriptors gets a clear error, not a hang; the server
+/// frees whatever the failed connect had started and keeps serving.
+async fn client_at_its_descriptor_limit_gets_a_clear_error(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let leftovers = Leftovers::snapshot(&addr);
+    let baseline = open_fds(pid);
+    let client = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+        .args(["--client", &server.addr, "--connections", "200", "--nofile", "32"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), client).await.expect("the client ends").unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{addr}: a client limited to 32 descriptors: {}", line.trim());
+    assert!(!output.status.success(), "200 connections cannot fit in 32 descriptors");
+    assert!(line.starts_with("failed after "), "{line}");
+    assert!(line.contains("too many open files"), "{line}");
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "the server keeps serving");
+    leftovers.assert_nothing_new(&[]).await;
+}
+
+/// The server's timeouts, short, for the stall checks: (option, milliseconds).
+const SHORT_TIMEOUT_MS: u64 = 300;
+
+/// A connection that never says hello is closed by the handshake timeout.
+async fn silent_connection_is_closed_by_the_handshake_timeout(addr: String, mode: Mode) {
+    let ms = SHORT_TIMEOUT_MS.to_string();
+    let server = TestServer::start_with(&addr, mode, &["--handshake-timeout-ms", &ms]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let leftovers = Leftovers::snapshot(&addr);
+    let baseline = open_fds(pid);
+    let started = Instant::now();
+    let mut conn = rpc::connect(&server.addr).await.unwrap();
+    let reason = closed_with(&mut conn).await;
+    let closed = started.elapsed();
+    eprintln!("{addr}: a silent connection was closed after {closed:?}: {reason:?}");
+    assert!(closed >= Duration::from_millis(SHORT_TIMEOUT_MS), "closed before the timeout: {closed:?}");
+    assert_eq!(reason.as_deref(), Some("no hello within the handshake timeout"));
+    drop(conn);
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "other connections are unaffected");
+    leftovers.assert_nothing_new(&[]).await;
+}
+
+/// With an idle timeout, a connection with no frame and no call running is closed; a call that
+/// runs longer than the timeout keeps its connection open.
+async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode) {
+    let ms = SHORT_TIMEOUT_MS.to_string();
+    let server = TestServer::start_with(&addr, mode, &["--idle-timeout-ms", &ms]).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    // A call three timeouts long: running calls are not idleness.
+    assert_eq!(calc.sleep(3 * SHORT_TIMEOUT_MS).await.unwrap(), 3 * SHORT_TIMEOUT_MS);
+    let baseline = open_fds(pid);
+    let started = Instant::now();
+    let mut conn = raw_hello(&server.addr).await;
+    let reason = closed_with(&mut conn).await;
+    let closed = started.elapsed();
+    eprintln!("{addr}: an idle connection was closed after {closed:?}: {reason:?}");
+    assert!(closed >= Duration::from_millis(SHORT_TIMEOUT_MS), "closed before the timeout: {closed:?}");
+    assert!(reason.as_deref().is_some_and(|r| r.contains("idle timeout")), "{reason:?}");
+    drop(conn);
+    wait_until(|| async { open_fds(pid) <= baseline }).await;
+    // The typed client fell idle too: its next call fails with the goaway's reason (even where
+    // its write runs into the closed connection before it reads the goaway).
+    match calc.add(1, 2).await {
+        Err(RpcError::Disconnected { reason }) => assert!(reason.contains("idle timeout"), "{reason}"),
+        other => panic!("expected Disconnected after the idle timeout, got {other:?}"),
+    }
+    assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(1, 2).await.unwrap(), 3);
+}
+
+/// Reads until the server closes the connection; returns the goaway's reason if one came.
+async fn closed_with(conn: &mut rpc::Connection) -> Option<String> {
+    let read = async {
+        let mut reason = None;
+        loop {
+            match rpc::transport::recv(&mut *conn.receiver).await {
+                Ok(Some(frame)) => match wire::decode(&frame) {
+                    Ok(Frame::Goaway { reason: r }) => reason = Some(r.to_string()),
+                    other => panic!("unexpected frame {other:?}"),
+                },
+                Ok(None) | Err(_) => return reason,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("the server closes a stalled connection")
+}
+
+/// Byte streams: part of a hello, or part of a frame after a hello, then nothing: closed by the
+/// handshake and frame timeouts; a frame that keeps trickling in is not.
+async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
+    let ms = SHORT_TIMEOUT_MS.to_string();
+    let options = ["--handshake-timeout-ms", &ms, "--frame-timeout-ms", &ms];
+    let server = TestServer::start_with(&addr, mode, &options).await;
+    let addr = server.addr.clone(); // as announced (with the port), for the messages
+    let pid = server.pid().expect("a server process");
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let baseline = open_fds(pid);
+    let hello = prefixed(&wire::encode_hello(&wire::Hello {
+        service: "Calculator".into(),
+        methods: CalculatorClient::DESCRIPTOR
+            .methods
+            .iter()
+            .map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() })
+            .collect(),
+    }));
+
+    // Half a hello.
+    let mut raw = raw_stream(&server.addr).await;
+    let started = Instant::now();
+    raw.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    let reason = raw_closed_with(&mut raw).await;
+    eprintln!("{addr}: half a hello was closed after {:?}: {reason:?}", started.elapsed());
+    assert_eq!(reason.as_deref(), Some("no hello within the handshake timeout"));
+
+    // A hello, then part of a request.
+    let mut raw = raw_stream(&server.addr).await;
+    raw.write_all(&hello).await.unwrap();
+    let reply = raw_frame(&mut raw).await.expect("a hello reply");
+    assert!(matches!(wire::decode(&reply).unwrap(), Frame::HelloReply { reply: Some(wire::HelloReply::Accepted), .. }));
+    let request =
+        prefixed(&wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap());
+    let started = Instant::now();
+    raw.write_all(&request[..10]).await.unwrap();
+    let reason = raw_closed_with(&mut raw).await;
+    let closed = started.elapsed();
+    eprintln!("{addr}: a stalled partial frame was closed after {closed:?}: {reason:?}");
+    assert!(closed >= Duration::from_millis(SHORT_TIMEOUT_MS), "closed before the timeout: {closed:?}");
+    assert!(reason.as_deref().is_some_and(|r| r.contains("frame timeout")), "{reason:?}");
+
+    // A frame that keeps arriving, one byte per third of the timeout, is not a stall: its
+    // request reaches the server (an unknown method: the answer proves it was read whole).
+    let mut raw = raw_stream(&server.addr).await;
+    raw.write_all(&hello).await.unwrap();
+    raw_frame(&mut raw).await.expect("a hello reply");
+    let request =
+        prefixed(&wire::encode_request(RequestHeader { id: 9, method: 0xdead_beef, timeout_us: None }, &()).unwrap());
+    for byte in &request {
+        raw.write_all(std::slice::from_ref(byte)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(SHORT_TIMEOUT_MS / 3)).await;
+    }
+    let answer = raw_frame(&mut raw).await.expect("an answer to the trickled request");
+    assert_eq!(
+        wire::decode(&answer).unwrap(),
+        Frame::ResponseErr { id: 9, error: RemoteError::UnknownMethod { id: 0xdead_beef } }
+    );
+    drop(raw);
+    wait_until(|| async { open_fds(pid) == baseline }).await;
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "other connections are unaffected");
+}
+
+/// A frame with its little-endian length prefix, as byte streams carry it.
+fn prefixed(frame: &[u8]) -> Vec<u8> {
+    let mut bytes = (frame.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(frame);
+    bytes
+}
+
+/// One length-prefixed frame from a raw stream; `None` at EOF or on an error.
+async fn raw_frame(raw: &mut RawStream) -> Option<Vec<u8>> {
+    let read = async {
+        let mut len = [0u8; 4];
+        raw.read_exact(&mut len).await.ok()?;
+        let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
+        raw.read_exact(&mut frame).await.ok()?;
+        Some(frame)
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a frame or EOF in time")
+}
+
+/// Reads a raw stream until the server closes it; returns the goaway's reason if one came.
+async fn raw_closed_with(raw: &mut RawStream) -> Option<String> {
+    let mut reason = None;
+    while let Some(frame) = raw_frame(raw).await {
+        match wire::decode(&frame) {
+            Ok(Frame::Goaway { reason: r }) => reason = Some(r.to_string()),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    reason
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checks for the pipe transports.
 
 fn dir_entries(dir: &std::path::Path) -> Vec<String> {
@@ -489,9 +918,15 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 
 /// Starts `rpc-test-server --client ADDR` and waits until it is connected.
 async fn client_process(addr: &str) -> Child {
+    client_process_with(addr, &[]).await
+}
+
+/// [`client_process`] with extra options (`--sleep-calls N`).
+async fn client_process_with(addr: &str, options: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
         .arg("--client")
         .arg(addr)
+        .args(options)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -631,16 +1066,32 @@ macro_rules! conformance {
             conformance!(@tests $addr, $mode, $($check),*);
         }
     };
+    // Every check that applies to one shared server, in a process of its own or in this one.
+    (@shared $addr:expr, $mode:expr, [$($more:ident),*]) => {
+        conformance!(@tests $addr, $mode, basic_call, several_services_on_one_address,
+            many_clients_many_concurrent_calls, app_error_is_delivered_intact,
+            unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
+            dropping_a_call_cancels_the_handler, handler_panic_is_reported,
+            interface_mismatch_is_refused_at_connect, large_arguments,
+            garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
+            graceful_shutdown_finishes_in_flight_calls $(, $more)*);
+    };
+    // An in-process server: the shared checks only (see the faults section for why).
+    (@in_process $transport:ident => $addr:expr, [$($extra:ident),*]) => {
+        mod $transport {
+            use super::*;
+            conformance!(@shared $addr, Mode::InProcess, [$($extra),*]);
+        }
+    };
+    // A server process: the shared checks and the faults.
     ($( $transport:ident => $addr:expr, $mode:expr, [$($extra:ident),*]; )*) => {$(
         mod $transport {
             use super::*;
-            conformance!(@tests $addr, $mode, basic_call, several_services_on_one_address,
-                many_clients_many_concurrent_calls, app_error_is_delivered_intact,
-                unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
-                dropping_a_call_cancels_the_handler, handler_panic_is_reported,
-                interface_mismatch_is_refused_at_connect, large_arguments,
-                garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
-                graceful_shutdown_finishes_in_flight_calls $(, $extra)*);
+            conformance!(@shared $addr, $mode, [killed_client_frees_its_connection,
+                silent_connection_is_closed_by_the_handshake_timeout,
+                idle_connection_is_closed_by_the_idle_timeout,
+                a_client_that_never_reads_is_held_back_then_closed,
+                client_at_its_descriptor_limit_gets_a_clear_error $(, $extra)*]);
         }
     )*};
     (@tests $addr:expr, $mode:expr, $($check:ident),*) => {$(
@@ -661,13 +1112,17 @@ fn temp_fifo() -> String {
     format!("fifo://{}", dir.join("calc").display())
 }
 
+conformance!(@in_process mem => format!("mem://{}", unique("conf")), []);
+
 conformance! {
-    mem => format!("mem://{}", unique("conf")), Mode::InProcess, [];
-    tcp => "tcp://127.0.0.1:0".to_owned(), Mode::Process, [hostile_bytes_on_a_raw_stream];
-    local => format!("local://{}", unique("rpc-conf")), Mode::Process, [hostile_bytes_on_a_raw_stream];
-    unix => temp_socket(), Mode::Process, [hostile_bytes_on_a_raw_stream];
-    // No raw-byte check: a FIFO connection needs the record handshake before any byte flows
-    // (the fifo module's own tests feed garbage to the connect FIFO).
+    tcp => "tcp://127.0.0.1:0".to_owned(), Mode::Process,
+        [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
+    local => format!("local://{}", unique("rpc-conf")), Mode::Process,
+        [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
+    unix => temp_socket(), Mode::Process, [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
+    // No raw-byte checks: a FIFO connection needs the record handshake before any byte flows
+    // (the fifo module's own tests feed garbage to the connect FIFO). Partial hellos and frames
+    // are the same stream framing as the lines above.
     fifo => temp_fifo(), Mode::Process, [no_fifo_left_after_a_killed_peer];
     // No raw-byte check either: the setup socket carries one setup message, then only bells
     // (the shm module's own tests scribble over a live connection's shared memory instead).

@@ -112,10 +112,20 @@ impl Greeter for TestGreeter {
     }
 }
 
-/// The server the tests run: both services, with a short shutdown grace.
+/// The options the tests' servers start from: the defaults with a short shutdown grace.
+pub fn test_options() -> rpc::ServerOptions {
+    rpc::ServerOptions::default().shutdown_grace(Duration::from_secs(5))
+}
+
+/// The server the tests run: both services, with [`test_options`].
 pub fn test_server() -> rpc::Server {
+    test_server_with(test_options())
+}
+
+/// Both services, with the given options.
+pub fn test_server_with(options: rpc::ServerOptions) -> rpc::Server {
     rpc::Server::new()
-        .with_options(rpc::ServerOptions::default().shutdown_grace(Duration::from_secs(5)))
+        .with_options(options)
         .add_service(TestCalculator::default().into_service())
         .add_service(TestGreeter.into_service())
 }

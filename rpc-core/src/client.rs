@@ -358,9 +358,12 @@ impl Inner {
     }
 
     /// The connection can no longer send: fail every pending call (not only this one), since
-    /// their answers may never come.
+    /// their answers may never come. If the server said why it closed (a goaway not read yet),
+    /// that reason is the error: "idle timeout" says more than the broken pipe a write ran into.
     fn fail(&self, err: RpcError) -> RpcError {
-        self.lock_inbound().close(err)
+        let mut inbound = self.lock_inbound();
+        let err = inbound.last_words(&self.info.peer).unwrap_or(err);
+        inbound.close(err)
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
@@ -434,6 +437,38 @@ impl Inner {
 }
 
 impl Inbound {
+    /// Reads, without waiting, what the server sent before the connection broke: answers go to
+    /// their calls; a goaway's reason is returned as the error to close with. Only for a
+    /// connection about to be closed: the poll replaces the reader's waker with a no-op one.
+    fn last_words(&mut self, peer: &str) -> Option<RpcError> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..READ_BUDGET {
+            let Poll::Ready(Ok(Some(frame))) = self.receiver.poll_recv(&mut cx) else { return None };
+            match wire::response_id(&frame) {
+                Some(id) => {
+                    if let Some(slot) = self.calls.get_mut(&id).filter(|slot| slot.answer.is_none()) {
+                        slot.answer = Some(Ok(frame));
+                        if let Some(waker) = slot.waker.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+                None => {
+                    return match wire::decode(&frame) {
+                        Ok(Frame::Goaway { reason }) => {
+                            Some(RpcError::disconnected(format!("{peer} closed the connection: {reason}")))
+                        }
+                        _ => None,
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// Marks the connection dead and fails every pending call with `err`.
     fn close(&mut self, err: RpcError) -> RpcError {
         let err = self.closed.get_or_insert(err).clone();

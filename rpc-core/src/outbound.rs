@@ -32,6 +32,10 @@ struct State {
     /// All frames with a sequence number up to this have been flushed.
     flushed: u64,
     failed: Option<RpcError>,
+    /// The transport's last `poll_ready` or `poll_flush` was pending: frames wait for the peer.
+    waiting: bool,
+    /// Flushes that completed: progress, for transports that do not count their bytes.
+    flushes: u64,
 }
 
 #[derive(Default)]
@@ -63,7 +67,11 @@ impl SharedSender {
     pub(crate) fn new(sender: Box<dyn FrameSender>) -> Self {
         let waiters = Arc::new(Waiters::default());
         let broadcast = Waker::from(Arc::clone(&waiters));
-        Self { state: Mutex::new(State { sender, queued: 0, flushed: 0, failed: None }), waiters, broadcast }
+        Self {
+            state: Mutex::new(State { sender, queued: 0, flushed: 0, failed: None, waiting: false, flushes: 0 }),
+            waiters,
+            broadcast,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -80,7 +88,9 @@ impl SharedSender {
         }
         self.waiters.register(cx.waker());
         let mut bcx = Context::from_waker(&self.broadcast);
-        match state.sender.poll_ready(&mut bcx) {
+        let ready = state.sender.poll_ready(&mut bcx);
+        state.waiting = ready.is_pending();
+        match ready {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(&mut state, e.into()))),
             Poll::Ready(Ok(())) => {}
@@ -105,11 +115,14 @@ impl SharedSender {
         self.waiters.register(cx.waker());
         let target = state.queued;
         let mut bcx = Context::from_waker(&self.broadcast);
-        match state.sender.poll_flush(&mut bcx) {
+        let flush = state.sender.poll_flush(&mut bcx);
+        state.waiting = flush.is_pending();
+        match flush {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&mut state, e.into()))),
             Poll::Ready(Ok(())) => {
                 state.flushed = target;
+                state.flushes += 1;
                 drop(state);
                 // Others waiting for frames this flush carried can finish now. This wakes the
                 // caller too (it registered before polling, as it must). Skipping that wake was
@@ -143,6 +156,42 @@ impl SharedSender {
         }
         state.queued += 1;
         Some(state.queued)
+    }
+
+    /// Tries once, without waiting, to flush whatever is queued. Queued bytes whose flushing
+    /// caller gave up (a cancelled call) wait for the next flush; stall detection calls this
+    /// first, so such bytes are not mistaken for a peer that stopped reading.
+    pub(crate) fn nudge(&self) {
+        let mut state = self.lock();
+        if state.failed.is_some() {
+            return;
+        }
+        let target = state.queued;
+        let mut bcx = Context::from_waker(&self.broadcast);
+        let flush = state.sender.poll_flush(&mut bcx);
+        state.waiting = flush.is_pending();
+        match flush {
+            Poll::Pending => {}
+            Poll::Ready(Err(e)) => {
+                self.fail(&mut state, e.into());
+            }
+            Poll::Ready(Ok(())) => {
+                state.flushed = target;
+                state.flushes += 1;
+                drop(state);
+                self.broadcast.wake_by_ref();
+            }
+        }
+    }
+
+    /// For stall detection: `(bytes waiting for the peer, a progress counter)`. The counter
+    /// grows with every byte a transport reports written and every completed flush, so it also
+    /// moves for transports that do not count bytes; frames count as waiting (at least 1 byte)
+    /// while the transport is not ready for more or has not finished a flush.
+    pub(crate) fn progress(&self) -> (usize, u64) {
+        let state = self.lock();
+        let unsent = state.sender.unsent_len().max(usize::from(state.waiting));
+        (unsent, state.sender.bytes_written().wrapping_add(state.flushes))
     }
 
     /// Flushes and closes the sending half (EOF for the peer).

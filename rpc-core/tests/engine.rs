@@ -303,6 +303,53 @@ async fn a_peer_that_never_reads_does_not_pin_the_connection_task() {
     drop(client_side);
 }
 
+/// A sender that does not report its progress (`unsent_len`, `bytes_written` keep their
+/// defaults), as a message transport might not.
+struct Uncounted(Box<dyn rpc_core::transport::FrameSender>);
+
+impl rpc_core::transport::FrameSender for Uncounted {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.0.poll_ready(cx)
+    }
+    fn start_send(&mut self, frame: bytes::Bytes) -> std::io::Result<()> {
+        self.0.start_send(frame)
+    }
+    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.0.poll_flush(cx)
+    }
+    fn poll_close(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.0.poll_close(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_closed_after_the_send_timeout_even_without_byte_counts() {
+    use rpc_core::transport::send;
+    use rpc_core::wire::{self, RequestHeader};
+    let (mut client_side, mut server_side) = pair_buffered(1 << 20, 4096);
+    server_side.sender = Box::new(Uncounted(server_side.sender));
+    let options = rpc_core::ServerOptions::default().send_timeout(Duration::from_millis(300));
+    let server = Server::new().with_options(options).add_service(Calc::default());
+    let task = tokio::spawn(async move { server.serve_connection(server_side).await });
+    let methods =
+        METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
+    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
+    send(&mut *client_side.sender, hello.into()).await.unwrap();
+    rpc_core::transport::recv(&mut *client_side.receiver).await.unwrap().unwrap();
+    // Requests until the server stops taking them; the receiving half stays open, unread.
+    for id in 1.. {
+        let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };
+        let frame = wire::encode_request(header, &(vec![3u8; 1000],)).unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), send(&mut *client_side.sender, frame.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+        assert!(id < 100_000, "the server never stopped reading");
+    }
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the send timeout closed the connection").unwrap();
+    drop(client_side);
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..500 {
         if cond() {

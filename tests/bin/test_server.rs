@@ -1,32 +1,104 @@
 //! The helper process of the integration tests.
 //!
-//! * `rpc-test-server ADDR`: serves the test services on ADDR, prints `listening <address>`
-//!   (with any OS-chosen port filled in) on stdout once ready, and shuts down gracefully on
-//!   SIGTERM or Ctrl-C, exiting 0.
+//! * `rpc-test-server [OPTIONS] ADDR`: serves the test services on ADDR, prints
+//!   `listening <address>` (with any OS-chosen port filled in) on stdout once ready, and shuts
+//!   down gracefully on SIGTERM or Ctrl-C, exiting 0. Options (times in milliseconds):
+//!   `--handshake-timeout-ms N`, `--frame-timeout-ms N`, `--idle-timeout-ms N`,
+//!   `--send-timeout-ms N` set the
+//!   server's timeouts; `--nofile N` sets the soft `RLIMIT_NOFILE` to N (without it the limit
+//!   is raised to the hard limit, as a server for many clients would); `--trim-ms N` returns
+//!   the allocator's free memory to the OS every N ms (glibc), so memory tests see what is
+//!   still in use rather than what the allocator keeps for reuse.
 //! * `rpc-test-server --stdio [--pid-dir DIR] [--noisy]`: the child of a `spawn:` address; serves
 //!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
 //!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
 //!   `--noisy` it first breaks the stdio rule by printing to stdout.
-//! * `rpc-test-server --client ADDR`: connects a `Calculator` client to ADDR, prints
-//!   `connected`, and waits forever: the peer a test kills with SIGKILL.
+//! * `rpc-test-server --client ADDR [--sleep-calls N] [--connections K] [--nofile M]`: connects
+//!   K `Calculator` clients to ADDR (default 1; with a soft descriptor limit of M if given),
+//!   starts N calls of `sleep(60 s)` on the first (default 0), prints `connected`, and waits
+//!   forever: the peer a test kills with SIGKILL, in the middle of its calls if N > 0. If a
+//!   connect fails it prints `failed after <n> connections: <error>` and exits 1.
 
 use std::io::Write;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--stdio") => stdio(&args[1..]).await,
-        Some("--client") if args.len() == 2 => client(&args[1]).await,
-        Some(addr) if args.len() == 1 && !addr.starts_with("--") => serve(addr).await,
-        _ => {
-            eprintln!("usage: rpc-test-server ADDR | --stdio [--pid-dir DIR] [--noisy] | --client ADDR");
-            std::process::exit(2);
+        Some("--client") if args.len() >= 2 => client(&args[1], &args[2..]).await,
+        Some(_) => match server_options(&args) {
+            Some((addr, options)) => serve(addr, options).await,
+            None => usage(),
+        },
+        None => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: rpc-test-server [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
+         [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR \
+         | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N] [--connections K] [--nofile M]"
+    );
+    std::process::exit(2);
+}
+
+/// Parses `[OPTIONS] ADDR`, applying `--nofile` (or raising the limit) on the way.
+fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
+    let mut options = rpc_tests::test_options();
+    let mut nofile = None;
+    let mut args = args.iter();
+    let ms = |value: Option<&String>| value?.parse().ok().map(Duration::from_millis);
+    loop {
+        match args.next()?.as_str() {
+            "--handshake-timeout-ms" => options = options.handshake_timeout(ms(args.next())?),
+            "--frame-timeout-ms" => options = options.frame_timeout(ms(args.next())?),
+            "--idle-timeout-ms" => options = options.idle_timeout(Some(ms(args.next())?)),
+            "--send-timeout-ms" => options = options.send_timeout(ms(args.next())?),
+            "--nofile" => nofile = Some(args.next()?.parse().ok()?),
+            "--trim-ms" => {
+                let every = ms(args.next())?;
+                tokio::spawn(trim_every(every));
+            }
+            addr if !addr.starts_with("--") && args.len() == 0 => {
+                match nofile {
+                    Some(n) => set_fd_limit(n),
+                    None => {
+                        rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
+                    }
+                }
+                return Some((addr, options));
+            }
+            _ => return None,
         }
     }
 }
 
-async fn serve(addr: &str) {
+/// Gives the allocator's free memory back to the OS every `period`, so a test can tell memory
+/// that was freed (and is returned here) from memory still in use (which no trim returns).
+async fn trim_every(period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+fn set_fd_limit(soft: libc::rlim_t) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    // SAFETY: setrlimit only reads the valid `limit`.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "set RLIMIT_NOFILE");
+}
+
+async fn serve(addr: &str, options: rpc::ServerOptions) {
     let listener = match rpc::listen(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -38,7 +110,7 @@ async fn serve(addr: &str) {
     let shutdown = rpc::shutdown_signal();
     println!("listening {}", listener.local_addr());
     std::io::stdout().flush().expect("stdout");
-    let result = rpc_tests::test_server().serve_until(listener, shutdown).await;
+    let result = rpc_tests::test_server_with(options).serve_until(listener, shutdown).await;
     if let Err(e) = result {
         eprintln!("rpc-test-server: {e}");
         std::process::exit(1);
@@ -73,16 +145,35 @@ async fn stdio(options: &[String]) {
     }
 }
 
-async fn client(addr: &str) {
-    let calc = match rpc_tests::CalculatorClient::connect(addr).await {
-        Ok(calc) => calc,
-        Err(e) => {
-            eprintln!("rpc-test-server: {e}");
-            std::process::exit(1);
+async fn client(addr: &str, options: &[String]) {
+    let mut sleep_calls = 0;
+    let mut connections = 1;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let mut value = || options.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+        match option.as_str() {
+            "--sleep-calls" => sleep_calls = value(),
+            "--connections" => connections = value(),
+            "--nofile" => set_fd_limit(value() as libc::rlim_t),
+            _ => usage(),
         }
-    };
+    }
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        match rpc_tests::CalculatorClient::connect(addr).await {
+            Ok(calc) => clients.push(calc),
+            Err(e) => {
+                // The line a test reads: how far it got, and the error that stopped it.
+                println!("failed after {} connections: {e}", clients.len());
+                std::io::stdout().flush().expect("stdout");
+                std::process::exit(1);
+            }
+        }
+    }
+    // Spawned tasks keep polling their calls, so the requests leave and the calls stay pending.
+    let calls: Vec<_> = (0..sleep_calls).map(|_| tokio::spawn(clients[0].sleep(60_000))).collect();
     println!("connected");
     std::io::stdout().flush().expect("stdout");
     std::future::pending::<()>().await;
-    drop(calc);
+    drop((clients, calls));
 }

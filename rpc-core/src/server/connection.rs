@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,8 +36,12 @@ enum End {
     PeerClosed,
     /// The server is shutting down.
     Shutdown,
-    /// The client broke the protocol or the transport failed; the reason goes to the client.
+    /// The client broke the protocol, stalled, or the transport failed; the reason goes to the
+    /// client.
     Fault(String),
+    /// The client stopped reading its answers: nothing more can reach it, so the connection is
+    /// dropped at once (the reason goes out only if there happens to be room for it).
+    Stalled(String),
 }
 
 struct Conn {
@@ -71,7 +77,8 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     // The field is public, so clamp here too: 0 would never read, too many would panic.
     let max_in_flight = options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let end = read_loop(&conn, &mut *receiver, &permits, &shutdown).await;
+    let watch = Watch::new(&options, max_in_flight);
+    let end = read_loop(&conn, &mut *receiver, &permits, &shutdown, watch).await;
     let goaway = match end {
         // Nobody will read the answers: stop the handlers now, say nothing.
         End::PeerClosed => {
@@ -88,6 +95,11 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         End::Fault(reason) => {
             conn.abort_all(false);
             Some(reason)
+        }
+        End::Stalled(reason) => {
+            conn.abort_all(false);
+            conn.out.try_enqueue_now(Bytes::from(wire::encode_goaway(&reason)));
+            return;
         }
     };
     // A client that stopped reading must not keep this task (and its buffers) forever.
@@ -172,7 +184,12 @@ async fn read_loop(
     receiver: &mut dyn FrameReceiver,
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
+    mut watch: Watch,
 ) -> End {
+    // One timer for the connection's life, re-armed only when it fires: a busy connection pays
+    // a counter increment per frame, no timer registration.
+    let timer = tokio::time::sleep_until(watch.next_check);
+    tokio::pin!(timer);
     loop {
         // Take the permit before reading, so a client at its limit is simply not read from.
         let permit = match Arc::clone(permits).try_acquire_owned() {
@@ -182,6 +199,16 @@ async fn read_loop(
                 () = shutdown.cancelled() => return End::Shutdown,
                 permit = Arc::clone(permits).acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
+                // Every call is running or waiting to be answered: only the send timeout applies.
+                () = &mut timer => {
+                    let running = watch.max_in_flight - permits.available_permits();
+                    conn.out.nudge();
+                    if let Some(end) = watch.check(running, 0, conn.out.progress()) {
+                        return end;
+                    }
+                    timer.as_mut().reset(watch.next_check);
+                    continue;
+                }
             },
         };
         let recv = std::future::poll_fn(|cx| {
@@ -200,7 +227,19 @@ async fn read_loop(
                 Ok(None) => return End::PeerClosed,
                 Err(e) => return End::Fault(RpcError::from(e).to_string()),
             },
+            // Polled after `recv` found nothing whole to read, so what the receiver holds now is
+            // the beginning of a frame. (`- 1`: the permit taken for the next request.)
+            () = &mut timer => {
+                let running = watch.max_in_flight - permits.available_permits() - 1;
+                conn.out.nudge();
+                if let Some(end) = watch.check(running, receiver.partial_frame_len(), conn.out.progress()) {
+                    return end;
+                }
+                timer.as_mut().reset(watch.next_check);
+                continue;
+            }
         };
+        watch.frames += 1;
         match wire::decode(&frame) {
             // An id still in use replaces the old entry: that call can no longer be cancelled,
             // which only hurts the client that reused it.
@@ -216,6 +255,98 @@ async fn read_loop(
         }
     }
 }
+
+/// Watches a connection for stalls: a partial frame that stops growing or (with an idle timeout)
+/// no traffic at all while none of its calls runs, and answers that stop leaving because the
+/// client does not read them.
+struct Watch {
+    frame_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    send_timeout: Duration,
+    max_in_flight: usize,
+    /// Since when nothing has come in: no frame, no call running, no new byte of a partial frame.
+    quiet_since: Instant,
+    /// The partial frame's length at the last check.
+    partial_len: usize,
+    /// Frames received so far, and at the last check.
+    frames: u64,
+    frames_at_check: u64,
+    /// Since when answers have been waiting without a byte leaving (or nothing was waiting).
+    send_quiet_since: Instant,
+    /// The transport's written-bytes counter at the last check.
+    written: u64,
+    next_check: Instant,
+}
+
+impl Watch {
+    fn new(options: &ServerOptions, max_in_flight: usize) -> Self {
+        let now = Instant::now();
+        let mut watch = Watch {
+            frame_timeout: options.frame_timeout,
+            idle_timeout: options.idle_timeout,
+            send_timeout: options.send_timeout,
+            max_in_flight,
+            quiet_since: now,
+            partial_len: 0,
+            frames: 0,
+            frames_at_check: 0,
+            send_quiet_since: now,
+            written: 0,
+            next_check: now,
+        };
+        watch.next_check = watch.plan(now, 0);
+        watch
+    }
+
+    /// Called when `next_check` has passed: why to close the connection, or `None` (and a new
+    /// `next_check`). Quiet times start at the check that first saw the quiet, so a stall is
+    /// noticed one to two timeouts after it began.
+    fn check(&mut self, running: usize, partial_len: usize, (unsent, written): (usize, u64)) -> Option<End> {
+        let now = Instant::now();
+        if unsent == 0 || written != self.written {
+            self.send_quiet_since = now;
+            self.written = written;
+        }
+        if unsent > 0 && now.saturating_duration_since(self.send_quiet_since) >= self.send_timeout {
+            return Some(End::Stalled(format!(
+                "the client read none of {unsent} bytes of answers for {} ms (the send timeout)",
+                self.send_timeout.as_millis()
+            )));
+        }
+        if running > 0 || partial_len != self.partial_len || self.frames != self.frames_at_check {
+            self.quiet_since = now;
+            self.partial_len = partial_len;
+            self.frames_at_check = self.frames;
+        }
+        let quiet = now.saturating_duration_since(self.quiet_since);
+        if partial_len > 0 && quiet >= self.frame_timeout {
+            return Some(End::Fault(format!(
+                "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
+                self.frame_timeout.as_millis()
+            )));
+        }
+        if let Some(idle) = self.idle_timeout.filter(|idle| partial_len == 0 && quiet >= *idle) {
+            return Some(End::Fault(format!("idle for {} ms (the idle timeout)", idle.as_millis())));
+        }
+        self.next_check = self.plan(now, unsent);
+        None
+    }
+
+    /// When to look again: when the partial frame, the idle time or the unsent answers would run
+    /// out, and at least once per frame and send timeout, since either stall may begin any time.
+    fn plan(&self, now: Instant, unsent: usize) -> Instant {
+        let mut next =
+            if self.partial_len > 0 { self.quiet_since + self.frame_timeout } else { now + self.frame_timeout };
+        if let Some(idle) = self.idle_timeout.filter(|_| self.partial_len == 0) {
+            next = next.min(self.quiet_since + idle);
+        }
+        next = next.min(if unsent > 0 { self.send_quiet_since + self.send_timeout } else { now + self.send_timeout });
+        next.max(now + MIN_CHECK_INTERVAL)
+    }
+}
+
+/// Timers never fire in a tighter loop than this, whatever the options say.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 
 impl Conn {
     /// Flushes answers that inline calls queued without flushing. Never ready: it only makes

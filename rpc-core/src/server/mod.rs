@@ -27,8 +27,27 @@ pub struct ServerOptions {
     /// Calls one connection may have running at once. When reached, the server stops reading
     /// that connection until a call finishes (backpressure; memory stays bounded). Default 1024.
     pub max_in_flight: usize,
-    /// How long a new connection may take to send its hello. Default 10 s.
+    /// How long a new connection may take to send its hello (a client that sends nothing, or
+    /// part of a hello, is closed after this). Default 10 s.
     pub handshake_timeout: Duration,
+    /// How long a connection may hold part of a frame without sending more of it while none of
+    /// its calls is running; then it gets a goaway and is closed, so a peer that stalls in the
+    /// middle of a frame does not keep its buffer and task forever. Any new byte restarts the
+    /// clock. A stall is noticed between one and two timeouts after it began. Default 30 s.
+    pub frame_timeout: Duration,
+    /// How long a connection may stay idle (no frame received and no call running) before it
+    /// gets a goaway and is closed; `None` keeps idle connections open. Default `None`: clients
+    /// do not reconnect by themselves, and an idle connection costs only a descriptor, a task
+    /// and a few KiB. Set it when many clients may vanish without closing (hosts that go away
+    /// without a TCP reset). An idle connection is noticed between one and two timeouts after
+    /// it fell idle.
+    pub idle_timeout: Option<Duration>,
+    /// How long answers may wait for a client that does not read them: when answers are queued
+    /// and not one byte of them has left for this long, the connection is closed. (Before that,
+    /// backpressure keeps memory bounded: the server stops reading a connection whose
+    /// [`max_in_flight`](Self::max_in_flight) calls all wait to be answered.) Noticed between one
+    /// and two timeouts after the client stopped reading. Default 30 s.
+    pub send_timeout: Duration,
     /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
     pub shutdown_grace: Duration,
 }
@@ -38,6 +57,9 @@ impl Default for ServerOptions {
         Self {
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            send_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -53,6 +75,24 @@ impl ServerOptions {
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`frame_timeout`](Self::frame_timeout).
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`send_timeout`](Self::send_timeout).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 

@@ -34,6 +34,20 @@ pub trait FrameSender: Send + 'static {
 
     /// Flushes, then tells the peer no more frames follow (EOF on streams).
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Bytes queued here that the peer has not taken yet. With
+    /// [`bytes_written`](Self::bytes_written) it lets the server notice a peer that stopped
+    /// reading (see `ServerOptions::send_timeout`) to the byte; for mechanisms that keep the
+    /// defaults (0) the server goes by whether `poll_ready`/`poll_flush` stay pending instead,
+    /// so a frame that takes longer than the timeout to leave counts as a stall there.
+    fn unsent_len(&self) -> usize {
+        0
+    }
+
+    /// Bytes handed to the peer so far (a counter that only grows).
+    fn bytes_written(&self) -> u64 {
+        0
+    }
 }
 
 /// The receiving half of a connection.
@@ -42,6 +56,14 @@ pub trait FrameReceiver: Send + 'static {
     /// frames. A frame above the maximum length is an error wrapping
     /// [`FrameTooLarge`](crate::wire::FrameTooLarge); after any error the connection is unusable.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>>;
+
+    /// How many bytes of a frame that has begun to arrive but is not complete are held here.
+    /// The server watches it to close a connection that stalls in the middle of a frame (see
+    /// `ServerOptions::frame_timeout`); mechanisms that only ever hold whole frames keep the
+    /// default, 0.
+    fn partial_frame_len(&self) -> usize {
+        0
+    }
 }
 
 /// Facts about a connection, for errors, logs and access control.

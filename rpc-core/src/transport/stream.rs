@@ -42,12 +42,13 @@ pub struct StreamSender<W> {
     /// Chunks in the order they must be written; the front may be partly written.
     queue: VecDeque<Bytes>,
     queued: usize,
+    written: u64,
 }
 
 impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
     /// A sender writing to `io`.
     pub fn new(io: W, codec: LengthDelimited) -> Self {
-        Self { io, codec, coalesce: BytesMut::new(), queue: VecDeque::new(), queued: 0 }
+        Self { io, codec, coalesce: BytesMut::new(), queue: VecDeque::new(), queued: 0, written: 0 }
     }
 
     fn seal_coalesced(&mut self) {
@@ -65,6 +66,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
             }
             front.advance(n);
             self.queued -= n;
+            self.written += n as u64;
             if front.is_empty() {
                 self.queue.pop_front();
             }
@@ -103,6 +105,14 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
         ready!(self.poll_flush(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+
+    fn unsent_len(&self) -> usize {
+        self.queued
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
+    }
 }
 
 /// The receiving half of a length-prefixed byte stream.
@@ -140,6 +150,12 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReceiver for StreamReceiver<R> 
                 self.eof = true;
             }
         }
+    }
+
+    /// Whole frames are handed out as soon as they are complete, so what stays in the buffer
+    /// between polls is the beginning of the next frame.
+    fn partial_frame_len(&self) -> usize {
+        self.buf.len()
     }
 }
 
@@ -180,6 +196,25 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut tx.io, &u32::MAX.to_le_bytes()).await.unwrap();
         let err = recv(&mut rx).await.unwrap_err();
         assert!(matches!(crate::error::RpcError::from(err), crate::error::RpcError::FrameTooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn progress_counters_follow_the_bytes() {
+        let (a, b) = tokio::io::duplex(64);
+        let (mut tx, _) = framed(tokio::io::empty(), a, 1 << 20);
+        let (_, mut rx) = framed(b, tokio::io::sink(), 1 << 20);
+        // 4 + 100 bytes queued; the pipe takes 64 of them, then the reader must make room.
+        tx.start_send(Bytes::from(vec![1u8; 100])).unwrap();
+        assert_eq!((tx.unsent_len(), tx.bytes_written()), (104, 0));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(tx.poll_flush(&mut cx).is_pending());
+        assert_eq!((tx.unsent_len(), tx.bytes_written()), (40, 64));
+        // The receiver now holds the beginning of the frame, and says so.
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert_eq!(rx.partial_frame_len(), 64);
+        send(&mut tx, Bytes::new()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.unwrap().unwrap().len(), 100);
+        assert_eq!((tx.unsent_len(), tx.bytes_written()), (0, 108));
     }
 
     #[tokio::test]
