@@ -361,8 +361,11 @@ impl Inner {
     /// their answers may never come. If the server said why it closed (a goaway not read yet),
     /// that reason is the error: "idle timeout" says more than the broken pipe a write ran into.
     fn fail(&self, err: RpcError) -> RpcError {
+        // Lock order: receiver, then inbound (as the reader takes them). Never called while
+        // this thread holds the receiver (the reader does not send).
+        let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
         let mut inbound = self.lock_inbound();
-        let err = inbound.last_words(&self.info.peer).unwrap_or(err);
+        let err = inbound.last_words(&mut **receiver, &self.info.peer).unwrap_or(err);
         inbound.close(err)
     }
 
@@ -374,11 +377,13 @@ impl Inner {
             if let Some(answer) = slot.answer.take() {
                 return Poll::Ready(answer);
             }
+            // Kept by the reader too: the transport's copy of its waker can be lost (a sender
+            // that fails the connection drains it with a no-op waker), the slot's cannot.
+            match &slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
             if inbound.reader.is_some_and(|reader| reader != id) {
-                match &slot.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => slot.waker = Some(cx.waker().clone()),
-                }
                 return Poll::Pending;
             }
             inbound.reader = Some(id);
@@ -440,13 +445,13 @@ impl Inbound {
     /// Reads, without waiting, what the server sent before the connection broke: answers go to
     /// their calls; a goaway's reason is returned as the error to close with. Only for a
     /// connection about to be closed: the poll replaces the reader's waker with a no-op one.
-    fn last_words(&mut self, peer: &str) -> Option<RpcError> {
+    fn last_words(&mut self, receiver: &mut dyn FrameReceiver, peer: &str) -> Option<RpcError> {
         if self.closed.is_some() {
             return None;
         }
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..READ_BUDGET {
-            let Poll::Ready(Ok(Some(frame))) = self.receiver.poll_recv(&mut cx) else { return None };
+            let Poll::Ready(Ok(Some(frame))) = receiver.poll_recv(&mut cx) else { return None };
             match wire::response_id(&frame) {
                 Some(id) => {
                     if let Some(slot) = self.calls.get_mut(&id).filter(|slot| slot.answer.is_none()) {

@@ -78,7 +78,6 @@ use std::task::{Context, Poll};
 
 use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::pipe;
 
@@ -169,9 +168,7 @@ async fn write_record(control: &pipe::Sender, record: &[u8; RECORD_LEN]) -> io::
 /// waiting forever. `None` if the descriptor cannot be watched (then nothing is watched).
 fn server_gone(control: pipe::Sender) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
     let fd = control.into_nonblocking_fd().ok()?;
-    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open and names the same
-    // file description until the `AsyncFd` is dropped.
-    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.ok()?;
+    let fd = crate::watch::watch(fd, Interest::ERROR).ok()?;
     Some(Box::pin(async move {
         let _ = fd.ready(Interest::ERROR).await;
     }))

@@ -67,6 +67,8 @@ pub mod spawn;
 mod tcp;
 #[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+mod watch;
 
 pub use address::{Address, SCHEMES};
 pub use options::{TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN};

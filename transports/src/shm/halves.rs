@@ -30,6 +30,9 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{FrameReceiver, FrameSender};
 use rpc_core::wire::{LengthDelimited, LENGTH_PREFIX_LEN};
 use rustix::net::{RecvFlags, SendFlags};
+use std::os::fd::OwnedFd;
+
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -81,6 +84,23 @@ impl Bell {
     }
 }
 
+/// A pidfd of the peer process, readable once it has exited. Each half has its own, so each
+/// registers its waker on a descriptor of its own.
+///
+/// The bells' EOF already reports a peer that exits, unless the peer is hostile: it can hand
+/// its ends of the sockets back to us (as `SCM_RIGHTS` in a bell's own queue), where they keep
+/// the sockets open after it is gone. The pidfd cannot be kept alive that way. `None` for a
+/// peer in our own process (its drop closes the bells) or where pidfds are unavailable.
+#[derive(Debug)]
+pub(crate) struct PeerProcess(pub(crate) Option<AsyncFd<OwnedFd>>);
+
+impl PeerProcess {
+    /// Whether the peer has exited; if not, the waker is registered for its exit.
+    fn poll_exited(&self, cx: &mut Context<'_>) -> bool {
+        self.0.as_ref().is_some_and(|fd| fd.poll_read_ready(cx).is_ready())
+    }
+}
+
 /// How long to poll a ring before sleeping, adapted to what waiting recently cost.
 #[derive(Debug)]
 pub(crate) struct Spin {
@@ -116,17 +136,18 @@ impl Spin {
     }
 
     /// The wait that began at the first `spin` is over: a wait a full spin would have covered
-    /// doubles the budget (up to the maximum), a longer one halves it. Doubling rather than
+    /// doubles the budget (up to the maximum), a longer one halves it (down to a floor). Doubling rather than
     /// jumping back to the maximum keeps a peer that is often descheduled (an overloaded
     /// machine) from costing a full spin on most waits.
     fn done(&mut self) {
         if let Some(since) = self.since.take() {
+            // Never below a sixteenth of the maximum: a wait that includes a sleep costs more
+            // than the maximum, so from a budget of zero no wait would ever look short again.
+            let floor = self.max / 16;
             self.budget = if since.elapsed() <= self.max {
-                (self.budget * 2).clamp(Duration::from_micros(1), self.max)
-            } else if self.budget > Duration::from_micros(1) {
-                self.budget / 2
+                (self.budget * 2).clamp(floor, self.max)
             } else {
-                Duration::ZERO
+                (self.budget / 2).max(floor)
             };
         }
     }
@@ -161,6 +182,7 @@ pub(crate) struct ShmSender {
     spin: Spin,
     waiting: bool,
     closed: bool,
+    peer: PeerProcess,
 }
 
 impl ShmSender {
@@ -170,6 +192,7 @@ impl ShmSender {
         data_bell: Arc<Bell>,
         room_bell: Arc<Bell>,
         spin: Spin,
+        peer: PeerProcess,
     ) -> Self {
         ShmSender {
             ring,
@@ -181,6 +204,7 @@ impl ShmSender {
             spin,
             waiting: false,
             closed: false,
+            peer,
         }
     }
 
@@ -239,6 +263,7 @@ impl ShmSender {
             if self.ring.free_after_flag()? > 0 {
                 continue;
             }
+            let exited = self.peer.poll_exited(cx);
             match self.room_bell.drain()? {
                 Rung::Eof => {
                     self.awake();
@@ -246,6 +271,10 @@ impl ShmSender {
                         io::ErrorKind::BrokenPipe,
                         "the peer closed the connection (or exited)",
                     )));
+                }
+                _ if exited => {
+                    self.awake();
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer process exited")));
                 }
                 Rung::Yes => {
                     wakeups += 1;
@@ -332,8 +361,9 @@ pub(crate) struct ShmReceiver {
     room_bell: Arc<Bell>,
     spin: Spin,
     waiting: bool,
-    /// The peer's end of the data bell is closed.
+    /// The peer's end of the data bell is closed, or the peer process exited.
     peer_gone: bool,
+    peer: PeerProcess,
 }
 
 impl ShmReceiver {
@@ -343,6 +373,7 @@ impl ShmReceiver {
         data_bell: Arc<Bell>,
         room_bell: Arc<Bell>,
         spin: Spin,
+        peer: PeerProcess,
     ) -> Self {
         ShmReceiver {
             ring,
@@ -353,6 +384,7 @@ impl ShmReceiver {
             spin,
             waiting: false,
             peer_gone: false,
+            peer,
         }
     }
 
@@ -409,6 +441,10 @@ impl FrameReceiver for ShmReceiver {
             if self.ring.available_after_flag()? > 0 {
                 continue;
             }
+            if self.peer.poll_exited(cx) {
+                self.peer_gone = true;
+                continue;
+            }
             match self.data_bell.drain()? {
                 Rung::Eof => {
                     self.peer_gone = true;
@@ -424,7 +460,7 @@ impl FrameReceiver for ShmReceiver {
                 }
                 Rung::No => {}
             }
-            if self.ring.available()? > 0 || self.ring.writer_closed() {
+            if self.ring.available()? > 0 || self.ring.writer_closed_after_flag() {
                 continue;
             }
             match self.data_bell.0.poll_read_ready(cx) {
@@ -442,14 +478,16 @@ mod tests {
 
     #[test]
     fn the_spin_budget_halves_on_long_waits_and_doubles_on_short_ones() {
+        // Long waits halve it down to max / 16 (never zero, or no wait would look short again:
+        // one that includes a sleep costs more than the maximum); short ones double it back.
         let max = Duration::from_micros(64);
         let mut spin = Spin::new(max);
-        for expected in [32, 16, 8, 4, 2, 1, 0, 0] {
+        for expected in [32, 16, 8, 4, 4, 4] {
             spin.since = Some(Instant::now() - Duration::from_millis(5));
             spin.done();
             assert_eq!(spin.budget, Duration::from_micros(expected));
         }
-        for expected in [1, 2, 4, 8, 16, 32, 64, 64] {
+        for expected in [8, 16, 32, 64, 64] {
             spin.since = Some(Instant::now());
             spin.done();
             assert_eq!(spin.budget, Duration::from_micros(expected));

@@ -38,7 +38,7 @@ use tokio::net::UnixStream;
 
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
-use halves::{Bell, ShmReceiver, ShmSender, Spin};
+use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin};
 use region::{Direction, Region};
 
 pub(crate) use region::{MAX_RING_LEN, MIN_RING_LEN};
@@ -58,6 +58,11 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not offer shared memory within 10 s"))??;
     let region = Region::open(&offer.memfd, offer.ring_len)?;
     drop(offer.memfd); // the mapping keeps the memory
+    check_bell(&stream, &offer.bell)?;
+    // From here on the server cannot pass descriptors to us; any it queued before are closed.
+    region::refuse_passed_fds(&stream);
+    region::refuse_passed_fds(&offer.bell);
+    discard_queued(&offer.bell);
     let bell = tokio_stream(offer.bell)?;
     Ok(connection(region, Side::Client, stream, bell, options, format!("shm://{name}")))
 }
@@ -92,6 +97,10 @@ impl ShmListener {
     fn offer(&self, stream: UnixStream) -> io::Result<Option<Connection>> {
         let (region, memfd) = Region::create(self.options.ring_size)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // The client cannot pass descriptors to us (anything it queued before this is closed
+        // when the receiver drains the bell).
+        region::refuse_passed_fds(&stream);
+        region::refuse_passed_fds(&ours);
         match setup::send(&stream, self.options.ring_size, &memfd, &OwnedFd::from(theirs)) {
             Ok(()) => {}
             // The client's problem (it left, or stuffed its own socket): not the server's.
@@ -106,6 +115,10 @@ impl ShmListener {
             {
                 return Ok(None)
             }
+            // Descriptors sent but not yet received count against the sender's limit; clients
+            // that never read their setup message make this fail. Refuse this client, keep
+            // serving (the others free theirs as they read or close).
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TOOMANYREFS.raw_os_error()) => return Ok(None),
             Err(e) => return Err(e),
         }
         // `theirs` and `memfd` are closed here: the client now holds the only other ends, so
@@ -139,6 +152,48 @@ enum Side {
     Server,
 }
 
+/// The client's check of the bell the server sent: a Unix stream socket made by the same
+/// process that holds the setup socket (a socketpair reports its creator as the peer), so the
+/// server cannot hand us a socket whose other end lives elsewhere (its exit would then not be
+/// EOF on it).
+fn check_bell(setup: &UnixStream, bell: &OwnedFd) -> io::Result<()> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad shared-memory setup: {what}"));
+    if sockopt::socket_domain(bell)? != AddressFamily::UNIX || sockopt::socket_type(bell)? != SocketType::STREAM {
+        return Err(bad("the bell is not a Unix stream socket"));
+    }
+    if sockopt::socket_peercred(bell)?.pid != sockopt::socket_peercred(setup)?.pid {
+        return Err(bad("the bell does not lead to the server process"));
+    }
+    Ok(())
+}
+
+/// A pidfd for each half, of the process at the other end of the setup socket, unless that is
+/// this process (or pidfds are unavailable: the bells' EOF still reports an honest peer).
+fn peer_process(setup: &UnixStream) -> (PeerProcess, PeerProcess) {
+    let open = || -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+        let pid = rustix::net::sockopt::socket_peercred(setup).ok()?.pid;
+        if pid == rustix::process::getpid() {
+            return None;
+        }
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
+        crate::watch::watch(fd, tokio::io::Interest::READABLE).ok()
+    };
+    (PeerProcess(open()), PeerProcess(open()))
+}
+
+/// Reads and drops whatever is queued on a bell socket now; descriptors passed with it are
+/// closed by the kernel as their bytes are read.
+fn discard_queued(fd: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    for _ in 0..64 {
+        match rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((n, _)) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
 fn tokio_stream(fd: OwnedFd) -> io::Result<UnixStream> {
     let std = std::os::unix::net::UnixStream::from(fd);
     std.set_nonblocking(true)?;
@@ -158,6 +213,7 @@ fn connection(
         Side::Client => (Direction::ClientToServer, Direction::ServerToClient),
         Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
     };
+    let (sender_peer, receiver_peer) = peer_process(&setup);
     // The setup socket carries "data published" rings, the socketpair "room made" rings.
     let data_bell = Arc::new(Bell(setup));
     let room_bell = Arc::new(Bell(bell));
@@ -167,10 +223,18 @@ fn connection(
         max_frame_len,
         Arc::clone(&data_bell),
         Arc::clone(&room_bell),
-        Spin::new(options.spin),
+        // Waiting for room happens under the engine's send lock: spin less there.
+        Spin::new(options.spin / 8),
+        sender_peer,
     );
-    let receiver =
-        ShmReceiver::new(ring::Reader::new(region, inn), max_frame_len, data_bell, room_bell, Spin::new(options.spin));
+    let receiver = ShmReceiver::new(
+        ring::Reader::new(region, inn),
+        max_frame_len,
+        data_bell,
+        room_bell,
+        Spin::new(options.spin),
+        receiver_peer,
+    );
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
@@ -344,5 +408,92 @@ mod hostile_peer {
             assert!(!end.is_empty());
         }
         eprintln!("hostile connections ended: {ends:?}");
+    }
+}
+
+/// Defects an independent review found, kept as regression tests.
+#[cfg(test)]
+mod review {
+    use super::*;
+    use bytes::Bytes;
+    use rpc_core::transport::{recv, send};
+    use std::io::IoSlice;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+
+    /// A client that parks its own end of the setup socket in the server's bell queue (so the
+    /// socket stays open after it is gone) is refused by the kernel; the server then sees the
+    /// client leave at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_cannot_keep_a_bell_open_by_passing_it_back() {
+        if !region::refuse_passed_fds(&std::os::unix::net::UnixStream::pair().unwrap().0) {
+            eprintln!("this kernel has no SO_PASSRIGHTS: only a peer in another process is covered (by its pidfd)");
+            return;
+        }
+        let name = format!("shm-review-smuggle-{}", std::process::id());
+        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let mut listener = listen(&name, &options).unwrap();
+        let client = async {
+            let stream = abstract_ns::connect_stream(&setup_name(&name)).await.unwrap();
+            let offer = setup::receive(&stream).await.unwrap();
+            let fds = [stream.as_fd()];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+            let smuggled =
+                rustix::net::sendmsg(&offer.bell, &[IoSlice::new(&[0])], &mut control, rustix::net::SendFlags::empty());
+            drop(offer);
+            drop(stream);
+            smuggled
+        };
+        let (smuggled, server) = tokio::join!(client, listener.accept());
+        let mut server = server.unwrap();
+        assert_eq!(smuggled.unwrap_err(), rustix::io::Errno::PERM, "the kernel refuses descriptors sent to us");
+        let end = tokio::time::timeout(Duration::from_secs(3), recv(&mut *server.receiver)).await;
+        assert!(matches!(end, Ok(Ok(None))), "the server's receiver must see the client leave: {end:?}");
+    }
+
+    /// Clients that never read their setup message leave descriptors in flight, charged to the
+    /// server's user; past its limit a setup fails with ETOOMANYREFS. That must refuse only that
+    /// client, not end the accept loop. (Only non-root users are limited: as root this runs the
+    /// same path without reaching the limit.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_that_never_read_their_setup_do_not_stop_the_listener() {
+        let name = format!("shm-review-inflight-{}", std::process::id());
+        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let mut listener = listen(&name, &options).unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..200 {
+            silent.push(abstract_ns::connect_stream(&setup_name(&name)).await.unwrap());
+            // Refused clients are skipped; the next admitted one is returned.
+            let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+            if let Ok(accepted) = accepted {
+                drop(accepted.expect("accept never fails because of a client"));
+            }
+        }
+        let good = connect(&name, &options);
+        let (good, accepted) = tokio::join!(good, listener.accept());
+        let (mut good, mut accepted) = (good.unwrap(), accepted.unwrap());
+        send(&mut *good.sender, Bytes::from_static(b"hi")).await.unwrap();
+        assert_eq!(recv(&mut *accepted.receiver).await.unwrap().unwrap(), &b"hi"[..]);
+    }
+
+    /// A server that offers something other than its own socketpair end as the bell (here a
+    /// UDP socket, whose other end is nobody) is refused at connect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bell_that_does_not_lead_to_the_server_is_refused() {
+        let name = format!("shm-review-udp-{}", std::process::id());
+        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let fake = AbstractSocket::bind(&setup_name(&name), &options).unwrap();
+        let server = async {
+            let stream = fake.accept().await.unwrap();
+            let (region, memfd) = Region::create(MIN_RING_LEN).unwrap();
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            setup::send(&stream, MIN_RING_LEN, &memfd, &OwnedFd::from(udp)).unwrap();
+            (stream, region)
+        };
+        let (client, _held) = tokio::join!(connect(&name, &options), server);
+        let err = client.unwrap_err();
+        assert!(err.to_string().contains("the bell is not a Unix stream socket"), "{err}");
     }
 }

@@ -1,11 +1,12 @@
-//! The shared mapping of one `shm://` connection, and the only unsafe code of the shm transport.
+//! The shared mapping of one `shm://` connection, and the only unsafe code of the shm transport
+//! (the mapping, and one `setsockopt` that rustix has no wrapper for: [`refuse_passed_fds`]).
 //!
 //! Layout of the memfd (all offsets fixed, nothing in it describes the layout; the ring size is
 //! agreed during setup and checked against the file's size):
 //!
 //! ```text
-//! 0       control block of ring 0 (client -> server), 512 bytes
-//! 512     control block of ring 1 (server -> client), 512 bytes
+//! 0       control block of ring 0 (client -> server), 640 bytes (5 lines of 128)
+//! 640     control block of ring 1 (server -> client), 640 bytes
 //! 4096    ring 0 data, `ring_len` bytes
 //! 4096 + ring_len   ring 1 data, `ring_len` bytes
 //! ```
@@ -210,6 +211,30 @@ impl Drop for Region {
         // borrowed from it outlives `self` (`control` references are tied to `&self`).
         let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), region_len(self.ring_len)) };
     }
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16+): whether a socket accepts file descriptors passed to it.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Makes the kernel refuse `SCM_RIGHTS` sent to this socket (the sender gets `EPERM`). A
+/// hostile peer could otherwise park its own end of a bell in our queue, where it keeps the
+/// bell open after the peer has gone. `false` where the kernel lacks the option (the peer's
+/// pidfd still reports its exit).
+pub(crate) fn refuse_passed_fds(socket: &impl AsFd) -> bool {
+    let off: libc::c_int = 0;
+    // SAFETY: `socket` is an open descriptor for the duration of the call (it is borrowed), and
+    // the option value points to a live `c_int` whose size is passed with it; setsockopt only
+    // reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket.as_fd()),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            std::ptr::from_ref(&off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 #[cfg(test)]

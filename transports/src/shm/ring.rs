@@ -90,8 +90,9 @@ impl Writer {
     fn free_with(&self, tail: u64) -> io::Result<usize> {
         let len = self.region.ring_len();
         let end = self.head + self.staged as u64;
-        match used(self.head, tail, len) {
-            Some(used) => Ok(len - used - self.staged),
+        // `used` counts published bytes only; staged ones take room too.
+        match used(self.head, tail, len).and_then(|used| len.checked_sub(used + self.staged)) {
+            Some(free) => Ok(free),
             None => Err(corrupt(end, tail, len)),
         }
     }
@@ -165,6 +166,13 @@ impl Reader {
     /// (Self::available): bytes published before the flag are then visible.
     pub(crate) fn writer_closed(&self) -> bool {
         self.control().closed.0.load(Acquire) != 0
+    }
+
+    /// Like [`writer_closed`](Self::writer_closed), ordered after a store of the reader's
+    /// waiting flag (the writer stores `closed`, then reads the flag: both `SeqCst`, or each
+    /// could miss the other).
+    pub(crate) fn writer_closed_after_flag(&self) -> bool {
+        self.control().closed.0.load(SeqCst) != 0
     }
 
     /// Moves up to `max` available bytes to `buf` and frees their space; returns how many moved

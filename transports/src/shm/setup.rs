@@ -106,7 +106,15 @@ fn receive_now(stream: &UnixStream) -> io::Result<Offer> {
     if received.bytes == 0 {
         return Err(io::Error::new(
             io::ErrorKind::ConnectionRefused,
-            "the server closed the setup socket without offering shared memory (its access mode may not admit this user)",
+            "the server closed the setup socket without offering shared memory (its access mode may not admit \
+             this user, or it could not create the memory)",
+        ));
+    }
+    if received.flags.contains(ReturnFlags::CTRUNC) && fds.len() < 2 {
+        // The kernel drops descriptors it cannot install: this process is at its limit.
+        return Err(io::Error::new(
+            io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error()).kind(),
+            "too many open files: the shared memory's descriptors could not be received",
         ));
     }
     let ring_len = decode(&msg[..received.bytes])?;
