@@ -24,6 +24,9 @@
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!
+//! With the `tarpc` feature, [`tarpc`](mod@crate::tarpc) turns any of these connections into a
+//! tarpc transport, so existing `#[tarpc::service]` traits run over every mechanism above.
+//!
 //! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
 //! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
 //! above [`TransportOptions::max_frame_len`] on both the sending and the receiving side.
@@ -54,6 +57,8 @@ mod options;
 mod pipes;
 #[cfg(unix)]
 pub mod spawn;
+#[cfg(feature = "tarpc")]
+pub mod tarpc;
 mod tcp;
 #[cfg(unix)]
 mod unix;
