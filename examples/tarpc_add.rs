@@ -33,10 +33,8 @@ impl Calculator for Calc {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type Incoming = rpc::transports::tarpc::Incoming<
-    tarpc::ClientMessage<CalculatorRequest>,
-    tarpc::Response<CalculatorResponse>,
->;
+type Incoming =
+    rpc::transports::tarpc::Incoming<tarpc::ClientMessage<CalculatorRequest>, tarpc::Response<CalculatorResponse>>;
 
 /// Listens on `addr`.
 async fn listen(addr: &str) -> Result<Incoming, BoxError> {

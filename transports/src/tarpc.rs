@@ -96,7 +96,14 @@ pub struct Transport<In, Out> {
 impl<In, Out> Transport<In, Out> {
     /// Wraps an established connection.
     pub fn new(conn: Connection) -> Self {
-        Self { sender: conn.sender, receiver: conn.receiver, info: conn.info, ended: false, blocked: false, messages: PhantomData }
+        Self {
+            sender: conn.sender,
+            receiver: conn.receiver,
+            info: conn.info,
+            ended: false,
+            blocked: false,
+            messages: PhantomData,
+        }
     }
 
     /// Facts about the connection: mechanism, peer, maximum frame length.
@@ -315,7 +322,8 @@ mod tests {
     async fn messages_round_trip_in_order() {
         let (mut client, mut incoming) = pair(&TransportOptions::default()).await;
         let mut server = incoming.next().await.unwrap().unwrap();
-        let sent = [Message::Hello { id: 1, text: "one".into() }, Message::Bye, Message::Hello { id: 2, text: "".into() }];
+        let sent =
+            [Message::Hello { id: 1, text: "one".into() }, Message::Bye, Message::Hello { id: 2, text: "".into() }];
         for m in &sent {
             client.feed(m.clone()).await.unwrap();
         }
