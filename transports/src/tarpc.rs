@@ -88,8 +88,8 @@ pub struct Transport<In, Out> {
     /// The sender's last `poll_ready` was pending: the next flush waits for it (see
     /// `poll_flush`).
     blocked: bool,
-    /// `fn(Out) -> In`: the transport owns no `In` or `Out`, so it is `Send`, `Sync` and `Unpin`
-    /// whatever they are.
+    /// `fn(Out) -> In`: the transport owns no `In` or `Out`, so it is `Send` and `Unpin` whatever
+    /// they are.
     messages: PhantomData<fn(Out) -> In>,
 }
 
@@ -118,7 +118,7 @@ impl<In, Out> Transport<In, Out> {
         let invalid = |what: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("decoding a tarpc message from {} over {}: {what}", self.info.peer, self.info.transport),
+                format!("decoding a tarpc message from {}: {what}", self.info.peer),
             )
         };
         match postcard::take_from_bytes(frame) {
@@ -170,7 +170,7 @@ impl<In, Out: Serialize> Sink<Out> for Transport<In, Out> {
         let frame = postcard::to_stdvec(&message).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("encoding a tarpc message for {} over {}: {e}", this.info.peer, this.info.transport),
+                format!("encoding a tarpc message for {}: {e}", this.info.peer),
             )
         })?;
         // The mechanism refuses a frame above `max_frame_len` itself, with an error wrapping
