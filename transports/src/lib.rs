@@ -24,7 +24,7 @@
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!
-//! With the `tarpc` feature, [`tarpc`](mod@crate::tarpc) turns any of these connections into a
+//! With the `tarpc` feature, the `tarpc` module turns any of these connections into a
 //! tarpc transport, so existing `#[tarpc::service]` traits run over every mechanism above.
 //!
 //! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of

@@ -63,6 +63,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{Sink, Stream};
 use rpc_core::error::RpcError;
 use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender, Listener};
@@ -168,10 +169,7 @@ impl<In, Out: Serialize> Sink<Out> for Transport<In, Out> {
     fn start_send(self: Pin<&mut Self>, message: Out) -> io::Result<()> {
         let this = self.get_mut();
         let frame = postcard::to_stdvec(&message).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("encoding a tarpc message for {}: {e}", this.info.peer),
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, format!("encoding a tarpc message for {}: {e}", this.info.peer))
         })?;
         // The mechanism refuses a frame above `max_frame_len` itself, with an error wrapping
         // `FrameTooLarge` (left unwrapped so `RpcError::from` still recognises it).
@@ -207,7 +205,7 @@ impl<In, Out: Serialize> Sink<Out> for Transport<In, Out> {
 /// socket file).
 pub struct Incoming<In, Out> {
     local_addr: String,
-    accepted: Pin<Box<dyn Stream<Item = io::Result<Transport<In, Out>>> + Send>>,
+    accepted: BoxStream<'static, io::Result<Transport<In, Out>>>,
 }
 
 impl<In, Out> Incoming<In, Out> {
