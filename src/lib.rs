@@ -33,8 +33,10 @@
 //! serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
 //! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
 //! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass
-//! [`shutdown_signal()`] to [`Server::serve_until`]. This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`,
-//! the mechanisms in `rpc-transports`.
+//! [`shutdown_signal()`] to [`Server::serve_until`]. With the `tarpc` feature,
+//! `rpc::transports::tarpc` runs existing `#[tarpc::service]` traits over every transport (see
+//! the README, "Coming from tarpc"). This crate is a facade: the engines live in `rpc-core`,
+//! the macro in `rpc-macros`, the mechanisms in `rpc-transports`.
 
 pub use rpc_core::client::{CallOptions, Client, ClientOptions};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};

@@ -44,16 +44,36 @@ enum Mode {
     Spawn,
 }
 
+/// What a test server speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Our services (`Calculator`, `Greeter`) through our engine.
+    Rpc,
+    /// The `#[tarpc::service]` `TarpcCalculator` through tarpc's engine, over our transport.
+    Tarpc,
+}
+
 impl TestServer {
     async fn start(addr: &str, mode: Mode) -> TestServer {
-        Self::start_with(addr, mode, &[]).await
+        Self::start_full(addr, mode, Protocol::Rpc, &[]).await
     }
 
     /// Starts a server process with extra `rpc-test-server` options (timeouts, limits).
     async fn start_with(addr: &str, mode: Mode, options: &[&str]) -> TestServer {
+        Self::start_full(addr, mode, Protocol::Rpc, options).await
+    }
+
+    /// Starts a server of the tarpc test service.
+    async fn start_tarpc(addr: &str, mode: Mode) -> TestServer {
+        Self::start_full(addr, mode, Protocol::Tarpc, &[]).await
+    }
+
+    async fn start_full(addr: &str, mode: Mode, protocol: Protocol, options: &[&str]) -> TestServer {
+        let tarpc_flag: &[&str] = if protocol == Protocol::Tarpc { &["--tarpc"] } else { &[] };
         match mode {
             Mode::Process => {
                 let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+                    .args(tarpc_flag)
                     .args(options)
                     .arg(addr)
                     .stdout(Stdio::piped())
@@ -72,18 +92,39 @@ impl TestServer {
                 assert!(options.is_empty(), "spawn: children take no server options here");
                 let pid_dir = std::env::temp_dir().join(unique("rpc-conf-spawn"));
                 std::fs::create_dir_all(&pid_dir).unwrap();
-                let addr =
-                    format!("spawn:{}?--stdio&--pid-dir&{}", env!("CARGO_BIN_EXE_rpc-test-server"), pid_dir.display());
+                let flags: String = tarpc_flag.iter().map(|f| format!("{f}&")).collect();
+                let addr = format!(
+                    "spawn:{}?{flags}--stdio&--pid-dir&{}",
+                    env!("CARGO_BIN_EXE_rpc-test-server"),
+                    pid_dir.display()
+                );
                 TestServer { addr, kind: ServerKind::Spawn { pid_dir } }
             }
             Mode::InProcess => {
                 assert!(options.is_empty(), "in-process servers take no options here");
-                let listener = rpc::listen(addr).await.expect("listen");
-                let addr = listener.local_addr();
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(rpc_tests::test_server().serve_until(listener, async {
+                let stopped = async {
                     let _ = stopped.await;
-                }));
+                };
+                let (addr, task) = match protocol {
+                    Protocol::Rpc => {
+                        let listener = rpc::listen(addr).await.expect("listen");
+                        (listener.local_addr(), tokio::spawn(rpc_tests::test_server().serve_until(listener, stopped)))
+                    }
+                    Protocol::Tarpc => {
+                        let incoming = rpc::transports::tarpc::listen(addr).await.expect("listen");
+                        let addr = incoming.local_addr().to_owned();
+                        (
+                            addr,
+                            tokio::spawn(async move {
+                                tokio::select! {
+                                    () = rpc_tests::serve_tarpc(incoming) => Err(std::io::Error::other("listener failed")),
+                                    () = stopped => Ok(()),
+                                }
+                            }),
+                        )
+                    }
+                };
                 TestServer { addr, kind: ServerKind::InProcess { stop: Some(stop), task } }
             }
         }
@@ -906,6 +947,98 @@ async fn raw_closed_with(raw: &mut RawStream) -> Option<String> {
     reason
 }
 
+// tarpc over our transports: the `#[tarpc::service]` `TarpcCalculator`, served by tarpc's
+// `BaseChannel` and called by its generated client, both over `rpc::transports::tarpc`.
+
+/// tarpc's default context, with a deadline long enough for a slow debug build on a busy machine
+/// (the default is 10 s).
+fn tarpc_context() -> tarpc::context::Context {
+    let mut context = tarpc::context::current();
+    context.deadline = Instant::now() + Duration::from_secs(120);
+    context
+}
+
+async fn tarpc_add(addr: String, mode: Mode) {
+    let server = TestServer::start_tarpc(&addr, mode).await;
+    let calc = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    assert_eq!(calc.add(tarpc_context(), 1, 2).await.unwrap(), 3);
+    // Concurrent calls on one connection each get their own answer.
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let calc = calc.clone();
+            tokio::spawn(async move { (i, calc.add(tarpc_context(), i, 1_000_000).await) })
+        })
+        .collect();
+    for call in calls {
+        let (i, result) = call.await.unwrap();
+        assert_eq!(result.unwrap(), i + 1_000_000, "call {i} got another's answer");
+    }
+    let other = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    assert_eq!(other.add(tarpc_context(), 40, 2).await.unwrap(), 42);
+}
+
+async fn tarpc_large_argument(addr: String, mode: Mode) {
+    let server = TestServer::start_tarpc(&addr, mode).await;
+    let calc = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    let data: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    assert_eq!(calc.echo(tarpc_context(), data.clone()).await.unwrap(), data);
+    assert_eq!(calc.add(tarpc_context(), 1, 2).await.unwrap(), 3, "the connection carries on");
+}
+
+async fn tarpc_client_disconnect_leaves_others_served(addr: String, mode: Mode) {
+    let server = TestServer::start_tarpc(&addr, mode).await;
+    let staying = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    assert_eq!(staying.add(tarpc_context(), 1, 1).await.unwrap(), 2);
+    let slow = tokio::spawn({
+        let staying = staying.clone();
+        async move { staying.sleep(tarpc_context(), 300).await }
+    });
+
+    // A client dropped in the middle of a call.
+    let leaving = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    let call = leaving.sleep(tarpc_context(), 60_000);
+    assert!(tokio::time::timeout(Duration::from_millis(100), call).await.is_err(), "sleep returned early");
+    drop(leaving);
+
+    // A client process killed in the middle of a call (nothing outside this process reaches a
+    // mem:// server).
+    if mode != Mode::InProcess {
+        let mut killed = helper_client_process(&["--tarpc", "--client", &server.addr]).await;
+        killed.start_kill().unwrap();
+        killed.wait().await.unwrap();
+    }
+
+    assert_eq!(staying.add(tarpc_context(), 40, 2).await.unwrap(), 42, "a connected client is still served");
+    assert_eq!(slow.await.unwrap().unwrap(), 300, "its call in flight finished");
+    let fresh = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    assert_eq!(fresh.add(tarpc_context(), 2, 2).await.unwrap(), 4, "a new client is served");
+}
+
+async fn tarpc_bad_bytes_close_only_that_connection(addr: String, mode: Mode) {
+    let server = TestServer::start_tarpc(&addr, mode).await;
+    let calc = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    // Not a message at all; a variant that does not exist; a valid message with bytes left over.
+    let mut trailing = valid_cancel_message();
+    trailing.extend_from_slice(b"junk");
+    for bytes in [&b""[..], b"\x07\xff\xff\xff", &trailing] {
+        let mut conn = rpc::connect(&server.addr).await.unwrap();
+        rpc::transport::send(&mut *conn.sender, Bytes::copy_from_slice(bytes)).await.unwrap();
+        expect_closed(&mut conn).await;
+    }
+    assert_eq!(calc.add(tarpc_context(), 40, 2).await.unwrap(), 42, "other connections are unaffected");
+    let fresh = rpc_tests::tarpc_client(&server.addr).await.unwrap();
+    assert_eq!(fresh.add(tarpc_context(), 1, 1).await.unwrap(), 2);
+}
+
+/// A whole, valid tarpc message (a cancel for call 7), encoded as the client's transport would.
+fn valid_cancel_message() -> Vec<u8> {
+    let cancel = tarpc::ClientMessage::<rpc_tests::TarpcCalculatorRequest>::Cancel {
+        trace_context: tarpc::trace::Context::default(),
+        request_id: 7,
+    };
+    postcard::to_stdvec(&cancel).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checks for the pipe transports.
 
@@ -923,14 +1056,19 @@ async fn client_process(addr: &str) -> Child {
 
 /// [`client_process`] with extra options (`--sleep-calls N`).
 async fn client_process_with(addr: &str, options: &[&str]) -> Child {
+    let mut args = vec!["--client", addr];
+    args.extend_from_slice(options);
+    helper_client_process(&args).await
+}
+
+/// Starts `rpc-test-server ARGS...` and waits until it prints `connected`.
+async fn helper_client_process(args: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-        .arg("--client")
-        .arg(addr)
-        .args(options)
+        .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("start rpc-test-server --client");
+        .expect("start rpc-test-server as a client");
     let mut line = String::new();
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await.expect("client in time").unwrap();
@@ -1074,7 +1212,9 @@ macro_rules! conformance {
             dropping_a_call_cancels_the_handler, handler_panic_is_reported,
             interface_mismatch_is_refused_at_connect, large_arguments,
             garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
-            graceful_shutdown_finishes_in_flight_calls $(, $more)*);
+            graceful_shutdown_finishes_in_flight_calls, tarpc_add, tarpc_large_argument,
+            tarpc_client_disconnect_leaves_others_served, tarpc_bad_bytes_close_only_that_connection
+            $(, $more)*);
     };
     // An in-process server: the shared checks only (see the faults section for why).
     (@in_process $transport:ident => $addr:expr, [$($extra:ident),*]) => {
@@ -1137,4 +1277,5 @@ conformance!(@only spawn => String::new(), Mode::Spawn, [basic_call, several_ser
     dropping_a_call_cancels_the_handler, handler_panic_is_reported, interface_mismatch_is_refused_at_connect,
     large_arguments, garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
     killed_child_is_named_in_the_error, killed_parent_makes_the_child_exit, dropped_client_reaps_the_child,
-    stray_stdout_is_a_clear_error]);
+    stray_stdout_is_a_clear_error, tarpc_add, tarpc_large_argument, tarpc_client_disconnect_leaves_others_served,
+    tarpc_bad_bytes_close_only_that_connection]);

@@ -129,3 +129,78 @@ pub fn test_server_with(options: rpc::ServerOptions) -> rpc::Server {
         .add_service(TestCalculator::default().into_service())
         .add_service(TestGreeter.into_service())
 }
+
+/// The `#[tarpc::service]` every transport is also checked with, through
+/// `rpc::transports::tarpc`: what a tarpc user brings along unchanged.
+#[tarpc::service]
+pub trait TarpcCalculator {
+    /// Adds two numbers.
+    async fn add(a: i64, b: i64) -> i64;
+    /// Returns its argument (a plain `Vec<u8>`, as tarpc users write it).
+    async fn echo(data: Vec<u8>) -> Vec<u8>;
+    /// Sleeps `ms` milliseconds, then returns `ms`.
+    async fn sleep(ms: u64) -> u64;
+}
+
+/// The implementation of [`TarpcCalculator`] used by the tests.
+#[derive(Debug, Default, Clone)]
+pub struct TestTarpcCalculator;
+
+impl TarpcCalculator for TestTarpcCalculator {
+    async fn add(self, _: tarpc::context::Context, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    async fn echo(self, _: tarpc::context::Context, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn sleep(self, _: tarpc::context::Context, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+/// A server's end of one connection carrying [`TarpcCalculator`].
+pub type TarpcServerTransport = rpc::transports::tarpc::Transport<
+    tarpc::ClientMessage<TarpcCalculatorRequest>,
+    tarpc::Response<TarpcCalculatorResponse>,
+>;
+
+/// Serves [`TestTarpcCalculator`] on every connection `incoming` yields, one task per
+/// connection (tarpc's documented pattern), until the stream ends.
+pub async fn serve_tarpc(
+    incoming: rpc::transports::tarpc::Incoming<
+        tarpc::ClientMessage<TarpcCalculatorRequest>,
+        tarpc::Response<TarpcCalculatorResponse>,
+    >,
+) {
+    use futures_util::{future, StreamExt};
+    incoming
+        .filter_map(|accepted| future::ready(accepted.ok()))
+        .for_each(|transport| {
+            tokio::spawn(serve_tarpc_connection(transport));
+            future::ready(())
+        })
+        .await;
+}
+
+/// Serves [`TestTarpcCalculator`] on one connection until the client goes away, one task per
+/// request.
+pub async fn serve_tarpc_connection(transport: TarpcServerTransport) {
+    use futures_util::{future, StreamExt};
+    use tarpc::server::{BaseChannel, Channel};
+    BaseChannel::with_defaults(transport)
+        .execute(TestTarpcCalculator.serve())
+        .for_each(|call| {
+            tokio::spawn(call);
+            future::ready(())
+        })
+        .await;
+}
+
+/// Connects a [`TarpcCalculatorClient`] to `addr` over our transport for that address.
+pub async fn tarpc_client(addr: &str) -> Result<TarpcCalculatorClient, rpc::RpcError> {
+    let transport = rpc::transports::tarpc::connect(addr).await?;
+    Ok(TarpcCalculatorClient::new(tarpc::client::Config::default(), transport).spawn())
+}

@@ -11,7 +11,8 @@
 //! (both on one CPU), `--only a,b` (transport names), `--json PATH` (default
 //! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`).
 //!
-//! Each server is this binary re-executed as `rpc-bench --serve ours|raw|tarpc ADDR [--cpu N]`;
+//! Each server is this binary re-executed as
+//! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N]`;
 //! it prints `listening <addr>` and runs until its stdin closes, so a client that dies takes its
 //! servers with it. Tables go to stdout, progress to stderr. The `spawn` row has no server
 //! process of its own: each client connection starts this binary as its child, as
@@ -24,8 +25,8 @@
 //!
 //! Adding a transport is one entry in [`transports`]: its name, our address for it, the raw
 //! primitive to compare with (an `Endpoint`, see `endpoint.rs`; a new kind of primitive adds a
-//! variant there and a ping-pong in `raw.rs`), and tarpc's endpoint if tarpc can run over the
-//! same primitive.
+//! variant there and a ping-pong in `raw.rs`), tarpc's endpoint if tarpc can run over the
+//! same primitive, and whether to run tarpc over our transport for it too (`tarpc_on_ours`).
 
 #[cfg(unix)]
 mod endpoint;
@@ -73,6 +74,10 @@ pub struct Transport {
     pub raw: (fn(&str) -> Endpoint, &'static str),
     /// tarpc over the same primitive, if tarpc has a transport for it.
     pub tarpc: Option<fn(&str) -> Endpoint>,
+    /// Also measure tarpc's engine over *our* transport for this row's address
+    /// (`rpc::transports::tarpc`): against `ours` it shows the gain of our engine alone, against
+    /// `tarpc` the gain of our transport. Rows whose server is a listener only (not `spawned`).
+    pub tarpc_on_ours: bool,
     /// The client's connect starts the server as its child (`spawn:`), so the harness starts no
     /// server process; with pinning, `--cpu N` is appended to the child's arguments.
     pub spawned: bool,
@@ -105,6 +110,7 @@ pub fn transports() -> Vec<Transport> {
             raw: (|_| Endpoint::Tcp("127.0.0.1:0".to_owned()), "TCP over loopback, TCP_NODELAY"),
             tarpc: Some(|_| Endpoint::Tcp("127.0.0.1:0".to_owned())),
             spawned: false,
+            tarpc_on_ours: true,
         },
         Transport {
             name: "local",
@@ -112,6 +118,7 @@ pub fn transports() -> Vec<Transport> {
             raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
             tarpc: None,
             spawned: false,
+            tarpc_on_ours: true,
         },
         #[cfg(target_os = "linux")]
         Transport {
@@ -122,6 +129,7 @@ pub fn transports() -> Vec<Transport> {
                 "our shm:// transport's frames without the RPC engine (the ring is the primitive)",
             ),
             tarpc: None,
+            tarpc_on_ours: true,
             spawned: false,
         },
         Transport {
@@ -130,6 +138,7 @@ pub fn transports() -> Vec<Transport> {
             raw: (|name| Endpoint::Unix(sock_path(name)), "Unix stream socket file"),
             tarpc: Some(|name| Endpoint::Unix(sock_path(name))),
             spawned: false,
+            tarpc_on_ours: true,
         },
         Transport {
             name: "fifo",
@@ -140,6 +149,7 @@ pub fn transports() -> Vec<Transport> {
             ),
             tarpc: None,
             spawned: false,
+            tarpc_on_ours: false,
         },
         Transport {
             name: "spawn",
@@ -147,6 +157,7 @@ pub fn transports() -> Vec<Transport> {
             raw: (|_| Endpoint::Spawn(None), "the stdin/stdout pipes of a child process (this binary)"),
             tarpc: None,
             spawned: true,
+            tarpc_on_ours: false,
         },
     ]
 }

@@ -55,7 +55,7 @@ impl Metric {
 
     fn title(self) -> &'static str {
         match self {
-            Metric::LatencyMedian => "Round trip, median (µs; raw: 16-byte ping-pong, ours/tarpc: add(a, b))",
+            Metric::LatencyMedian => "Round trip, median (µs; raw: 16-byte ping-pong, the others: add(a, b))",
             Metric::LatencyP99 => "Round trip, p99 (µs)",
             Metric::InFlight1 => "Pipelined, 1 in flight, one connection (k calls/s)",
             Metric::InFlight64 => "Pipelined, 64 in flight, one connection (k calls/s)",
@@ -78,18 +78,22 @@ pub enum Side {
     Raw,
     /// This framework.
     Ours,
-    /// tarpc.
+    /// tarpc over its own serde transport.
     Tarpc,
+    /// tarpc's engine over our transport (`rpc::transports::tarpc`): against `Ours` it isolates
+    /// the engines, against `Tarpc` the transports.
+    TarpcOnOurs,
 }
 
 impl Side {
-    const ALL: [Side; 3] = [Side::Raw, Side::Ours, Side::Tarpc];
+    const ALL: [Side; 4] = [Side::Raw, Side::Ours, Side::Tarpc, Side::TarpcOnOurs];
 
     fn key(self) -> &'static str {
         match self {
             Side::Raw => "raw",
             Side::Ours => "ours",
             Side::Tarpc => "tarpc",
+            Side::TarpcOnOurs => "tarpc_on_ours",
         }
     }
 }
@@ -177,26 +181,30 @@ impl Results {
             let _ = writeln!(out, "\n## {} — {better}", metric.title());
             let _ = writeln!(
                 out,
-                "{:<10} {:>24} {:>24} {:>24} {:>9} {:>10}",
-                "transport", "raw", "ours", "tarpc", "ours/raw", "ours/tarpc"
+                "{:<10} {:>24} {:>24} {:>24} {:>24} {:>9} {:>10} {:>18}",
+                "transport", "raw", "ours", "tarpc", "tarpc-on-ours", "ours/raw", "ours/tarpc", "ours/tarpc-on-ours"
             );
             for &t in &self.transports {
                 let cell = |side| self.get(t, metric, side).map_or_else(|| "—".to_owned(), fmt_summary);
                 let ratio = |side| self.ratio(t, metric, side).map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>24} {:>24} {:>24} {:>9} {:>10}",
+                    "{:<10} {:>24} {:>24} {:>24} {:>24} {:>9} {:>10} {:>18}",
                     t,
                     cell(Side::Raw),
                     cell(Side::Ours),
                     cell(Side::Tarpc),
+                    cell(Side::TarpcOnOurs),
                     ratio(Side::Raw),
-                    ratio(Side::Tarpc)
+                    ratio(Side::Tarpc),
+                    ratio(Side::TarpcOnOurs)
                 );
             }
         }
         let _ = writeln!(out);
-        for (other, name) in [(Side::Raw, "ours/raw"), (Side::Tarpc, "ours/tarpc")] {
+        for (other, name) in
+            [(Side::Raw, "ours/raw"), (Side::Tarpc, "ours/tarpc"), (Side::TarpcOnOurs, "ours/tarpc-on-ours")]
+        {
             match self.slowest(other) {
                 Some((t, m, slowdown)) => {
                     let _ = writeln!(
@@ -252,6 +260,7 @@ impl Results {
                 }
                 row.insert("ours_over_raw".into(), json!(self.ratio(t, m, Side::Raw)));
                 row.insert("ours_over_tarpc".into(), json!(self.ratio(t, m, Side::Tarpc)));
+                row.insert("ours_over_tarpc_on_ours".into(), json!(self.ratio(t, m, Side::TarpcOnOurs)));
                 rows.push(Value::Object(row));
             }
         }
@@ -276,7 +285,8 @@ impl Results {
         const LEFT: f64 = 130.0;
         const WIDTH: f64 = 900.0;
         const PLOT: f64 = 560.0;
-        let colors = [(Side::Raw, "#9e9e9e"), (Side::Ours, "#1f77b4"), (Side::Tarpc, "#ff7f0e")];
+        let colors =
+            [(Side::Raw, "#9e9e9e"), (Side::Ours, "#1f77b4"), (Side::Tarpc, "#ff7f0e"), (Side::TarpcOnOurs, "#2ca02c")];
         // Scale to the largest median, not p99: one outlier p99 would flatten every bar.
         let scale_max = self
             .transports
@@ -332,7 +342,7 @@ impl Results {
 <rect width="100%" height="100%" fill="white"/>
 <text x="10" y="22" font-size="16" font-weight="bold">Round trip per transport (median bar, p99 tick), µs — lower is better</text>
 <text x="10" y="42" font-size="12">{} repetitions; pinning: {}{}</text>
-{body}<text x="10" y="{:.0}" font-size="11">grey: raw OS primitive, blue: ours, orange: tarpc</text>
+{body}<text x="10" y="{:.0}" font-size="11">grey: raw OS primitive, blue: ours, orange: tarpc, green: tarpc over our transport</text>
 </svg>
 "#,
             self.reps,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::task::LocalSet;
 
 use crate::endpoint::Endpoint;
-use crate::frameworks::{self, OURS_ENCODING, TARPC_ENCODING};
+use crate::frameworks::{self, OURS_ENCODING, TARPC_ENCODING, TARPC_ON_OURS_ENCODING};
 use crate::measure::{self, Config, FrameworkResult};
 use crate::report::{Metric, Results, Side};
 use crate::service::BoxError;
@@ -80,7 +80,7 @@ fn serve(args: &[String]) -> Result<(), BoxError> {
     let (kind, target, cpu) = match args {
         [kind, target] => (kind, target, None),
         [kind, target, flag, cpu] if flag == "--cpu" => (kind, target, Some(cpu.parse::<usize>()?)),
-        _ => return Err("usage: rpc-bench --serve ours|raw|tarpc TARGET [--cpu N]".into()),
+        _ => return Err("usage: rpc-bench --serve ours|raw|tarpc|tarpc-on-ours TARGET [--cpu N]".into()),
     };
     if let Some(cpu) = cpu {
         pin::pin_to(cpu)?;
@@ -92,12 +92,12 @@ fn serve(args: &[String]) -> Result<(), BoxError> {
     });
     match kind.as_str() {
         "raw" => Ok(raw::serve(&Endpoint::parse(target)?)?),
-        "ours" | "tarpc" => {
+        "ours" | "tarpc" | "tarpc-on-ours" => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            if kind == "ours" {
-                runtime.block_on(frameworks::serve_ours(target))
-            } else {
-                runtime.block_on(frameworks::serve_tarpc(&Endpoint::parse(target)?))
+            match kind.as_str() {
+                "ours" => runtime.block_on(frameworks::serve_ours(target)),
+                "tarpc" => runtime.block_on(frameworks::serve_tarpc(&Endpoint::parse(target)?)),
+                _ => runtime.block_on(frameworks::serve_tarpc_on_ours(target)),
             }
         }
         _ => Err(format!("unknown server kind {kind:?}").into()),
@@ -232,6 +232,9 @@ fn client(args: Args) -> Result<(), BoxError> {
     let mut results = Results::new(selected.iter().map(|t| t.name).collect(), reps, args.quick, pinning, machine);
     results.notes.push(("ours".into(), OURS_ENCODING.into()));
     results.notes.push(("tarpc".into(), TARPC_ENCODING.into()));
+    if selected.iter().any(|t| t.tarpc_on_ours) {
+        results.notes.push(("tarpc-on-ours".into(), TARPC_ON_OURS_ENCODING.into()));
+    }
     for t in &selected {
         results.notes.push((format!("raw {}", t.name), format!("{}, blocking 16-byte ping-pong", t.raw.1)));
     }
@@ -270,7 +273,7 @@ fn client(args: Args) -> Result<(), BoxError> {
             let r = raw::measure(&endpoint, &config).map_err(|e| format!("{tag} raw: {e}"))?;
             server.map(ServerProcess::stop).transpose()?;
             eprintln!(
-                "{tag} raw   : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s",
+                "{tag} raw           : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s",
                 r.latency.median_us, r.latency.p99_us, r.bulk_mb_s
             );
             results.push(t.name, Metric::LatencyMedian, Side::Raw, r.latency.median_us);
@@ -305,6 +308,20 @@ fn client(args: Args) -> Result<(), BoxError> {
                 server.stop()?;
                 record(&mut results, &tag, t.name, Side::Tarpc, &r);
             }
+
+            if t.tarpc_on_ours {
+                if t.spawned {
+                    return Err(format!("{}: tarpc_on_ours is for rows with a listening server", t.name).into());
+                }
+                let addr = (t.ours)(&unique_name());
+                let server = ServerProcess::start("tarpc-on-ours", &addr, server_cpu, server_files(&addr))?;
+                let connect = || frameworks::connect_tarpc_on_ours(&server.addr);
+                let r = runtime
+                    .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
+                    .map_err(|e| format!("{tag} tarpc-on-ours: {e}"))?;
+                server.stop()?;
+                record(&mut results, &tag, t.name, Side::TarpcOnOurs, &r);
+            }
         }
     }
     results.elapsed_s = started.elapsed().as_secs_f64();
@@ -323,7 +340,11 @@ fn server_files(addr: &str) -> Vec<PathBuf> {
 }
 
 fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &FrameworkResult) {
-    let name = if side == Side::Ours { "ours " } else { "tarpc" };
+    let name = match side {
+        Side::Ours => "ours         ",
+        Side::TarpcOnOurs => "tarpc-on-ours",
+        _ => "tarpc        ",
+    };
     eprintln!(
         "{tag} {name} : add {:.1} µs median, {:.1} µs p99; k calls/s at 1/64/1000 in flight {:.1}/{:.1}/{:.1}, {}×{} {:.1}; 1 MiB echo {:.0} MB/s",
         r.latency.median_us,

@@ -1,5 +1,5 @@
-//! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ours, tarpc) must
-//! work end to end and produce figures. Nothing is asserted about speed.
+//! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ours, tarpc,
+//! tarpc-on-ours) must work end to end and produce figures. Nothing is asserted about speed.
 
 #![cfg(unix)]
 
@@ -48,8 +48,10 @@ fn quick_mode_measures_every_path() {
             if !row["raw"].is_null() {
                 assert!(positive(&row["raw"]), "{transport}: zero raw figure in {row}");
             }
-            if !row["tarpc"].is_null() {
-                assert!(positive(&row["tarpc"]), "{transport}: zero tarpc figure in {row}");
+            for side in ["tarpc", "tarpc_on_ours"] {
+                if !row[side].is_null() {
+                    assert!(positive(&row[side]), "{transport}: zero {side} figure in {row}");
+                }
             }
         }
         let raw_rows = rows.iter().filter(|r| r["transport"] == *transport && !r["raw"].is_null()).count();
@@ -60,6 +62,13 @@ fn quick_mode_measures_every_path() {
         assert!(
             rows.iter().any(|r| r["transport"] == transport && positive(&r["tarpc"])),
             "{transport}: no tarpc figures"
+        );
+    }
+    // tarpc's engine runs over our transports for these rows.
+    for transport in ["tcp", "local", "unix"] {
+        assert!(
+            rows.iter().any(|r| r["transport"] == transport && positive(&r["tarpc_on_ours"])),
+            "{transport}: no tarpc-on-ours figures"
         );
     }
     let svg = std::fs::read_to_string(&svg_path).unwrap();

@@ -19,16 +19,27 @@
 //!   forever: the peer a test kills with SIGKILL, in the middle of its calls if N > 0. If a
 //!   connect fails it prints `failed after <n> connections: <error>` and exits 1.
 
+//!
+//! With `--tarpc` first, each mode does the same with the `#[tarpc::service]`
+//! `TarpcCalculator` over `rpc::transports::tarpc` instead of our services (the `--client`
+//! leaves a `sleep` call in flight before it prints `connected`; the server options do not apply).
+
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tarpc = args.first().is_some_and(|a| a == "--tarpc");
+    if tarpc {
+        args.remove(0);
+    }
     match args.first().map(String::as_str) {
-        Some("--stdio") => stdio(&args[1..]).await,
+        Some("--stdio") => stdio(&args[1..], tarpc).await,
+        Some("--client") if args.len() == 2 && tarpc => tarpc_client(&args[1]).await,
         Some("--client") if args.len() >= 2 => client(&args[1], &args[2..]).await,
         Some(_) => match server_options(&args) {
+            Some((addr, _)) if tarpc => serve_tarpc(addr).await,
             Some((addr, options)) => serve(addr, options).await,
             None => usage(),
         },
@@ -38,7 +49,7 @@ async fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rpc-test-server [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
+        "usage: rpc-test-server [--tarpc] [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
          [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR \
          | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N] [--connections K] [--nofile M]"
     );
@@ -98,6 +109,46 @@ fn set_fd_limit(soft: libc::rlim_t) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "set RLIMIT_NOFILE");
 }
 
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("rpc-test-server: {e}");
+    std::process::exit(1);
+}
+
+fn announce(line: &str) {
+    println!("{line}");
+    std::io::stdout().flush().expect("stdout");
+}
+
+async fn serve_tarpc(addr: &str) {
+    let incoming = rpc::transports::tarpc::listen(addr).await.unwrap_or_else(|e| fail(e));
+    let shutdown = rpc::shutdown_signal();
+    announce(&format!("listening {}", incoming.local_addr()));
+    // Dropping `incoming` on shutdown closes the listener (and removes a unix:// socket file).
+    tokio::select! {
+        () = rpc_tests::serve_tarpc(incoming) => fail("the listener failed"),
+        () = shutdown => {}
+    }
+}
+
+async fn tarpc_client(addr: &str) {
+    let calc = rpc_tests::tarpc_client(addr).await.unwrap_or_else(|e| fail(e));
+    let ctx = tarpc::context::current();
+    if let Err(e) = calc.add(ctx, 1, 2).await {
+        fail(e);
+    }
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = Instant::now() + Duration::from_secs(120);
+    let pending = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(ctx, 60_000).await }
+    });
+    // Time for the request to leave before the test is told to kill us.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    announce("connected");
+    let _ = pending.await;
+    std::future::pending::<()>().await;
+}
+
 async fn serve(addr: &str, options: rpc::ServerOptions) {
     let listener = match rpc::listen(addr).await {
         Ok(listener) => listener,
@@ -117,7 +168,7 @@ async fn serve(addr: &str, options: rpc::ServerOptions) {
     }
 }
 
-async fn stdio(options: &[String]) {
+async fn stdio(options: &[String], tarpc: bool) {
     let mut pid_file = None;
     let mut options = options.iter();
     while let Some(option) = options.next() {
@@ -135,7 +186,17 @@ async fn stdio(options: &[String]) {
             other => panic!("unknown option {other}"),
         }
     }
-    let result = rpc::serve_stdio(rpc_tests::test_server()).await;
+    let result = if tarpc {
+        match rpc::transports::tarpc::stdio() {
+            Ok(transport) => {
+                rpc_tests::serve_tarpc_connection(transport).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        rpc::serve_stdio(rpc_tests::test_server()).await
+    };
     if let Some(path) = pid_file {
         let _ = std::fs::remove_file(path);
     }

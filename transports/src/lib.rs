@@ -32,6 +32,9 @@
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!
+//! With the `tarpc` feature, the `tarpc` module turns any of these connections into a
+//! tarpc transport, so existing `#[tarpc::service]` traits run over every mechanism above.
+//!
 //! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
 //! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
 //! above [`TransportOptions::max_frame_len`] on both the sending and the receiving side.
@@ -64,6 +67,8 @@ mod pipes;
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
+#[cfg(feature = "tarpc")]
+pub mod tarpc;
 mod tcp;
 #[cfg(unix)]
 mod unix;

@@ -210,7 +210,10 @@ impl Server {
     }
 }
 
-fn is_transient(err: &io::Error) -> bool {
+/// Whether an accept error passes by itself (a client that vanished mid-accept, out of file
+/// descriptors or memory while other connections are open): the server waits a little and
+/// accepts again; after any other error it stops.
+pub fn is_transient(err: &io::Error) -> bool {
     use io::ErrorKind::*;
     if matches!(err.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut | OutOfMemory) {
         return true;
