@@ -16,7 +16,9 @@
 //! **Spinning.** Waking a sleeping thread across cores costs tens of microseconds here; polling
 //! the ring for a few microseconds first catches an answer from a busy peer in well under one.
 //! The spin happens inside `poll_*`, in the task that needs the bytes (a handoff through another
-//! thread would cost the same tens of microseconds). The budget adapts: after a wait longer than
+//! thread would cost the same tens of microseconds), in slices of a few microseconds: between
+//! slices the task wakes itself and returns `Pending`, so the other tasks of its thread (callers
+//! about to send the requests whose answers it waits for) run in between. The budget adapts: after a wait longer than
 //! the maximum it halves (an idle peer stops costing CPU), after a short one it doubles back
 //! towards the maximum.
 
@@ -101,6 +103,22 @@ impl PeerProcess {
     }
 }
 
+/// The longest one poll spins before it yields to the other tasks of its thread (the rest of the
+/// budget is spent in later polls). A caller in a busy client may be spinning for the answers
+/// that other tasks of the same thread are about to ask for: they must get to run.
+const SLICE: Duration = Duration::from_micros(4);
+
+/// What a slice of spinning ended with.
+#[derive(Debug, PartialEq, Eq)]
+enum Spun {
+    /// The ring became ready.
+    Ready,
+    /// The slice is over; the budget is not: poll again soon.
+    Yield,
+    /// The budget is spent: sleep.
+    Spent,
+}
+
 /// How long to poll a ring before sleeping, adapted to what waiting recently cost.
 #[derive(Debug)]
 pub(crate) struct Spin {
@@ -115,22 +133,28 @@ impl Spin {
         Spin { max, budget: max, since: None }
     }
 
-    /// Polls `ready` until it is true or the budget is spent.
-    fn spin(&mut self, mut ready: impl FnMut() -> bool) -> bool {
-        let start = *self.since.get_or_insert_with(Instant::now);
-        if self.budget.is_zero() {
-            return false;
-        }
+    /// Polls `ready` until it is true, for one slice of the budget at most.
+    fn spin(&mut self, mut ready: impl FnMut() -> bool) -> Spun {
+        let now = Instant::now();
+        let start = *self.since.get_or_insert(now);
         let deadline = start + self.budget;
+        if now >= deadline {
+            return Spun::Spent;
+        }
+        let slice_end = deadline.min(now + SLICE);
         loop {
             for _ in 0..64 {
                 if ready() {
-                    return true;
+                    return Spun::Ready;
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= deadline {
-                return false;
+            let now = Instant::now();
+            if now >= deadline {
+                return Spun::Spent;
+            }
+            if now >= slice_end {
+                return Spun::Yield;
             }
         }
     }
@@ -253,8 +277,13 @@ impl ShmSender {
             }
             if !self.waiting {
                 let ring = &mut self.ring;
-                if self.spin.spin(|| ring.free().map_or(true, |n| n > 0)) {
-                    continue;
+                match self.spin.spin(|| ring.free().map_or(true, |n| n > 0)) {
+                    Spun::Ready => continue,
+                    Spun::Yield => {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Spun::Spent => {}
                 }
                 self.waiting = true;
             }
@@ -431,8 +460,13 @@ impl FrameReceiver for ShmReceiver {
             }
             if !self.waiting {
                 let ring = &self.ring;
-                if self.spin.spin(|| ring.available().map_or(true, |n| n > 0)) {
-                    continue;
+                match self.spin.spin(|| ring.available().map_or(true, |n| n > 0)) {
+                    Spun::Ready => continue,
+                    Spun::Yield => {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Spun::Spent => {}
                 }
                 self.waiting = true;
             }
@@ -492,7 +526,9 @@ mod tests {
             spin.done();
             assert_eq!(spin.budget, Duration::from_micros(expected));
         }
-        assert!(!Spin::new(Duration::ZERO).spin(|| false), "a zero budget never spins");
-        assert!(Spin::new(max).spin(|| true));
+        assert_eq!(Spin::new(Duration::ZERO).spin(|| false), Spun::Spent, "a zero budget never spins");
+        assert_eq!(Spin::new(max).spin(|| true), Spun::Ready);
+        let mut long = Spin::new(Duration::from_secs(1));
+        assert_eq!(long.spin(|| false), Spun::Yield, "one poll spins one slice, not the whole budget");
     }
 }
