@@ -12,6 +12,7 @@
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
 //! | `fifo:///dir/name` | named FIFOs: a connect FIFO at the path (mode 0600), a private FIFO pair per connection, unlinked as soon as both sides opened it (see the `fifo` module notes below) | same machine, file permissions | Unix |
 //! | `spawn:/path/to/program?arg1&arg2` | a child process started by `connect`, spoken to over its stdin/stdout pipes; the parent owns its lifetime. Arguments are `&`-separated and %-decoded; a bare program name is looked up in `PATH`. See [`spawn`] for the child's side and the rules | the parent and its child | Unix |
+//! | `mq://name` | POSIX message queues: a connect queue `/name` (mode 0600), a private queue pair per connection, unlinked as soon as both sides opened it; frames larger than one message are split; a peer that dies is noticed through a pidfd (see the `mq` module notes below) | same machine, same user | Linux |
 //! | `mem://name` | in-process channels | same process | all |
 //!
 //! `fifo://`: many clients may connect at once; each writes one 64-byte connect record into the
@@ -20,7 +21,16 @@
 //! one is never displaced; nothing else stays on disk after a crash of either side. Pipes and
 //! FIFOs get a 1 MiB kernel buffer where the OS allows (`F_SETPIPE_SZ` on Linux).
 //!
-//! Schemes planned by the design but not built yet (`shm://`, `mq://`) are
+//! `mq://`: the kernel caps queue depth and message size (`/proc/sys/fs/mqueue`) and the bytes
+//! of all queues of one user (`RLIMIT_MSGQUEUE`, `ulimit -q`, often 800 KiB); each connection's
+//! queues take the largest of a few shapes that still fits (66 KiB per connection at most, down
+//! to under 5 KiB), and an error names the limit when none does. A queue does not report a dead
+//! peer, so each side watches the other's process through a pidfd, and says so with a close
+//! message when it drops a connection; pending calls fail promptly after a SIGKILL of either
+//! side. Nothing is left in the queue namespace after a crash, except the connect queue of a
+//! killed server, which the next server on that name reclaims (a live one is never displaced).
+//!
+//! Schemes planned by the design but not built yet (`shm://`) are
 //! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
 //! [`SCHEMES`] lists what this build supports.
 //!
@@ -50,6 +60,8 @@ mod fifo;
 mod local;
 mod mem;
 mod options;
+#[cfg(target_os = "linux")]
+mod mq;
 #[cfg(unix)]
 mod pipes;
 #[cfg(unix)]
@@ -107,6 +119,10 @@ impl Address {
             Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
             #[cfg(not(unix))]
             Address::Spawn { .. } => return Err(address::unsupported_here("spawn")),
+            #[cfg(target_os = "linux")]
+            Address::Mq(name) => mq::connect(name, options).await,
+            #[cfg(not(target_os = "linux"))]
+            Address::Mq(_) => return Err(address::unsupported_here("mq")),
         };
         result.map_err(|e| context::error("connecting to", self, e))
     }
@@ -125,6 +141,10 @@ impl Address {
             Address::Fifo(path) => fifo::listen(path, options).await.map(|l| Box::new(l) as _),
             #[cfg(not(unix))]
             Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
+            #[cfg(target_os = "linux")]
+            Address::Mq(name) => mq::listen(name, options).map(|l| Box::new(l) as _),
+            #[cfg(not(target_os = "linux"))]
+            Address::Mq(_) => return Err(address::unsupported_here("mq")),
             Address::Spawn { .. } => {
                 return Err(RpcError::Address(format!(
                     "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \

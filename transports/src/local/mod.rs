@@ -28,7 +28,7 @@ use rpc_core::transport::{Connection, Listener};
 use crate::options::TransportOptions;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-mod abstract_ns;
+pub(crate) mod abstract_ns;
 #[cfg(any(windows, test))]
 mod ipc;
 
