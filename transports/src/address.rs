@@ -535,12 +535,10 @@ mod tests {
 
     #[test]
     fn planned_schemes_are_not_supported_yet() {
-        for (address, what) in [("shm://calc", "shared-memory")] {
-            let m = message(address);
-            assert!(m.contains("not supported by this build yet"), "{m}");
-            assert!(m.contains(what), "{m}");
-            assert!(m.contains("this build supports tcp://host:port"), "{m}");
-        }
+        let m = message("shm://calc");
+        assert!(m.contains("not supported by this build yet"), "{m}");
+        assert!(m.contains("shared-memory"), "{m}");
+        assert!(m.contains("this build supports tcp://host:port"), "{m}");
     }
 
     #[test]

@@ -23,8 +23,8 @@
 //!
 //! `mq://`: the kernel caps queue depth and message size (`/proc/sys/fs/mqueue`) and the bytes
 //! of all queues of one user (`RLIMIT_MSGQUEUE`, `ulimit -q`, often 800 KiB); each connection's
-//! queues take the largest of a few shapes that still fits (66 KiB per connection at most, down
-//! to under 5 KiB), and an error names the limit when none does. A queue does not report a dead
+//! queues take the largest of a few shapes that still fits (about 17 KiB per connection, down to
+//! under 2 KiB), and an error names the limit when none does. A queue does not report a dead
 //! peer, so each side watches the other's process through a pidfd, and says so with a close
 //! message when it drops a connection; pending calls fail promptly after a SIGKILL of either
 //! side. Nothing is left in the queue namespace after a crash, except the connect queue of a
@@ -59,9 +59,9 @@ mod context;
 mod fifo;
 mod local;
 mod mem;
-mod options;
 #[cfg(target_os = "linux")]
 mod mq;
+mod options;
 #[cfg(unix)]
 mod pipes;
 #[cfg(unix)]

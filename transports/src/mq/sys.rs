@@ -80,9 +80,7 @@ pub(crate) fn create(name: &CStr, access: Access, mode: u32, geometry: Geometry)
     // more arguments, the mode (passed as the promoted `c_uint` of a variadic `mode_t`) and a
     // pointer to an `mq_attr` that lives across the call. The returned descriptor is new and
     // owned by nobody else.
-    let fd = unsafe {
-        libc::mq_open(name.as_ptr(), flags, mode as libc::c_uint, &attr as *const libc::mq_attr)
-    };
+    let fd = unsafe { libc::mq_open(name.as_ptr(), flags, mode as libc::c_uint, &attr as *const libc::mq_attr) };
     let fd = owned(fd)?;
     // mq_open applies the umask, which can only take bits away; set exactly `mode`.
     // SAFETY: fchmod on a descriptor we own; it reads no memory of ours.
