@@ -10,6 +10,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -23,16 +24,20 @@ pub(crate) struct Geometry {
     pub(crate) msg_size: usize,
 }
 
-/// The kernel's limits for queues created without `CAP_SYS_RESOURCE`, read at run time from
-/// `/proc/sys/fs/mqueue` (Linux's defaults when a file cannot be read).
+/// The kernel's limits for queues created without `CAP_SYS_RESOURCE`, read from
+/// `/proc/sys/fs/mqueue` once per process, when first needed (Linux's defaults when a file
+/// cannot be read).
 pub(crate) fn limits() -> Geometry {
-    let read = |file: &str, default: usize| {
-        std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(default)
-    };
-    Geometry { max_msgs: read("msg_max", 10), msg_size: read("msgsize_max", 8192) }
+    static LIMITS: OnceLock<Geometry> = OnceLock::new();
+    *LIMITS.get_or_init(|| {
+        let read = |file: &str, default: usize| {
+            std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        Geometry { max_msgs: read("msg_max", 10), msg_size: read("msgsize_max", 8192) }
+    })
 }
 
 /// `RLIMIT_MSGQUEUE` (`ulimit -q`): the bytes of queues one user may have, as `(soft, hard)`.
