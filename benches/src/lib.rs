@@ -135,5 +135,16 @@ pub fn transports() -> Vec<Transport> {
             tarpc: None,
             spawned: true,
         },
+        #[cfg(target_os = "linux")]
+        Transport {
+            name: "mq",
+            ours: |name| format!("mq://{name}"),
+            raw: (
+                |name| Endpoint::Mq(name.to_owned()),
+                "a pair of POSIX message queues, 4 messages of 2 KiB (the shape mq:// gives a connection)",
+            ),
+            tarpc: None,
+            spawned: false,
+        },
     ]
 }
