@@ -376,7 +376,7 @@ impl MqReceiver {
                 Ok(Step::More)
             }
             MORE => {
-                let Some(partial) = self.partial.as_mut() else {
+                let Some(mut partial) = self.partial.take() else {
                     return Err(invalid("the continuation of a frame that did not begin"));
                 };
                 if body.is_empty() || partial.data.len() + body.len() > partial.total {
@@ -384,9 +384,9 @@ impl MqReceiver {
                 }
                 partial.data.extend_from_slice(body);
                 if partial.data.len() < partial.total {
+                    self.partial = Some(partial);
                     return Ok(Step::More);
                 }
-                let partial = self.partial.take().expect("checked above");
                 Ok(Step::Frame(partial.data.freeze()))
             }
             CLOSE if body.is_empty() => {

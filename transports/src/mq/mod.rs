@@ -245,9 +245,9 @@ fn parse_record(record: &[u8]) -> Option<Request> {
     if !well_formed || !padding.iter().all(|&b| b == 0) || pid == 0 {
         return None;
     }
-    let token = String::from_utf8(token.to_vec()).ok()?;
-    (u32::from_str_radix(groups[0].iter().map(|&b| b as char).collect::<String>().as_str(), 16).ok() == Some(pid))
-        .then_some(Request { pid, token })
+    let token = std::str::from_utf8(token).ok()?;
+    let (token_pid, _) = token.split_once('-')?;
+    (u32::from_str_radix(token_pid, 16).ok() == Some(pid)).then(|| Request { pid, token: token.to_owned() })
 }
 
 /// Asks the lock who the listener is: its pid. `ConnectionRefused` when nobody listens.
