@@ -3,14 +3,18 @@
 //!
 //! # Messages
 //!
-//! Every message starts with a kind byte. A frame travels as one [`FIRST`] message (the frame's
-//! total length as a little-endian `u32`, then as many bytes as fit) followed by as many
-//! [`MORE`] messages as needed (the next bytes, never empty); a frame that fits goes in one
-//! message. [`CLOSE`] (nothing else) says no more frames follow. Only one process writes into
-//! each queue and each side's sender pushes whole frames in order, so the pieces of a frame are
-//! never interleaved with another frame's. The receiver refuses a frame whose announced length
-//! is above its maximum before it keeps a byte of it, and grows the frame only with bytes that
-//! arrived; any message that breaks these rules fails the connection with `InvalidData`.
+//! A message holds one or more *segments*, each a piece of one frame: a [`FIRST`] segment
+//! (kind byte, the frame's total length and the segment's length as little-endian `u32`s, then
+//! the bytes) starts a frame, [`MORE`] segments (kind, length, bytes; never empty) continue it.
+//! A frame that fits goes in one segment, and the sender packs as many segments as fit into each
+//! message, so small frames queued while the peer was busy leave together: a queue holds only a
+//! few messages (see the budget in the module above), and packing is what keeps it from capping
+//! pipelined calls at a few per wake-up. A message of just [`CLOSE`] says no more frames follow.
+//! Only one process writes into each queue and each side's sender pushes frames in order, so the
+//! pieces of a frame are never interleaved with another frame's. The receiver refuses a frame
+//! whose announced length is above its maximum before it keeps a byte of it, and grows the frame
+//! only with bytes that arrived; any message that breaks these rules fails the connection with
+//! `InvalidData`.
 //!
 //! # Liveness
 //!
@@ -35,9 +39,9 @@ use tokio::io::Interest;
 
 use super::sys;
 
-/// The first message of a frame: kind, total length (`u32` LE), first bytes.
+/// The first segment of a frame: kind, total length and segment length (`u32` LE), bytes.
 pub(crate) const FIRST: u8 = 1;
-/// A later message of a frame: kind, next bytes.
+/// A later segment of a frame: kind, segment length (`u32` LE), bytes.
 pub(crate) const MORE: u8 = 2;
 /// No more frames follow.
 pub(crate) const CLOSE: u8 = 3;
@@ -46,6 +50,10 @@ pub(crate) const ACCEPT: u8 = 4;
 /// Sent by a listener that stops with the client's connect request still unanswered.
 pub(crate) const REFUSE: u8 = 5;
 
+/// A [`FIRST`] segment's header.
+const FIRST_HEADER: usize = 9;
+/// A [`MORE`] segment's header.
+const MORE_HEADER: usize = 5;
 /// The smallest message size a connection works with (room for a header and some bytes).
 pub(crate) const MIN_MSG_SIZE: usize = 64;
 /// `poll_ready` pushes queued frames out before taking more once this many bytes wait.
@@ -124,6 +132,8 @@ pub(crate) fn halves(
     let receiver = MqReceiver {
         fd: sys::register(incoming, Interest::READABLE)?,
         buf: vec![0; in_size].into_boxed_slice(),
+        at: 0,
+        len: 0,
         partial: None,
         max_frame_len,
         peer,
@@ -212,25 +222,40 @@ impl MqSender {
         io::Error::new(io::ErrorKind::NotConnected, "the sending half was already closed")
     }
 
-    /// Builds the next message of the front frame into `self.message`; returns the bytes of the
-    /// frame it carries up to (its end offset).
-    fn build_next(&mut self, frame: &Bytes) -> usize {
+    /// Packs the next message into `self.message` from the queued frames, starting where the
+    /// last message stopped. Returns how many queued frames it finishes and where it leaves the
+    /// frame after them (`None`: at its start), to be committed once the message is sent.
+    fn build_next(&mut self) -> (usize, Option<usize>) {
         self.message.clear();
-        let start = match self.sent {
-            None => {
+        let mut sent = self.sent;
+        let mut done = 0;
+        for frame in &self.queue {
+            let room = self.msg_size - self.message.len();
+            let start = sent.unwrap_or(0);
+            let header = if sent.is_none() { FIRST_HEADER } else { MORE_HEADER };
+            // A segment needs its header and a byte (or nothing more, for an empty frame).
+            if room < header + usize::from(frame.len() > start) {
+                break;
+            }
+            let end = frame.len().min(start + (room - header));
+            let len = (end - start) as u32;
+            if sent.is_none() {
                 self.message.push(FIRST);
                 // `start_send` refused frames above `max_frame_len`, which is at most u32::MAX.
                 self.message.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-                0
-            }
-            Some(sent) => {
+            } else {
                 self.message.push(MORE);
-                sent
             }
-        };
-        let end = frame.len().min(start + (self.msg_size - self.message.len()));
-        self.message.extend_from_slice(&frame[start..end]);
-        end
+            self.message.extend_from_slice(&len.to_le_bytes());
+            self.message.extend_from_slice(&frame[start..end]);
+            if end < frame.len() {
+                sent = Some(end);
+                break;
+            }
+            done += 1;
+            sent = None;
+        }
+        (done, sent)
     }
 }
 
@@ -258,17 +283,14 @@ impl FrameSender for MqSender {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(frame) = self.queue.front().cloned() {
-            let end = self.build_next(&frame);
+        while !self.queue.is_empty() {
+            let (done, sent) = self.build_next();
             let (Some(fd), Some(exit)) = (&self.fd, &self.exit) else { return Poll::Ready(Err(Self::closed_by_us())) };
             ready!(poll_push(fd, &self.peer, exit, &self.message, cx))?;
-            if end == frame.len() {
-                self.queue.pop_front();
+            for frame in self.queue.drain(..done) {
                 self.queued -= frame.len() + FRAME_COST;
-                self.sent = None;
-            } else {
-                self.sent = Some(end);
             }
+            self.sent = sent;
         }
         Poll::Ready(Ok(()))
     }
@@ -326,11 +348,22 @@ enum State {
     Failed,
 }
 
-/// What one message did to the frame being received.
+/// What one segment did to the frame being received.
 enum Step {
     Frame(Bytes),
     More,
     Closed,
+}
+
+/// Splits `n` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
+    *rest = tail;
+    Some(head)
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<usize> {
+    take(rest, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
 /// The receiving half: reassembles frames from the messages of the incoming queue.
@@ -339,6 +372,9 @@ pub(crate) struct MqReceiver {
     fd: AsyncFd<OwnedFd>,
     /// One message (the queue's message size: `mq_receive` wants at least that much room).
     buf: Box<[u8]>,
+    /// The segments of the message in `buf` not yet taken: `buf[at..len]`.
+    at: usize,
+    len: usize,
     partial: Option<Partial>,
     max_frame_len: usize,
     peer: Peer,
@@ -351,55 +387,64 @@ fn invalid(what: &str) -> io::Error {
 }
 
 impl MqReceiver {
-    fn step(&mut self, len: usize) -> io::Result<Step> {
-        let message = &self.buf[..len];
-        let Some((&kind, body)) = message.split_first() else { return Err(invalid("an empty message")) };
-        match kind {
+    /// Takes the next segment of the current message.
+    fn step(&mut self) -> io::Result<Step> {
+        let mut rest = &self.buf[self.at..self.len];
+        let Some(&kind) = rest.first() else { return Err(invalid("an empty message")) };
+        rest = &rest[1..];
+        let step = match kind {
             FIRST => {
                 if self.partial.is_some() {
                     return Err(invalid("a frame began inside another"));
                 }
-                let Some((total, bytes)) = body.split_first_chunk::<4>() else {
-                    return Err(invalid("a frame's first message is too short"));
+                let (Some(total), Some(len)) = (take_u32(&mut rest), take_u32(&mut rest)) else {
+                    return Err(invalid("a segment header is cut short"));
                 };
-                let total = u32::from_le_bytes(*total) as usize;
                 if total > self.max_frame_len {
                     return Err(FrameTooLarge { size: total as u64, max: self.max_frame_len as u64 }.into());
                 }
-                if bytes.len() > total {
-                    return Err(invalid("a frame's message holds more than the frame"));
+                let Some(bytes) = take(&mut rest, len).filter(|_| len <= total) else {
+                    return Err(invalid("a segment longer than its message or its frame"));
+                };
+                if len == total {
+                    Step::Frame(Bytes::copy_from_slice(bytes))
+                } else {
+                    self.partial = Some(Partial { total, data: BytesMut::from(bytes) });
+                    Step::More
                 }
-                if bytes.len() == total {
-                    return Ok(Step::Frame(Bytes::copy_from_slice(bytes)));
-                }
-                self.partial = Some(Partial { total, data: BytesMut::from(bytes) });
-                Ok(Step::More)
             }
             MORE => {
                 let Some(mut partial) = self.partial.take() else {
                     return Err(invalid("the continuation of a frame that did not begin"));
                 };
-                if body.is_empty() || partial.data.len() + body.len() > partial.total {
+                let Some(len) = take_u32(&mut rest) else { return Err(invalid("a segment header is cut short")) };
+                let Some(bytes) = take(&mut rest, len).filter(|b| !b.is_empty()) else {
+                    return Err(invalid("an empty segment, or one longer than its message"));
+                };
+                if partial.data.len() + bytes.len() > partial.total {
                     return Err(invalid("a continuation beyond the frame's announced length"));
                 }
-                partial.data.extend_from_slice(body);
+                partial.data.extend_from_slice(bytes);
                 if partial.data.len() < partial.total {
                     self.partial = Some(partial);
-                    return Ok(Step::More);
+                    Step::More
+                } else {
+                    Step::Frame(partial.data.freeze())
                 }
-                Ok(Step::Frame(partial.data.freeze()))
             }
-            CLOSE if body.is_empty() => {
+            CLOSE if rest.is_empty() && self.at == 0 => {
                 if self.partial.is_some() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the mq:// peer closed the connection inside a frame",
                     ));
                 }
-                Ok(Step::Closed)
+                Step::Closed
             }
-            _ => Err(invalid(&format!("unknown kind {kind}"))),
-        }
+            _ => return Err(invalid(&format!("unknown segment kind {kind}"))),
+        };
+        self.at = self.len - rest.len();
+        Ok(step)
     }
 
     /// The next message's length, `Pending` while the queue is empty and the peer alive.
@@ -439,7 +484,20 @@ impl FrameReceiver for MqReceiver {
                     )))
                 }
             }
-            let step = match ready!(self.poll_message(cx)).and_then(|len| self.step(len)) {
+            if self.at == self.len {
+                match ready!(self.poll_message(cx)) {
+                    Ok(len) => (self.at, self.len) = (0, len),
+                    Err(e) => {
+                        self.state = State::Failed;
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                if self.len == 0 {
+                    self.state = State::Failed;
+                    return Poll::Ready(Err(invalid("an empty message")));
+                }
+            }
+            let step = match self.step() {
                 Ok(step) => step,
                 Err(e) => {
                     self.state = State::Failed;

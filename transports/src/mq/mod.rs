@@ -720,21 +720,77 @@ mod tests {
     async fn hostile_messages_fail_the_connection_cleanly() {
         let name = unique("hostile");
         let mut listener = listen(&name, &TransportOptions::default()).unwrap();
-        for junk in
-            [&[][..], &[9][..], &[conn::MORE, 1, 2][..], &[conn::FIRST, 1][..], &[conn::FIRST, 2, 0, 0, 0, 1, 2, 3][..]]
-        {
+        let junk: [&[u8]; 8] = [
+            &[],
+            &[9],
+            &[conn::MORE, 1, 0, 0, 0, 2],
+            &[conn::FIRST, 1],
+            &[conn::FIRST, 2, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3],
+            &[conn::FIRST, 4, 0, 0, 0, 9, 0, 0, 0, 1, 2, 3, 4],
+            &[conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0, conn::CLOSE],
+            &[conn::FIRST, 4, 0, 0, 0, 1, 0, 0, 0, 1, conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        for junk in junk {
             let (to_server, _from_server, _pair) = raw_client(&name);
             let mut server = listener.accept().await.unwrap();
             sys::send(to_server.as_fd(), junk).unwrap();
-            let got = tokio::time::timeout(Duration::from_secs(10), recv(&mut *server.receiver)).await.unwrap();
+            // Valid frames before the bad segment come out first; then the error.
+            let mut got = Ok(None);
+            for _ in 0..3 {
+                got = tokio::time::timeout(Duration::from_secs(10), recv(&mut *server.receiver)).await.unwrap();
+                if !matches!(got, Ok(Some(_))) {
+                    break;
+                }
+            }
             assert!(got.is_err(), "{junk:?} -> {got:?}");
         }
         // A frame announced as 4 GiB is refused before anything is kept.
         let (to_server, _from_server, _pair) = raw_client(&name);
         let mut server = listener.accept().await.unwrap();
-        sys::send(to_server.as_fd(), &[conn::FIRST, 0, 0, 0, 0xf0, 1, 2, 3]).unwrap();
+        sys::send(to_server.as_fd(), &[conn::FIRST, 0, 0, 0, 0xf0, 3, 0, 0, 0, 1, 2, 3]).unwrap();
         let err = recv(&mut *server.receiver).await.unwrap_err();
         assert!(matches!(rpc_core::error::RpcError::from(err), rpc_core::error::RpcError::FrameTooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn segments_of_several_frames_share_a_message() {
+        let name = unique("packed");
+        let mut listener = listen(&name, &TransportOptions::default()).unwrap();
+        let (to_server, _from_server, _pair) = raw_client(&name);
+        let mut server = listener.accept().await.unwrap();
+        // An empty frame, a whole frame, and the first piece of a third, then its rest.
+        let mut packed = vec![conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0];
+        packed.extend_from_slice(&[conn::FIRST, 2, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']);
+        packed.extend_from_slice(&[conn::FIRST, 3, 0, 0, 0, 1, 0, 0, 0, b'a']);
+        sys::send(to_server.as_fd(), &packed).unwrap();
+        sys::send(to_server.as_fd(), &[conn::MORE, 2, 0, 0, 0, b'b', b'c']).unwrap();
+        for expected in [&b""[..], b"hi", b"abc"] {
+            assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), expected);
+        }
+        sys::send(to_server.as_fd(), &[conn::CLOSE]).unwrap();
+        assert!(recv(&mut *server.receiver).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn many_small_frames_queued_at_once_all_arrive_in_order() {
+        let name = unique("burst");
+        let mut listener = listen(&name, &TransportOptions::default()).unwrap();
+        let (mut client, mut server) = pair(&mut listener, &name).await;
+        let frames: Vec<Bytes> =
+            (0..2000u32).map(|i| Bytes::from(i.to_le_bytes().repeat(1 + i as usize % 700))).collect();
+        let sending = async {
+            for frame in &frames {
+                std::future::poll_fn(|cx| client.sender.poll_ready(cx)).await.unwrap();
+                client.sender.start_send(frame.clone()).unwrap();
+            }
+            std::future::poll_fn(|cx| client.sender.poll_flush(cx)).await.unwrap();
+        };
+        let receiving = async {
+            for frame in &frames {
+                assert_eq!(&recv(&mut *server.receiver).await.unwrap().unwrap(), frame);
+            }
+        };
+        tokio::join!(sending, receiving);
     }
 
     /// A client that does the handshake by hand (no waiting for the answer): its raw ends.
