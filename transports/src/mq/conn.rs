@@ -8,7 +8,7 @@
 //! the bytes) starts a frame, [`MORE`] segments (kind, length, bytes; never empty) continue it.
 //! A frame that fits goes in one segment, and the sender packs as many segments as fit into each
 //! message, so small frames queued while the peer was busy leave together: a queue holds only a
-//! few messages (see the budget in the module above), and packing is what keeps it from capping
+//! few messages (see the limits in the `mq` module notes), and packing is what keeps it from capping
 //! pipelined calls at a few per wake-up. A message of just [`CLOSE`] says no more frames follow.
 //! Only one process writes into each queue and each side's sender pushes frames in order, so the
 //! pieces of a frame are never interleaved with another frame's. The receiver refuses a frame
