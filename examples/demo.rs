@@ -38,6 +38,9 @@ fn addresses() -> Vec<(&'static str, String)> {
             list.push(("spawn", format!("spawn:{}?--stdio", exe.display())));
         }
     }
+    if cfg!(target_os = "linux") {
+        list.push(("mq", format!("mq://rpc-demo-{id}")));
+    }
     list.push(("mem", format!("mem://demo-{id}")));
     list
 }

@@ -212,6 +212,14 @@ impl Drop for TestServer {
         if let Some(path) = self.addr.strip_prefix("unix://") {
             let _ = std::fs::remove_file(path);
         }
+        // A killed mq:// server cannot remove its connect queue (the next server on the name
+        // would reclaim it; there is none).
+        #[cfg(target_os = "linux")]
+        if let Some(name) = self.addr.strip_prefix("mq://") {
+            let name = std::ffi::CString::new(format!("/{name}")).unwrap();
+            // SAFETY: mq_unlink reads the NUL-terminated name, which outlives the call.
+            unsafe { libc::mq_unlink(name.as_ptr()) };
+        }
         // fifo:// addresses live in a directory of their own (see `temp_fifo`).
         if let Some(dir) = self.addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
             let _ = std::fs::remove_dir_all(dir);
@@ -1137,6 +1145,102 @@ async fn no_shm_left_after_a_killed_peer(addr: String, mode: Mode) {
     same_as_before();
 }
 
+/// The queues of connect queue `name` (the connect queue itself, and private pairs named
+/// `name.<token>.c2s` / `.s2c`), listed through a mount of the mqueue file system on a private
+/// temporary directory (`/dev/mqueue` may not be mounted); `None` where mounting is not
+/// permitted (it needs root).
+#[cfg(target_os = "linux")]
+fn mq_queues(name: &str) -> Option<Vec<String>> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::env::temp_dir().join(unique("rpc-conf-mqueue"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call and no data argument.
+    let mounted =
+        unsafe { libc::mount(c"none".as_ptr(), c_dir.as_ptr(), c"mqueue".as_ptr(), 0, std::ptr::null()) } == 0;
+    let queues = mounted.then(|| {
+        let ours = |entry: &String| entry == name || entry.starts_with(&format!("{name}."));
+        dir_entries(&dir).into_iter().filter(ours).collect()
+    });
+    if mounted {
+        // SAFETY: umount2(2) of the directory mounted above; the string outlives the call.
+        assert_eq!(unsafe { libc::umount2(c_dir.as_ptr(), libc::MNT_DETACH) }, 0);
+    }
+    std::fs::remove_dir(&dir).unwrap();
+    queues
+}
+
+/// Whether the queue `/name` exists (works without a mount).
+#[cfg(target_os = "linux")]
+fn mq_exists(name: &str) -> bool {
+    let c_name = std::ffi::CString::new(format!("/{name}")).unwrap();
+    // SAFETY: mq_open without O_CREAT reads only the NUL-terminated name; the descriptor it
+    // returns is closed at once.
+    let fd = unsafe { libc::mq_open(c_name.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just returned to us; closing it is mq_close.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+/// Asserts that exactly `expected` of `name`'s queues exist (see [`mq_queues`]), or, where the
+/// namespace cannot be listed, at least that the connect queue exists or not as expected.
+#[cfg(target_os = "linux")]
+fn assert_mq_queues(name: &str, expected: &[&str], what: &str) {
+    match mq_queues(name) {
+        Some(queues) => assert_eq!(queues, expected, "{what}"),
+        None => {
+            eprintln!("cannot mount an mqueue file system here (needs root): only the connect queue is checked");
+            assert_eq!(mq_exists(name), expected.contains(&name), "{what}");
+        }
+    }
+}
+
+/// mq: a SIGKILLed client leaves no queue; a SIGKILLed server leaves only its connect queue,
+/// which the next server reclaims; a server that stops cleanly leaves nothing. Pending calls of
+/// the killed server's client fail promptly (the server's pid is watched).
+#[cfg(target_os = "linux")]
+async fn no_queue_left_after_a_killed_peer(addr: String, mode: Mode) {
+    let name = addr.strip_prefix("mq://").unwrap().to_owned();
+    let mut server = TestServer::start(&addr, mode).await;
+    let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+    let mut client = client_process(&server.addr).await;
+    assert_mq_queues(&name, &[&name], "only the connect queue while connected");
+    client.start_kill().unwrap();
+    client.wait().await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3, "the server outlives a killed client");
+    assert_mq_queues(&name, &[&name], "a killed client leaves nothing");
+
+    let pending = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(60_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.kill().await;
+    let killed = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), pending).await.expect("pending call hangs").unwrap();
+    assert!(matches!(result, Err(RpcError::Disconnected { .. })), "{result:?}");
+    assert!(killed.elapsed() < Duration::from_secs(2), "noticed {:?} after the kill", killed.elapsed());
+    assert_mq_queues(&name, &[&name], "a killed server leaves only its connect queue");
+
+    let mut next = TestServer::start(&addr, mode).await;
+    assert_eq!(CalculatorClient::connect(&next.addr).await.unwrap().add(2, 2).await.unwrap(), 4);
+    assert!(next.terminate().await);
+    assert_mq_queues(&name, &[], "a server that stopped leaves nothing");
+}
+
+/// mq: a live server is never displaced by a second one on the same name.
+#[cfg(target_os = "linux")]
+async fn a_live_mq_server_is_not_displaced(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_rpc-test-server")).arg(&server.addr).output().await.unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another server is already listening"), "{stderr}");
+    assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(1, 2).await.unwrap(), 3);
+}
+
 /// spawn: a child killed by SIGKILL fails pending calls with an error naming the signal.
 async fn killed_child_is_named_in_the_error(addr: String, mode: Mode) {
     let mut server = TestServer::start(&addr, mode).await;
@@ -1264,9 +1368,18 @@ conformance! {
     // (the fifo module's own tests feed garbage to the connect FIFO). Partial hellos and frames
     // are the same stream framing as the lines above.
     fifo => temp_fifo(), Mode::Process, [no_fifo_left_after_a_killed_peer];
-    // No raw-byte check either: the setup socket carries one setup message, then only bells
-    // (the shm module's own tests scribble over a live connection's shared memory instead).
+}
+
+// shm and mq are Linux only.
+// shm: no raw-byte check: the setup socket carries one setup message, then only bells (the shm
+// module's own tests scribble over a live connection's shared memory instead).
+// mq: no raw-byte check: a connection needs the handshake before any message flows (the mq
+// module's own tests send malformed messages).
+#[cfg(target_os = "linux")]
+conformance! {
     shm => format!("shm://{}", unique("rpc-conf")), Mode::Process, [no_shm_left_after_a_killed_peer];
+    mq => format!("mq://{}", unique("rpc-conf-mq")), Mode::Process,
+        [no_queue_left_after_a_killed_peer, a_live_mq_server_is_not_displaced];
 }
 
 // spawn: every client starts its own child, so the checks about one server shared by many

@@ -4,7 +4,8 @@
 //! `tcp:127.0.0.1:0`, `unix:/abs/path.sock`, `abstract:name` (Linux abstract-namespace Unix
 //! socket, what `local://` uses on Linux), `fifo:/abs/stem` (a pair of named FIFOs,
 //! `stem.c2s` and `stem.s2c`), `spawn:` or `spawn:N` (no listener: the client starts this binary
-//! as its child and talks over the child's stdin/stdout; `N` is the CPU the child pins itself to).
+//! as its child and talks over the child's stdin/stdout; `N` is the CPU the child pins itself to),
+//! `mq:name` (Linux: a pair of POSIX message queues `/name.c2s` and `/name.s2c`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub enum Endpoint {
     /// No server to start: each client connection spawns this binary as a child (pinned to the
     /// given CPU, if any) and talks to it over its stdin and stdout.
     Spawn(Option<usize>),
+    /// A pair of POSIX message queues `/<name>.c2s` and `/<name>.s2c`, created by the server.
+    Mq(String),
 }
 
 impl Endpoint {
@@ -38,6 +41,7 @@ impl Endpoint {
             "abstract" => Ok(Self::Abstract(rest.to_owned())),
             "fifo" => Ok(Self::Fifo(rest.into())),
             "shm" => Ok(Self::Shm(rest.to_owned())),
+            "mq" => Ok(Self::Mq(rest.to_owned())),
             "spawn" if rest.is_empty() => Ok(Self::Spawn(None)),
             "spawn" => Ok(Self::Spawn(Some(rest.parse().map_err(|e| format!("bad CPU in {s:?}: {e}"))?))),
             _ => Err(format!("bad endpoint kind {kind:?} in {s:?}")),
@@ -49,6 +53,15 @@ impl Endpoint {
         match self {
             Self::Unix(path) => vec![path.clone()],
             Self::Fifo(stem) => vec![fifo_path(stem, "c2s"), fifo_path(stem, "s2c")],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The message queues this endpoint leaves behind (names with their leading `/`), for the
+    /// parent to unlink after the server exits.
+    pub fn queues(&self) -> Vec<String> {
+        match self {
+            Self::Mq(name) => vec![format!("/{name}.c2s"), format!("/{name}.s2c")],
             _ => Vec::new(),
         }
     }
@@ -72,6 +85,7 @@ impl fmt::Display for Endpoint {
             Self::Shm(name) => write!(f, "shm:{name}"),
             Self::Spawn(None) => write!(f, "spawn:"),
             Self::Spawn(Some(cpu)) => write!(f, "spawn:{cpu}"),
+            Self::Mq(name) => write!(f, "mq:{name}"),
         }
     }
 }
@@ -90,6 +104,7 @@ mod tests {
             "shm:rpc-bench-1",
             "spawn:",
             "spawn:1",
+            "mq:rpc-bench-1",
         ] {
             assert_eq!(Endpoint::parse(s).unwrap().to_string(), s);
         }

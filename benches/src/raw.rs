@@ -10,6 +10,11 @@
 //! (so neither open can wait for the other forever), and a client hangs up by closing `c2s` and
 //! reading `s2c` to EOF, so the server has closed both before the next client opens them. Pipes
 //! (FIFOs and a spawned child's stdio) are enlarged to 1 MiB where the OS allows, as ours are.
+//!
+//! Message queues (Linux) are used like the FIFO pair: the server creates `/<name>.c2s` and
+//! `/<name>.s2c` with the shape `mq://` gives a connection (`mq::MQ_SHAPE`), serves one client at
+//! a time, and bytes travel in messages of at most the message size; a client hangs up with an
+//! empty message.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -70,6 +75,17 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
         Endpoint::Spawn(_) => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "spawn: has no listener; see serve_stdio"))
         }
+        #[cfg(target_os = "linux")]
+        Endpoint::Mq(name) => {
+            let (r, w) = (mq::create(&format!("/{name}.c2s"))?, mq::create(&format!("/{name}.s2c"))?);
+            crate::announce(endpoint);
+            let mut duplex = mq::Duplex::new(r, w)?;
+            loop {
+                echo_loop(&mut duplex)?;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Endpoint::Mq(_) => return Err(no_mq()),
     }
     Ok(())
 }
@@ -245,6 +261,164 @@ fn connect_abstract(_: &str) -> io::Result<UnixStream> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "abstract Unix sockets are Linux-only"))
 }
 
+/// Unlinks a message queue left by a raw or `mq://` server (Linux; nothing elsewhere).
+pub fn unlink_queue(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Ok(name) = CString::new(name) {
+        // SAFETY: mq_unlink reads the NUL-terminated name, which outlives the call.
+        unsafe { libc::mq_unlink(name.as_ptr()) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_mq() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "POSIX message queues are Linux-only here")
+}
+
+/// The raw message-queue ping-pong: blocking `mq_send` / `mq_receive` as byte streams.
+#[cfg(target_os = "linux")]
+mod mq {
+    use std::ffi::CString;
+    use std::io::{self, Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// The shape `mq://` gives a connection's queues when the user's budget allows: depth 4,
+    /// messages of 2 KiB.
+    pub const MQ_SHAPE: (usize, usize) = (4, 2048);
+
+    fn name(name: &str) -> io::Result<CString> {
+        CString::new(name).map_err(io::Error::other)
+    }
+
+    fn owned(fd: libc::mqd_t) -> io::Result<OwnedFd> {
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: on Linux an mqd_t is a file descriptor, just returned to us.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Creates the queue `name` (read-write, mode 0600, [`MQ_SHAPE`]).
+    pub fn create(queue: &str) -> io::Result<OwnedFd> {
+        let c = name(queue)?;
+        // SAFETY: an all-zero mq_attr is valid (integers and padding).
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = MQ_SHAPE.0 as libc::c_long;
+        attr.mq_msgsize = MQ_SHAPE.1 as libc::c_long;
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        // SAFETY: with O_CREAT mq_open reads a mode (as the promoted c_uint) and a pointer to an
+        // mq_attr that outlives the call; `c` is NUL-terminated.
+        owned(unsafe { libc::mq_open(c.as_ptr(), flags, 0o600 as libc::c_uint, &attr as *const libc::mq_attr) })
+    }
+
+    fn open(queue: &str) -> io::Result<OwnedFd> {
+        let c = name(queue)?;
+        // SAFETY: without O_CREAT mq_open reads only the NUL-terminated name.
+        owned(unsafe { libc::mq_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+    }
+
+    /// One queue to read from and one to write to, as a byte stream.
+    pub struct Duplex {
+        r: OwnedFd,
+        w: OwnedFd,
+        msg_size: usize,
+        /// The message being read, and how much of it was taken.
+        buf: Vec<u8>,
+        at: usize,
+        len: usize,
+    }
+
+    impl Duplex {
+        pub fn new(r: OwnedFd, w: OwnedFd) -> io::Result<Self> {
+            // SAFETY: an all-zero mq_attr is valid.
+            let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+            // SAFETY: mq_getattr writes one mq_attr into `attr`; `r` is an open queue.
+            if unsafe { libc::mq_getattr(r.as_raw_fd(), &mut attr) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let msg_size = attr.mq_msgsize as usize;
+            Ok(Self { r, w, msg_size, buf: vec![0; msg_size], at: 0, len: 0 })
+        }
+
+        fn send(&self, bytes: &[u8]) -> io::Result<()> {
+            // SAFETY: pointer and length describe `bytes`, which mq_send only reads.
+            if unsafe { libc::mq_send(self.w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+    }
+
+    impl Read for Duplex {
+        /// Reads from the current message; an empty message is the peer hanging up (EOF).
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.at == self.len {
+                let mut priority = 0;
+                // SAFETY: mq_receive writes at most `buf.len()` (the message size) bytes into
+                // `buf` and one c_uint into `priority`.
+                let n = unsafe {
+                    libc::mq_receive(self.r.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), &mut priority)
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                (self.at, self.len) = (0, n as usize);
+            }
+            let n = out.len().min(self.len - self.at);
+            out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Duplex {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let n = bytes.len().min(self.msg_size);
+            self.send(&bytes[..n])?;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The client of a raw queue pair; on drop it hangs up with an empty message.
+    pub struct Client(Duplex);
+
+    impl Client {
+        pub fn connect(name: &str) -> io::Result<Self> {
+            let w = open(&format!("/{name}.c2s"))?;
+            let r = open(&format!("/{name}.s2c"))?;
+            Ok(Self(Duplex::new(r, w)?))
+        }
+    }
+
+    impl Read for Client {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.0.read(out)
+        }
+    }
+
+    impl Write for Client {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.write(bytes)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for Client {
+        fn drop(&mut self) {
+            let _ = self.0.send(&[]);
+        }
+    }
+}
+
 fn echo_loop<S: Read + Write>(mut stream: S) -> io::Result<()> {
     let mut size = [0u8; 8];
     stream.read_exact(&mut size)?;
@@ -277,6 +451,10 @@ fn connect(endpoint: &Endpoint, size: usize) -> io::Result<Box<dyn Stream>> {
         Endpoint::Shm(name) => Box::new(crate::raw_shm::Client::connect(name)?),
         #[cfg(not(target_os = "linux"))]
         Endpoint::Shm(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "shm:// is Linux only")),
+        #[cfg(target_os = "linux")]
+        Endpoint::Mq(name) => Box::new(mq::Client::connect(name)?),
+        #[cfg(not(target_os = "linux"))]
+        Endpoint::Mq(_) => return Err(no_mq()),
     };
     stream.write_all(&(size as u64).to_le_bytes())?;
     Ok(stream)

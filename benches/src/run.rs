@@ -127,6 +127,8 @@ struct ServerProcess {
     stdin: Option<ChildStdin>,
     addr: String,
     files: Vec<PathBuf>,
+    /// Message queues to unlink once the server is gone (names with their leading `/`).
+    queues: Vec<String>,
 }
 
 impl ServerProcess {
@@ -140,12 +142,18 @@ impl ServerProcess {
         let stdin = child.stdin.take();
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        let mut server = Self { child, stdin, addr: String::new(), files };
+        let mut server = Self { child, stdin, addr: String::new(), files, queues: Vec::new() };
         match line.trim().strip_prefix("listening ") {
             Some(addr) => server.addr = addr.to_owned(),
             None => return Err(format!("{kind} server on {target} did not start: {line:?}").into()),
         }
         Ok(server)
+    }
+
+    /// Also unlinks these message queues when the server is gone.
+    fn with_queues(mut self, queues: Vec<String>) -> Self {
+        self.queues = queues;
+        self
     }
 
     fn stop(mut self) -> Result<(), BoxError> {
@@ -167,6 +175,9 @@ impl Drop for ServerProcess {
         }
         for file in &self.files {
             let _ = std::fs::remove_file(file);
+        }
+        for queue in &self.queues {
+            raw::unlink_queue(queue);
         }
     }
 }
@@ -264,7 +275,10 @@ fn client(args: Args) -> Result<(), BoxError> {
                 }
                 None
             } else {
-                Some(ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?)
+                Some(
+                    ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?
+                        .with_queues(endpoint.queues()),
+                )
             };
             let endpoint = match &server {
                 Some(server) => Endpoint::parse(&server.addr)?,
@@ -287,7 +301,10 @@ fn client(args: Args) -> Result<(), BoxError> {
                 }
                 None
             } else {
-                Some(ServerProcess::start("ours", &addr, server_cpu, server_files(&addr))?)
+                Some(
+                    ServerProcess::start("ours", &addr, server_cpu, server_files(&addr))?
+                        .with_queues(server_queues(&addr)),
+                )
             };
             let addr = server.as_ref().map_or(addr, |s| s.addr.clone());
             let connect = || frameworks::connect_ours(&addr);
@@ -337,6 +354,11 @@ fn client(args: Args) -> Result<(), BoxError> {
 /// cleanup (the server is stopped by exiting, so its listener is never dropped).
 fn server_files(addr: &str) -> Vec<PathBuf> {
     addr.strip_prefix("unix://").or_else(|| addr.strip_prefix("fifo://")).map(PathBuf::from).into_iter().collect()
+}
+
+/// The connect queue our server creates for an `mq://` address, for cleanup (as above).
+fn server_queues(addr: &str) -> Vec<String> {
+    addr.strip_prefix("mq://").map(|name| format!("/{name}")).into_iter().collect()
 }
 
 fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &FrameworkResult) {

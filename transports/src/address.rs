@@ -12,7 +12,7 @@ use rpc_core::error::RpcError;
 
 /// A parsed transport address.
 ///
-/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`, `mq://`).
+/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Address {
@@ -39,10 +39,15 @@ pub enum Address {
         /// Its arguments.
         args: Vec<String>,
     },
+    /// `mq://name`: POSIX message queues (Linux); the server's connect queue is `/name`.
+    Mq(String),
 }
 
 /// The schemes this build supports, in the order error messages list them.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(target_os = "linux")]
+pub const SCHEMES: &[&str] = &["tcp", "local", "shm", "unix", "fifo", "spawn", "mq", "mem"];
+/// The schemes this build supports, in the order error messages list them.
+#[cfg(target_os = "android")]
 pub const SCHEMES: &[&str] = &["tcp", "local", "shm", "unix", "fifo", "spawn", "mem"];
 /// The schemes this build supports, in the order error messages list them.
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
@@ -53,9 +58,6 @@ pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
 /// The schemes this build supports, in the order error messages list them.
 #[cfg(not(any(unix, windows)))]
 pub const SCHEMES: &[&str] = &["tcp", "mem"];
-
-/// Schemes the design names that this build does not implement yet, with what they are.
-const PLANNED: &[(&str, &str)] = &[("mq", "POSIX message queues")];
 
 /// Longest `local://` name. Abstract socket names may have 107 bytes and Windows pipe names
 /// 256, but other Unix systems put the socket at `/tmp/<name>` and `sun_path` has 104 bytes
@@ -83,12 +85,6 @@ impl Address {
             return Err(invalid(format!("missing scheme in `{s}`; {}", supported())));
         };
         let scheme = scheme.to_ascii_lowercase();
-        if let Some((_, what)) = PLANNED.iter().find(|(planned, _)| *planned == scheme) {
-            return Err(invalid(format!(
-                "`{scheme}:` addresses ({what}) are not supported by this build yet; {}",
-                supported()
-            )));
-        }
         if !SCHEMES.contains(&scheme.as_str()) {
             if is_known(&scheme) {
                 return Err(unsupported_here(&scheme));
@@ -108,6 +104,7 @@ impl Address {
             "unix" => parse_unix(s, body),
             "fifo" => parse_fifo(s, body),
             "mem" => parse_name(s, body, "mem").map(Address::Mem),
+            "mq" => parse_mq(s, body),
             _ => Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported()))),
         }
     }
@@ -122,6 +119,7 @@ impl Address {
             Address::Fifo(_) => "fifo",
             Address::Shm(_) => "shm",
             Address::Spawn { .. } => "spawn",
+            Address::Mq(_) => "mq",
         }
     }
 }
@@ -144,6 +142,7 @@ impl fmt::Display for Address {
             Address::Mem(name) => write!(f, "mem://{name}"),
             Address::Fifo(path) => write!(f, "fifo://{}", path.display()),
             Address::Shm(name) => write!(f, "shm://{name}"),
+            Address::Mq(name) => write!(f, "mq://{name}"),
             Address::Spawn { program, args } => {
                 write!(f, "spawn:{}", percent_encode(&program.to_string_lossy(), false))?;
                 for (i, arg) in args.iter().enumerate() {
@@ -159,7 +158,8 @@ impl fmt::Display for Address {
 /// The error for a scheme this build knows but the platform lacks.
 pub(crate) fn unsupported_here(scheme: &str) -> RpcError {
     let sep = if scheme == "spawn" { ":" } else { "://" };
-    invalid(format!("`{scheme}{sep}` addresses are not supported on this platform; {}", supported()))
+    let only = if scheme == "mq" { " (POSIX message queues are Linux only)" } else { "" };
+    invalid(format!("`{scheme}{sep}` addresses are not supported on this platform{only}; {}", supported()))
 }
 
 fn invalid(message: String) -> RpcError {
@@ -181,13 +181,14 @@ fn form(scheme: &str) -> &'static str {
         "fifo" => "fifo:///path",
         "shm" => "shm://name",
         "spawn" => "spawn:/path/to/program?arg1&arg2",
+        "mq" => "mq://name",
         _ => "scheme://...",
     }
 }
 
 /// Schemes implemented by some build of this crate (so not "unknown" on any platform).
 fn is_known(scheme: &str) -> bool {
-    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn" | "shm")
+    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn" | "shm" | "mq")
 }
 
 /// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`. Rejects `127.0.0.1` in
@@ -258,6 +259,23 @@ fn parse_local_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcErro
     } else {
         Ok(name)
     }
+}
+
+/// `mq://name`: the name of the connect queue (`/name`) without its slash. Private queues are
+/// named `/name.<token>.c2s` and the listener's lock is the abstract socket `rpc-mq/name`, so
+/// the name is as short as a `local://` name, and has no `/` (queue names have one, leading).
+fn parse_mq(s: &str, body: &str) -> Result<Address, RpcError> {
+    let name = parse_name(s, body, "mq")?;
+    if name.len() > MAX_LOCAL_NAME {
+        return Err(invalid(format!("`{s}`: an mq:// name may have at most {MAX_LOCAL_NAME} bytes")));
+    }
+    if name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(invalid(format!("`{s}`: an mq:// name cannot be `.`, `..` or contain `/`")));
+    }
+    if name.contains(['?', '#']) {
+        return Err(invalid(format!("`{s}`: an mq:// address has no query or fragment")));
+    }
+    Ok(Address::Mq(name))
 }
 
 fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
@@ -463,7 +481,7 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert_eq!(
             m,
-            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, shm://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mem://name"
+            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, shm://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mq://name, mem://name"
         );
     }
 
@@ -514,12 +532,25 @@ mod tests {
         assert!(message("spawn:/bin/x").contains("`spawn:` addresses are not supported on this platform"));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
-    fn planned_schemes_are_not_supported_yet() {
+    fn mq_names() {
+        assert_eq!(round_trips("mq://calc"), Address::Mq("calc".into()));
+        assert_eq!(Address::parse("MQ://calc.v2").unwrap().scheme(), "mq");
+        assert!(message("mq://").contains("empty name"));
+        assert!(message("mq://a/b").contains("cannot"));
+        assert!(message("mq://..").contains("cannot"));
+        assert!(message("mq:///calc").contains("cannot"));
+        assert!(message("mq://a?b").contains("no query"));
+        assert!(message(&format!("mq://{}", "x".repeat(MAX_LOCAL_NAME + 1))).contains("at most"));
+        round_trips(&format!("mq://{}", "x".repeat(MAX_LOCAL_NAME)));
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn mq_is_refused_off_linux() {
         let m = message("mq://calc");
-        assert!(m.contains("not supported by this build yet"), "{m}");
-        assert!(m.contains("message queues"), "{m}");
-        assert!(m.contains("this build supports tcp://host:port"), "{m}");
+        assert!(m.contains("not supported on this platform (POSIX message queues are Linux only)"), "{m}");
     }
 
     #[test]

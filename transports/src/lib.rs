@@ -13,6 +13,7 @@
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
 //! | `fifo:///dir/name` | named FIFOs: a connect FIFO at the path (mode 0600), a private FIFO pair per connection, unlinked as soon as both sides opened it (see the `fifo` module notes below) | same machine, file permissions | Unix |
 //! | `spawn:/path/to/program?arg1&arg2` | a child process started by `connect`, spoken to over its stdin/stdout pipes; the parent owns its lifetime. Arguments are `&`-separated and %-decoded; a bare program name is looked up in `PATH`. See [`spawn`] for the child's side and the rules | the parent and its child | Unix |
+//! | `mq://name` | POSIX message queues: a connect queue `/name` (mode 0600), a private queue pair per connection, unlinked as soon as both sides opened it; frames larger than one message are split; a peer that dies is noticed through a pidfd (see the `mq` module notes below) | same machine, same user | Linux |
 //! | `mem://name` | in-process channels | same process | all |
 //!
 //! `fifo://`: many clients may connect at once; each writes one 64-byte connect record into the
@@ -28,8 +29,17 @@
 //! that corrupts it fails its own connection with an `InvalidData` error. Frames larger than
 //! [`TransportOptions::ring_size`] stream through the ring in pieces.
 //!
-//! Schemes planned by the design but not built yet (`mq://`) are
-//! recognised and refused with a clear [`RpcError::Address`], as are schemes the platform lacks.
+//! `mq://`: the kernel caps queue depth and message size (`/proc/sys/fs/mqueue`) and the bytes
+//! of all queues of one user (`RLIMIT_MSGQUEUE`, `ulimit -q`, often 800 KiB); each connection's
+//! queues take the largest of a few shapes that still fits (about 17 KiB per connection, down to
+//! under 2 KiB), and an error names the limit when none does. A queue does not report a dead
+//! peer, so each side watches the other's process through a pidfd, and says so with a close
+//! message when it drops a connection; pending calls fail promptly after a SIGKILL of either
+//! side. Nothing is left in the queue namespace after a crash, except the connect queue of a
+//! killed server, which the next server on that name reclaims (a live one is never displaced).
+//!
+//! Schemes the platform lacks (`shm://` and `mq://` off Linux, `unix://`, `fifo://` and
+//! `spawn:` off Unix) are recognised and refused with a clear [`RpcError::Address`].
 //! [`SCHEMES`] lists what this build supports.
 //!
 //! With the `tarpc` feature, the `tarpc` module turns any of these connections into a
@@ -60,6 +70,8 @@ mod context;
 mod fifo;
 mod local;
 mod mem;
+#[cfg(target_os = "linux")]
+mod mq;
 mod options;
 #[cfg(unix)]
 mod pipes;
@@ -128,6 +140,10 @@ impl Address {
             Address::Shm(name) => shm::connect(name, options).await,
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Address::Shm(_) => return Err(address::unsupported_here("shm")),
+            #[cfg(target_os = "linux")]
+            Address::Mq(name) => mq::connect(name, options).await,
+            #[cfg(not(target_os = "linux"))]
+            Address::Mq(_) => return Err(address::unsupported_here("mq")),
         };
         result.map_err(|e| context::error("connecting to", self, e))
     }
@@ -150,6 +166,10 @@ impl Address {
             Address::Shm(name) => shm::listen(name, options).map(|l| Box::new(l) as _),
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Address::Shm(_) => return Err(address::unsupported_here("shm")),
+            #[cfg(target_os = "linux")]
+            Address::Mq(name) => mq::listen(name, options).map(|l| Box::new(l) as _),
+            #[cfg(not(target_os = "linux"))]
+            Address::Mq(_) => return Err(address::unsupported_here("mq")),
             Address::Spawn { .. } => {
                 return Err(RpcError::Address(format!(
                     "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \

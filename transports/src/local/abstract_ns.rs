@@ -23,7 +23,7 @@ use crate::unix::{connection, into_tokio_listener, retry_while_busy, BACKLOG};
 
 /// The abstract address for `name`: a leading NUL byte, then the name, not NUL-terminated
 /// (the same address `interprocess`'s `GenericNamespaced` builds).
-fn abstract_addr(name: &str) -> io::Result<SockAddr> {
+pub(crate) fn abstract_addr(name: &str) -> io::Result<SockAddr> {
     let mut bytes = Vec::with_capacity(name.len() + 1);
     bytes.push(0);
     bytes.extend_from_slice(name.as_bytes());
@@ -43,7 +43,7 @@ pub(crate) async fn connect_stream(name: &str) -> io::Result<UnixStream> {
 
 /// One non-blocking connect (std's `connect_addr` would block the runtime's thread while the
 /// server's backlog is full).
-async fn connect_once(addr: &SockAddr) -> io::Result<UnixStream> {
+pub(crate) async fn connect_once(addr: &SockAddr) -> io::Result<UnixStream> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
     let in_progress = match socket.connect(addr) {

@@ -1,0 +1,514 @@
+//! One established `mq://` connection: a queue per direction, frames split into messages, and
+//! the liveness watch that message queues lack.
+//!
+//! # Messages
+//!
+//! A message holds one or more *segments*, each a piece of one frame: a [`FIRST`] segment
+//! (kind byte, the frame's total length and the segment's length as little-endian `u32`s, then
+//! the bytes) starts a frame, [`MORE`] segments (kind, length, bytes; never empty) continue it.
+//! A frame that fits goes in one segment, and the sender packs as many segments as fit into each
+//! message, so small frames queued while the peer was busy leave together: a queue holds only a
+//! few messages (see the limits in the `mq` module notes), and packing is what keeps it from capping
+//! pipelined calls at a few per wake-up. A message of just [`CLOSE`] says no more frames follow.
+//! Only one process writes into each queue and each side's sender pushes frames in order, so the
+//! pieces of a frame are never interleaved with another frame's. The receiver refuses a frame
+//! whose announced length is above its maximum before it keeps a byte of it, and grows the frame
+//! only with bytes that arrived; any message that breaks these rules fails the connection with
+//! `InvalidData`.
+//!
+//! # Liveness
+//!
+//! A queue does not report that the process at the other end died: its messages just stop. Each
+//! side therefore watches the peer's process through a pidfd (readable once it exited), polled
+//! whenever a half would wait: a receiver with an empty queue, a sender with a full one. A peer
+//! in the same process never exits while we run, so a sender also says [`CLOSE`] when it is
+//! dropped without being closed, as a socket's EOF would. [`CLOSE`] ends one direction only (the
+//! peer may still read what we send, like a stream's half-close).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rpc_core::transport::{FrameReceiver, FrameSender};
+use rpc_core::wire::FrameTooLarge;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::sys;
+
+/// The first segment of a frame: kind, total length and segment length (`u32` LE), bytes.
+pub(crate) const FIRST: u8 = 1;
+/// A later segment of a frame: kind, segment length (`u32` LE), bytes.
+pub(crate) const MORE: u8 = 2;
+/// No more frames follow.
+pub(crate) const CLOSE: u8 = 3;
+/// Sent by the server as the first message on a new connection: it holds both queues.
+pub(crate) const ACCEPT: u8 = 4;
+/// Sent by a listener that stops with the client's connect request still unanswered.
+pub(crate) const REFUSE: u8 = 5;
+
+/// A [`FIRST`] segment's header.
+const FIRST_HEADER: usize = 9;
+/// A [`MORE`] segment's header.
+const MORE_HEADER: usize = 5;
+/// The smallest message size a connection works with (room for a header and some bytes).
+pub(crate) const MIN_MSG_SIZE: usize = 64;
+/// `poll_ready` pushes queued frames out before taking more once this many bytes wait.
+const HIGH_WATER: usize = 256 * 1024;
+/// What a queued frame costs on top of its bytes, so a flood of empty frames is bounded too.
+const FRAME_COST: usize = 64;
+/// How long a dropped sender keeps trying to deliver its [`CLOSE`] into a full queue.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// The other side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The peer's process id.
+    pid: u32,
+}
+
+impl Peer {
+    fn died(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            format!("the mq:// peer (pid {}) exited without closing the connection", self.pid),
+        )
+    }
+}
+
+/// Resolves once the peer process exited; never, for a peer in our own process.
+#[derive(Debug)]
+pub(crate) struct PeerExit(Option<AsyncFd<OwnedFd>>);
+
+impl PeerExit {
+    /// Watches process `pid` (nothing if it is us). Fails with `NotFound` if it is gone already.
+    pub(crate) fn watch(pid: u32) -> io::Result<PeerExit> {
+        if pid == std::process::id() {
+            return Ok(PeerExit(None));
+        }
+        let fd = sys::pidfd_open(pid).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                io::Error::new(io::ErrorKind::NotFound, format!("process {pid} does not exist"))
+            } else {
+                e
+            }
+        })?;
+        Ok(PeerExit(Some(sys::register(fd, Interest::READABLE)?)))
+    }
+
+    /// A second watch on the same process, for the other half.
+    fn try_clone(&self) -> io::Result<PeerExit> {
+        match &self.0 {
+            None => Ok(PeerExit(None)),
+            Some(fd) => Ok(PeerExit(Some(sys::register(fd.get_ref().try_clone()?, Interest::READABLE)?))),
+        }
+    }
+
+    /// True once the peer exited; otherwise registers `cx` to be woken when it does.
+    pub(crate) fn poll_exited(&self, cx: &mut Context<'_>) -> bool {
+        match &self.0 {
+            None => false,
+            // An error from the reactor means the watch is broken: treat the peer as gone
+            // rather than wait forever.
+            Some(fd) => fd.poll_read_ready(cx).is_ready(),
+        }
+    }
+}
+
+/// Both halves of a connection over the queue pair `(incoming, outgoing)` with the peer `pid`.
+pub(crate) fn halves(
+    incoming: OwnedFd,
+    outgoing: OwnedFd,
+    exit: PeerExit,
+    pid: u32,
+    max_frame_len: usize,
+) -> io::Result<(MqSender, MqReceiver)> {
+    let in_size = checked_msg_size(&incoming)?;
+    let out_size = checked_msg_size(&outgoing)?;
+    let peer = Peer { pid };
+    let receiver = MqReceiver {
+        fd: sys::register(incoming, Interest::READABLE)?,
+        buf: vec![0; in_size].into_boxed_slice(),
+        at: 0,
+        len: 0,
+        partial: None,
+        max_frame_len,
+        peer,
+        exit: exit.try_clone()?,
+        state: State::Open,
+    };
+    let sender = MqSender {
+        fd: Some(sys::register(outgoing, Interest::WRITABLE)?),
+        msg_size: out_size,
+        queue: VecDeque::new(),
+        sent: None,
+        queued: 0,
+        message: Vec::with_capacity(out_size),
+        max_frame_len,
+        peer,
+        exit: Some(exit),
+        closed: false,
+    };
+    Ok((sender, receiver))
+}
+
+/// The message size of a queue the peer may have created: at least [`MIN_MSG_SIZE`], and at
+/// most what the kernel lets unprivileged users create (or 1 MiB), so a hostile peer cannot make
+/// us allocate a huge receive buffer.
+fn checked_msg_size(fd: &OwnedFd) -> io::Result<usize> {
+    let size = sys::geometry(fd.as_fd())?.msg_size;
+    let max = sys::limits().msg_size.max(1 << 20);
+    if !(MIN_MSG_SIZE..=max).contains(&size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a queue of this connection has messages of {size} bytes (expected {MIN_MSG_SIZE} to {max})"),
+        ));
+    }
+    Ok(size)
+}
+
+/// Waits until `message` is in the queue (it goes whole or not at all), or the peer is gone.
+fn poll_push(
+    fd: &AsyncFd<OwnedFd>,
+    peer: &Peer,
+    exit: &PeerExit,
+    message: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        match fd.poll_write_ready(cx) {
+            Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| sys::send(fd.as_fd(), message)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            },
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // The queue is full: only the peer can make room, so stop waiting if it is gone.
+                if exit.poll_exited(cx) {
+                    return Poll::Ready(Err(peer.died()));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The sending half: frames queue here and leave as messages of at most the queue's size.
+#[derive(Debug)]
+pub(crate) struct MqSender {
+    /// `None` only while dropping (handed to the task that delivers [`CLOSE`]).
+    fd: Option<AsyncFd<OwnedFd>>,
+    msg_size: usize,
+    queue: VecDeque<Bytes>,
+    /// Bytes of the front frame already sent; `None` until its first message left.
+    sent: Option<usize>,
+    /// Bytes (plus [`FRAME_COST`] per frame) queued and not yet sent.
+    queued: usize,
+    /// The message being built (reused).
+    message: Vec<u8>,
+    max_frame_len: usize,
+    peer: Peer,
+    /// `None` only while dropping, like `fd`.
+    exit: Option<PeerExit>,
+    /// [`CLOSE`] was sent.
+    closed: bool,
+}
+
+impl MqSender {
+    fn closed_by_us() -> io::Error {
+        io::Error::new(io::ErrorKind::NotConnected, "the sending half was already closed")
+    }
+
+    /// Packs the next message into `self.message` from the queued frames, starting where the
+    /// last message stopped. Returns how many queued frames it finishes and where it leaves the
+    /// frame after them (`None`: at its start), to be committed once the message is sent.
+    fn build_next(&mut self) -> (usize, Option<usize>) {
+        self.message.clear();
+        let mut sent = self.sent;
+        let mut done = 0;
+        for frame in &self.queue {
+            let room = self.msg_size - self.message.len();
+            let start = sent.unwrap_or(0);
+            let header = if sent.is_none() { FIRST_HEADER } else { MORE_HEADER };
+            // A segment needs its header and a byte (or nothing more, for an empty frame).
+            if room < header + usize::from(frame.len() > start) {
+                break;
+            }
+            let end = frame.len().min(start + (room - header));
+            let len = (end - start) as u32;
+            if sent.is_none() {
+                self.message.push(FIRST);
+                // `start_send` refused frames above `max_frame_len`, which is at most u32::MAX.
+                self.message.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            } else {
+                self.message.push(MORE);
+            }
+            self.message.extend_from_slice(&len.to_le_bytes());
+            self.message.extend_from_slice(&frame[start..end]);
+            if end < frame.len() {
+                sent = Some(end);
+                break;
+            }
+            done += 1;
+            sent = None;
+        }
+        (done, sent)
+    }
+}
+
+impl FrameSender for MqSender {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Err(Self::closed_by_us()));
+        }
+        if self.queued >= HIGH_WATER {
+            ready!(self.poll_flush(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+        if self.closed {
+            return Err(Self::closed_by_us());
+        }
+        if frame.len() > self.max_frame_len {
+            return Err(FrameTooLarge { size: frame.len() as u64, max: self.max_frame_len as u64 }.into());
+        }
+        self.queued += frame.len() + FRAME_COST;
+        self.queue.push_back(frame);
+        Ok(())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let (done, sent) = self.build_next();
+            let (Some(fd), Some(exit)) = (&self.fd, &self.exit) else { return Poll::Ready(Err(Self::closed_by_us())) };
+            ready!(poll_push(fd, &self.peer, exit, &self.message, cx))?;
+            for frame in self.queue.drain(..done) {
+                self.queued -= frame.len() + FRAME_COST;
+            }
+            self.sent = sent;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_flush(cx))?;
+        let (Some(fd), Some(exit)) = (&self.fd, &self.exit) else { return Poll::Ready(Err(Self::closed_by_us())) };
+        ready!(poll_push(fd, &self.peer, exit, &[CLOSE], cx))?;
+        self.closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for MqSender {
+    /// Says [`CLOSE`] if the connection was dropped without being closed: a peer in another
+    /// process would notice our exit, one in ours would not. Frames still queued are dropped,
+    /// as a socket's unsent bytes would be. If the queue is full, a task keeps trying for
+    /// [`CLOSE_GRACE`] (while the peer lives) so that drop never waits.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (Some(fd), Some(exit)) = (self.fd.take(), self.exit.take()) else { return };
+        // After a frame cut short the peer sees CLOSE inside a frame, which it reports as an
+        // error, as a stream reports EOF inside a frame.
+        match sys::send(fd.get_ref().as_fd(), &[CLOSE]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let peer = self.peer;
+        runtime.spawn(async move {
+            let push = std::future::poll_fn(|cx| poll_push(&fd, &peer, &exit, &[CLOSE], cx));
+            let _ = tokio::time::timeout(CLOSE_GRACE, push).await;
+        });
+    }
+}
+
+/// A frame being reassembled.
+#[derive(Debug)]
+struct Partial {
+    total: usize,
+    data: BytesMut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// The peer said [`CLOSE`]: `Ok(None)` from now on.
+    Closed,
+    /// An error was returned: the connection is unusable.
+    Failed,
+}
+
+/// What one segment did to the frame being received.
+enum Step {
+    Frame(Bytes),
+    More,
+    Closed,
+}
+
+/// Splits `n` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
+    *rest = tail;
+    Some(head)
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<usize> {
+    take(rest, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// The receiving half: reassembles frames from the messages of the incoming queue.
+#[derive(Debug)]
+pub(crate) struct MqReceiver {
+    fd: AsyncFd<OwnedFd>,
+    /// One message (the queue's message size: `mq_receive` wants at least that much room).
+    buf: Box<[u8]>,
+    /// The segments of the message in `buf` not yet taken: `buf[at..len]`.
+    at: usize,
+    len: usize,
+    partial: Option<Partial>,
+    max_frame_len: usize,
+    peer: Peer,
+    exit: PeerExit,
+    state: State,
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("invalid mq:// message: {what}"))
+}
+
+impl MqReceiver {
+    /// Takes the next segment of the current message.
+    fn step(&mut self) -> io::Result<Step> {
+        let mut rest = &self.buf[self.at..self.len];
+        let Some(&kind) = rest.first() else { return Err(invalid("an empty message")) };
+        rest = &rest[1..];
+        let step = match kind {
+            FIRST => {
+                if self.partial.is_some() {
+                    return Err(invalid("a frame began inside another"));
+                }
+                let (Some(total), Some(len)) = (take_u32(&mut rest), take_u32(&mut rest)) else {
+                    return Err(invalid("a segment header is cut short"));
+                };
+                if total > self.max_frame_len {
+                    return Err(FrameTooLarge { size: total as u64, max: self.max_frame_len as u64 }.into());
+                }
+                let Some(bytes) = take(&mut rest, len).filter(|_| len <= total) else {
+                    return Err(invalid("a segment longer than its message or its frame"));
+                };
+                if len == total {
+                    Step::Frame(Bytes::copy_from_slice(bytes))
+                } else {
+                    self.partial = Some(Partial { total, data: BytesMut::from(bytes) });
+                    Step::More
+                }
+            }
+            MORE => {
+                let Some(mut partial) = self.partial.take() else {
+                    return Err(invalid("the continuation of a frame that did not begin"));
+                };
+                let Some(len) = take_u32(&mut rest) else { return Err(invalid("a segment header is cut short")) };
+                let Some(bytes) = take(&mut rest, len).filter(|b| !b.is_empty()) else {
+                    return Err(invalid("an empty segment, or one longer than its message"));
+                };
+                if partial.data.len() + bytes.len() > partial.total {
+                    return Err(invalid("a continuation beyond the frame's announced length"));
+                }
+                partial.data.extend_from_slice(bytes);
+                if partial.data.len() < partial.total {
+                    self.partial = Some(partial);
+                    Step::More
+                } else {
+                    Step::Frame(partial.data.freeze())
+                }
+            }
+            CLOSE if rest.is_empty() && self.at == 0 => {
+                if self.partial.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the mq:// peer closed the connection inside a frame",
+                    ));
+                }
+                Step::Closed
+            }
+            _ => return Err(invalid(&format!("unknown segment kind {kind}"))),
+        };
+        self.at = self.len - rest.len();
+        Ok(step)
+    }
+
+    /// The next message's length, `Pending` while the queue is empty and the peer alive.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| sys::receive(fd.as_fd(), &mut self.buf)) {
+                    Ok(result) => return Poll::Ready(result),
+                    Err(_would_block) => continue,
+                },
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if !self.exit.poll_exited(cx) {
+                        return Poll::Pending;
+                    }
+                    // The peer exited: deliver what it sent before it died, then report it.
+                    return Poll::Ready(match sys::receive(self.fd.get_ref().as_fd(), &mut self.buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(self.peer.died()),
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl FrameReceiver for MqReceiver {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        loop {
+            match self.state {
+                State::Open => {}
+                State::Closed => return Poll::Ready(Ok(None)),
+                State::Failed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the mq:// connection failed earlier",
+                    )))
+                }
+            }
+            if self.at == self.len {
+                match ready!(self.poll_message(cx)) {
+                    Ok(len) => (self.at, self.len) = (0, len),
+                    Err(e) => {
+                        self.state = State::Failed;
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                if self.len == 0 {
+                    self.state = State::Failed;
+                    return Poll::Ready(Err(invalid("an empty message")));
+                }
+            }
+            let step = match self.step() {
+                Ok(step) => step,
+                Err(e) => {
+                    self.state = State::Failed;
+                    return Poll::Ready(Err(e));
+                }
+            };
+            match step {
+                Step::Frame(frame) => return Poll::Ready(Ok(Some(frame))),
+                Step::More => {}
+                Step::Closed => self.state = State::Closed,
+            }
+        }
+    }
+}
