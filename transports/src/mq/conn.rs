@@ -61,7 +61,8 @@ const HIGH_WATER: usize = 256 * 1024;
 /// What a queued frame costs on top of its bytes, so a flood of empty frames is bounded too.
 const FRAME_COST: usize = 64;
 /// How long a dropped sender keeps trying to deliver its [`CLOSE`] into a full queue.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// (As long as the engines linger to deliver their last frames to a peer that does not read.)
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The other side of a connection.
 #[derive(Debug, Clone, Copy)]
