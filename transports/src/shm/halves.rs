@@ -177,6 +177,96 @@ impl Spin {
     }
 }
 
+/// Which check [`Waiter::poll_wait`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Is what we wait for there? (Plain loads: for spinning and re-checks.)
+    Now,
+    /// Set our waiting flag, then check, in that order (`SeqCst`): the peer clears the flag
+    /// when it rings, so it is set again before every sleep.
+    AfterFlag,
+}
+
+/// What ended a [`Waiter::poll_wait`].
+#[derive(Debug, PartialEq, Eq)]
+enum Woken {
+    /// Look at the ring again.
+    Check,
+    /// The peer closed its end of our bell, or its process exited.
+    PeerGone,
+}
+
+/// How one half waits for its ring: spin (in slices), then sleep on its bell, watching the
+/// peer's process meanwhile. The sender waits for room, the receiver for bytes; both wait the
+/// same way.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// The bell this half sleeps on.
+    bell: Arc<Bell>,
+    spin: Spin,
+    peer: PeerProcess,
+    /// The current wait is past spinning: our waiting flag may be set in the ring.
+    sleeping: bool,
+}
+
+impl Waiter {
+    pub(crate) fn new(bell: Arc<Bell>, spin: Spin, peer: PeerProcess) -> Self {
+        Waiter { bell, spin, peer, sleeping: false }
+    }
+
+    /// One step of waiting; `check` says whether what we wait for is there.
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        wakeups: &mut u32,
+        mut check: impl FnMut(Check) -> io::Result<bool>,
+    ) -> Poll<io::Result<Woken>> {
+        if !self.sleeping {
+            match self.spin.spin(|| check(Check::Now).unwrap_or(true)) {
+                Spun::Ready => return Poll::Ready(Ok(Woken::Check)),
+                Spun::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Spun::Spent => self.sleeping = true,
+            }
+        }
+        if check(Check::AfterFlag)? {
+            return Poll::Ready(Ok(Woken::Check));
+        }
+        if self.peer.poll_exited(cx) {
+            return Poll::Ready(Ok(Woken::PeerGone));
+        }
+        match self.bell.drain()? {
+            Rung::Eof => return Poll::Ready(Ok(Woken::PeerGone)),
+            Rung::Yes => {
+                *wakeups += 1;
+                if *wakeups >= MAX_WAKEUPS_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Ok(Woken::Check));
+            }
+            Rung::No => {}
+        }
+        // Readiness was cleared by the drain: a ring after this point wakes us.
+        if check(Check::Now)? {
+            return Poll::Ready(Ok(Woken::Check));
+        }
+        match self.bell.0.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Woken::Check)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// What we waited for is there; true if our waiting flag may be set and must be cleared.
+    fn done(&mut self) -> bool {
+        self.spin.done();
+        std::mem::take(&mut self.sleeping)
+    }
+}
+
 /// A frame (with its prefix) not yet fully in the ring.
 #[derive(Debug)]
 struct Queued {
@@ -201,34 +291,21 @@ pub(crate) struct ShmSender {
     queued: usize,
     /// Rung for the peer's receiver when we publish.
     data_bell: Arc<Bell>,
-    /// Rung by the peer's receiver when it makes room; we wait on it.
-    room_bell: Arc<Bell>,
-    spin: Spin,
-    waiting: bool,
+    /// Waits on the bell the peer's receiver rings when it makes room.
+    waiter: Waiter,
     closed: bool,
-    peer: PeerProcess,
 }
 
 impl ShmSender {
-    pub(crate) fn new(
-        ring: Writer,
-        max_frame_len: usize,
-        data_bell: Arc<Bell>,
-        room_bell: Arc<Bell>,
-        spin: Spin,
-        peer: PeerProcess,
-    ) -> Self {
+    pub(crate) fn new(ring: Writer, max_frame_len: usize, data_bell: Arc<Bell>, waiter: Waiter) -> Self {
         ShmSender {
             ring,
             codec: LengthDelimited::new(max_frame_len),
             queue: VecDeque::new(),
             queued: 0,
             data_bell,
-            room_bell,
-            spin,
-            waiting: false,
+            waiter,
             closed: false,
-            peer,
         }
     }
 
@@ -267,71 +344,34 @@ impl ShmSender {
         Ok(())
     }
 
-    /// Ready when there is room in the ring (or the peer is gone).
+    /// Ready when there is room in the ring; an error once the peer is gone.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut wakeups = 0;
         loop {
             if self.ring.free()? > 0 {
-                self.awake();
+                if self.waiter.done() {
+                    self.ring.set_waiting(false);
+                }
                 return Poll::Ready(Ok(()));
             }
-            if !self.waiting {
-                let ring = &mut self.ring;
-                match self.spin.spin(|| ring.free().map_or(true, |n| n > 0)) {
-                    Spun::Ready => continue,
-                    Spun::Yield => {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Spun::Spent => {}
+            let ring = &mut self.ring;
+            let woken = std::task::ready!(self.waiter.poll_wait(cx, &mut wakeups, |check| {
+                if check == Check::AfterFlag {
+                    ring.set_waiting(true);
+                    return Ok(ring.free_after_flag()? > 0);
                 }
-                self.waiting = true;
-            }
-            // (Re)set the flag before every sleep: the peer clears it each time it rings.
-            self.ring.set_waiting(true);
-            if self.ring.free_after_flag()? > 0 {
-                continue;
-            }
-            let exited = self.peer.poll_exited(cx);
-            match self.room_bell.drain()? {
-                Rung::Eof => {
-                    self.awake();
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the peer closed the connection (or exited)",
-                    )));
+                Ok(ring.free()? > 0)
+            }))?;
+            if woken == Woken::PeerGone {
+                if self.waiter.done() {
+                    self.ring.set_waiting(false);
                 }
-                _ if exited => {
-                    self.awake();
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the peer process exited")));
-                }
-                Rung::Yes => {
-                    wakeups += 1;
-                    if wakeups >= MAX_WAKEUPS_PER_POLL {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    continue;
-                }
-                Rung::No => {}
-            }
-            if self.ring.free()? > 0 {
-                continue;
-            }
-            match self.room_bell.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the peer closed the connection (or exited)",
+                )));
             }
         }
-    }
-
-    fn awake(&mut self) {
-        if self.waiting {
-            self.ring.set_waiting(false);
-            self.waiting = false;
-        }
-        self.spin.done();
     }
 }
 
@@ -384,36 +424,23 @@ pub(crate) struct ShmReceiver {
     ring: Reader,
     codec: LengthDelimited,
     buf: BytesMut,
-    /// Rung by the peer's sender when it publishes; we wait on it.
-    data_bell: Arc<Bell>,
+    /// Waits on the bell the peer's sender rings when it publishes.
+    waiter: Waiter,
     /// Rung for the peer's sender when we make room.
     room_bell: Arc<Bell>,
-    spin: Spin,
-    waiting: bool,
     /// The peer's end of the data bell is closed, or the peer process exited.
     peer_gone: bool,
-    peer: PeerProcess,
 }
 
 impl ShmReceiver {
-    pub(crate) fn new(
-        ring: Reader,
-        max_frame_len: usize,
-        data_bell: Arc<Bell>,
-        room_bell: Arc<Bell>,
-        spin: Spin,
-        peer: PeerProcess,
-    ) -> Self {
+    pub(crate) fn new(ring: Reader, max_frame_len: usize, waiter: Waiter, room_bell: Arc<Bell>) -> Self {
         ShmReceiver {
             ring,
             codec: LengthDelimited::new(max_frame_len),
             buf: BytesMut::new(),
-            data_bell,
+            waiter,
             room_bell,
-            spin,
-            waiting: false,
             peer_gone: false,
-            peer,
         }
     }
 
@@ -426,9 +453,8 @@ impl ShmReceiver {
         if wake_writer {
             self.room_bell.ring();
         }
-        if n > 0 && self.waiting {
+        if n > 0 && self.waiter.done() {
             self.ring.set_waiting(false);
-            self.waiting = false;
         }
         Ok(n)
     }
@@ -452,55 +478,21 @@ impl FrameReceiver for ShmReceiver {
             // Read the end markers before the ring: bytes published before them are then seen.
             let ended = self.peer_gone || self.ring.writer_closed();
             if self.pull()? > 0 {
-                self.spin.done();
                 continue;
             }
             if ended {
                 return Poll::Ready(self.end());
             }
-            if !self.waiting {
-                let ring = &self.ring;
-                match self.spin.spin(|| ring.available().map_or(true, |n| n > 0)) {
-                    Spun::Ready => continue,
-                    Spun::Yield => {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Spun::Spent => {}
+            let ring = &self.ring;
+            let woken = std::task::ready!(self.waiter.poll_wait(cx, &mut wakeups, |check| {
+                if check == Check::AfterFlag {
+                    ring.set_waiting(true);
+                    return Ok(ring.available_after_flag()? > 0 || ring.writer_closed_after_flag());
                 }
-                self.waiting = true;
-            }
-            // (Re)set the flag before every sleep: the peer clears it each time it rings.
-            self.ring.set_waiting(true);
-            if self.ring.available_after_flag()? > 0 {
-                continue;
-            }
-            if self.peer.poll_exited(cx) {
+                Ok(ring.available()? > 0 || ring.writer_closed())
+            }))?;
+            if woken == Woken::PeerGone {
                 self.peer_gone = true;
-                continue;
-            }
-            match self.data_bell.drain()? {
-                Rung::Eof => {
-                    self.peer_gone = true;
-                    continue;
-                }
-                Rung::Yes => {
-                    wakeups += 1;
-                    if wakeups >= MAX_WAKEUPS_PER_POLL {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    continue;
-                }
-                Rung::No => {}
-            }
-            if self.ring.available()? > 0 || self.ring.writer_closed_after_flag() {
-                continue;
-            }
-            match self.data_bell.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -39,7 +39,7 @@ use tokio::net::UnixStream;
 
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
-use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin};
+use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin, Waiter};
 use region::{Direction, Region};
 
 pub(crate) use region::{MAX_RING_LEN, MIN_RING_LEN};
@@ -223,18 +223,14 @@ fn connection(
         ring::Writer::new(Arc::clone(&region), out),
         max_frame_len,
         Arc::clone(&data_bell),
-        Arc::clone(&room_bell),
         // Waiting for room happens under the engine's send lock: spin less there.
-        Spin::new(options.spin / 8),
-        sender_peer,
+        Waiter::new(Arc::clone(&room_bell), Spin::new(options.spin / 8), sender_peer),
     );
     let receiver = ShmReceiver::new(
         ring::Reader::new(region, inn),
         max_frame_len,
-        data_bell,
+        Waiter::new(data_bell, Spin::new(options.spin), receiver_peer),
         room_bell,
-        Spin::new(options.spin),
-        receiver_peer,
     );
     Connection {
         sender: Box::new(sender),
