@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod context;
 pub mod descriptor;
 pub mod error;
 mod outbound;
@@ -18,5 +19,6 @@ pub mod transport;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientOptions};
+pub use context::CallContext;
 pub use error::{CallError, RpcError};
 pub use server::{Server, ServerOptions};

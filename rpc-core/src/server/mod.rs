@@ -31,6 +31,14 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Serve only clients that run as this process's own (effective) user, whatever the
+    /// listener's mode would let connect (root too is refused unless the server runs as root).
+    /// The peer's user comes from the connection's
+    /// [`peer_credentials`](crate::transport::ConnectionInfo::peer_credentials): a transport that
+    /// cannot tell (`tcp://`, `fifo://`) has every connection refused. A refused client is told
+    /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
+    /// naming both users) and closed. Default `false`.
+    pub same_uid_only: bool,
 }
 
 impl Default for ServerOptions {
@@ -39,6 +47,7 @@ impl Default for ServerOptions {
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            same_uid_only: false,
         }
     }
 }
@@ -59,6 +68,12 @@ impl ServerOptions {
     /// Sets [`shutdown_grace`](Self::shutdown_grace).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`same_uid_only`](Self::same_uid_only).
+    pub fn same_uid_only(mut self, same_uid_only: bool) -> Self {
+        self.same_uid_only = same_uid_only;
         self
     }
 }
@@ -168,6 +183,15 @@ impl Server {
         let services = Arc::new(self.services.clone());
         connection::serve(services, self.options.clone(), conn, CancellationToken::new()).await;
     }
+}
+
+/// This process's effective user id; `None` where there is no such thing.
+fn effective_uid() -> Option<u32> {
+    #[cfg(unix)]
+    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
+    return Some(unsafe { libc::geteuid() });
+    #[cfg(not(unix))]
+    return None;
 }
 
 fn is_transient(err: &io::Error) -> bool {
