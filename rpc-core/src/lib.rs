@@ -12,6 +12,9 @@ pub mod client;
 pub mod context;
 pub mod descriptor;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod outbound;
 pub mod server;
 pub mod service;
