@@ -152,7 +152,10 @@ async fn frame_cases(transport: &str) {
         hello[1..3].copy_from_slice(&version.to_le_bytes());
         conn.send(hello).await;
         let reply = conn.next().await;
-        assert_eq!(reply, Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::VersionMismatch) }));
+        assert_eq!(
+            reply,
+            Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::VersionMismatch) })
+        );
         assert_eq!(conn.next().await, None, "closed after the version mismatch");
         server.still_serves("a wrong protocol version").await;
     }
@@ -216,7 +219,10 @@ async fn frame_cases(transport: &str) {
     let mut conn = FrameConn::hello(addr, "typed answers").await;
     let unknown = wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap();
     conn.send(unknown).await;
-    assert_eq!(conn.next().await, Some(Frame::ResponseErr { id: 7, error: RemoteError::UnknownMethod { id: 0xdead_beef } }));
+    assert_eq!(
+        conn.next().await,
+        Some(Frame::ResponseErr { id: 7, error: RemoteError::UnknownMethod { id: 0xdead_beef } })
+    );
     conn.expect_add_works(8).await;
     let bad_args =
         wire::encode_request(RequestHeader { id: 9, method: method("add"), timeout_us: None }, &(1u8,)).unwrap();
@@ -318,7 +324,10 @@ async fn byte_cases(transport: &str) {
     raw.shutdown().await.unwrap();
     let reasons = read_until_closed(&mut raw, "truncated frame before the hello").await;
     assert_eq!(reasons.len(), 1, "{reasons:?}");
-    assert!(reasons[0].starts_with("expected a hello: disconnected: connection closed in the middle of a frame"), "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("expected a hello: disconnected: connection closed in the middle of a frame"),
+        "{reasons:?}"
+    );
 
     let mut raw = raw_after_hello(addr).await;
     let request = add_request(1, 1, 2);

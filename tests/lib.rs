@@ -123,7 +123,9 @@ impl Calculator for TestCalculator {
         Some(Whoami {
             transport: ctx.transport().to_owned(),
             credentials: ctx.peer_credentials().map(|c| (c.uid, c.gid, c.pid)),
-            deadline_ms: ctx.deadline().map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as u64),
+            deadline_ms: ctx
+                .deadline()
+                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as u64),
         })
     }
 }

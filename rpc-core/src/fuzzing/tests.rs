@@ -9,7 +9,10 @@ use proptest::prelude::*;
 use super::*;
 use crate::wire::RequestHeader;
 
-const TARGETS: [(&str, fn(&[u8])); 3] =
+/// A harness: takes one input, panics on a broken invariant.
+type Harness = fn(&[u8]);
+
+const TARGETS: [(&str, Harness); 3] =
     [("frame_decoder", frame_decoder), ("hello_exchange", hello_exchange), ("server_input", server_input)];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -37,12 +40,7 @@ fn the_seed_corpus_replays_cleanly() {
 
 /// Frames a client could send, valid and not: the building blocks of generated input.
 fn client_frame() -> impl Strategy<Value = Vec<u8>> {
-    let method = prop_oneof![
-        Just(method_id("add")),
-        Just(method_id("echo")),
-        Just(method_id("sleep")),
-        any::<u32>(),
-    ];
+    let method = prop_oneof![Just(method_id("add")), Just(method_id("echo")), Just(method_id("sleep")), any::<u32>(),];
     prop_oneof![
         4 => (any::<u64>(), method, proptest::option::of(1u64..50_000), proptest::collection::vec(any::<u8>(), 0..24))
             .prop_map(|(id, method, timeout_us, args)| {
@@ -61,19 +59,15 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
         2 => (0u64..8).prop_map(wire::encode_cancel),
         1 => Just(wire::encode_hello(&valid_hello())),
         1 => ".{0,12}".prop_map(|reason| wire::encode_goaway(&reason)),
-        1 => any::<u64>().prop_map(|id| ResponsePayloadFrame::ok(id)),
+        1 => any::<u64>().prop_map(ok_response),
         1 => (any::<u64>(), ".{0,8}").prop_map(|(id, text)| wire::encode_response_err(id, &RemoteError::Decode(text))),
         1 => proptest::collection::vec(any::<u8>(), 0..16),
     ]
 }
 
 /// A well-formed "ok" response frame (what only a server should send).
-struct ResponsePayloadFrame;
-
-impl ResponsePayloadFrame {
-    fn ok(id: u64) -> Vec<u8> {
-        wire::ResponsePayload::encode(&7i64).unwrap().into_frame(id)
-    }
+fn ok_response(id: u64) -> Vec<u8> {
+    wire::ResponsePayload::encode(&7i64).unwrap().into_frame(id)
 }
 
 /// A client's byte stream: mostly length-prefixed frames, sometimes raw bytes (a broken prefix,
@@ -155,21 +149,18 @@ proptest! {
 /// write_the_seed_corpus -- --ignored` writes them to `fuzz/corpus/` (run it after a wire change).
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let hello = wire::encode_hello(&valid_hello());
-    let request = |id, method, args: &dyn Fn(RequestHeader) -> Vec<u8>| {
-        args(RequestHeader { id, method, timeout_us: None })
-    };
+    let request =
+        |id, method, args: &dyn Fn(RequestHeader) -> Vec<u8>| args(RequestHeader { id, method, timeout_us: None });
     let add = request(1, method_id("add"), &|h| wire::encode_request(h, &(1i64, 2i64)).unwrap());
     let echo = request(2, method_id("echo"), &|h| wire::encode_request(h, &(vec![1u8, 2, 3],)).unwrap());
-    let sleep = wire::encode_request(
-        RequestHeader { id: 3, method: method_id("sleep"), timeout_us: Some(5_000) },
-        &(10u64,),
-    )
-    .unwrap();
+    let sleep =
+        wire::encode_request(RequestHeader { id: 3, method: method_id("sleep"), timeout_us: Some(5_000) }, &(10u64,))
+            .unwrap();
     let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap());
     let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap());
     let cancel = wire::encode_cancel(3);
     let goaway = wire::encode_goaway("bye");
-    let ok = ResponsePayloadFrame::ok(1);
+    let ok = ok_response(1);
     let err = wire::encode_response_err(1, &RemoteError::UnknownMethod { id: 9 });
     let accepted = wire::encode_hello_reply(&HelloReply::Accepted);
     let mismatch = wire::encode_hello_reply(&HelloReply::InterfaceMismatch { differences: vec!["x".into()] });
@@ -248,7 +239,8 @@ fn the_seeds_pass_and_are_committed() {
         let harness = TARGETS.iter().find(|(t, _)| *t == target).unwrap().1;
         harness(&bytes);
         let path = corpus_dir(target).join(format!("seed-{name}"));
-        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (write_the_seed_corpus)", path.display()));
+        let committed =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (write_the_seed_corpus)", path.display()));
         assert_eq!(committed, bytes, "{} is stale: run write_the_seed_corpus", path.display());
     }
 }

@@ -215,9 +215,7 @@ fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<d
         match differs {
             None => {}
             Some(_) if differences.len() == MAX_DIFFERENCES => unlisted += 1,
-            Some(None) => {
-                differences.push(format!("method `{}` does not exist on the server", shown(&theirs.name)))
-            }
+            Some(None) => differences.push(format!("method `{}` does not exist on the server", shown(&theirs.name))),
             Some(Some(signature)) => differences.push(format!(
                 "method `{}` is `{}` on the client but `{}` on the server",
                 shown(&theirs.name),
