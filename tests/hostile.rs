@@ -236,6 +236,17 @@ async fn frame_cases(transport: &str) {
     drop(conn);
     server.still_serves("typed answers").await;
 
+    // A call id reused while its call runs: refused (it once orphaned the first call, which then
+    // outlived the connection; found by fuzzing server_input).
+    let mut conn = FrameConn::hello(addr, "reused call id").await;
+    let sleep = |id| {
+        wire::encode_request(RequestHeader { id, method: method("sleep"), timeout_us: None }, &(60_000u64,)).unwrap()
+    };
+    conn.send(sleep(5)).await;
+    conn.send(sleep(5)).await;
+    conn.expect_goaway("the client reused call id 5 while that call was running").await;
+    server.still_serves("a reused call id").await;
+
     // A hello naming very many methods the server lacks: the answer lists a bounded number of
     // them (it used to list every one, a reply many times the hello's size).
     let mut conn = FrameConn::open(addr, "huge interface mismatch").await;

@@ -303,13 +303,12 @@ fn duplex_connection(io: tokio::io::DuplexStream) -> Connection {
     }
 }
 
-/// Runs `future` on this thread's runtime (one per thread, reused across inputs).
+/// Runs `future` on a runtime of its own, dropped afterwards with every task still on it, so
+/// that nothing one input started outlives it (inputs stay independent and reproducible, and a
+/// leak checker sees each input's memory freed).
 fn block_on<F: Future>(future: F) -> F::Output {
-    thread_local! {
-        static RUNTIME: tokio::runtime::Runtime =
-            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
-    }
-    RUNTIME.with(|runtime| runtime.block_on(future))
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
+    runtime.block_on(future)
 }
 
 #[cfg(test)]

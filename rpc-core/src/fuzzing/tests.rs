@@ -220,6 +220,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("server_input", "huge-prefix", with_flags(1, u32::MAX.to_le_bytes().to_vec())));
     seeds.push(("server_input", "truncated-frame", with_flags(1, framed(&[&add])[..12].to_vec())));
     seeds.push(("server_input", "no-hello", with_flags(0, framed(&[&add]))));
+    seeds.push(("server_input", "reused-call-id", with_flags(1, framed(&[&sleep, &sleep, &add]))));
     seeds
 }
 

@@ -269,8 +269,14 @@ async fn read_loop(
             },
         };
         match wire::decode(&frame) {
-            // An id still in use replaces the old entry: that call can no longer be cancelled,
-            // which only hurts the client that reused it.
+            // Ids are unique among a client's calls in flight. A reused id would take the running
+            // call's entry, and that call could then be neither cancelled nor stopped when the
+            // connection ends: it would run on, holding the connection, after the client left.
+            // (A call leaves `running` before its answer goes out, so a client that reuses an id
+            // once it has the answer never trips this.)
+            Ok(Frame::Request { header, .. }) if conn.lock_running().contains_key(&header.id) => {
+                return End::Fault(format!("the client reused call id {} while that call was running", header.id))
+            }
             Ok(Frame::Request { header, args }) => conn.start_call(header, args, permit).await,
             Ok(Frame::Cancel { id }) => {
                 if let Some(handle) = conn.lock_running().remove(&id) {
