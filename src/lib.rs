@@ -39,11 +39,12 @@
 //! the macro in `rpc-macros`, the mechanisms in `rpc-transports`.
 
 pub use rpc_core::client::{CallOptions, Client, ClientOptions};
+pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
-pub use rpc_core::transport::{Connection, ConnectionInfo, Listener};
+pub use rpc_core::transport::{Connection, ConnectionInfo, Listener, PeerCredentials};
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
 pub use rpc_transports as transports;

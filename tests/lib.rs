@@ -35,6 +35,20 @@ pub trait Calculator {
     async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
     /// `(adds answered, handlers stopped before they finished)` so far.
     fn stats(&self) -> (u64, u64);
+    /// Waits `wait_ms` milliseconds (more than 0 makes the engine move the call to a task of its
+    /// own), then reports what the call context says; `None` if there is no context.
+    async fn whoami(&self, wait_ms: u64) -> Option<Whoami>;
+}
+
+/// What [`Calculator::whoami`] found in its [`rpc::CallContext`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// The transport the call came over.
+    pub transport: String,
+    /// The caller's `(uid, gid, pid)`, where the transport can tell.
+    pub credentials: Option<(u32, u32, Option<u32>)>,
+    /// Milliseconds left until the call's deadline when the handler looked; `None`: no deadline.
+    pub deadline_ms: Option<u64>,
 }
 
 /// A second service, served beside [`Calculator`] on the same address.
@@ -99,6 +113,20 @@ impl Calculator for TestCalculator {
 
     fn stats(&self) -> (u64, u64) {
         (self.stats.adds.load(Ordering::SeqCst), self.stats.stopped.load(Ordering::SeqCst))
+    }
+
+    async fn whoami(&self, wait_ms: u64) -> Option<Whoami> {
+        if wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        let ctx = rpc::CallContext::current()?;
+        Some(Whoami {
+            transport: ctx.transport().to_owned(),
+            credentials: ctx.peer_credentials().map(|c| (c.uid, c.gid, c.pid)),
+            deadline_ms: ctx
+                .deadline()
+                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as u64),
+        })
     }
 }
 

@@ -193,6 +193,10 @@ impl Client {
             Ok(Frame::HelloReply { version, .. }) => {
                 return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version })
             }
+            // The server refused the connection and says why (e.g. `same_uid_only`).
+            Ok(Frame::Goaway { reason }) => {
+                return Err(RpcError::disconnected(format!("{} closed the connection: {reason}", info.peer)))
+            }
             Ok(other) => return Err(RpcError::Protocol(format!("expected a hello reply, got {}", frame_name(&other)))),
             Err(e) => return Err(RpcError::Protocol(format!("bad hello reply: {e}"))),
         }

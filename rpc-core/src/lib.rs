@@ -9,8 +9,12 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod context;
 pub mod descriptor;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod outbound;
 pub mod server;
 pub mod service;
@@ -18,5 +22,6 @@ pub mod transport;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientOptions};
+pub use context::CallContext;
 pub use error::{CallError, RpcError};
 pub use server::{Server, ServerOptions};

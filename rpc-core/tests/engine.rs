@@ -93,7 +93,7 @@ fn pair_buffered(max: usize, buffer: usize) -> (Connection, Connection) {
         Connection {
             sender: Box::new(sender),
             receiver: Box::new(receiver),
-            info: ConnectionInfo { transport: "duplex", peer: peer.into(), max_frame_len: max },
+            info: ConnectionInfo::new("duplex", peer, max),
         }
     };
     (conn(a, "server"), conn(b, "client"))

@@ -8,7 +8,9 @@
 //!   server's timeouts; `--nofile N` sets the soft `RLIMIT_NOFILE` to N (without it the limit
 //!   is raised to the hard limit, as a server for many clients would); `--trim-ms N` returns
 //!   the allocator's free memory to the OS every N ms (glibc), so memory tests see what is
-//!   still in use rather than what the allocator keeps for reuse.
+//!   still in use rather than what the allocator keeps for reuse. `--mode OCTAL` sets who may
+//!   connect to a local endpoint (`TransportOptions::mode`), `--same-uid` turns on
+//!   `ServerOptions::same_uid_only`.
 //! * `rpc-test-server --stdio [--pid-dir DIR] [--noisy]`: the child of a `spawn:` address; serves
 //!   the test services over stdin/stdout until the parent goes away. With `--pid-dir` it creates
 //!   `DIR/<pid>` while it runs (so a test can SIGKILL the children its clients spawned), with
@@ -18,7 +20,8 @@
 //!   starts N calls of `sleep(60 s)` on the first (default 0), prints `connected`, and waits
 //!   forever: the peer a test kills with SIGKILL, in the middle of its calls if N > 0. If a
 //!   connect fails it prints `failed after <n> connections: <error>` and exits 1.
-
+//! * `rpc-test-server --whoami ADDR`: connects, calls `whoami(0)`, prints what the server saw as
+//!   `uid gid pid` (`none` without credentials) and exits; a failure goes to stderr, exit 1.
 //!
 //! With `--tarpc` first, each mode does the same with the `#[tarpc::service]`
 //! `TarpcCalculator` over `rpc::transports::tarpc` instead of our services (the `--client`
@@ -38,9 +41,10 @@ async fn main() {
         Some("--stdio") => stdio(&args[1..], tarpc).await,
         Some("--client") if args.len() == 2 && tarpc => tarpc_client(&args[1]).await,
         Some("--client") if args.len() >= 2 => client(&args[1], &args[2..]).await,
+        Some("--whoami") if args.len() == 2 => whoami(&args[1]).await,
         Some(_) => match server_options(&args) {
-            Some((addr, _)) if tarpc => serve_tarpc(addr).await,
-            Some((addr, options)) => serve(addr, options).await,
+            Some((addr, ..)) if tarpc => serve_tarpc(addr).await,
+            Some((addr, transport, options)) => serve(addr, transport, options).await,
             None => usage(),
         },
         None => usage(),
@@ -49,16 +53,18 @@ async fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rpc-test-server [--tarpc] [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
+        "usage: rpc-test-server [--tarpc] [--mode OCTAL] [--same-uid] [--handshake-timeout-ms N] [--frame-timeout-ms N] [--idle-timeout-ms N] \
          [--send-timeout-ms N] [--nofile N] [--trim-ms N] ADDR \
-         | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N] [--connections K] [--nofile M]"
+         | --stdio [--pid-dir DIR] [--noisy] | --client ADDR [--sleep-calls N] [--connections K] [--nofile M] \
+         | --whoami ADDR"
     );
     std::process::exit(2);
 }
 
 /// Parses `[OPTIONS] ADDR`, applying `--nofile` (or raising the limit) on the way.
-fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
+fn server_options(args: &[String]) -> Option<(&str, rpc::transports::TransportOptions, rpc::ServerOptions)> {
     let mut options = rpc_tests::test_options();
+    let mut transport = rpc::transports::TransportOptions::new();
     let mut nofile = None;
     let mut args = args.iter();
     let ms = |value: Option<&String>| value?.parse().ok().map(Duration::from_millis);
@@ -69,6 +75,8 @@ fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
             "--idle-timeout-ms" => options = options.idle_timeout(Some(ms(args.next())?)),
             "--send-timeout-ms" => options = options.send_timeout(ms(args.next())?),
             "--nofile" => nofile = Some(args.next()?.parse().ok()?),
+            "--mode" => transport = transport.mode(u32::from_str_radix(args.next()?, 8).ok()?),
+            "--same-uid" => options = options.same_uid_only(true),
             "--trim-ms" => {
                 let every = ms(args.next())?;
                 tokio::spawn(trim_every(every));
@@ -80,7 +88,7 @@ fn server_options(args: &[String]) -> Option<(&str, rpc::ServerOptions)> {
                         rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
                     }
                 }
-                return Some((addr, options));
+                return Some((addr, transport, options));
             }
             _ => return None,
         }
@@ -149,8 +157,8 @@ async fn tarpc_client(addr: &str) {
     std::future::pending::<()>().await;
 }
 
-async fn serve(addr: &str, options: rpc::ServerOptions) {
-    let listener = match rpc::listen(addr).await {
+async fn serve(addr: &str, transport: rpc::transports::TransportOptions, server: rpc::ServerOptions) {
+    let listener = match rpc::transports::listen_with(addr, &transport).await {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("rpc-test-server: {e}");
@@ -161,7 +169,7 @@ async fn serve(addr: &str, options: rpc::ServerOptions) {
     let shutdown = rpc::shutdown_signal();
     println!("listening {}", listener.local_addr());
     std::io::stdout().flush().expect("stdout");
-    let result = rpc_tests::test_server_with(options).serve_until(listener, shutdown).await;
+    let result = rpc_tests::test_server_with(server).serve_until(listener, shutdown).await;
     if let Err(e) = result {
         eprintln!("rpc-test-server: {e}");
         std::process::exit(1);
@@ -237,4 +245,18 @@ async fn client(addr: &str, options: &[String]) {
     std::io::stdout().flush().expect("stdout");
     std::future::pending::<()>().await;
     drop((clients, calls));
+}
+
+async fn whoami(addr: &str) {
+    let seen = async { rpc_tests::CalculatorClient::connect(addr).await?.whoami(0).await };
+    match seen.await {
+        Ok(Some(rpc_tests::Whoami { credentials: Some((uid, gid, pid)), .. })) => {
+            println!("{uid} {gid} {}", pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()));
+        }
+        Ok(_) => println!("none"),
+        Err(e) => {
+            eprintln!("rpc-test-server: {e}");
+            std::process::exit(1);
+        }
+    }
 }

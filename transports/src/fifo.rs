@@ -141,7 +141,8 @@ pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Resu
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport: "fifo", peer: peer_name(path), max_frame_len },
+        // A FIFO cannot tell who opened its other end: no peer credentials.
+        info: ConnectionInfo::new("fifo", peer_name(path), max_frame_len),
     })
 }
 
@@ -493,7 +494,7 @@ impl FifoListener {
         Ok(Some(Connection {
             sender: Box::new(sender),
             receiver: Box::new(receiver),
-            info: ConnectionInfo { transport: "fifo", peer: self.addr.clone(), max_frame_len: self.max_frame_len },
+            info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
         }))
     }
 }

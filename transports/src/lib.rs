@@ -67,6 +67,8 @@
 mod address;
 mod context;
 #[cfg(unix)]
+mod credentials;
+#[cfg(unix)]
 mod fifo;
 mod local;
 mod mem;

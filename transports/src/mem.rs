@@ -113,6 +113,14 @@ impl Drop for MemListener {
     }
 }
 
+/// A `mem://` peer is this very process.
+fn ourselves() -> Option<rpc_core::transport::PeerCredentials> {
+    #[cfg(unix)]
+    return Some(crate::credentials::same_user_as_us(std::process::id()));
+    #[cfg(not(unix))]
+    return None;
+}
+
 /// One side's halves before the side's maximum frame length is known (the server's comes from
 /// its listener).
 #[derive(Debug)]
@@ -128,7 +136,7 @@ impl Ends {
         Connection {
             sender: Box::new(self.sender),
             receiver: Box::new(self.receiver),
-            info: ConnectionInfo { transport: "mem", peer: format!("mem://{name}"), max_frame_len },
+            info: ConnectionInfo::new("mem", format!("mem://{name}"), max_frame_len).with_peer_credentials(ourselves()),
         }
     }
 }

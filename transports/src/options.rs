@@ -30,7 +30,8 @@ pub struct TransportOptions {
     /// Who may connect to a local endpoint this side creates, as Unix permission bits (only the
     /// `0o777` bits are used). Default `0o600`: the owner only.
     ///
-    /// `unix://` sets these bits on the socket file. `local://` on Linux lives in the abstract
+    /// `unix://` sets these bits on the socket file, `fifo://` on the connect FIFO (listener) and
+    /// on each connection's private FIFO pair (client). `local://` on Linux lives in the abstract
     /// namespace, which has no permissions, so the listener checks each client's credentials
     /// instead: the same user and root always pass, the group passes if `0o020` is set, everyone
     /// if `0o002` is set. `shm://` applies the same check to its setup socket. Ignored by

@@ -59,6 +59,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
+use crate::credentials;
 use crate::options::TransportOptions;
 use crate::pipes;
 
@@ -163,7 +164,9 @@ fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> i
             pid,
             _owner: owner,
         }),
-        info: ConnectionInfo { transport: "spawn", peer, max_frame_len },
+        // The child runs as we do (we started it), and we know its pid.
+        info: ConnectionInfo::new("spawn", peer, max_frame_len)
+            .with_peer_credentials((pid != 0).then(|| credentials::same_user_as_us(pid))),
     })
 }
 
@@ -432,8 +435,22 @@ fn take_stdio(options: &TransportOptions) -> Result<Connection, RpcError> {
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport: "spawn", peer: "stdio (the parent process)".to_owned(), max_frame_len },
+        // The peer is the parent that started us (as whom it ran is not known for certain: a
+        // set-user-id child runs as another user than its parent; our real ids are the parent's).
+        info: ConnectionInfo::new("spawn", "stdio (the parent process)", max_frame_len)
+            .with_peer_credentials(parent_credentials()),
     })
+}
+
+/// The parent's credentials, as a child sees them: its pid, and our *real* user and group, which
+/// a child inherits from the parent that started it (the effective ones differ in a set-user-id
+/// program).
+fn parent_credentials() -> Option<rpc_core::transport::PeerCredentials> {
+    // SAFETY: getppid, getuid and getgid take no arguments, touch no memory of ours and cannot
+    // fail.
+    let (ppid, uid, gid) = unsafe { (libc::getppid(), libc::getuid(), libc::getgid()) };
+    let ppid = u32::try_from(ppid).ok().filter(|&pid| pid > 1)?;
+    Some(rpc_core::transport::PeerCredentials::new(uid, gid, Some(ppid)))
 }
 
 /// Whether fds 1 and 2 are the same pipe (same device and inode). Unknown counts as no: the

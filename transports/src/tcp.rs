@@ -32,7 +32,7 @@ fn connection(stream: TcpStream, peer: SocketAddr, max_frame_len: usize) -> Conn
         sender: Box::new(sender),
         receiver: Box::new(receiver),
         // `SocketAddr`'s Display brackets IPv6 addresses, so this is a valid tcp:// address.
-        info: ConnectionInfo { transport: "tcp", peer: format!("tcp://{peer}"), max_frame_len },
+        info: ConnectionInfo::new("tcp", format!("tcp://{peer}"), max_frame_len),
     }
 }
 

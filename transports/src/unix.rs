@@ -38,6 +38,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::context::describe;
+use crate::credentials;
 use crate::options::TransportOptions;
 
 /// Pending connections the kernel queues for us (Linux caps it at `net.core.somaxconn`).
@@ -106,12 +107,13 @@ pub(crate) fn connection(
     peer: String,
     max_frame_len: usize,
 ) -> Connection {
+    let peer_credentials = credentials::of_unix_stream(&stream);
     let (read, write) = stream.into_split();
     let (sender, receiver) = framed(read, write, max_frame_len);
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport, peer, max_frame_len },
+        info: ConnectionInfo::new(transport, peer, max_frame_len).with_peer_credentials(peer_credentials),
     }
 }
 

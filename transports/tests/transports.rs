@@ -655,3 +655,50 @@ async fn fifo_listener_drop_removes_every_file() {
     drop((client, server, listener));
     assert!(dir.entries().is_empty(), "{:?}", dir.entries());
 }
+
+/// fifo:// endpoints are owner-only by default, and the mode option widens both the connect
+/// FIFO (the listener's) and a connection's private pair (the client's).
+#[cfg(unix)]
+#[tokio::test]
+async fn fifo_files_are_owner_only_by_default_and_mode_is_configurable() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for (options, expected) in [(TransportOptions::new(), 0o600), (TransportOptions::new().mode(0o660), 0o660)] {
+        let dir = TempDir::new("fifo-mode");
+        let addr = format!("fifo://{}", dir.join("calc").display());
+        let mut listener = listen_with(&addr, &options).await.unwrap();
+        assert_eq!(mode(&dir.join("calc")), expected, "connect FIFO");
+        // Before the server accepts, the client's private pair is on disk.
+        let client = within("connect", connect_with(&addr, &options)).await.unwrap();
+        let pair: Vec<String> = dir.entries().into_iter().filter(|name| name != "calc").collect();
+        assert_eq!(pair.len(), 2, "{pair:?}");
+        for name in &pair {
+            assert_eq!(mode(&dir.join(name)), expected, "{name}");
+        }
+        let server = within("accept", listener.accept()).await.unwrap();
+        assert_eq!(dir.entries(), ["calc"], "the pair is unlinked once both sides hold it");
+        drop((client, server, listener));
+    }
+}
+
+/// What each mechanism tells about the peer process (`ConnectionInfo::peer_credentials`).
+#[cfg(unix)]
+#[tokio::test]
+async fn peer_credentials_by_mechanism() {
+    for case in cases("creds") {
+        let mut listener = listen(&case.listen).await.unwrap();
+        let (client, server) = pair(&mut *listener).await;
+        let (from_client, from_server) = (client.info.peer_credentials, server.info.peer_credentials);
+        match case.transport {
+            "tcp" | "fifo" => assert_eq!((from_client, from_server), (None, None), "{}", case.transport),
+            _ => {
+                // Both ends are this process.
+                let creds = from_server.unwrap_or_else(|| panic!("{}: no credentials", case.transport));
+                assert_eq!(creds.pid, Some(std::process::id()), "{}", case.transport);
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                assert_eq!(creds.uid, unsafe { libc::geteuid() }, "{}", case.transport);
+                assert_eq!(from_client, from_server, "{}", case.transport);
+            }
+        }
+    }
+}

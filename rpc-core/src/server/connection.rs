@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServerOptions;
 use crate::client::frame_name;
+use crate::context::CallContext;
 use crate::error::RpcError;
 use crate::outbound::SharedSender;
-use crate::service::{HandlerFuture, Service};
-use crate::transport::{self, Connection, FrameReceiver};
+use crate::service::Service;
+use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
 use crate::wire::{self, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, PROTOCOL_VERSION};
 
 type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
@@ -47,7 +48,8 @@ enum End {
 struct Conn {
     service: Arc<dyn Service>,
     out: SharedSender,
-    max_frame_len: usize,
+    /// Facts about the connection, shared with every call's [`CallContext`].
+    info: Arc<ConnectionInfo>,
     /// Calls that run in tasks of their own, so a cancel can stop them.
     running: Mutex<HashMap<u64, AbortHandle>>,
     /// The task running the read loop: a call polled there is running inline.
@@ -59,14 +61,14 @@ struct Conn {
 pub(super) async fn serve(services: Services, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
     let Connection { sender, mut receiver, info } = conn;
     let out = SharedSender::new(sender);
-    let Some(service) = handshake(&services, &options, &out, &mut *receiver, &shutdown).await else {
+    let Some(service) = handshake(&services, &options, &info, &out, &mut *receiver, &shutdown).await else {
         let _ = out.close().await;
         return;
     };
     let conn = Arc::new(Conn {
         service,
         out,
-        max_frame_len: info.max_frame_len,
+        info: Arc::new(info),
         running: Mutex::new(HashMap::new()),
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
@@ -119,6 +121,7 @@ const LINGER: Duration = Duration::from_secs(5);
 async fn handshake(
     services: &Services,
     options: &ServerOptions,
+    info: &ConnectionInfo,
     out: &SharedSender,
     receiver: &mut dyn FrameReceiver,
     shutdown: &CancellationToken,
@@ -128,27 +131,78 @@ async fn handshake(
         read = tokio::time::timeout(options.handshake_timeout, transport::recv(receiver)) => match read {
             Ok(Ok(Some(frame))) => frame,
             Err(_) => {
-                let _ = out.send(Bytes::from(wire::encode_goaway("no hello within the handshake timeout"))).await;
+                goaway(out, "no hello within the handshake timeout").await;
                 return None;
             }
-            Ok(Ok(None) | Err(_)) => return None,
+            Ok(Ok(None)) => return None,
+            // Too large, or cut off mid-frame: say so if the client still listens.
+            Ok(Err(e)) => {
+                let reason = format!("expected a hello: {}", RpcError::from(e));
+                goaway(out, &reason).await;
+                return None;
+            }
         },
     };
+    // Refused only now, after reading the client's hello: a client whose hello is still being
+    // written when we close would see a broken pipe instead of our reason.
+    if let Err(reason) = admit(options, info) {
+        goaway(out, &reason).await;
+        return None;
+    }
     let (reply, service) = match wire::decode(&frame) {
         Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => answer_hello(services, &hello),
         Ok(Frame::Hello { .. }) => (HelloReply::VersionMismatch, None),
         Ok(other) => {
             let reason = format!("expected a hello, got {}", frame_name(&other));
-            let _ = out.send(Bytes::from(wire::encode_goaway(&reason))).await;
+            goaway(out, &reason).await;
             return None;
         }
         Err(e) => {
-            let _ = out.send(Bytes::from(wire::encode_goaway(&format!("expected a hello: {e}")))).await;
+            goaway(out, &format!("expected a hello: {e}")).await;
             return None;
         }
     };
-    out.send(Bytes::from(wire::encode_hello_reply(&reply))).await.ok()?;
+    // Bounded like every send of the handshake: a client that does not read cannot keep us.
+    tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_hello_reply(&reply)))).await.ok()?.ok()?;
     service
+}
+
+/// Tells the client why its connection closes, if it reads within [`LINGER`].
+async fn goaway(out: &SharedSender, reason: &str) {
+    let _ = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_goaway(reason)))).await;
+}
+
+/// Applies [`ServerOptions::same_uid_only`]: `Err` with the reason the client is told.
+fn admit(options: &ServerOptions, info: &ConnectionInfo) -> Result<(), String> {
+    if !options.same_uid_only {
+        return Ok(());
+    }
+    let ours = super::effective_uid();
+    match info.peer_credentials {
+        Some(peer) if Some(peer.uid) == ours => Ok(()),
+        Some(peer) => Err(format!(
+            "refused: this server accepts only its own user (uid {}), and the client runs as uid {}",
+            ours.map_or_else(|| "unknown".to_owned(), |uid| uid.to_string()),
+            peer.uid
+        )),
+        None => Err(format!(
+            "refused: this server accepts only its own user, and a {} connection cannot tell who the client is",
+            info.transport
+        )),
+    }
+}
+
+/// Differences listed in an interface-mismatch reply; the rest are counted.
+const MAX_DIFFERENCES: usize = 32;
+/// Characters of a client's method name or signature quoted back to it.
+const MAX_SHOWN: usize = 200;
+
+/// `text`, cut to [`MAX_SHOWN`] characters.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_SHOWN) {
+        None => text.into(),
+        Some((end, _)) => format!("{}...", &text[..end]).into(),
+    }
 }
 
 fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<dyn Service>>) {
@@ -159,19 +213,32 @@ fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<d
     };
     let ours = service.descriptor();
     // A server may have methods the client does not know (it is newer); every method the
-    // client knows must exist here with the same signature.
-    let differences: Vec<String> = hello
-        .methods
-        .iter()
-        .filter_map(|theirs| match ours.method_by_name(&theirs.name) {
-            None => Some(format!("method `{}` does not exist on the server", theirs.name)),
-            Some(m) if m.signature != theirs.signature => Some(format!(
-                "method `{}` is `{}` on the client but `{}` on the server",
-                theirs.name, theirs.signature, m.signature
-            )),
+    // client knows must exist here with the same signature. The list a client gets is bounded
+    // (and so is each name in it): a hello naming many long methods must not become a reply
+    // many times its size.
+    let mut differences = Vec::new();
+    let mut unlisted = 0usize;
+    for theirs in &hello.methods {
+        let differs = match ours.method_by_name(&theirs.name) {
+            None => Some(None),
+            Some(m) if m.signature != theirs.signature => Some(Some(m.signature)),
             Some(_) => None,
-        })
-        .collect();
+        };
+        match differs {
+            None => {}
+            Some(_) if differences.len() == MAX_DIFFERENCES => unlisted += 1,
+            Some(None) => differences.push(format!("method `{}` does not exist on the server", shown(&theirs.name))),
+            Some(Some(signature)) => differences.push(format!(
+                "method `{}` is `{}` on the client but `{}` on the server",
+                shown(&theirs.name),
+                shown(&theirs.signature),
+                signature
+            )),
+        }
+    }
+    if unlisted > 0 {
+        differences.push(format!("and {unlisted} more"));
+    }
     if differences.is_empty() {
         (HelloReply::Accepted, Some(Arc::clone(service)))
     } else {
@@ -241,8 +308,14 @@ async fn read_loop(
         };
         watch.frames += 1;
         match wire::decode(&frame) {
-            // An id still in use replaces the old entry: that call can no longer be cancelled,
-            // which only hurts the client that reused it.
+            // Ids are unique among a client's calls in flight. A reused id would take the running
+            // call's entry, and that call could then be neither cancelled nor stopped when the
+            // connection ends: it would run on, holding the connection, after the client left.
+            // (A call leaves `running` before its answer goes out, so a client that reuses an id
+            // once it has the answer never trips this.)
+            Ok(Frame::Request { header, .. }) if conn.lock_running().contains_key(&header.id) => {
+                return End::Fault(format!("the client reused call id {} while that call was running", header.id))
+            }
             Ok(Frame::Request { header, args }) => conn.start_call(header, args, permit).await,
             Ok(Frame::Cancel { id }) => {
                 if let Some(handle) = conn.lock_running().remove(&id) {
@@ -250,7 +323,10 @@ async fn read_loop(
                 }
             }
             Ok(Frame::Goaway { .. }) => return End::PeerClosed,
-            Ok(other) => return End::Fault(format!("unexpected {} from a client", frame_name(&other))),
+            Ok(Frame::Hello { .. }) => return End::Fault("the client sent a second hello".to_owned()),
+            Ok(other) => {
+                return End::Fault(format!("the client sent {}, which only a server sends", frame_name(&other)))
+            }
             Err(e) => return End::Fault(format!("bad frame from a client: {e}")),
         }
     }
@@ -380,10 +456,14 @@ impl Conn {
         let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args)))
             .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
         let timeout = header.timeout_us.map(Duration::from_micros);
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        let context = CallContext::new(Arc::clone(&self.info), id, header.method, deadline);
         let conn = Arc::clone(self);
         let mut call = Box::pin(async move {
             let result = match dispatch {
-                Ok(handler) => run_handler(handler, timeout).await,
+                // The context is current whenever the handler is polled: here inline, and in the
+                // task the call may move to.
+                Ok(handler) => run_handler(context.scope(handler), timeout).await,
                 Err(e) => Err(e),
             };
             let frame = conn.response_frame(id, result);
@@ -417,10 +497,13 @@ impl Conn {
 
     fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Vec<u8> {
         match result {
-            Ok(payload) if payload.frame_len() <= self.max_frame_len => payload.into_frame(id),
+            Ok(payload) if payload.frame_len() <= self.info.max_frame_len => payload.into_frame(id),
             Ok(payload) => wire::encode_response_err(
                 id,
-                &RemoteError::ResponseTooLarge { size: payload.frame_len() as u64, max: self.max_frame_len as u64 },
+                &RemoteError::ResponseTooLarge {
+                    size: payload.frame_len() as u64,
+                    max: self.info.max_frame_len as u64,
+                },
             ),
             Err(e) => wire::encode_response_err(id, &e),
         }
@@ -449,7 +532,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run_handler(handler: HandlerFuture, timeout: Option<Duration>) -> Result<ResponsePayload, RemoteError> {
+async fn run_handler(
+    handler: impl Future<Output = Result<ResponsePayload, RemoteError>>,
+    timeout: Option<Duration>,
+) -> Result<ResponsePayload, RemoteError> {
     let guarded = AssertUnwindSafe(handler).catch_unwind();
     let outcome = match timeout {
         None => guarded.await,

@@ -50,6 +50,14 @@ pub struct ServerOptions {
     pub send_timeout: Duration,
     /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Serve only clients that run as this process's own (effective) user, whatever the
+    /// listener's mode would let connect (root too is refused unless the server runs as root).
+    /// The peer's user comes from the connection's
+    /// [`peer_credentials`](crate::transport::ConnectionInfo::peer_credentials): a transport that
+    /// cannot tell (`tcp://`, `fifo://`) has every connection refused. A refused client is told
+    /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
+    /// naming both users) and closed. Default `false`.
+    pub same_uid_only: bool,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +69,7 @@ impl Default for ServerOptions {
             idle_timeout: None,
             send_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            same_uid_only: false,
         }
     }
 }
@@ -99,6 +108,12 @@ impl ServerOptions {
     /// Sets [`shutdown_grace`](Self::shutdown_grace).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`same_uid_only`](Self::same_uid_only).
+    pub fn same_uid_only(mut self, same_uid_only: bool) -> Self {
+        self.same_uid_only = same_uid_only;
         self
     }
 }
@@ -208,6 +223,15 @@ impl Server {
         let services = Arc::new(self.services.clone());
         connection::serve(services, self.options.clone(), conn, CancellationToken::new()).await;
     }
+}
+
+/// This process's effective user id; `None` where there is no such thing.
+fn effective_uid() -> Option<u32> {
+    #[cfg(unix)]
+    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
+    return Some(unsafe { libc::geteuid() });
+    #[cfg(not(unix))]
+    return None;
 }
 
 /// Whether an accept error passes by itself (a client that vanished mid-accept, out of file

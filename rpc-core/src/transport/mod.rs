@@ -67,7 +67,11 @@ pub trait FrameReceiver: Send + 'static {
 }
 
 /// Facts about a connection, for errors, logs and access control.
+///
+/// `#[non_exhaustive]`: transports build it with [`ConnectionInfo::new`] and the `with_` setters,
+/// so that facts can be added without breaking them; everyone else reads the fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The mechanism, e.g. `"tcp"`.
     pub transport: &'static str,
@@ -75,6 +79,46 @@ pub struct ConnectionInfo {
     pub peer: String,
     /// The largest frame either side may send; frames above it are refused.
     pub max_frame_len: usize,
+    /// Who the peer process is, where the mechanism can tell: `local://`, `unix://` and `shm://`
+    /// (its setup socket) ask the kernel (`SO_PEERCRED`), `spawn:` knows its child (and the
+    /// child its parent), `mem://` is this process. `None` for `tcp://`, `fifo://` and `mq://`.
+    pub peer_credentials: Option<PeerCredentials>,
+}
+
+impl ConnectionInfo {
+    /// Facts about a connection over `transport` to `peer` (no peer credentials).
+    pub fn new(transport: &'static str, peer: impl Into<String>, max_frame_len: usize) -> Self {
+        Self { transport, peer: peer.into(), max_frame_len, peer_credentials: None }
+    }
+
+    /// Sets [`peer_credentials`](Self::peer_credentials).
+    #[must_use]
+    pub fn with_peer_credentials(mut self, credentials: Option<PeerCredentials>) -> Self {
+        self.peer_credentials = credentials;
+        self
+    }
+}
+
+/// The identity of the process at the other end of a local connection, as the kernel reported
+/// it when the connection was made (`SO_PEERCRED` on Linux): the user and group it ran as, and
+/// its process id where known. Server handlers read it through
+/// [`CallContext`](crate::context::CallContext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Process id; `None` where the platform does not report it.
+    pub pid: Option<u32>,
+}
+
+impl PeerCredentials {
+    /// Credentials of a peer running as `uid`/`gid`, with process id `pid` where known.
+    pub fn new(uid: u32, gid: u32, pid: Option<u32>) -> Self {
+        Self { uid, gid, pid }
+    }
 }
 
 /// One established connection: both halves, usable at the same time from different tasks.

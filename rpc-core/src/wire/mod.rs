@@ -45,6 +45,12 @@ pub const RESPONSE_HEADER_LEN: usize = 1 + 8;
 /// Length of a cancel frame.
 pub const CANCEL_LEN: usize = 1 + 8;
 
+/// The largest hello or hello reply [`decode`] accepts. Decoding a list expands it: an empty
+/// method name and signature take 2 bytes on the wire and 48 in memory, so a frame of the
+/// general maximum could cost a peer's memory two dozen times its size. A real hello (every
+/// method's name and signature) is a few KiB.
+pub const MAX_HELLO_LEN: usize = 256 * 1024;
+
 /// The first frame a client sends: which service it wants, and the signatures it was built with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -190,18 +196,36 @@ pub enum DecodeError {
     /// Bytes left over after a frame that has no payload.
     #[error("trailing bytes after {0} frame")]
     Trailing(&'static str),
+    /// A frame of a kind that has a lower limit than the transport's (see [`MAX_HELLO_LEN`]).
+    #[error("{what} frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLong {
+        /// The frame's kind.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit for that kind.
+        max: usize,
+    },
 }
 
 /// Decodes one frame. Never panics, whatever the input.
 pub fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let (&kind, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
+    let bounded = |what| {
+        if buf.len() > MAX_HELLO_LEN {
+            return Err(DecodeError::TooLong { what, len: buf.len(), max: MAX_HELLO_LEN });
+        }
+        Ok(())
+    };
     match kind {
         KIND_HELLO => {
+            bounded("hello")?;
             let (version, body) = split_version(rest, "hello")?;
             let hello = if version == PROTOCOL_VERSION { Some(body_of(body, "hello")?) } else { None };
             Ok(Frame::Hello { version, hello })
         }
         KIND_HELLO_REPLY => {
+            bounded("hello reply")?;
             let (version, body) = split_version(rest, "hello reply")?;
             let reply = if version == PROTOCOL_VERSION { Some(body_of(body, "hello reply")?) } else { None };
             Ok(Frame::HelloReply { version, reply })

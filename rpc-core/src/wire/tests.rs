@@ -129,3 +129,18 @@ proptest! {
         prop_assert_eq!(decode_value::<Vec<u32>>(payload).unwrap(), value);
     }
 }
+
+#[test]
+fn hellos_above_their_limit_are_refused_before_decoding() {
+    let hello = Hello {
+        service: "S".into(),
+        methods: vec![MethodSignature { name: String::new(), signature: String::new() }; MAX_HELLO_LEN / 2],
+    };
+    let frame = encode_hello(&hello);
+    assert_eq!(decode(&frame), Err(DecodeError::TooLong { what: "hello", len: frame.len(), max: MAX_HELLO_LEN }));
+    let reply = encode_hello_reply(&HelloReply::UnknownService { available: vec![String::new(); MAX_HELLO_LEN] });
+    assert!(matches!(decode(&reply), Err(DecodeError::TooLong { what: "hello reply", .. })));
+    // Just under the limit still decodes.
+    let fits = Hello { methods: hello.methods[..MAX_HELLO_LEN / 4].to_vec(), ..hello };
+    assert!(matches!(decode(&encode_hello(&fits)), Ok(Frame::Hello { hello: Some(_), .. })));
+}

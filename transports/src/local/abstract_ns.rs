@@ -18,6 +18,7 @@ use rpc_core::transport::{BoxFuture, Connection, Listener};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::credentials;
 use crate::options::TransportOptions;
 use crate::unix::{connection, into_tokio_listener, retry_while_busy, BACKLOG};
 
@@ -103,7 +104,7 @@ impl AbstractSocket {
             let (stream, _) = self.listener.accept().await?;
             // A client whose credentials cannot be read is gone already or not to be trusted;
             // either way it is dropped without ending the server's accept loop.
-            if stream.peer_cred().is_ok_and(|cred| self.admission.admits(cred.uid(), cred.gid())) {
+            if credentials::of_unix_stream(&stream).is_some_and(|cred| self.admission.admits(cred.uid, cred.gid)) {
                 return Ok(stream);
             }
         }

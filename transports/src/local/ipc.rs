@@ -58,7 +58,7 @@ fn connection(stream: Stream, name: &str, max_frame_len: usize) -> Connection {
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport: "local", peer: format!("local://{name}"), max_frame_len },
+        info: ConnectionInfo::new("local", format!("local://{name}"), max_frame_len),
     }
 }
 

@@ -358,7 +358,7 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport: "mq", peer: peer_name(name), max_frame_len },
+        info: ConnectionInfo::new("mq", peer_name(name), max_frame_len),
     })
 }
 
@@ -479,11 +479,7 @@ impl MqListener {
             Ok((sender, receiver)) if sys::send(answer.as_fd(), &[ACCEPT]).is_ok() => Opened::Conn(Connection {
                 sender: Box::new(sender),
                 receiver: Box::new(receiver),
-                info: ConnectionInfo {
-                    transport: "mq",
-                    peer: peer_name(&self.name),
-                    max_frame_len: self.max_frame_len,
-                },
+                info: ConnectionInfo::new("mq", peer_name(&self.name), self.max_frame_len),
             }),
             Ok(_) => Opened::Skip,
             Err(e) => {

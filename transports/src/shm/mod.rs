@@ -215,6 +215,8 @@ fn connection(
         Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
     };
     let (sender_peer, receiver_peer) = peer_process(&setup);
+    // The process at the other end of the setup socket (the kernel's word: SO_PEERCRED).
+    let credentials = crate::credentials::of_unix_stream(&setup);
     // The setup socket carries "data published" rings, the socketpair "room made" rings.
     let data_bell = Arc::new(Bell(setup));
     let room_bell = Arc::new(Bell(bell));
@@ -235,7 +237,7 @@ fn connection(
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo { transport: "shm", peer, max_frame_len },
+        info: ConnectionInfo::new("shm", peer, max_frame_len).with_peer_credentials(credentials),
     }
 }
 

@@ -1,0 +1,131 @@
+//! What a handler may know about the call it is serving: who called (the peer's credentials on
+//! local mechanisms), over which connection, and until when the caller waits.
+//!
+//! Handlers keep the trait's own signature (`async fn add(&self, a: i64, b: i64) -> i64`): the
+//! server engine does not pass the context as an argument but makes it *current* while the
+//! handler runs, and the handler asks for it with [`CallContext::current`].
+//!
+//! ```
+//! use rpc_core::context::CallContext;
+//!
+//! # #[allow(dead_code)]
+//! // Inside a handler:
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     if let Some(ctx) = CallContext::current() {
+//!         if let Some(peer) = ctx.peer_credentials() {
+//!             eprintln!("add called by uid {} (pid {:?}) over {}", peer.uid, peer.pid, ctx.transport());
+//!         }
+//!     }
+//!     a + b
+//! }
+//! ```
+//!
+//! The context belongs to the handler's future, wherever the engine polls it (first inline on the
+//! connection's task, then on a task of its own if the handler waits). A task the handler spawns
+//! does not inherit it: take [`CallContext::current`] before spawning and move it in.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::transport::{ConnectionInfo, PeerCredentials};
+
+tokio::task_local! {
+    static CURRENT: CallContext;
+}
+
+/// The call a handler is serving. Cheap to clone (the connection's facts are shared).
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    connection: Arc<ConnectionInfo>,
+    id: u64,
+    method: u32,
+    deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// The context of the call being served, or `None` outside a handler (or in a task the
+    /// handler spawned).
+    pub fn current() -> Option<CallContext> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `f` with the context of the call being served, without cloning it; `None` outside a
+    /// handler.
+    pub fn with_current<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
+        CURRENT.try_with(f).ok()
+    }
+
+    /// Who the peer process is, where the transport can tell: `local://`, `unix://` (from the
+    /// kernel, `SO_PEERCRED`), `spawn:` and `mem://`; `None` over `tcp://` and `fifo://`.
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.connection.peer_credentials
+    }
+
+    /// The mechanism the call came over, e.g. `"unix"`.
+    pub fn transport(&self) -> &'static str {
+        self.connection.transport
+    }
+
+    /// The peer as the transport names it (`tcp://127.0.0.1:50312`; for socket files and local
+    /// names, the listener's own address: the client has none).
+    pub fn peer(&self) -> &str {
+        &self.connection.peer
+    }
+
+    /// Everything known about the connection the call came over.
+    pub fn connection(&self) -> &ConnectionInfo {
+        &self.connection
+    }
+
+    /// When the caller stops waiting (the call's timeout, counted from when the server read the
+    /// request); `None` if the call has no deadline. The engine enforces it: the handler is
+    /// stopped then. A handler may use it to pass a deadline on to calls of its own.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The call's id on its connection (unique among the connection's calls in flight).
+    pub fn call_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The id of the method called.
+    pub fn method_id(&self) -> u32 {
+        self.method
+    }
+
+    pub(crate) fn new(connection: Arc<ConnectionInfo>, id: u64, method: u32, deadline: Option<Instant>) -> Self {
+        CallContext { connection, id, method, deadline }
+    }
+
+    /// Makes `self` current while `future` is polled.
+    pub(crate) fn scope<F: std::future::Future>(self, future: F) -> impl std::future::Future<Output = F::Output> {
+        CURRENT.scope(self, future)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn current_only_inside_the_scope() {
+        assert!(CallContext::current().is_none());
+        let info = Arc::new(ConnectionInfo::new("test", "peer", 64).with_peer_credentials(Some(PeerCredentials::new(
+            1,
+            2,
+            Some(3),
+        ))));
+        let ctx = CallContext::new(info, 9, 4, None);
+        let seen = ctx
+            .scope(async {
+                tokio::task::yield_now().await;
+                let ctx = CallContext::current().expect("inside the scope");
+                let spawned = tokio::spawn(async { CallContext::current().is_none() }).await.unwrap();
+                (ctx.call_id(), ctx.method_id(), ctx.peer_credentials(), ctx.transport(), spawned)
+            })
+            .await;
+        assert_eq!(seen, (9, 4, Some(PeerCredentials::new(1, 2, Some(3))), "test", true));
+        assert!(CallContext::with_current(|_| ()).is_none());
+    }
+}

@@ -1,0 +1,247 @@
+//! The fuzz targets without a fuzzer: every file of the committed seed corpus (and of any corpus
+//! a fuzzing run added to `fuzz/corpus/`), then a few thousand generated inputs, through the same
+//! harness functions the cargo-fuzz targets call. Runs with a plain `cargo test` on stable.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::wire::RequestHeader;
+
+/// A harness: takes one input, panics on a broken invariant.
+type Harness = fn(&[u8]);
+
+const TARGETS: [(&str, Harness); 3] =
+    [("frame_decoder", frame_decoder), ("hello_exchange", hello_exchange), ("server_input", server_input)];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+}
+
+#[test]
+fn the_seed_corpus_replays_cleanly() {
+    for (target, harness) in TARGETS {
+        let dir = corpus_dir(target);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "the {target} seed corpus has {} files", files.len());
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            // A failure names the file: `cargo fuzz run <target> <file>` reproduces it.
+            eprintln!("{target}: {}", file.display());
+            harness(&data);
+        }
+    }
+}
+
+/// Frames a client could send, valid and not: the building blocks of generated input.
+fn client_frame() -> impl Strategy<Value = Vec<u8>> {
+    let method = prop_oneof![Just(method_id("add")), Just(method_id("echo")), Just(method_id("sleep")), any::<u32>(),];
+    prop_oneof![
+        4 => (any::<u64>(), method, proptest::option::of(1u64..50_000), proptest::collection::vec(any::<u8>(), 0..24))
+            .prop_map(|(id, method, timeout_us, args)| {
+                let mut frame = wire::encode_request(RequestHeader { id: id % 8, method, timeout_us }, &()).unwrap();
+                frame.extend_from_slice(&args);
+                frame
+            }),
+        3 => (any::<u64>(), any::<i64>(), any::<i64>()).prop_map(|(id, a, b)| {
+            wire::encode_request(RequestHeader { id: id % 8, method: method_id("add"), timeout_us: None }, &(a, b))
+                .unwrap()
+        }),
+        2 => (any::<u64>(), 0u64..30).prop_map(|(id, ms)| {
+            wire::encode_request(RequestHeader { id: id % 8, method: method_id("sleep"), timeout_us: None }, &(ms,))
+                .unwrap()
+        }),
+        2 => (0u64..8).prop_map(wire::encode_cancel),
+        1 => Just(wire::encode_hello(&valid_hello())),
+        1 => ".{0,12}".prop_map(|reason| wire::encode_goaway(&reason)),
+        1 => any::<u64>().prop_map(ok_response),
+        1 => (any::<u64>(), ".{0,8}").prop_map(|(id, text)| wire::encode_response_err(id, &RemoteError::Decode(text))),
+        1 => proptest::collection::vec(any::<u8>(), 0..16),
+    ]
+}
+
+/// A well-formed "ok" response frame (what only a server should send).
+fn ok_response(id: u64) -> Vec<u8> {
+    wire::ResponsePayload::encode(&7i64).unwrap().into_frame(id)
+}
+
+/// A client's byte stream: mostly length-prefixed frames, sometimes raw bytes (a broken prefix,
+/// a truncated frame, a huge length).
+fn client_stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        8 => client_frame().prop_map(|frame| length_prefixed(&frame)),
+        1 => proptest::collection::vec(any::<u8>(), 0..8),
+        1 => any::<u32>().prop_map(|len| len.to_le_bytes().to_vec()),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+fn hello_frame() -> impl Strategy<Value = Vec<u8>> {
+    let signature = prop_oneof![
+        Just(("add".to_owned(), "(i64, i64) -> i64".to_owned())),
+        Just(("echo".to_owned(), "(Vec<u8>) -> Vec<u8>".to_owned())),
+        Just(("add".to_owned(), "(i32, i32) -> i32".to_owned())),
+        ("[a-z]{0,6}", ".{0,6}"),
+    ];
+    let hello = (prop_oneof![Just("Fuzz".to_owned()), ".{0,6}"], proptest::collection::vec(signature, 0..40)).prop_map(
+        |(service, methods)| Hello {
+            service,
+            methods: methods.into_iter().map(|(name, signature)| MethodSignature { name, signature }).collect(),
+        },
+    );
+    (hello, any::<u16>(), 0usize..4).prop_map(|(hello, version, tweak)| {
+        let mut frame = wire::encode_hello(&hello);
+        match tweak {
+            // Another protocol version.
+            1 => frame[1..3].copy_from_slice(&version.to_le_bytes()),
+            // A cut-off body.
+            2 => frame.truncate(frame.len() / 2),
+            // A hello reply where a hello belongs, and vice versa for the client side.
+            3 => frame[0] = 0x02,
+            _ => {}
+        }
+        frame
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_frames_decode_without_panics(bytes in prop_oneof![
+        client_frame(),
+        client_stream(),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    ]) {
+        frame_decoder(&bytes);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_hellos_get_the_right_answer(frame in prop_oneof![
+        3 => hello_frame(),
+        1 => client_frame(),
+        1 => proptest::collection::vec(any::<u8>(), 0..64),
+    ]) {
+        hello_exchange(&frame);
+    }
+
+    #[test]
+    fn generated_client_streams_leave_the_server_well_behaved(
+        flags in any::<u8>(),
+        stream in prop_oneof![4 => client_stream(), 1 => proptest::collection::vec(any::<u8>(), 0..256)],
+    ) {
+        let mut input = vec![flags];
+        input.extend_from_slice(&stream);
+        server_input(&input);
+    }
+}
+
+/// The inputs in the committed seed corpus, by target and file name. `cargo test -p rpc-core
+/// write_the_seed_corpus -- --ignored` writes them to `fuzz/corpus/` (run it after a wire change).
+fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let hello = wire::encode_hello(&valid_hello());
+    let request =
+        |id, method, args: &dyn Fn(RequestHeader) -> Vec<u8>| args(RequestHeader { id, method, timeout_us: None });
+    let add = request(1, method_id("add"), &|h| wire::encode_request(h, &(1i64, 2i64)).unwrap());
+    let echo = request(2, method_id("echo"), &|h| wire::encode_request(h, &(vec![1u8, 2, 3],)).unwrap());
+    let sleep =
+        wire::encode_request(RequestHeader { id: 3, method: method_id("sleep"), timeout_us: Some(5_000) }, &(10u64,))
+            .unwrap();
+    let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap());
+    let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap());
+    let cancel = wire::encode_cancel(3);
+    let goaway = wire::encode_goaway("bye");
+    let ok = ok_response(1);
+    let err = wire::encode_response_err(1, &RemoteError::UnknownMethod { id: 9 });
+    let accepted = wire::encode_hello_reply(&HelloReply::Accepted);
+    let mismatch = wire::encode_hello_reply(&HelloReply::InterfaceMismatch { differences: vec!["x".into()] });
+    let mut old_version = hello.clone();
+    old_version[1..3].copy_from_slice(&0u16.to_le_bytes());
+    let other_service = wire::encode_hello(&Hello { service: "Other".into(), methods: vec![] });
+    let mismatched = wire::encode_hello(&Hello {
+        service: "Fuzz".into(),
+        methods: vec![MethodSignature { name: "add".into(), signature: "(i32, i32) -> i32".into() }],
+    });
+    let framed = |frames: &[&[u8]]| frames.iter().flat_map(|f| length_prefixed(f)).collect::<Vec<u8>>();
+    let with_flags = |flags: u8, bytes: Vec<u8>| [vec![flags], bytes].concat();
+
+    let mut seeds = Vec::new();
+    for (name, frame) in [
+        ("hello", &hello),
+        ("request-add", &add),
+        ("request-echo", &echo),
+        ("request-sleep-deadline", &sleep),
+        ("request-unknown-method", &unknown),
+        ("request-bad-args", &bad_args),
+        ("cancel", &cancel),
+        ("goaway", &goaway),
+        ("response-ok", &ok),
+        ("response-err", &err),
+        ("hello-reply-accepted", &accepted),
+        ("hello-reply-mismatch", &mismatch),
+        ("hello-version-0", &old_version),
+    ] {
+        seeds.push(("frame_decoder", name, frame.clone()));
+    }
+    seeds.push(("frame_decoder", "stream-two-frames", framed(&[&add, &cancel])));
+    seeds.push(("frame_decoder", "stream-huge-prefix", u32::MAX.to_le_bytes().to_vec()));
+    seeds.push(("frame_decoder", "truncated-request", add[..10].to_vec()));
+
+    for (name, frame) in [
+        ("hello", &hello),
+        ("hello-version-0", &old_version),
+        ("hello-other-service", &other_service),
+        ("hello-mismatched-method", &mismatched),
+        ("hello-reply-accepted", &accepted),
+        ("hello-reply-mismatch", &mismatch),
+        ("request-before-hello", &add),
+        ("goaway", &goaway),
+    ] {
+        seeds.push(("hello_exchange", name, frame.clone()));
+    }
+
+    // Flag bit 0: the harness sends a valid hello first; bit 1: the bytes arrive in pieces.
+    seeds.push(("server_input", "calls", with_flags(1, framed(&[&add, &echo, &unknown, &bad_args]))));
+    seeds.push(("server_input", "sleep-then-cancel", with_flags(1, framed(&[&sleep, &cancel, &add]))));
+    seeds.push(("server_input", "calls-in-3-byte-pieces", with_flags(0b1011, framed(&[&add, &sleep, &echo]))));
+    seeds.push(("server_input", "own-hello-then-call", with_flags(0, framed(&[&hello, &add]))));
+    seeds.push(("server_input", "second-hello", with_flags(1, framed(&[&hello]))));
+    seeds.push(("server_input", "response-to-server", with_flags(1, framed(&[&ok]))));
+    seeds.push(("server_input", "goaway", with_flags(1, framed(&[&add, &goaway, &add]))));
+    seeds.push(("server_input", "huge-prefix", with_flags(1, u32::MAX.to_le_bytes().to_vec())));
+    seeds.push(("server_input", "truncated-frame", with_flags(1, framed(&[&add])[..12].to_vec())));
+    seeds.push(("server_input", "no-hello", with_flags(0, framed(&[&add]))));
+    seeds.push(("server_input", "reused-call-id", with_flags(1, framed(&[&sleep, &sleep, &add]))));
+    seeds
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus/; run by hand after a wire change"]
+fn write_the_seed_corpus() {
+    for (target, name, bytes) in seeds() {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    }
+}
+
+#[test]
+fn the_seeds_pass_and_are_committed() {
+    for (target, name, bytes) in seeds() {
+        let harness = TARGETS.iter().find(|(t, _)| *t == target).unwrap().1;
+        harness(&bytes);
+        let path = corpus_dir(target).join(format!("seed-{name}"));
+        let committed =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (write_the_seed_corpus)", path.display()));
+        assert_eq!(committed, bytes, "{} is stale: run write_the_seed_corpus", path.display());
+    }
+}

@@ -1,0 +1,416 @@
+//! Hostile clients against a real server process: frames that break the protocol, and raw bytes
+//! that break the framing. Every case has one expected outcome (a typed answer, or a goaway
+//! naming the violation and then the connection closed), and after every case a well-behaved
+//! client is still served by the same server process.
+//!
+//! Frame-level cases run over every transport with a shared server (tcp, local, unix, fifo, and
+//! mem in-process); byte-level cases need a raw byte stream to the server (tcp, local, unix).
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc::transport::{recv, send};
+use rpc::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, PROTOCOL_VERSION};
+use rpc_tests::CalculatorClient;
+use support::{fresh_addr, raw_stream, rss_kib, unique, RawStream, ServerProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The server under test: a process, or (for `mem://`) a task of this process.
+enum Target {
+    Process(ServerProcess),
+    InProcess { addr: String, _task: tokio::task::JoinHandle<std::io::Result<()>> },
+}
+
+impl Target {
+    async fn start(transport: &str) -> Target {
+        if transport == "mem" {
+            let listener = rpc::listen(&format!("mem://{}", unique("hostile"))).await.unwrap();
+            let addr = listener.local_addr();
+            return Target::InProcess { addr, _task: tokio::spawn(rpc_tests::test_server().serve(listener)) };
+        }
+        Target::Process(ServerProcess::start(&fresh_addr(transport), &[]).await)
+    }
+
+    fn addr(&self) -> &str {
+        match self {
+            Target::Process(server) => &server.addr,
+            Target::InProcess { addr, .. } => addr,
+        }
+    }
+
+    /// After each case: the server still runs, and serves a new, well-behaved client.
+    async fn still_serves(&mut self, case: &str) {
+        if let Target::Process(server) = self {
+            assert!(server.is_running(), "the server process died after {case}");
+        }
+        let calc = tokio::time::timeout(PATIENCE, CalculatorClient::connect(self.addr()))
+            .await
+            .unwrap_or_else(|_| panic!("connect hangs after {case}"))
+            .unwrap_or_else(|e| panic!("connect fails after {case}: {e}"));
+        assert_eq!(calc.add(20, 22).await.unwrap(), 42, "after {case}");
+    }
+}
+
+/// A connection at the frame level: we choose every frame.
+struct FrameConn {
+    conn: rpc::Connection,
+    case: &'static str,
+}
+
+impl FrameConn {
+    async fn open(addr: &str, case: &'static str) -> FrameConn {
+        FrameConn { conn: rpc::connect(addr).await.unwrap_or_else(|e| panic!("{case}: connect: {e}")), case }
+    }
+
+    /// Opens a connection and completes a valid hello for `Calculator`.
+    async fn hello(addr: &str, case: &'static str) -> FrameConn {
+        let mut conn = FrameConn::open(addr, case).await;
+        conn.send(wire::encode_hello(&calculator_hello())).await;
+        let reply = conn.next().await;
+        assert_eq!(reply, Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) }));
+        conn
+    }
+
+    async fn send(&mut self, frame: Vec<u8>) {
+        send(&mut *self.conn.sender, Bytes::from(frame)).await.unwrap_or_else(|e| panic!("{}: send: {e}", self.case));
+    }
+
+    /// The next frame, decoded and owned; `None` when the server closed the connection.
+    async fn next(&mut self) -> Option<Frame<'static>> {
+        let read = tokio::time::timeout(PATIENCE, recv(&mut *self.conn.receiver))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no answer and no close within {PATIENCE:?}", self.case));
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return None,
+        };
+        // Leak to own the borrowed frame: a handful of small frames per test.
+        let frame: &'static [u8] = Box::leak(frame.to_vec().into_boxed_slice());
+        Some(wire::decode(frame).unwrap_or_else(|e| panic!("{}: the server sent a bad frame: {e}", self.case)))
+    }
+
+    /// The expected end of a violation: a goaway whose reason contains `reason`, then close.
+    async fn expect_goaway(mut self, reason: &str) {
+        match self.next().await {
+            Some(Frame::Goaway { reason: got }) => assert!(got.contains(reason), "{}: goaway {got:?}", self.case),
+            other => panic!("{}: expected a goaway saying {reason:?}, got {other:?}", self.case),
+        }
+        assert_eq!(self.next().await, None, "{}: the connection must close after the goaway", self.case);
+    }
+
+    /// Sends `add(a, b)` as call `id` and expects its answer.
+    async fn expect_add_works(&mut self, id: u64) {
+        self.send(add_request(id, 1, 2)).await;
+        match self.next().await {
+            Some(Frame::ResponseOk { id: answered, payload }) => {
+                assert_eq!((answered, wire::decode_value::<i64>(payload).unwrap()), (id, 3), "{}", self.case)
+            }
+            other => panic!("{}: add does not work any more: {other:?}", self.case),
+        }
+    }
+}
+
+fn calculator_hello() -> Hello {
+    let desc = CalculatorClient::DESCRIPTOR;
+    Hello {
+        service: desc.name.into(),
+        methods: desc
+            .methods
+            .iter()
+            .map(|m| MethodSignature { name: m.name.into(), signature: m.signature.into() })
+            .collect(),
+    }
+}
+
+fn method(name: &str) -> u32 {
+    CalculatorClient::DESCRIPTOR.methods.iter().find(|m| m.name == name).unwrap().id
+}
+
+fn add_request(id: u64, a: i64, b: i64) -> Vec<u8> {
+    wire::encode_request(RequestHeader { id, method: method("add"), timeout_us: None }, &(a, b)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame-level cases.
+
+async fn frame_cases(transport: &str) {
+    let mut server = Target::start(transport).await;
+    let addr = server.addr().to_owned();
+    let addr = addr.as_str();
+
+    // A hello of another protocol version: a typed refusal the client maps to
+    // `RpcError::ProtocolVersion`, then close.
+    for version in [0u16, PROTOCOL_VERSION + 1, u16::MAX] {
+        let mut conn = FrameConn::open(addr, "wrong protocol version").await;
+        let mut hello = wire::encode_hello(&calculator_hello());
+        hello[1..3].copy_from_slice(&version.to_le_bytes());
+        conn.send(hello).await;
+        let reply = conn.next().await;
+        assert_eq!(
+            reply,
+            Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::VersionMismatch) })
+        );
+        assert_eq!(conn.next().await, None, "closed after the version mismatch");
+        server.still_serves("a wrong protocol version").await;
+    }
+
+    // A hello of our version whose body is not a hello.
+    let mut conn = FrameConn::open(addr, "malformed hello").await;
+    let mut hello = wire::encode_hello(&calculator_hello());
+    hello.truncate(5);
+    conn.send(hello).await;
+    conn.expect_goaway("expected a hello: malformed hello body").await;
+    server.still_serves("a malformed hello").await;
+
+    // Anything but a hello first.
+    for (frame, name) in [
+        (add_request(1, 1, 2), "a request"),
+        (wire::encode_cancel(1), "a cancel"),
+        (wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1), "a response"),
+    ] {
+        let mut conn = FrameConn::open(addr, "no hello first").await;
+        conn.send(frame).await;
+        conn.expect_goaway(&format!("expected a hello, got {name}")).await;
+    }
+    let mut conn = FrameConn::open(addr, "empty first frame").await;
+    conn.send(Vec::new()).await;
+    conn.expect_goaway("expected a hello: empty frame").await;
+    server.still_serves("frames before the hello").await;
+
+    // A second hello.
+    let mut conn = FrameConn::hello(addr, "second hello").await;
+    conn.send(wire::encode_hello(&calculator_hello())).await;
+    conn.expect_goaway("the client sent a second hello").await;
+    server.still_serves("a second hello").await;
+
+    // Frames only a server sends.
+    for frame in [
+        wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1),
+        wire::encode_response_err(1, &RemoteError::Cancelled),
+        wire::encode_hello_reply(&HelloReply::Accepted),
+    ] {
+        let mut conn = FrameConn::hello(addr, "a response sent to a server").await;
+        conn.send(frame).await;
+        conn.expect_goaway("which only a server sends").await;
+    }
+    server.still_serves("responses sent to the server").await;
+
+    // Broken frames after the hello.
+    for (frame, reason) in [
+        (vec![0xff, 1, 2], "bad frame from a client: unknown frame kind 0xff"),
+        (vec![0x03, 1, 2], "bad frame from a client: truncated request frame"),
+        ([wire::encode_cancel(1), vec![0]].concat(), "bad frame from a client: trailing bytes after cancel frame"),
+        (Vec::new(), "bad frame from a client: empty frame"),
+    ] {
+        let mut conn = FrameConn::hello(addr, "a broken frame").await;
+        conn.send(frame).await;
+        conn.expect_goaway(reason).await;
+    }
+    server.still_serves("broken frames").await;
+
+    // Unknown method, undecodable arguments, arguments with bytes left over: typed answers,
+    // and the connection stays usable.
+    let mut conn = FrameConn::hello(addr, "typed answers").await;
+    let unknown = wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap();
+    conn.send(unknown).await;
+    assert_eq!(
+        conn.next().await,
+        Some(Frame::ResponseErr { id: 7, error: RemoteError::UnknownMethod { id: 0xdead_beef } })
+    );
+    conn.expect_add_works(8).await;
+    let bad_args =
+        wire::encode_request(RequestHeader { id: 9, method: method("add"), timeout_us: None }, &(1u8,)).unwrap();
+    conn.send(bad_args).await;
+    assert!(matches!(conn.next().await, Some(Frame::ResponseErr { id: 9, error: RemoteError::Decode(_) })));
+    conn.send([add_request(10, 1, 2), vec![0]].concat()).await;
+    assert!(matches!(conn.next().await, Some(Frame::ResponseErr { id: 10, error: RemoteError::Decode(_) })));
+    // A cancel for a call that does not exist is harmless.
+    conn.send(wire::encode_cancel(12345)).await;
+    conn.expect_add_works(11).await;
+    drop(conn);
+    server.still_serves("typed answers").await;
+
+    // A call id reused while its call runs: refused (it once orphaned the first call, which then
+    // outlived the connection; found by fuzzing server_input).
+    let mut conn = FrameConn::hello(addr, "reused call id").await;
+    let sleep = |id| {
+        wire::encode_request(RequestHeader { id, method: method("sleep"), timeout_us: None }, &(60_000u64,)).unwrap()
+    };
+    conn.send(sleep(5)).await;
+    conn.send(sleep(5)).await;
+    conn.expect_goaway("the client reused call id 5 while that call was running").await;
+    server.still_serves("a reused call id").await;
+
+    // A hello naming very many methods the server lacks: the answer lists a bounded number of
+    // them (it used to list every one, a reply many times the hello's size).
+    let mut conn = FrameConn::open(addr, "huge interface mismatch").await;
+    let hello = Hello {
+        service: "Calculator".into(),
+        methods: (0..20_000).map(|i| MethodSignature { name: format!("m{i}"), signature: "()".into() }).collect(),
+    };
+    conn.send(wire::encode_hello(&hello)).await;
+    match conn.next().await {
+        Some(Frame::HelloReply { reply: Some(HelloReply::InterfaceMismatch { differences }), .. }) => {
+            assert_eq!(differences.len(), 33, "32 listed and a count");
+            assert_eq!(differences.last().unwrap(), "and 19968 more");
+        }
+        other => panic!("expected an interface mismatch, got {other:?}"),
+    }
+    assert_eq!(conn.next().await, None);
+
+    // A hello above the hello limit is refused before it is decoded (decoding a list of empty
+    // names would take ~24 times the frame's size in memory).
+    let mut conn = FrameConn::open(addr, "oversized hello").await;
+    let hello = Hello {
+        service: "Calculator".into(),
+        methods: (0..200_000).map(|_| MethodSignature { name: String::new(), signature: String::new() }).collect(),
+    };
+    let frame = wire::encode_hello(&hello);
+    let reason = format!("expected a hello: hello frame of {} bytes exceeds the maximum of 262144 bytes", frame.len());
+    conn.send(frame).await;
+    conn.expect_goaway(&reason).await;
+    server.still_serves("oversized hellos").await;
+
+    // A goaway from the client: the server closes quietly.
+    let mut conn = FrameConn::hello(addr, "client goaway").await;
+    conn.send(wire::encode_goaway("bye")).await;
+    assert_eq!(conn.next().await, None);
+    server.still_serves("a client's goaway").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte-level cases: what a framing layer must survive.
+
+/// A raw byte stream that has completed a valid hello.
+async fn raw_after_hello(addr: &str) -> RawStream {
+    let mut raw = raw_stream(addr).await;
+    let hello = wire::encode_hello(&calculator_hello());
+    raw.write_all(&(hello.len() as u32).to_le_bytes()).await.unwrap();
+    raw.write_all(&hello).await.unwrap();
+    let mut prefix = [0u8; 4];
+    raw.read_exact(&mut prefix).await.unwrap();
+    let mut reply = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    raw.read_exact(&mut reply).await.unwrap();
+    assert_eq!(
+        wire::decode(&reply).unwrap(),
+        Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) }
+    );
+    raw
+}
+
+/// Reads until the server closes; returns the reasons of the goaways it sent first.
+async fn read_until_closed(raw: &mut RawStream, case: &str) -> Vec<String> {
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, raw.read_to_end(&mut bytes)).await;
+    // A reset (the server closed with our bytes unread) is a close too.
+    assert!(read.is_ok(), "{case}: the server did not close the connection within {PATIENCE:?}");
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut reasons = Vec::new();
+    while let Some(frame) = wire::LengthDelimited::default().decode(&mut buf).unwrap() {
+        match wire::decode(&frame) {
+            Ok(Frame::Goaway { reason }) => reasons.push(reason),
+            other => panic!("{case}: unexpected frame {other:?}"),
+        }
+    }
+    reasons
+}
+
+async fn byte_cases(transport: &str) {
+    let mut server = Target::start(transport).await;
+    let addr = server.addr().to_owned();
+    let addr = addr.as_str();
+    let Target::Process(process) = &server else { unreachable!() };
+    let pid = process.pid();
+    let rss_before = rss_kib(pid);
+
+    // Truncated frames: the prefix promises more than arrives before EOF.
+    let mut raw = raw_stream(addr).await;
+    raw.write_all(&[100, 0, 0, 0, 1, 2, 3]).await.unwrap();
+    raw.shutdown().await.unwrap();
+    let reasons = read_until_closed(&mut raw, "truncated frame before the hello").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("expected a hello: disconnected: connection closed in the middle of a frame"),
+        "{reasons:?}"
+    );
+
+    let mut raw = raw_after_hello(addr).await;
+    let request = add_request(1, 1, 2);
+    raw.write_all(&(request.len() as u32).to_le_bytes()).await.unwrap();
+    raw.write_all(&request[..request.len() / 2]).await.unwrap();
+    raw.shutdown().await.unwrap();
+    let reasons = read_until_closed(&mut raw, "truncated frame after the hello").await;
+    assert_eq!(reasons, ["disconnected: connection closed in the middle of a frame"]);
+    server.still_serves("truncated frames").await;
+
+    // A truncated frame that never completes (no EOF): the server waits for it, and serves
+    // everyone else meanwhile.
+    let mut stalled = raw_after_hello(addr).await;
+    stalled.write_all(&[0, 0, 1, 0, 9]).await.unwrap();
+    server.still_serves("a stalled frame").await;
+    drop(stalled);
+
+    // Huge length prefixes, before and after the hello: refused by the prefix alone.
+    for prefix in [u32::MAX, rpc::wire::DEFAULT_MAX_FRAME_LEN as u32 + 1] {
+        let mut raw = raw_stream(addr).await;
+        raw.write_all(&prefix.to_le_bytes()).await.unwrap();
+        let reasons = read_until_closed(&mut raw, "huge prefix before the hello").await;
+        assert_eq!(
+            reasons,
+            [format!("expected a hello: frame of {prefix} bytes exceeds the maximum of 33554432 bytes")]
+        );
+        let mut raw = raw_after_hello(addr).await;
+        raw.write_all(&prefix.to_le_bytes()).await.unwrap();
+        let reasons = read_until_closed(&mut raw, "huge prefix after the hello").await;
+        assert_eq!(reasons, [format!("frame of {prefix} bytes exceeds the maximum of 33554432 bytes")]);
+    }
+    server.still_serves("huge length prefixes").await;
+
+    // Random bytes, before and after a hello: the connection is closed (with a goaway when the
+    // bytes happened to make a frame), whatever they are.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |len: usize| {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for round in 0..16 {
+        let bytes = random(1 + round * 97);
+        let mut raw = if round % 2 == 0 { raw_stream(addr).await } else { raw_after_hello(addr).await };
+        // The server may close (and reset) before taking everything.
+        let _ = raw.write_all(&bytes).await;
+        let _ = raw.shutdown().await;
+        read_until_closed(&mut raw, "random bytes").await;
+    }
+    server.still_serves("random bytes").await;
+
+    let rss_after = rss_kib(pid);
+    assert!(rss_after < rss_before + 64 * 1024, "server RSS grew from {rss_before} KiB to {rss_after} KiB");
+}
+
+macro_rules! per_transport {
+    ($cases:ident: $($transport:ident),*) => {
+        mod $cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $transport() {
+                    super::$cases(stringify!($transport)).await;
+                }
+            )*
+        }
+    };
+}
+
+per_transport!(frame_cases: tcp, local, unix, fifo, mem);
+per_transport!(byte_cases: tcp, local, unix);

@@ -1,0 +1,115 @@
+//! What the hostile-input and access tests share: a `rpc-test-server` process to talk to, unique
+//! addresses, and a raw byte stream to a server's address.
+//!
+//! (The conformance suite has a richer server handle of its own, with in-process and `spawn:`
+//! modes and kill/terminate; these tests only need a server process that is gone at the end.)
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A name unique to this process and call.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh address of each listening kind these tests use, by transport name.
+pub fn fresh_addr(transport: &str) -> String {
+    match transport {
+        "tcp" => "tcp://127.0.0.1:0".to_owned(),
+        "local" => format!("local://{}", unique("rpc-hostile")),
+        "shm" => format!("shm://{}", unique("rpc-hostile")),
+        "unix" => format!("unix://{}", std::env::temp_dir().join(format!("{}.sock", unique("rpc-hostile"))).display()),
+        "fifo" => {
+            let dir = std::env::temp_dir().join(unique("rpc-hostile-fifo"));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("fifo://{}", dir.join("calc").display())
+        }
+        other => panic!("no address for {other}"),
+    }
+}
+
+/// A `rpc-test-server` process, killed (and its endpoint removed) on drop.
+pub struct ServerProcess {
+    pub addr: String,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Starts `rpc-test-server [options...] addr` and waits until it listens.
+    pub async fn start(addr: &str, options: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+            .args(options)
+            .arg(addr)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rpc-test-server");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+            .await
+            .expect("server ready in time")
+            .unwrap();
+        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}"));
+        ServerProcess { addr: addr.to_owned(), child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Whether the process is still running (it must survive whatever a client sends).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        // A killed server cannot remove its endpoint; the test does.
+        if let Some(path) = self.addr.strip_prefix("unix://") {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = self.addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+pub type RawStream = Box<dyn RawIo>;
+pub trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
+
+/// A plain byte stream to a tcp://, unix:// or (Linux) local:// server: no framing, no hello.
+pub async fn raw_stream(addr: &str) -> RawStream {
+    if let Some(hostport) = addr.strip_prefix("tcp://") {
+        return Box::new(tokio::net::TcpStream::connect(hostport).await.unwrap());
+    }
+    if let Some(path) = addr.strip_prefix("unix://") {
+        return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
+    }
+    if let Some(name) = addr.strip_prefix("local://") {
+        // On Linux `local://name` is the abstract Unix socket address "\0name".
+        use std::os::linux::net::SocketAddrExt;
+        let sockaddr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let std_stream = std::os::unix::net::UnixStream::connect_addr(&sockaddr).unwrap();
+        std_stream.set_nonblocking(true).unwrap();
+        return Box::new(tokio::net::UnixStream::from_std(std_stream).unwrap());
+    }
+    panic!("no raw byte stream for {addr}")
+}
