@@ -3,8 +3,9 @@
 //! naming the violation and then the connection closed), and after every case a well-behaved
 //! client is still served by the same server process.
 //!
-//! Frame-level cases run over every transport with a shared server (tcp, local, unix, fifo, and
-//! mem in-process); byte-level cases need a raw byte stream to the server (tcp, local, unix).
+//! Frame-level cases run over every transport with a shared server (tcp, local, unix, fifo, shm,
+//! mq, and mem in-process); byte-level cases need a raw byte stream to the server (tcp, local,
+//! unix).
 
 #![cfg(target_os = "linux")]
 
@@ -412,5 +413,5 @@ macro_rules! per_transport {
     };
 }
 
-per_transport!(frame_cases: tcp, local, unix, fifo, mem);
+per_transport!(frame_cases: tcp, local, unix, fifo, shm, mq, mem);
 per_transport!(byte_cases: tcp, local, unix);

@@ -25,6 +25,7 @@ pub fn fresh_addr(transport: &str) -> String {
         "tcp" => "tcp://127.0.0.1:0".to_owned(),
         "local" => format!("local://{}", unique("rpc-hostile")),
         "shm" => format!("shm://{}", unique("rpc-hostile")),
+        "mq" => format!("mq://{}", unique("rpc-hostile")),
         "unix" => format!("unix://{}", std::env::temp_dir().join(format!("{}.sock", unique("rpc-hostile"))).display()),
         "fifo" => {
             let dir = std::env::temp_dir().join(unique("rpc-hostile-fifo"));
