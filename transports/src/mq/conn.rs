@@ -24,12 +24,24 @@
 //! in the same process never exits while we run, so a sender also says [`CLOSE`] when it is
 //! dropped without being closed, as a socket's EOF would. [`CLOSE`] ends one direction only (the
 //! peer may still read what we send, like a stream's half-close).
+//!
+//! # The slot kept for [`CLOSE`]
+//!
+//! A full queue refuses every message, [`CLOSE`] included, and a peer that stopped reading (or
+//! reads slowly) keeps it full: a [`CLOSE`] that waited for room could come too late or never,
+//! and a peer whose process lives would then wait forever after draining our last frames. So a
+//! sender never lets frames take the last free slot of its queue: that slot is [`CLOSE`]'s, and
+//! closing or dropping the sender ends the connection at once, however full the queue is. This
+//! works because each queue has one writer (the sender) and one reader: the count of waiting
+//! messages the sender reads (`mq_curmsgs`) can only shrink before its next send. A queue
+//! therefore holds at least [`MIN_MSGS`] messages, and frames use one fewer than it holds.
+//! (The alternative, taking back one of our own unread messages to make room, would drop whole
+//! frames out of the middle of the stream; keeping the slot loses nothing the peer would read.)
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{FrameReceiver, FrameSender};
@@ -56,13 +68,13 @@ const FIRST_HEADER: usize = 9;
 const MORE_HEADER: usize = 5;
 /// The smallest message size a connection works with (room for a header and some bytes).
 pub(crate) const MIN_MSG_SIZE: usize = 64;
+/// The smallest queue depth a connection works with: a message of frames, and the slot kept
+/// for [`CLOSE`] (see the module notes).
+pub(crate) const MIN_MSGS: usize = 2;
 /// `poll_ready` pushes queued frames out before taking more once this many bytes wait.
 const HIGH_WATER: usize = 256 * 1024;
 /// What a queued frame costs on top of its bytes, so a flood of empty frames is bounded too.
 const FRAME_COST: usize = 64;
-/// How long a dropped sender keeps trying to deliver its [`CLOSE`] into a full queue.
-/// (As long as the engines linger to deliver their last frames to a peer that does not read.)
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The other side of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +139,8 @@ pub(crate) fn halves(
     pid: u32,
     max_frame_len: usize,
 ) -> io::Result<(MqSender, MqReceiver)> {
-    let in_size = checked_msg_size(&incoming)?;
-    let out_size = checked_msg_size(&outgoing)?;
+    let in_size = checked_geometry(&incoming)?.msg_size;
+    let out = checked_geometry(&outgoing)?;
     let peer = Peer { pid };
     let receiver = MqReceiver {
         fd: sys::register(incoming, Interest::READABLE)?,
@@ -142,25 +154,28 @@ pub(crate) fn halves(
         state: State::Open,
     };
     let sender = MqSender {
-        fd: Some(sys::register(outgoing, Interest::WRITABLE)?),
-        msg_size: out_size,
+        fd: sys::register(outgoing, Interest::WRITABLE)?,
+        msg_size: out.msg_size,
+        max_msgs: out.max_msgs,
+        room: 0,
         queue: VecDeque::new(),
         sent: None,
         queued: 0,
-        message: Vec::with_capacity(out_size),
+        message: Vec::with_capacity(out.msg_size),
         max_frame_len,
         peer,
-        exit: Some(exit),
+        exit,
         closed: false,
     };
     Ok((sender, receiver))
 }
 
-/// The message size of a queue the peer may have created: at least [`MIN_MSG_SIZE`], and at
-/// most what the kernel lets unprivileged users create (or 1 MiB), so a hostile peer cannot make
-/// us allocate a huge receive buffer.
-fn checked_msg_size(fd: &OwnedFd) -> io::Result<usize> {
-    let size = sys::geometry(fd.as_fd())?.msg_size;
+/// The shape of a queue the peer may have created: messages of at least [`MIN_MSG_SIZE`], and
+/// at most what the kernel lets unprivileged users create (or 1 MiB), so a hostile peer cannot
+/// make us allocate a huge receive buffer; room for at least [`MIN_MSGS`] messages.
+fn checked_geometry(fd: &OwnedFd) -> io::Result<sys::Geometry> {
+    let geometry = sys::geometry(fd.as_fd())?;
+    let size = geometry.msg_size;
     let max = sys::limits().msg_size.max(1 << 20);
     if !(MIN_MSG_SIZE..=max).contains(&size) {
         return Err(io::Error::new(
@@ -168,20 +183,30 @@ fn checked_msg_size(fd: &OwnedFd) -> io::Result<usize> {
             format!("a queue of this connection has messages of {size} bytes (expected {MIN_MSG_SIZE} to {max})"),
         ));
     }
-    Ok(size)
+    if geometry.max_msgs < MIN_MSGS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a queue of this connection holds {} message(s) (expected at least {MIN_MSGS})", geometry.max_msgs),
+        ));
+    }
+    Ok(geometry)
 }
 
-/// Waits until `message` is in the queue (it goes whole or not at all), or the peer is gone.
+/// Waits until `try_send` put its message into the queue (a message goes whole or not at all),
+/// or the peer is gone. `try_send` says `WouldBlock` while the message may not go in; then only
+/// the peer can make room, by taking a message (which Linux reports as the queue becoming
+/// writable, also when it was not full).
 fn poll_push(
     fd: &AsyncFd<OwnedFd>,
     peer: &Peer,
     exit: &PeerExit,
-    message: &[u8],
     cx: &mut Context<'_>,
+    mut try_send: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
 ) -> Poll<io::Result<()>> {
     loop {
         match fd.poll_write_ready(cx) {
-            Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| sys::send(fd.as_fd(), message)) {
+            // `try_io` clears the readiness on `WouldBlock` (unless an event came meanwhile).
+            Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| try_send(fd.get_ref().as_fd())) {
                 Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => continue,
             },
@@ -197,12 +222,35 @@ fn poll_push(
     }
 }
 
-/// The sending half: frames queue here and leave as messages of at most the queue's size.
+/// Sends `message` if that leaves a slot free for [`CLOSE`], `WouldBlock` if it would not.
+/// `room` is how many messages may still go without looking at the queue again.
+fn send_keeping_a_slot(fd: BorrowedFd<'_>, room: &mut usize, max_msgs: usize, message: &[u8]) -> io::Result<()> {
+    if *room == 0 {
+        // We are the queue's only writer: the count can only shrink before we send, so the room
+        // seen now is there when we use it.
+        *room = max_msgs.saturating_sub(sys::queued(fd)? + 1);
+        if *room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+    }
+    let sent = sys::send(fd, message);
+    // A refusal while we counted room means someone else writes into our queue (a process of
+    // our user): count afresh next time.
+    *room = if sent.is_ok() { *room - 1 } else { 0 };
+    sent
+}
+
+/// The sending half: frames queue here and leave as messages of at most the queue's size,
+/// leaving the queue's last slot to [`CLOSE`] (see the module notes).
 #[derive(Debug)]
 pub(crate) struct MqSender {
-    /// `None` only while dropping (handed to the task that delivers [`CLOSE`]).
-    fd: Option<AsyncFd<OwnedFd>>,
+    fd: AsyncFd<OwnedFd>,
     msg_size: usize,
+    /// The queue's depth.
+    max_msgs: usize,
+    /// Messages of frames that may still go before the queue is looked at again (the peer may
+    /// have taken some meanwhile, so there can be more room, never less).
+    room: usize,
     queue: VecDeque<Bytes>,
     /// Bytes of the front frame already sent; `None` until its first message left.
     sent: Option<usize>,
@@ -212,8 +260,7 @@ pub(crate) struct MqSender {
     message: Vec<u8>,
     max_frame_len: usize,
     peer: Peer,
-    /// `None` only while dropping, like `fd`.
-    exit: Option<PeerExit>,
+    exit: PeerExit,
     /// [`CLOSE`] was sent.
     closed: bool,
 }
@@ -286,8 +333,10 @@ impl FrameSender for MqSender {
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.queue.is_empty() {
             let (done, sent) = self.build_next();
-            let (Some(fd), Some(exit)) = (&self.fd, &self.exit) else { return Poll::Ready(Err(Self::closed_by_us())) };
-            ready!(poll_push(fd, &self.peer, exit, &self.message, cx))?;
+            let (room, max_msgs, message) = (&mut self.room, self.max_msgs, &self.message);
+            ready!(poll_push(&self.fd, &self.peer, &self.exit, cx, |fd| send_keeping_a_slot(
+                fd, room, max_msgs, message
+            )))?;
             for frame in self.queue.drain(..done) {
                 self.queued -= frame.len() + FRAME_COST;
             }
@@ -301,8 +350,9 @@ impl FrameSender for MqSender {
             return Poll::Ready(Ok(()));
         }
         ready!(self.poll_flush(cx))?;
-        let (Some(fd), Some(exit)) = (&self.fd, &self.exit) else { return Poll::Ready(Err(Self::closed_by_us())) };
-        ready!(poll_push(fd, &self.peer, exit, &[CLOSE], cx))?;
+        // The slot frames leave free takes it at once; this waits only if another writer got
+        // into our queue (see `send_keeping_a_slot`).
+        ready!(poll_push(&self.fd, &self.peer, &self.exit, cx, |fd| sys::send(fd, &[CLOSE])))?;
         self.closed = true;
         Poll::Ready(Ok(()))
     }
@@ -311,25 +361,17 @@ impl FrameSender for MqSender {
 impl Drop for MqSender {
     /// Says [`CLOSE`] if the connection was dropped without being closed: a peer in another
     /// process would notice our exit, one in ours would not. Frames still queued are dropped,
-    /// as a socket's unsent bytes would be. If the queue is full, a task keeps trying for
-    /// [`CLOSE_GRACE`] (while the peer lives) so that drop never waits.
+    /// as a socket's unsent bytes would be. The slot frames never take is free for [`CLOSE`],
+    /// so this never waits, even when the peer stopped reading. (It fails only if another
+    /// process of our user wrote into our queue; a peer in another process then still sees
+    /// our exit.)
     fn drop(&mut self) {
         if self.closed {
             return;
         }
-        let (Some(fd), Some(exit)) = (self.fd.take(), self.exit.take()) else { return };
         // After a frame cut short the peer sees CLOSE inside a frame, which it reports as an
         // error, as a stream reports EOF inside a frame.
-        match sys::send(fd.get_ref().as_fd(), &[CLOSE]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            _ => return,
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let peer = self.peer;
-        runtime.spawn(async move {
-            let push = std::future::poll_fn(|cx| poll_push(&fd, &peer, &exit, &[CLOSE], cx));
-            let _ = tokio::time::timeout(CLOSE_GRACE, push).await;
-        });
+        let _ = sys::send(self.fd.get_ref().as_fd(), &[CLOSE]);
     }
 }
 
@@ -511,5 +553,78 @@ impl FrameReceiver for MqReceiver {
                 Step::Closed => self.state = State::Closed,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::transport::{recv, send};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// A connection with itself over a fresh queue (4 messages of 128 bytes), in this process
+    /// (so no pidfd: only [`CLOSE`] can tell the receiver that the sender went).
+    fn looped(tag: &str) -> (MqSender, MqReceiver) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name = sys::name(&format!("rpc-mq-conn-{tag}-{}-{n}", std::process::id())).unwrap();
+        let geometry = sys::Geometry { max_msgs: 4, msg_size: 128 };
+        let tx = sys::create(&name, sys::Access::Write, 0o600, geometry).unwrap();
+        let rx = sys::open(&name, sys::Access::Read).unwrap();
+        sys::unlink(&name).unwrap();
+        // `halves` wants both directions: give it the one queue as both, and keep one half of
+        // each call (the other sender is marked closed so that dropping it says nothing).
+        let exit = || PeerExit::watch(std::process::id()).unwrap();
+        let (sender, _) = halves(rx.try_clone().unwrap(), tx.try_clone().unwrap(), exit(), 0, 1 << 20).unwrap();
+        let (mut unused, receiver) = halves(rx, tx, exit(), 0, 1 << 20).unwrap();
+        unused.closed = true;
+        (sender, receiver)
+    }
+
+    /// Sends frames of `len` bytes until the queue is full (a send still waits after a second):
+    /// returns those that went whole.
+    async fn fill(sender: &mut MqSender, len: usize) -> Vec<Bytes> {
+        let mut sent = Vec::new();
+        for i in 0u8.. {
+            let frame = Bytes::from(vec![i; len]);
+            match tokio::time::timeout(Duration::from_secs(1), send(sender, frame.clone())).await {
+                Ok(result) => result.unwrap(),
+                Err(_full) => return sent,
+            }
+            sent.push(frame);
+            assert!(sent.len() < 100, "a queue of 4 messages took {} frames", sent.len());
+        }
+        unreachable!()
+    }
+
+    // Paused time: the reader comes back long after the sender was dropped, at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_dropped_on_a_full_queue_still_says_close() {
+        // Frames that fill a message each: the drop comes between frames.
+        let (mut sender, mut receiver) = looped("full");
+        let sent = fill(&mut sender, 128 - FIRST_HEADER).await;
+        assert!(!sent.is_empty());
+        drop(sender);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for frame in &sent {
+            assert_eq!(&recv(&mut receiver).await.unwrap().unwrap(), frame);
+        }
+        let end = tokio::time::timeout(Duration::from_secs(10), recv(&mut receiver)).await;
+        assert!(matches!(end, Ok(Ok(None))), "the end after the frames: {end:?}");
+
+        // Frames of two messages: the second frame's first message takes the last slot frames
+        // may use, so the drop cuts it short, which the receiver reports.
+        let (mut sender, mut receiver) = looped("cut");
+        let sent = fill(&mut sender, 200).await;
+        assert_eq!(sent.len(), 1);
+        drop(sender);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for frame in &sent {
+            assert_eq!(&recv(&mut receiver).await.unwrap().unwrap(), frame);
+        }
+        let end = tokio::time::timeout(Duration::from_secs(10), recv(&mut receiver)).await;
+        let err = end.expect("the end after the frames").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 }

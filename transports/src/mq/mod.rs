@@ -33,8 +33,9 @@
 //! one user (`RLIMIT_MSGQUEUE`, `ulimit -q`, often 800 KiB: that budget is shared by every queue
 //! of the user, in every process), and the number of queues (`queues_max`, 256 by default). The
 //! limits are read at run time and each private queue is created with the first of [`SHAPES`]
-//! that fits them and the remaining budget; frames larger than one message are split. Errors
-//! name the limit that was hit.
+//! that fits them and the remaining budget (at least 2 messages: one is always kept free for the
+//! connection's end, see [`conn`]); frames larger than one message are split. Errors name the
+//! limit that was hit.
 //!
 //! # What can be left behind
 //!
@@ -83,8 +84,9 @@ const NAME_ATTEMPTS: u32 = 8;
 
 /// Private queue shapes, best first: a queue is created with the first that fits the kernel's
 /// limits and the user's remaining `RLIMIT_MSGQUEUE` budget (the later ones trade speed for
-/// room). The first costs about 8.5 KiB of the budget per queue, 17 KiB a connection, so the
-/// usual 800 KiB budget (shared by all of the user's processes) holds about 45 connections; the
+/// room). Frames use all of a queue's messages but one, which is kept for the connection's end
+/// (see [`conn`]). The first costs about 8.5 KiB of the budget per queue, 17 KiB a connection,
+/// so the usual 800 KiB budget (shared by all of the user's processes) holds about 45 connections; the
 /// last under 1 KiB a queue. Larger messages move big frames faster (a 16 MiB echo took about
 /// two thirds of the time with 8 × 8 KiB queues here) but would fit only a handful of
 /// connections in that budget.
@@ -146,7 +148,9 @@ fn shapes() -> Vec<Geometry> {
     let mut shapes: Vec<Geometry> = SHAPES
         .iter()
         .map(|s| Geometry {
-            max_msgs: s.max_msgs.min(limits.max_msgs),
+            // At least `MIN_MSGS`: a kernel that allows fewer refuses the shape, and the error
+            // names its limit.
+            max_msgs: s.max_msgs.min(limits.max_msgs).max(conn::MIN_MSGS),
             msg_size: s.msg_size.min(limits.msg_size).max(conn::MIN_MSG_SIZE),
         })
         .collect();

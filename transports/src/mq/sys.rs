@@ -121,8 +121,8 @@ pub(crate) fn unlink(name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// The geometry of an open queue.
-pub(crate) fn geometry(fd: BorrowedFd<'_>) -> io::Result<Geometry> {
+/// `mq_getattr` of an open queue.
+fn attributes(fd: BorrowedFd<'_>) -> io::Result<libc::mq_attr> {
     // SAFETY: an all-zero `mq_attr` is a valid value.
     let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
     // SAFETY: mq_getattr writes one `mq_attr` into the exclusively borrowed `attr`; `fd` is an
@@ -130,7 +130,18 @@ pub(crate) fn geometry(fd: BorrowedFd<'_>) -> io::Result<Geometry> {
     if unsafe { libc::mq_getattr(fd.as_raw_fd(), &mut attr) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(attr)
+}
+
+/// The geometry of an open queue.
+pub(crate) fn geometry(fd: BorrowedFd<'_>) -> io::Result<Geometry> {
+    let attr = attributes(fd)?;
     Ok(Geometry { max_msgs: attr.mq_maxmsg.max(0) as usize, msg_size: attr.mq_msgsize.max(0) as usize })
+}
+
+/// How many messages wait in an open queue now (`mq_curmsgs`).
+pub(crate) fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(attributes(fd)?.mq_curmsgs.max(0) as usize)
 }
 
 /// The owner's uid of an open queue.
@@ -212,7 +223,9 @@ mod tests {
         let mut buf = [0u8; 128];
         assert_eq!(receive(rx.as_fd(), &mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         send(tx.as_fd(), b"one").unwrap();
+        assert_eq!(queued(rx.as_fd()).unwrap(), 1);
         send(tx.as_fd(), b"two").unwrap();
+        assert_eq!(queued(tx.as_fd()).unwrap(), 2);
         assert_eq!(send(tx.as_fd(), b"three").unwrap_err().kind(), io::ErrorKind::WouldBlock, "full");
         for expected in [&b"one"[..], b"two"] {
             let n = receive(rx.as_fd(), &mut buf).unwrap();
