@@ -162,8 +162,8 @@ impl Reader {
         used(head, self.tail, len).ok_or_else(|| corrupt(head, self.tail, len))
     }
 
-    /// Whether the writer said it will write no more. Check it *before* [`available`]
-    /// (Self::available): bytes published before the flag are then visible.
+    /// Whether the writer said it will write no more. Check it *before*
+    /// [`available`](Self::available): bytes published before the flag are then visible.
     pub(crate) fn writer_closed(&self) -> bool {
         self.control().closed.0.load(Acquire) != 0
     }
