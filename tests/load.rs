@@ -5,7 +5,8 @@
 //! The server is the `rpc-test-server` helper, a real process; the clients are this process.
 //! Memory is read from /proc/PID/status (VmRSS), descriptors from /proc/PID/fd.
 
-use std::process::Stdio;
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rpc::{ClientOptions, RpcError};
 use rpc_tests::CalculatorClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::ServerProcess as Server;
 
 const CONNECTIONS: usize = 1000;
 const CALLS: u64 = 1_000_000;
@@ -28,57 +28,6 @@ const PEAK_GROWTH_KIB: u64 = 64 * 1024;
 /// And must be back within this much of its idle size once every client is gone (the server
 /// runs with `--trim-ms`, so freed memory goes back to the OS). Measured: +0.8 MiB.
 const AFTER_GROWTH_KIB: u64 = 8 * 1024;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    async fn start(addr: &str, options: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-            .args(options)
-            .arg(addr)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start rpc-test-server");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
-            .await
-            .expect("server ready in time")
-            .unwrap();
-        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}"));
-        Server { addr: addr.to_owned(), child }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
-    }
-
-    /// CPU time (user + system) the server has used so far.
-    fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5), in clock ticks; 3 and 4 are the
-        // state and ppid, so after the ")" they are at indices 11 and 12.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf only reads its argument.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / per_second)
-    }
-}
 
 async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -1,5 +1,5 @@
-//! What the hostile-input and access tests share: a `rpc-test-server` process to talk to, unique
-//! addresses, and a raw byte stream to a server's address.
+//! What the hostile-input, access and load tests share: a `rpc-test-server` process to talk to
+//! (and what /proc says about it), unique addresses, and a raw byte stream to a server's address.
 //!
 //! (The conformance suite has a richer server handle of its own, with in-process and `spawn:`
 //! modes and kill/terminate; these tests only need a server process that is gone at the end.)
@@ -64,6 +64,28 @@ impl ServerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+    }
+
+    /// Its resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// How many descriptors it has open (/proc/PID/fd).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
+    /// CPU time (user + system) it has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat(5), in clock ticks; 3 and 4 are the
+        // state and ppid, so after the ")" they are at indices 11 and 12.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads its argument.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
     }
 
     /// Whether the process is still running (it must survive whatever a client sends).
