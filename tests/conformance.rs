@@ -835,8 +835,10 @@ async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode)
     assert!(reason.as_deref().is_some_and(|r| r.contains("idle timeout")), "{reason:?}");
     drop(conn);
     wait_until(|| async { open_fds(pid) <= baseline }).await;
-    // The typed client fell idle too: its next call fails with the goaway's reason (even where
-    // its write runs into the closed connection before it reads the goaway).
+    // The typed client fell idle too (its quiet time counts from the first check after its call
+    // ended, so it is closed within two timeouts of that): its next call fails with the goaway's
+    // reason (even where its write runs into the closed connection before it reads the goaway).
+    tokio::time::sleep(Duration::from_millis(2 * SHORT_TIMEOUT_MS)).await;
     match calc.add(1, 2).await {
         Err(RpcError::Disconnected { reason }) => assert!(reason.contains("idle timeout"), "{reason}"),
         other => panic!("expected Disconnected after the idle timeout, got {other:?}"),

@@ -534,9 +534,21 @@ impl<'a> PendingCall<'a> {
 
     /// Queues the request; from here on the server may answer it.
     async fn enqueue(&mut self, frame: Bytes) -> Result<u64, RpcError> {
-        let out = &self.inner.out;
+        let (inner, id) = (self.inner, self.id);
         let mut frame = Some(frame);
-        let seq = std::future::poll_fn(|cx| out.poll_enqueue(cx, &mut frame)).await.map_err(|e| self.inner.fail(e))?;
+        let seq = std::future::poll_fn(|cx| match inner.out.poll_enqueue(cx, &mut frame) {
+            Poll::Ready(queued) => Poll::Ready(queued.map_err(|e| inner.fail(e))),
+            // While the transport is full, read too (the server may wait for us to read before
+            // it reads again), and notice a connection the reader closed meanwhile.
+            Poll::Pending => match inner.poll_answer(cx, id) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(_)) => Poll::Ready(Err(inner
+                    .lock_inbound()
+                    .close(RpcError::Protocol(format!("the server answered call {id} before its request was sent"))))),
+            },
+        })
+        .await?;
         self.sent = true;
         Ok(seq)
     }
@@ -600,10 +612,14 @@ fn send_cancel(inner: &Arc<Inner>, id: u64) {
     let inner = Arc::clone(inner);
     runtime.spawn(async move {
         let flush = async {
-            let _ = match queued {
+            let sent = match queued {
                 Some(seq) => std::future::poll_fn(|cx| inner.out.poll_flushed(cx, seq)).await,
                 None => inner.out.send(frame).await,
             };
+            // The connection cannot send any more: the calls still waiting must hear of it.
+            if let Err(e) = sent {
+                inner.fail(e);
+            }
         };
         // A peer that stopped reading must not keep the connection (held by `inner`) alive
         // after every client handle is gone.

@@ -207,6 +207,15 @@ impl SharedSender {
 }
 
 impl SharedSender {
+    /// The connection is over: every caller still waiting to queue or flush gives up (a handler
+    /// task parked on a peer that stopped reading must not keep the connection alive).
+    pub(crate) fn shut(&self) {
+        let mut state = self.lock();
+        if state.failed.is_none() {
+            self.fail(&mut state, RpcError::disconnected("the connection was closed".to_owned()));
+        }
+    }
+
     /// Records a transport failure and wakes every waiter so it sees the failure.
     fn fail(&self, state: &mut State, err: RpcError) -> RpcError {
         state.failed = Some(err.clone());

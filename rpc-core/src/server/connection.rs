@@ -62,7 +62,8 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     let Connection { sender, mut receiver, info } = conn;
     let out = SharedSender::new(sender);
     let Some(service) = handshake(&services, &options, &info, &out, &mut *receiver, &shutdown).await else {
-        let _ = out.close().await;
+        // Bounded like every other farewell: the peer may not be reading.
+        let _ = tokio::time::timeout(LINGER, out.close()).await;
         return;
     };
     let conn = Arc::new(Conn {
@@ -101,6 +102,7 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         End::Stalled(reason) => {
             conn.abort_all(false);
             conn.out.try_enqueue_now(Bytes::from(wire::encode_goaway(&reason)));
+            conn.out.shut();
             return;
         }
     };
@@ -112,6 +114,9 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         let _ = conn.out.close().await;
     };
     let _ = tokio::time::timeout(LINGER, farewell).await;
+    // Handler tasks that finished their call but still wait to send its answer hold the
+    // connection; they give up now.
+    conn.out.shut();
 }
 
 /// How long a closing connection may take to deliver its last frames.
@@ -352,15 +357,20 @@ struct Watch {
     /// The transport's written-bytes counter at the last check.
     written: u64,
     next_check: Instant,
+    /// A call was running at the last check: it may have ended only just now, so the quiet
+    /// time is counted from this check, not the one before.
+    was_running: bool,
 }
 
 impl Watch {
     fn new(options: &ServerOptions, max_in_flight: usize) -> Self {
         let now = Instant::now();
+        // `Duration::MAX` is a natural way to say "never"; added to an `Instant` it would panic.
+        let cap = |d: Duration| d.min(MAX_TIMEOUT);
         let mut watch = Watch {
-            frame_timeout: options.frame_timeout,
-            idle_timeout: options.idle_timeout,
-            send_timeout: options.send_timeout,
+            frame_timeout: cap(options.frame_timeout),
+            idle_timeout: options.idle_timeout.map(cap),
+            send_timeout: cap(options.send_timeout),
             max_in_flight,
             quiet_since: now,
             partial_len: 0,
@@ -369,6 +379,7 @@ impl Watch {
             send_quiet_since: now,
             written: 0,
             next_check: now,
+            was_running: false,
         };
         watch.next_check = watch.plan(now, 0);
         watch
@@ -389,7 +400,8 @@ impl Watch {
                 self.send_timeout.as_millis()
             )));
         }
-        if running > 0 || partial_len != self.partial_len || self.frames != self.frames_at_check {
+        let ran = std::mem::replace(&mut self.was_running, running > 0);
+        if running > 0 || ran || partial_len != self.partial_len || self.frames != self.frames_at_check {
             self.quiet_since = now;
             self.partial_len = partial_len;
             self.frames_at_check = self.frames;
@@ -420,6 +432,9 @@ impl Watch {
         next.max(now + MIN_CHECK_INTERVAL)
     }
 }
+
+/// Longer timeouts are taken as this (a century: never, in practice).
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Timers never fire in a tighter loop than this, whatever the options say.
 const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
@@ -529,6 +544,7 @@ impl Drop for AbortOnDrop {
         for (_, handle) in self.0.lock_running().drain() {
             handle.abort();
         }
+        self.0.out.shut();
     }
 }
 
