@@ -193,3 +193,40 @@ async fn a_huge_timeout_option_does_not_panic_the_connection() {
         tokio::time::timeout(Duration::from_secs(1), task).await
     );
 }
+
+/// The frame timeout applies while calls run: a client must not hold half a frame (and the
+/// server's buffer for it) for as long as it keeps one slow call going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_frame_times_out_while_a_call_runs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut raw, server_io) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(server_io);
+    let (sender, receiver) = stream::framed(r, w, 1 << 20);
+    let server_side = Connection {
+        sender: Box::new(sender),
+        receiver: Box::new(receiver),
+        info: ConnectionInfo::new("duplex", "client", 1 << 20),
+    };
+    let options = ServerOptions::default().frame_timeout(Duration::from_millis(300));
+    let server = Server::new().with_options(options).add_service(Slow);
+    let task = tokio::spawn(async move { server.serve_connection(server_side).await });
+    let framed = |frame: Vec<u8>| {
+        let mut bytes = (frame.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&frame);
+        bytes
+    };
+    raw.write_all(&framed(hello())).await.unwrap();
+    // A call that runs for 10 s, then half of a frame.
+    let header = RequestHeader { id: 1, method: method_id("slow"), timeout_us: None };
+    raw.write_all(&framed(wire::encode_request(header, &(10_000u64, vec![0u8; 4])).unwrap())).await.unwrap();
+    raw.write_all(&[100, 0, 0, 0, 1, 2, 3]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut everything = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut everything)).await;
+    assert!(read.is_ok(), "the connection was not closed while the slow call ran");
+    let closed = started.elapsed();
+    assert!(closed >= Duration::from_millis(300), "closed before the frame timeout: {closed:?}");
+    let text = String::from_utf8_lossy(&everything);
+    assert!(text.contains("frame timeout"), "the goaway names the frame timeout: {text:?}");
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the connection task ends").unwrap();
+}

@@ -347,6 +347,9 @@ struct Watch {
     max_in_flight: usize,
     /// Since when nothing has come in: no frame, no call running, no new byte of a partial frame.
     quiet_since: Instant,
+    /// Since when the partial frame has not grown (calls running do not count here: a client
+    /// must not hold half a frame, and its buffer, for as long as it keeps one slow call going).
+    frame_since: Instant,
     /// The partial frame's length at the last check.
     partial_len: usize,
     /// Frames received so far, and at the last check.
@@ -373,6 +376,7 @@ impl Watch {
             send_timeout: cap(options.send_timeout),
             max_in_flight,
             quiet_since: now,
+            frame_since: now,
             partial_len: 0,
             frames: 0,
             frames_at_check: 0,
@@ -401,13 +405,17 @@ impl Watch {
             )));
         }
         let ran = std::mem::replace(&mut self.was_running, running > 0);
-        if running > 0 || ran || partial_len != self.partial_len || self.frames != self.frames_at_check {
-            self.quiet_since = now;
-            self.partial_len = partial_len;
-            self.frames_at_check = self.frames;
+        let input = partial_len != self.partial_len || self.frames != self.frames_at_check;
+        if input {
+            self.frame_since = now;
         }
+        if running > 0 || ran || input {
+            self.quiet_since = now;
+        }
+        self.partial_len = partial_len;
+        self.frames_at_check = self.frames;
         let quiet = now.saturating_duration_since(self.quiet_since);
-        if partial_len > 0 && quiet >= self.frame_timeout {
+        if partial_len > 0 && now.saturating_duration_since(self.frame_since) >= self.frame_timeout {
             return Some(End::Fault(format!(
                 "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
                 self.frame_timeout.as_millis()
@@ -424,7 +432,7 @@ impl Watch {
     /// out, and at least once per frame and send timeout, since either stall may begin any time.
     fn plan(&self, now: Instant, unsent: usize) -> Instant {
         let mut next =
-            if self.partial_len > 0 { self.quiet_since + self.frame_timeout } else { now + self.frame_timeout };
+            if self.partial_len > 0 { self.frame_since + self.frame_timeout } else { now + self.frame_timeout };
         if let Some(idle) = self.idle_timeout.filter(|_| self.partial_len == 0) {
             next = next.min(self.quiet_since + idle);
         }
