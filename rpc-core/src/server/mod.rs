@@ -30,10 +30,11 @@ pub struct ServerOptions {
     /// How long a new connection may take to send its hello (a client that sends nothing, or
     /// part of a hello, is closed after this). Default 10 s.
     pub handshake_timeout: Duration,
-    /// How long a connection may hold part of a frame without sending more of it while none of
-    /// its calls is running; then it gets a goaway and is closed, so a peer that stalls in the
-    /// middle of a frame does not keep its buffer and task forever. Any new byte restarts the
-    /// clock. A stall is noticed between one and two timeouts after it began. Default 30 s.
+    /// How long a connection may hold part of a frame without sending more of it (whether or
+    /// not some of its calls are running); then it gets a goaway and is closed, so a peer that
+    /// stalls in the middle of a frame does not keep its buffer and task forever. Any new byte
+    /// restarts the clock, and so does the server pausing its reads for backpressure. A stall
+    /// is noticed between one and two timeouts after it began. Default 30 s.
     pub frame_timeout: Duration,
     /// How long a connection may stay idle (no frame received and no call running) before it
     /// gets a goaway and is closed; `None` keeps idle connections open. Default `None`: clients
