@@ -246,6 +246,31 @@ async fn wait_until<F: std::future::Future<Output = bool>>(mut cond: impl FnMut(
     }
 }
 
+/// A server's descriptor count once it holds still, for a baseline that later counts are
+/// compared with. A server briefly holds descriptors that belong to no connection (an `mq://`
+/// listener accepts and drops each lock probe of a connecting client, and holds a second end of
+/// a queue while it answers a connect request). A single read that falls in such a moment (a
+/// server preempted there on a loaded machine stays in it for milliseconds) gives a baseline
+/// one too high, which the server then never returns to: the wait that follows fails although
+/// nothing leaked. So the count must read the same several times in a row.
+async fn settled_fds(pid: u32) -> usize {
+    const READS: usize = 5;
+    let start = Instant::now();
+    let mut last = open_fds(pid);
+    let mut same = 1;
+    while same < READS {
+        assert!(start.elapsed() < Duration::from_secs(10), "the server's descriptor count did not settle within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = open_fds(pid);
+        if now == last {
+            same += 1;
+        } else {
+            (last, same) = (now, 1);
+        }
+    }
+    last
+}
+
 /// Open descriptors of a process, from /proc/PID/fd.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
@@ -685,7 +710,7 @@ async fn killed_client_frees_its_connection(addr: String, mode: Mode) {
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     assert_eq!(calc.add(1, 2).await.unwrap(), 3);
     let leftovers = Leftovers::snapshot(&addr);
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let stopped_before = calc.stats().await.unwrap().1;
     let mut client = client_process_with(&server.addr, &["--sleep-calls", &CALLS.to_string()]).await;
     wait_until(|| async { open_fds(pid) > baseline }).await;
@@ -714,7 +739,7 @@ async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: 
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     assert_eq!(calc.add(1, 2).await.unwrap(), 3);
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let rss_before = rss_kib(pid);
     let mut conn = raw_hello(&server.addr).await;
     let echo = CalculatorClient::DESCRIPTOR.method_by_name("echo").unwrap().id;
@@ -773,7 +798,7 @@ async fn client_at_its_descriptor_limit_gets_a_clear_error(addr: String, mode: M
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let leftovers = Leftovers::snapshot(&addr);
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let client = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
         .args(["--client", &server.addr, "--connections", "200", "--nofile", "32"])
         .stdout(Stdio::piped())
@@ -801,7 +826,7 @@ async fn silent_connection_is_closed_by_the_handshake_timeout(addr: String, mode
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     let leftovers = Leftovers::snapshot(&addr);
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let started = Instant::now();
     let mut conn = rpc::connect(&server.addr).await.unwrap();
     let reason = closed_with(&mut conn).await;
@@ -825,7 +850,7 @@ async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode)
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
     // A call three timeouts long: running calls are not idleness.
     assert_eq!(calc.sleep(3 * SHORT_TIMEOUT_MS).await.unwrap(), 3 * SHORT_TIMEOUT_MS);
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let started = Instant::now();
     let mut conn = raw_hello(&server.addr).await;
     let reason = closed_with(&mut conn).await;
@@ -872,7 +897,7 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
     let addr = server.addr.clone(); // as announced (with the port), for the messages
     let pid = server.pid().expect("a server process");
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
-    let baseline = open_fds(pid);
+    let baseline = settled_fds(pid).await;
     let hello = prefixed(&wire::encode_hello(&wire::Hello {
         service: "Calculator".into(),
         methods: CalculatorClient::DESCRIPTOR
