@@ -5,6 +5,8 @@
 //! a real process; `mem://` is served in-process; for `spawn:` every client starts its own
 //! `rpc-test-server --stdio` child (see [`Mode::Spawn`]).
 
+mod support;
+
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
+use support::{raw_stream, RawStream};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -620,30 +623,6 @@ async fn hostile_bytes_on_a_raw_stream(addr: String, mode: Mode) {
         assert!(after < before + 64 * 1024, "server RSS grew from {before} KiB to {after} KiB");
     }
     assert_eq!(calc.add(1, 2).await.unwrap(), 3);
-}
-
-type RawStream = Box<dyn RawIo>;
-trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
-
-async fn raw_stream(addr: &str) -> RawStream {
-    if let Some(hostport) = addr.strip_prefix("tcp://") {
-        return Box::new(tokio::net::TcpStream::connect(hostport).await.unwrap());
-    }
-    #[cfg(unix)]
-    if let Some(path) = addr.strip_prefix("unix://") {
-        return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(name) = addr.strip_prefix("local://") {
-        // On Linux `local://name` is the abstract Unix socket address "\0name".
-        use std::os::linux::net::SocketAddrExt;
-        let sockaddr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
-        let std_stream = std::os::unix::net::UnixStream::connect_addr(&sockaddr).unwrap();
-        std_stream.set_nonblocking(true).unwrap();
-        return Box::new(tokio::net::UnixStream::from_std(std_stream).unwrap());
-    }
-    panic!("no raw byte stream for {addr}")
 }
 
 /// How soon after a SIGKILL of the server its pending calls must fail: the 100 ms issue 8

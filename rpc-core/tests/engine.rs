@@ -2,13 +2,16 @@
 //! (no macro, no transport crate): calls, concurrency, errors, deadlines, cancellation, panics,
 //! and a dead connection.
 
+mod common;
+use common::pair_buffered;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
 use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
-use rpc_core::transport::{stream, Connection, ConnectionInfo};
+use rpc_core::transport::Connection;
 use rpc_core::wire::RemoteError;
 use rpc_core::{CallError, CallOptions, Client, ClientOptions, RpcError, Server};
 
@@ -83,20 +86,6 @@ impl Service for Calc {
 
 fn pair(max: usize) -> (Connection, Connection) {
     pair_buffered(max, 64 * 1024)
-}
-
-fn pair_buffered(max: usize, buffer: usize) -> (Connection, Connection) {
-    let (a, b) = tokio::io::duplex(buffer);
-    let conn = |s: tokio::io::DuplexStream, peer: &str| {
-        let (r, w) = tokio::io::split(s);
-        let (sender, receiver) = stream::framed(r, w, max);
-        Connection {
-            sender: Box::new(sender),
-            receiver: Box::new(receiver),
-            info: ConnectionInfo::new("duplex", peer, max),
-        }
-    };
-    (conn(a, "server"), conn(b, "client"))
 }
 
 async fn start(calc: Calc) -> (Client, tokio::task::JoinHandle<()>) {

@@ -1,6 +1,9 @@
 //! Connection lifecycle across the engines' timeouts and failures: defects an independent
 //! review of the merged engines found, each kept as a regression test (D1-D5 in its notes).
 
+mod common;
+use common::pair_buffered;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,20 +45,6 @@ impl Service for Slow {
             other => return Err(unknown_method(other)),
         })
     }
-}
-
-fn pair_buffered(max: usize, buffer: usize) -> (Connection, Connection) {
-    let (a, b) = tokio::io::duplex(buffer);
-    let conn = |s: tokio::io::DuplexStream, peer: &str| {
-        let (r, w) = tokio::io::split(s);
-        let (sender, receiver) = stream::framed(r, w, max);
-        Connection {
-            sender: Box::new(sender),
-            receiver: Box::new(receiver),
-            info: ConnectionInfo::new("duplex", peer, max),
-        }
-    };
-    (conn(a, "server"), conn(b, "client"))
 }
 
 /// A sender that records when it is dropped.

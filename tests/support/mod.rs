@@ -1,4 +1,4 @@
-//! What the hostile-input, access and load tests share: a `rpc-test-server` process to talk to
+//! What the conformance, hostile-input, access and load tests share: a `rpc-test-server` process to talk to
 //! (and what /proc says about it), unique addresses, and a raw byte stream to a server's address.
 //!
 //! (The conformance suite has a richer server handle of its own, with in-process and `spawn:`
@@ -123,9 +123,11 @@ pub async fn raw_stream(addr: &str) -> RawStream {
     if let Some(hostport) = addr.strip_prefix("tcp://") {
         return Box::new(tokio::net::TcpStream::connect(hostport).await.unwrap());
     }
+    #[cfg(unix)]
     if let Some(path) = addr.strip_prefix("unix://") {
         return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
     }
+    #[cfg(target_os = "linux")]
     if let Some(name) = addr.strip_prefix("local://") {
         // On Linux `local://name` is the abstract Unix socket address "\0name".
         use std::os::linux::net::SocketAddrExt;

@@ -402,9 +402,11 @@ mod hostile_peer {
         let ends = server.await.unwrap();
         assert_eq!(ends.len(), hostile + 1);
         assert_eq!(ends.last().unwrap(), "ended", "the well-behaved connection ends cleanly");
-        // The hostile ones end however their garbage made them end, but they all ended.
+        // The hostile ones end however their garbage made them end (that they ended at all is
+        // checked in `echo_server`), but only in one of the ways a connection can end.
         for end in &ends[..hostile] {
-            assert!(!end.is_empty());
+            let known = ["ended", "receive failed: ", "send failed: "];
+            assert!(known.iter().any(|k| end.starts_with(k)), "unexpected end: {end}");
         }
         eprintln!("hostile connections ended: {ends:?}");
     }
