@@ -155,12 +155,15 @@ async fn thousand_tcp_connections_a_million_calls() {
 /// The server's soft descriptor limit in the limit tests.
 const NOFILE: usize = 64;
 
-/// At its descriptor limit the server keeps serving the connections it has, neither spins nor
-/// hangs, and serves waiting clients once descriptors free up; a client that cannot wait gets
-/// a clear error.
-async fn at_the_descriptor_limit(addr: &str) {
+/// At its descriptor limit (`nofile`) the server keeps serving the connections it has, neither
+/// spins nor hangs, and serves waiting clients once descriptors free up; a client that cannot
+/// wait gets a clear error. Each connection takes `per_connection` descriptors in the server;
+/// where that is more than one, the test runs at limits of both parities, so that the last
+/// accept fails at its first open in one run and at a later one in the other (which of the two
+/// happens also depends on how many descriptors the server inherited).
+async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usize) {
     rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
-    let server = Server::start(addr, &["--nofile", &NOFILE.to_string()]).await;
+    let server = Server::start(addr, &["--nofile", &nofile.to_string()]).await;
     let impatient = ClientOptions::default().handshake_timeout(Duration::from_millis(500));
     let mut clients = Vec::new();
     let refused = loop {
@@ -170,14 +173,15 @@ async fn at_the_descriptor_limit(addr: &str) {
             Ok(client) => clients.push(CalculatorClient::from_client(client)),
             Err(e) => break e,
         }
-        assert!(clients.len() <= NOFILE, "the server accepted more connections than it has descriptors");
+        assert!(clients.len() <= nofile, "the server accepted more connections than it has descriptors");
     };
     eprintln!(
-        "{addr}: at a limit of {NOFILE} descriptors the server took {} connections; then: {refused}",
+        "{addr}: at a limit of {nofile} descriptors the server took {} connections; then: {refused}",
         clients.len()
     );
     let fds = server.open_fds();
-    assert!(fds >= NOFILE, "the server is at its limit: {fds} open");
+    assert!(fds + per_connection > nofile, "the server is at its limit ({nofile}): {fds} open");
+    assert!(clients.len() > 5, "the server took only {} connections", clients.len());
     match &refused {
         RpcError::Disconnected { reason } => assert!(reason.contains("no answer to the hello"), "{reason}"),
         other => panic!("expected a clear handshake error, got {other:?}"),
@@ -210,12 +214,12 @@ async fn at_the_descriptor_limit(addr: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_local() {
-    at_the_descriptor_limit(&format!("local://rpc-load-limit-{}", std::process::id())).await;
+    at_the_descriptor_limit(&format!("local://rpc-load-limit-{}", std::process::id()), NOFILE, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_tcp() {
-    at_the_descriptor_limit("tcp://127.0.0.1:0").await;
+    at_the_descriptor_limit("tcp://127.0.0.1:0", NOFILE, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +231,10 @@ async fn at_the_descriptor_limit_over_fifo() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("rpc-load-fifo-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    at_the_descriptor_limit(&format!("fifo://{}", dir.0.join("calc").display())).await;
+    // Two FIFOs per connection.
+    for nofile in [NOFILE, NOFILE + 1] {
+        let dir = TempDir(std::env::temp_dir().join(format!("rpc-load-fifo-{}-{nofile}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        at_the_descriptor_limit(&format!("fifo://{}", dir.0.join("calc").display()), nofile, 2).await;
+    }
 }

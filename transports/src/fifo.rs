@@ -29,8 +29,9 @@
 //!    of the next real record. The client keeps its write end of the connect FIFO until the
 //!    acknowledgement: should the server exit without reading the record, that end reports an error
 //!    (no reader left) and the connection fails with `ConnectionRefused`.
-//! 3. The server's `accept` opens `s2c` for writing (it succeeds: the client has the read end;
-//!    `ENXIO` means the client is gone, and the record is dropped) and `c2s` for reading. Any
+//! 3. The server's `accept` opens `c2s` for reading, then `s2c` for writing (it succeeds: the
+//!    client has the read end; `ENXIO` means the client is gone, and the record is dropped). In
+//!    this order a failure of the second open leaves the client undisturbed (see `open_pair`). Any
 //!    process that can write the connect FIFO can name any token, so both opens refuse symlinks
 //!    (`O_NOFOLLOW`), and each opened file must be a FIFO owned by the server's effective user
 //!    (clients must run as that user), with one name, distinct from the other and from the connect
@@ -449,28 +450,36 @@ impl FifoListener {
         let (c2s, s2c) = pair_names(&self.path, token)?;
         // Opened with std, not tokio, so that the acknowledgement can be written at once: a tokio
         // pipe only writes after its reactor reported it writable.
-        let (mut to_client, s2c_id) = match self.open_verified(&s2c, true) {
+        // c2s first: at the descriptor limit the second open may fail, and the first is then
+        // closed again to retry later. Closing our read end of c2s is invisible to the client (it
+        // holds a placeholder read end, and the pipe keeps what it wrote), while closing the only
+        // write end of s2c would be EOF to it: it would give up on a connection we mean to accept.
+        let (from_client, c2s_id) = match self.open_verified(&c2s, false) {
             Ok(opened) => opened,
             Err(e) if is_exhaustion(&e) => return Err(e),
-            // ENXIO: the client's read end is closed (it died or gave up).
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                self.remove_abandoned(&c2s, &s2c);
-                return Ok(None);
-            }
             // NotFound: the client removed the pair; ELOOP (a symlink), InvalidInput (failed
             // verification) and anything else: not a pair of ours, so nothing is touched.
             Err(_) => return Ok(None),
         };
-        let from_client = match self.open_verified(&c2s, false) {
-            Ok((file, c2s_id)) if c2s_id != s2c_id => pipe::Receiver::from_file(file).map(|r| (r, c2s_id)),
-            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "c2s and s2c are the same file")),
-            Err(e) => Err(e),
+        // Registered now, while failing is still invisible to the client.
+        let from_client = match pipe::Receiver::from_file(from_client) {
+            Ok(receiver) => receiver,
+            Err(e) if is_exhaustion(&e) => return Err(e),
+            Err(_) => return Ok(None),
         };
-        let (from_client, c2s_id) = match from_client {
+        let (mut to_client, s2c_id) = match self.open_verified(&s2c, true) {
+            Ok((_, s2c_id)) if s2c_id == c2s_id => return Ok(None),
             Ok(opened) => opened,
             Err(e) if is_exhaustion(&e) => return Err(e),
+            // ENXIO: the client's read end is closed (it died or gave up).
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                drop(from_client);
+                self.remove_abandoned(&c2s, &s2c);
+                return Ok(None);
+            }
+            // Not a FIFO of a client's pair: only the verified c2s goes.
             Err(_) => {
-                unlink_if(&s2c, s2c_id);
+                unlink_if(&c2s, c2s_id);
                 return Ok(None);
             }
         };
