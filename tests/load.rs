@@ -157,21 +157,28 @@ const NOFILE: usize = 64;
 
 /// At its descriptor limit (`nofile`) the server keeps serving the connections it has, neither
 /// spins nor hangs, and serves waiting clients once descriptors free up; a client that cannot
-/// wait gets a clear error. Each connection takes `per_connection` descriptors in the server;
-/// where that is more than one, the test runs at limits of both parities, so that the last
-/// accept fails at its first open in one run and at a later one in the other (which of the two
-/// happens also depends on how many descriptors the server inherited).
+/// wait gets a clear error (or, where a connect completes only when the server accepts, no
+/// connection). Setting up a connection takes at most `per_connection` descriptors in the
+/// server; where that is more than one, [`at_the_descriptor_limits`] runs this at every limit
+/// from `NOFILE` to `NOFILE + per_connection - 1`, so that the accept that runs out fails at
+/// each of its opens in turn, whatever number of descriptors the server inherited.
 async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usize) {
     rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
     let server = Server::start(addr, &["--nofile", &nofile.to_string()]).await;
     let impatient = ClientOptions::default().handshake_timeout(Duration::from_millis(500));
     let mut clients = Vec::new();
     let refused = loop {
-        // The kernel completes the connect (the backlog has room); the hello is what waits.
-        let conn = rpc::connect(&server.addr).await.expect("connect");
-        match rpc::Client::handshake(conn, CalculatorClient::DESCRIPTOR, impatient.clone()).await {
-            Ok(client) => clients.push(CalculatorClient::from_client(client)),
-            Err(e) => break e,
+        // Over sockets and FIFOs the connect completes (the backlog has room) and the hello is
+        // what waits; over shm:// and mq:// the connect itself waits for the server's accept.
+        let attempt = async {
+            let conn = rpc::connect(&server.addr).await?;
+            rpc::Client::handshake(conn, CalculatorClient::DESCRIPTOR, impatient.clone()).await
+        };
+        match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            Ok(Ok(client)) => clients.push(CalculatorClient::from_client(client)),
+            Ok(Err(RpcError::Disconnected { reason })) if reason.contains("no answer to the hello") => break reason,
+            Ok(Err(other)) => panic!("expected a clear handshake error, got {other:?}"),
+            Err(_) => break "the connect waited (no answer within 1 s)".into(),
         }
         assert!(clients.len() <= nofile, "the server accepted more connections than it has descriptors");
     };
@@ -182,10 +189,6 @@ async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usiz
     let fds = server.open_fds();
     assert!(fds + per_connection > nofile, "the server is at its limit ({nofile}): {fds} open");
     assert!(clients.len() > 5, "the server took only {} connections", clients.len());
-    match &refused {
-        RpcError::Disconnected { reason } => assert!(reason.contains("no answer to the hello"), "{reason}"),
-        other => panic!("expected a clear handshake error, got {other:?}"),
-    }
 
     // A patient client waits in the backlog while the server retries its accepts: not a spin.
     let waiting = tokio::spawn({
@@ -212,29 +215,57 @@ async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usiz
     assert_eq!(clients.last().unwrap().add(3, 3).await.unwrap(), 6);
 }
 
+/// [`at_the_descriptor_limit`] at each limit that matters, one after another (each server gets
+/// its own address from `addr`).
+async fn at_the_descriptor_limits(addr: impl Fn(usize) -> String, per_connection: usize) {
+    for nofile in NOFILE..NOFILE + per_connection {
+        at_the_descriptor_limit(&addr(nofile), nofile, per_connection).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_local() {
-    at_the_descriptor_limit(&format!("local://rpc-load-limit-{}", std::process::id()), NOFILE, 1).await;
+    at_the_descriptor_limits(|n| format!("local://rpc-load-limit-{}-{n}", std::process::id()), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_tcp() {
-    at_the_descriptor_limit("tcp://127.0.0.1:0", NOFILE, 1).await;
+    at_the_descriptor_limits(|_| "tcp://127.0.0.1:0".to_owned(), 1).await;
 }
 
+/// Two FIFOs a connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_fifo() {
-    /// Removes the FIFO's directory however the test ends.
+    /// Removes the FIFOs' directory however the test ends.
     struct TempDir(std::path::PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    // Two FIFOs per connection.
-    for nofile in [NOFILE, NOFILE + 1] {
-        let dir = TempDir(std::env::temp_dir().join(format!("rpc-load-fifo-{}-{nofile}", std::process::id())));
-        std::fs::create_dir_all(&dir.0).unwrap();
-        at_the_descriptor_limit(&format!("fifo://{}", dir.0.join("calc").display()), nofile, 2).await;
-    }
+    let dir = TempDir(std::env::temp_dir().join(format!("rpc-load-fifo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // A directory per server: a killed server's directory is removed with it.
+    let addr = |n: usize| {
+        let sub = dir.0.join(n.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        format!("fifo://{}", sub.join("calc").display())
+    };
+    at_the_descriptor_limits(addr, 2).await;
+}
+
+/// The setup socket, the memory (closed once sent), the bell socketpair (one end sent), then a
+/// pidfd on the client for each half.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_limit_over_shm() {
+    at_the_descriptor_limits(|n| format!("shm://rpc-load-limit-{}-{n}", std::process::id()), 4).await;
+}
+
+/// The two queues, a pidfd on the client for each half, and a moment's duplicate of the
+/// outgoing queue to answer the client with.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_limit_over_mq() {
+    at_the_descriptor_limits(|n| format!("mq://rpc-load-limit-{}-{n}", std::process::id()), 5).await;
 }

@@ -112,12 +112,14 @@ impl PeerExit {
         Ok(PeerExit(Some(sys::register(fd, Interest::READABLE)?)))
     }
 
-    /// A second watch on the same process, for the other half.
-    fn try_clone(&self) -> io::Result<PeerExit> {
-        match &self.0 {
-            None => Ok(PeerExit(None)),
-            Some(fd) => Ok(PeerExit(Some(sys::register(fd.get_ref().try_clone()?, Interest::READABLE)?))),
-        }
+    /// A second watch on the same process, so that each half of a connection has its own:
+    /// `(for the receiver, for the sender)`.
+    pub(crate) fn pair(self) -> io::Result<(PeerExit, PeerExit)> {
+        let other = match &self.0 {
+            None => PeerExit(None),
+            Some(fd) => PeerExit(Some(sys::register(fd.get_ref().try_clone()?, Interest::READABLE)?)),
+        };
+        Ok((other, self))
     }
 
     /// True once the peer exited; otherwise registers `cx` to be woken when it does.
@@ -135,7 +137,7 @@ impl PeerExit {
 pub(crate) fn halves(
     incoming: OwnedFd,
     outgoing: OwnedFd,
-    exit: PeerExit,
+    (receiver_exit, sender_exit): (PeerExit, PeerExit),
     pid: u32,
     max_frame_len: usize,
 ) -> io::Result<(MqSender, MqReceiver)> {
@@ -150,7 +152,7 @@ pub(crate) fn halves(
         partial: None,
         max_frame_len,
         peer,
-        exit: exit.try_clone()?,
+        exit: receiver_exit,
         state: State::Open,
     };
     let sender = MqSender {
@@ -164,7 +166,7 @@ pub(crate) fn halves(
         message: Vec::with_capacity(out.msg_size),
         max_frame_len,
         peer,
-        exit,
+        exit: sender_exit,
         closed: false,
     };
     Ok((sender, receiver))
@@ -576,8 +578,9 @@ mod tests {
         // `halves` wants both directions: give it the one queue as both, and keep one half of
         // each call (the other sender is marked closed so that dropping it says nothing).
         let exit = || PeerExit::watch(std::process::id()).unwrap();
-        let (sender, _) = halves(rx.try_clone().unwrap(), tx.try_clone().unwrap(), exit(), 0, 1 << 20).unwrap();
-        let (mut unused, receiver) = halves(rx, tx, exit(), 0, 1 << 20).unwrap();
+        let (sender, _) =
+            halves(rx.try_clone().unwrap(), tx.try_clone().unwrap(), (exit(), exit()), 0, 1 << 20).unwrap();
+        let (mut unused, receiver) = halves(rx, tx, (exit(), exit()), 0, 1 << 20).unwrap();
         unused.closed = true;
         (sender, receiver)
     }

@@ -20,6 +20,9 @@
 //!    user (clients must run as the server's user), opens a pidfd on the client, and **unlinks
 //!    both names**: from then on the queues live only in open descriptors, and the kernel frees
 //!    them when both sides closed them, however they end. It sends [`conn::ACCEPT`] on `s2c`.
+//!    Every descriptor the connection needs is taken before the names are removed, so a server
+//!    out of descriptors keeps the request and retries it (the client waits), as a socket's
+//!    backlog would.
 //! 4. The client waits for `ACCEPT`, then unlinks the names too (harmlessly) and the connection
 //!    is up. While it waits it also watches the server's pidfd and probes the lock every
 //!    [`PROBE_INTERVAL`], so a server that dies or stops listening fails the connect instead of
@@ -351,14 +354,14 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
         [REFUSE] => {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
-                "the server stopped listening before accepting this connection",
+                "the server refused this connection (it stopped listening, or could not set the connection up)",
             ))
         }
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected handshake message from the server")),
     }
     drop(pair);
     let max_frame_len = options.effective_max_frame_len();
-    let (sender, receiver) = conn::halves(from_server.into_inner(), to_server, exit, server, max_frame_len)?;
+    let (sender, receiver) = conn::halves(from_server.into_inner(), to_server, exit.pair()?, server, max_frame_len)?;
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
@@ -462,8 +465,10 @@ impl MqListener {
         if !owned_by_us(&to_client) || !owned_by_us(&from_client) {
             return Opened::Skip;
         }
-        let exit = match PeerExit::watch(request.pid) {
-            Ok(exit) => Some(exit),
+        // Every descriptor the connection needs is taken before the names are removed, so that
+        // running out of them leaves the request as it was, to be retried.
+        let exits = match PeerExit::watch(request.pid).and_then(PeerExit::pair) {
+            Ok(exits) => Some(exits),
             Err(e) if is_exhaustion(&e) => return Opened::Retry(e),
             // The client died: its pair is unlinked below and freed with our descriptors.
             Err(_) => None,
@@ -476,8 +481,8 @@ impl MqListener {
         // record), so the names can go: nothing is left behind however the connection ends.
         let _ = sys::unlink(&c2s);
         let _ = sys::unlink(&s2c);
-        let Some(exit) = exit else { return Opened::Skip };
-        match conn::halves(from_client, to_client, exit, request.pid, self.max_frame_len) {
+        let Some(exits) = exits else { return Opened::Skip };
+        match conn::halves(from_client, to_client, exits, request.pid, self.max_frame_len) {
             // A fresh queue has room for the answer; failing to send it means the queue is not
             // a fresh pair (the halves then say CLOSE into it when dropped).
             Ok((sender, receiver)) if sys::send(answer.as_fd(), &[ACCEPT]).is_ok() => Opened::Conn(Connection {

@@ -7,7 +7,9 @@
 //! carrying the ring size with the memfd and one socketpair end attached (`SCM_RIGHTS`; see
 //! [`setup`]). Nothing is ever created in `/dev/shm` or on disk, so nothing can be left behind,
 //! whoever crashes. So unlike a socket's, an `shm://` connect completes only when the server
-//! accepts (a server that never does makes it fail after 10 s).
+//! accepts (a server that never does makes it fail after 10 s). A server out of descriptors or
+//! memory keeps the accepted client waiting and offers it memory when its next accept runs, as a
+//! socket's backlog would.
 //!
 //! **Data.** Each frame is the usual 4-byte length prefix and body, streamed through the ring
 //! ([`ring`]); a frame larger than the ring (up to the maximum frame length) simply streams
@@ -82,6 +84,7 @@ pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmLi
         socket: AbstractSocket::bind(&setup_name(name), options)?,
         name: name.to_owned(),
         options: options.clone(),
+        pending: None,
     })
 }
 
@@ -91,13 +94,33 @@ pub(crate) struct ShmListener {
     socket: AbstractSocket,
     name: String,
     options: TransportOptions,
+    /// A client accepted when the memory or the bell for it could not be made (out of
+    /// descriptors or memory): offered first by the next accept, so it waits as a client in a
+    /// socket's backlog would. Kept here, not in the accept future, so dropping that future
+    /// loses nothing.
+    pending: Option<UnixStream>,
+}
+
+/// What an accepted client's connection is made of, on our side and to be sent.
+struct Parts {
+    region: Region,
+    memfd: OwnedFd,
+    ours: std::os::unix::net::UnixStream,
+    theirs: std::os::unix::net::UnixStream,
+}
+
+impl Parts {
+    fn new(ring_size: usize) -> io::Result<Parts> {
+        let (region, memfd) = Region::create(ring_size)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        Ok(Parts { region, memfd, ours, theirs })
+    }
 }
 
 impl ShmListener {
     /// Gives an accepted client its memory; `Ok(None)` if the client is gone already.
-    fn offer(&self, stream: UnixStream) -> io::Result<Option<Connection>> {
-        let (region, memfd) = Region::create(self.options.ring_size)?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    fn offer(&self, stream: UnixStream, parts: Parts) -> io::Result<Option<Connection>> {
+        let Parts { region, memfd, ours, theirs } = parts;
         // The client cannot pass descriptors to us (anything it queued before this is closed
         // when the receiver drains the bell).
         region::refuse_passed_fds(&stream);
@@ -131,11 +154,24 @@ impl ShmListener {
 
 impl Listener for ShmListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
-        // Cancel-safe: the only await is the socket's accept; setup never waits.
+        // Cancel-safe: the only await is the socket's accept (taken only with no client pending);
+        // setup never waits.
         Box::pin(async move {
             loop {
-                let stream = self.socket.accept().await?;
-                if let Some(conn) = self.offer(stream)? {
+                let stream = match self.pending.take() {
+                    Some(stream) => stream,
+                    None => self.socket.accept().await?,
+                };
+                let parts = match Parts::new(self.options.ring_size) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        if rpc_core::server::is_transient(&e) {
+                            self.pending = Some(stream);
+                        }
+                        return Err(e);
+                    }
+                };
+                if let Some(conn) = self.offer(stream, parts)? {
                     return Ok(conn);
                 }
             }
