@@ -254,12 +254,12 @@ async fn at_the_descriptor_limit_over_fifo() {
     at_the_descriptor_limits(addr, 2).await;
 }
 
-/// The setup socket, the memory (closed once sent), the bell socketpair (one end sent), then a
-/// pidfd on the client for each half.
+/// The setup socket, the memory and one end of the bell socketpair (both closed once sent), the
+/// other end, and a pidfd on the client for each half.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_shm() {
-    at_the_descriptor_limits(|n| format!("shm://rpc-load-limit-{}-{n}", std::process::id()), 4).await;
+    at_the_descriptor_limits(|n| format!("shm://rpc-load-limit-{}-{n}", std::process::id()), 6).await;
 }
 
 /// The two queues, a pidfd on the client for each half, and a moment's duplicate of the

@@ -85,7 +85,7 @@ use tokio::net::unix::pipe;
 use crate::context::describe;
 use crate::options::TransportOptions;
 use crate::pipes;
-use crate::unix::{remove_if_ours, remove_stale, FileId};
+use crate::unix::{is_exhaustion, remove_if_ours, remove_stale, FileId};
 
 /// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
 pub(crate) const RECORD_LEN: usize = 64;
@@ -506,15 +506,6 @@ impl FifoListener {
             info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
         }))
     }
-}
-
-/// Resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`): passes when other files close, so the
-/// record that hit it is kept and retried (the server engine backs off on these errors). Any
-/// other failure to open a pair is the client's doing (it is gone, or the names are not a pair
-/// at all): retrying could only fail again, and an error would stop the server.
-fn is_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
-        || err.kind() == io::ErrorKind::OutOfMemory
 }
 
 /// Removes `path` if it still is the file `id` (never a file put there since it was verified).

@@ -71,7 +71,7 @@ use self::conn::{PeerExit, ACCEPT, REFUSE};
 use self::sys::{Access, Geometry};
 use crate::local::abstract_ns::{abstract_addr, connect_once};
 use crate::options::TransportOptions;
-use crate::unix::{into_tokio_listener, retry_while_busy};
+use crate::unix::{into_tokio_listener, is_exhaustion, retry_while_busy};
 
 /// The size of a connect record, and the message size of the connect queue.
 pub(crate) const RECORD_LEN: usize = 64;
@@ -111,12 +111,6 @@ fn lock_addr(name: &str) -> io::Result<SockAddr> {
 /// The names of the pair `token` names for the connect queue `name`: `(c2s, s2c)`.
 fn pair_names(name: &str, token: &str) -> io::Result<(CString, CString)> {
     Ok((sys::name(&format!("{name}.{token}.c2s"))?, sys::name(&format!("{name}.{token}.s2c"))?))
-}
-
-/// Resource exhaustion that passes when other descriptors close (the record is kept and
-/// retried); anything else about a pair is the client's doing.
-fn is_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
 }
 
 /// A queue-creation error with the limit that was hit named.

@@ -41,6 +41,7 @@ use tokio::net::UnixStream;
 
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
+use crate::unix::is_exhaustion;
 use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin, Waiter};
 use region::{Direction, Region};
 
@@ -67,7 +68,8 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
     region::refuse_passed_fds(&offer.bell);
     discard_queued(&offer.bell);
     let bell = tokio_stream(offer.bell)?;
-    Ok(connection(region, Side::Client, stream, bell, options, format!("shm://{name}")))
+    let peers = peer_process(&stream)?;
+    Ok(connection(region, Side::Client, stream, bell, peers, options, format!("shm://{name}")))
 }
 
 pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmListener> {
@@ -107,20 +109,21 @@ struct Parts {
     memfd: OwnedFd,
     ours: std::os::unix::net::UnixStream,
     theirs: std::os::unix::net::UnixStream,
+    peers: (PeerProcess, PeerProcess),
 }
 
 impl Parts {
-    fn new(ring_size: usize) -> io::Result<Parts> {
+    fn new(ring_size: usize, client: &UnixStream) -> io::Result<Parts> {
         let (region, memfd) = Region::create(ring_size)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        Ok(Parts { region, memfd, ours, theirs })
+        Ok(Parts { region, memfd, ours, theirs, peers: peer_process(client)? })
     }
 }
 
 impl ShmListener {
     /// Gives an accepted client its memory; `Ok(None)` if the client is gone already.
     fn offer(&self, stream: UnixStream, parts: Parts) -> io::Result<Option<Connection>> {
-        let Parts { region, memfd, ours, theirs } = parts;
+        let Parts { region, memfd, ours, theirs, peers } = parts;
         // The client cannot pass descriptors to us (anything it queued before this is closed
         // when the receiver drains the bell).
         region::refuse_passed_fds(&stream);
@@ -148,7 +151,7 @@ impl ShmListener {
         // `theirs` and `memfd` are closed here: the client now holds the only other ends, so
         // its exit is EOF on both sockets.
         let bell = tokio_stream(OwnedFd::from(ours))?;
-        Ok(Some(connection(region, Side::Server, stream, bell, &self.options, self.local_addr())))
+        Ok(Some(connection(region, Side::Server, stream, bell, peers, &self.options, self.local_addr())))
     }
 }
 
@@ -162,14 +165,17 @@ impl Listener for ShmListener {
                     Some(stream) => stream,
                     None => self.socket.accept().await?,
                 };
-                let parts = match Parts::new(self.options.ring_size) {
+                let parts = match Parts::new(self.options.ring_size, &stream) {
                     Ok(parts) => parts,
-                    Err(e) => {
-                        if rpc_core::server::is_transient(&e) {
-                            self.pending = Some(stream);
-                        }
+                    Err(e) if is_exhaustion(&e) => {
+                        self.pending = Some(stream);
                         return Err(e);
                     }
+                    // The client left before we could ask who it is.
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotConnected | io::ErrorKind::ConnectionReset) => {
+                        continue
+                    }
+                    Err(e) => return Err(e),
                 };
                 if let Some(conn) = self.offer(stream, parts)? {
                     return Ok(conn);
@@ -205,18 +211,27 @@ fn check_bell(setup: &UnixStream, bell: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// A pidfd for each half, of the process at the other end of the setup socket, unless that is
-/// this process (or pidfds are unavailable: the bells' EOF still reports an honest peer).
-fn peer_process(setup: &UnixStream) -> (PeerProcess, PeerProcess) {
-    let open = || -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
-        let pid = rustix::net::sockopt::socket_peercred(setup).ok()?.pid;
-        if pid == rustix::process::getpid() {
-            return None;
+/// A pidfd for each half, of the process at the other end of the setup socket: `(sender's,
+/// receiver's)`. `None`s if that is this process, or where pidfds are unavailable (the bells'
+/// EOF still reports an honest peer). Running out of descriptors is an error, not a quietly
+/// weaker connection.
+fn peer_process(setup: &UnixStream) -> io::Result<(PeerProcess, PeerProcess)> {
+    let pid = rustix::net::sockopt::socket_peercred(setup)?.pid;
+    if pid == rustix::process::getpid() {
+        return Ok((PeerProcess(None), PeerProcess(None)));
+    }
+    let open = || -> io::Result<PeerProcess> {
+        let watched = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
+            .map_err(io::Error::from)
+            .and_then(|fd| crate::watch::watch(fd, tokio::io::Interest::READABLE));
+        match watched {
+            Ok(fd) => Ok(PeerProcess(Some(fd))),
+            Err(e) if is_exhaustion(&e) => Err(e),
+            // No pidfds here (ENOSYS), or the peer is gone already (ESRCH: the bells say so).
+            Err(_) => Ok(PeerProcess(None)),
         }
-        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
-        crate::watch::watch(fd, tokio::io::Interest::READABLE).ok()
     };
-    (PeerProcess(open()), PeerProcess(open()))
+    Ok((open()?, open()?))
 }
 
 /// Reads and drops whatever is queued on a bell socket now; descriptors passed with it are
@@ -242,6 +257,7 @@ fn connection(
     side: Side,
     setup: UnixStream,
     bell: UnixStream,
+    (sender_peer, receiver_peer): (PeerProcess, PeerProcess),
     options: &TransportOptions,
     peer: String,
 ) -> Connection {
@@ -250,7 +266,6 @@ fn connection(
         Side::Client => (Direction::ClientToServer, Direction::ServerToClient),
         Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
     };
-    let (sender_peer, receiver_peer) = peer_process(&setup);
     // The process at the other end of the setup socket (the kernel's word: SO_PEERCRED).
     let credentials = crate::credentials::of_unix_stream(&setup);
     // The setup socket carries "data published" rings, the socketpair "room made" rings.
