@@ -8,14 +8,13 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
-use support::{raw_stream, RawStream};
+use support::{open_fds, raw_stream, rss_kib, unique, RawStream};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -211,34 +210,10 @@ impl Drop for TestServer {
             }
             let _ = std::fs::remove_dir_all(pid_dir);
         }
-        // A killed server cannot remove its socket file; the test does.
-        if let Some(path) = self.addr.strip_prefix("unix://") {
-            let _ = std::fs::remove_file(path);
-        }
-        // A killed mq:// server cannot remove its connect queue (the next server on the name
-        // would reclaim it; there is none).
-        #[cfg(target_os = "linux")]
-        if let Some(name) = self.addr.strip_prefix("mq://") {
-            let name = std::ffi::CString::new(format!("/{name}")).unwrap();
-            // SAFETY: mq_unlink reads the NUL-terminated name, which outlives the call.
-            unsafe { libc::mq_unlink(name.as_ptr()) };
-        }
-        // fifo:// addresses live in a directory of their own (see `temp_fifo`).
-        if let Some(dir) = self.addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // A killed server cannot remove its endpoint (the next server on the name would reclaim
+        // it; there is none).
+        support::remove_endpoint(&self.addr);
     }
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 async fn wait_until<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
@@ -274,19 +249,10 @@ async fn settled_fds(pid: u32) -> usize {
     last
 }
 
-/// Open descriptors of a process, from /proc/PID/fd.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
 impl TestServer {
-    /// The files a killed server cannot remove: its socket file or connect FIFO.
+    /// The files a killed server cannot remove.
     fn endpoint_files(&self) -> Vec<std::path::PathBuf> {
-        ["unix://", "fifo://"]
-            .iter()
-            .filter_map(|scheme| self.addr.strip_prefix(scheme))
-            .map(std::path::PathBuf::from)
-            .collect()
+        support::endpoint_files(&self.addr)
     }
 }
 
@@ -373,9 +339,13 @@ fn entries_if_any(dir: &std::path::Path) -> Vec<String> {
 fn held_by_a_live_process(path: &std::path::Path) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else { return false };
     let needle = path.to_string_lossy();
+    // A message queue's descriptor links to `/<name>`, wherever the mqueue file system is mounted.
+    let queue = path.strip_prefix("/dev/mqueue").ok().map(|name| std::path::Path::new("/").join(name));
     procs.filter_map(Result::ok).filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok()).any(|proc_dir| {
         let fds = std::fs::read_dir(proc_dir.path().join("fd")).into_iter().flatten().filter_map(Result::ok);
-        let open = fds.filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| target == path);
+        let open = fds
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target == path || queue.as_ref() == Some(&target));
         open || std::fs::read_to_string(proc_dir.path().join("maps")).is_ok_and(|maps| maps.contains(&*needle))
     })
 }

@@ -331,7 +331,8 @@ fn client(args: Args) -> Result<(), BoxError> {
                     return Err(format!("{}: tarpc_on_ours is for rows with a listening server", t.name).into());
                 }
                 let addr = (t.ours)(&unique_name());
-                let server = ServerProcess::start("tarpc-on-ours", &addr, server_cpu, server_files(&addr))?;
+                let server = ServerProcess::start("tarpc-on-ours", &addr, server_cpu, server_files(&addr))?
+                    .with_queues(server_queues(&addr));
                 let connect = || frameworks::connect_tarpc_on_ours(&server.addr);
                 let r = runtime
                     .block_on(LocalSet::new().run_until(measure::run(connect, &config)))

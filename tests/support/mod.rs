@@ -73,7 +73,7 @@ impl ServerProcess {
 
     /// How many descriptors it has open (/proc/PID/fd).
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+        open_fds(self.pid())
     }
 
     /// CPU time (user + system) it has used so far.
@@ -97,14 +97,42 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        // A killed server cannot remove its endpoint; the test does.
-        if let Some(path) = self.addr.strip_prefix("unix://") {
-            let _ = std::fs::remove_file(path);
-        }
-        if let Some(dir) = self.addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        remove_endpoint(&self.addr);
     }
+}
+
+/// The files a killed server at `addr` cannot remove (the next server on the address would
+/// reclaim them): a `unix://` socket file, a `fifo://` connect FIFO, an `mq://` connect queue
+/// (as `/dev/mqueue` lists it where the mqueue file system is mounted there).
+pub fn endpoint_files(addr: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> =
+        ["unix://", "fifo://"].iter().filter_map(|scheme| addr.strip_prefix(scheme)).map(Into::into).collect();
+    if let Some(name) = addr.strip_prefix("mq://") {
+        files.push(std::path::Path::new("/dev/mqueue").join(name));
+    }
+    files
+}
+
+/// Removes what a killed server at `addr` leaves behind: its socket file, its connect queue,
+/// the directory of its connect FIFO (every `fifo://` address of these tests has its own).
+pub fn remove_endpoint(addr: &str) {
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(name) = addr.strip_prefix("mq://") {
+        let name = std::ffi::CString::new(format!("/{name}")).unwrap();
+        // SAFETY: mq_unlink reads the NUL-terminated name, which outlives the call.
+        unsafe { libc::mq_unlink(name.as_ptr()) };
+    }
+}
+
+/// Open descriptors of process `pid`, from /proc/PID/fd.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
 
 /// Resident memory of process `pid`, in KiB.
