@@ -171,10 +171,6 @@ impl Listener for ShmListener {
                         self.pending = Some(stream);
                         return Err(e);
                     }
-                    // The client left before we could ask who it is.
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotConnected | io::ErrorKind::ConnectionReset) => {
-                        continue
-                    }
                     Err(e) => return Err(e),
                 };
                 if let Some(conn) = self.offer(stream, parts)? {
@@ -216,10 +212,11 @@ fn check_bell(setup: &UnixStream, bell: &OwnedFd) -> io::Result<()> {
 /// EOF still reports an honest peer). Running out of descriptors is an error, not a quietly
 /// weaker connection.
 fn peer_process(setup: &UnixStream) -> io::Result<(PeerProcess, PeerProcess)> {
-    let pid = rustix::net::sockopt::socket_peercred(setup)?.pid;
-    if pid == rustix::process::getpid() {
-        return Ok((PeerProcess(None), PeerProcess(None)));
-    }
+    let pid = match rustix::net::sockopt::socket_peercred(setup) {
+        Ok(credentials) if credentials.pid != rustix::process::getpid() => credentials.pid,
+        // Our own process, or a socket that cannot say (then the bells' EOF has to do).
+        _ => return Ok((PeerProcess(None), PeerProcess(None))),
+    };
     let open = || -> io::Result<PeerProcess> {
         let watched = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
             .map_err(io::Error::from)
