@@ -15,7 +15,7 @@ use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
 use support::{open_fds, raw_stream, rss_kib, unique, RawStream};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// A running test server.
@@ -74,21 +74,9 @@ impl TestServer {
         let tarpc_flag: &[&str] = if protocol == Protocol::Tarpc { &["--tarpc"] } else { &[] };
         match mode {
             Mode::Process => {
-                let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-                    .args(tarpc_flag)
-                    .args(options)
-                    .arg(addr)
-                    .stdout(Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .expect("start rpc-test-server");
-                let stdout = child.stdout.take().expect("piped stdout");
-                let mut line = String::new();
-                let mut stdout = BufReader::new(stdout);
-                let read = stdout.read_line(&mut line);
-                tokio::time::timeout(Duration::from_secs(30), read).await.expect("server ready in time").unwrap();
-                let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}"));
-                TestServer { addr: addr.to_owned(), kind: ServerKind::Process(child) }
+                let args: Vec<&str> = tarpc_flag.iter().chain(options).copied().chain([addr]).collect();
+                let (child, addr) = support::start_server_helper(&args).await;
+                TestServer { addr, kind: ServerKind::Process(child) }
             }
             Mode::Spawn => {
                 assert!(options.is_empty(), "spawn: children take no server options here");
@@ -1047,16 +1035,8 @@ async fn client_process_with(addr: &str, options: &[&str]) -> Child {
 
 /// Starts `rpc-test-server ARGS...` and waits until it prints `connected`.
 async fn helper_client_process(args: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rpc-test-server as a client");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await.expect("client in time").unwrap();
-    assert_eq!(line.trim(), "connected");
+    let (child, line) = support::start_helper(args).await;
+    assert_eq!(line, "connected");
     child
 }
 

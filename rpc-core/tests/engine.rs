@@ -267,6 +267,17 @@ async fn large_concurrent_calls_through_small_buffers_do_not_deadlock() {
     }
 }
 
+/// Says hello as a `Calc` client over a bare connection and reads the reply: what a raw peer does
+/// before the frames a test wants to send.
+async fn raw_hello(conn: &mut Connection) {
+    use rpc_core::wire;
+    let methods =
+        METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
+    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
+    rpc_core::transport::send(&mut *conn.sender, hello.into()).await.unwrap();
+    rpc_core::transport::recv(&mut *conn.receiver).await.unwrap().unwrap();
+}
+
 /// Regression: a client that sends requests, closes its sending half and never reads used to
 /// keep its server connection task alive forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,11 +287,7 @@ async fn a_peer_that_never_reads_does_not_pin_the_connection_task() {
     let (mut client_side, server_side) = pair_buffered(1 << 20, 4096);
     let server = Server::new().add_service(Calc::default());
     let task = tokio::spawn(async move { server.serve_connection(server_side).await });
-    let methods =
-        METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
-    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
-    send(&mut *client_side.sender, hello.into()).await.unwrap();
-    rpc_core::transport::recv(&mut *client_side.receiver).await.unwrap().unwrap();
+    raw_hello(&mut client_side).await;
     for id in 1..=20u64 {
         let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };
         let frame = wire::encode_request(header, &(vec![3u8; 10_000],)).unwrap();
@@ -320,11 +327,7 @@ async fn a_peer_that_never_reads_is_closed_after_the_send_timeout_even_without_b
     let options = rpc_core::ServerOptions::default().send_timeout(Duration::from_millis(300));
     let server = Server::new().with_options(options).add_service(Calc::default());
     let task = tokio::spawn(async move { server.serve_connection(server_side).await });
-    let methods =
-        METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
-    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
-    send(&mut *client_side.sender, hello.into()).await.unwrap();
-    rpc_core::transport::recv(&mut *client_side.receiver).await.unwrap().unwrap();
+    raw_hello(&mut client_side).await;
     // Requests until the server stops taking them; the receiving half stays open, unread.
     for id in 1.. {
         let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };

@@ -45,21 +45,10 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `rpc-test-server [options...] addr` and waits until it listens.
     pub async fn start(addr: &str, options: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-            .args(options)
-            .arg(addr)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start rpc-test-server");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
-            .await
-            .expect("server ready in time")
-            .unwrap();
-        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}"));
-        ServerProcess { addr: addr.to_owned(), child }
+        let mut args = options.to_vec();
+        args.push(addr);
+        let (child, addr) = start_server_helper(&args).await;
+        ServerProcess { addr, child }
     }
 
     pub fn pid(&self) -> u32 {
@@ -92,6 +81,32 @@ impl ServerProcess {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
+}
+
+/// Starts `rpc-test-server ARGS...` (killed when dropped) and returns it with the first line it
+/// prints (trimmed): how it says it is ready.
+pub async fn start_helper(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rpc-test-server");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .expect("rpc-test-server ready in time")
+        .unwrap();
+    assert!(!line.is_empty(), "rpc-test-server {args:?} exited before it was ready (its stderr is above)");
+    (child, line.trim().to_owned())
+}
+
+/// [`start_helper`] for a server: the child and the address it announced (`listening ADDR`).
+pub async fn start_server_helper(args: &[&str]) -> (Child, String) {
+    let (child, line) = start_helper(args).await;
+    let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
+    (child, addr)
 }
 
 impl Drop for ServerProcess {
