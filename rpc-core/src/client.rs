@@ -16,7 +16,9 @@
 //! tasks) rather than polling one once and parking it for a long time: a parked reader delays the
 //! answers of the other calls on the same connection until it is polled again or dropped.
 
-use std::collections::HashMap;
+mod streaming;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,8 +32,15 @@ use serde::Serialize;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::{CallError, RpcError};
 use crate::outbound::SharedSender;
+use crate::stream::flow::{RecvWindow, SendWindow};
+use crate::stream::EncodedStream;
 use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
-use crate::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, PROTOCOL_VERSION};
+use crate::wire::{
+    self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, Route, MIN_STREAM_WINDOW,
+    PROTOCOL_VERSION,
+};
+
+pub use streaming::Streaming;
 
 /// How many frames the reader handles in one poll before yielding to the runtime.
 const READ_BUDGET: usize = 64;
@@ -44,11 +53,15 @@ const CANCEL_LINGER: Duration = Duration::from_secs(5);
 pub struct ClientOptions {
     /// How long to wait for the server's answer to the hello. Default 10 s.
     pub handshake_timeout: Duration,
+    /// The credit, in bytes of encoded items, this client grants each stream the server sends
+    /// it: how much of a stream may wait here for the caller to read it. Default 256 KiB; at
+    /// least 4 KiB.
+    pub stream_window: u32,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10) }
+        Self { handshake_timeout: Duration::from_secs(10), stream_window: wire::DEFAULT_STREAM_WINDOW }
     }
 }
 
@@ -56,6 +69,12 @@ impl ClientOptions {
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`stream_window`](Self::stream_window) (at least 4 KiB).
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.stream_window = bytes.max(MIN_STREAM_WINDOW);
         self
     }
 }
@@ -124,6 +143,10 @@ struct Inner {
     /// while inside `poll_recv` (shm:// polls its ring before sleeping), and calls registering
     /// or collecting answers meanwhile must not wait for it.
     receiver: Mutex<Box<dyn FrameReceiver>>,
+    /// The credit this client grants each stream the server sends.
+    stream_window: u32,
+    /// The credit the server grants each stream this client sends.
+    peer_window: u32,
 }
 
 struct Inbound {
@@ -137,7 +160,43 @@ struct Inbound {
 #[derive(Default)]
 struct Slot {
     waker: Option<Waker>,
+    /// The answer of a unary call; for a streaming call, the error that ended it early.
     answer: Option<Result<Bytes, RpcError>>,
+    /// The stream state of a streaming call.
+    stream: Option<Box<SlotStream>>,
+}
+
+/// What a streaming call's slot holds beyond a unary call's.
+struct SlotStream {
+    /// For a call the server streams to: its frames (head, items, end) in order, and the credit
+    /// accounting of the stream.
+    frames: Option<(VecDeque<(Route, Bytes)>, RecvWindow)>,
+    /// For a call that streams to the server: the credit the server grants.
+    send: Option<Arc<SendWindow>>,
+}
+
+impl Slot {
+    /// The next frame for this call's caller, if one is here: a streaming call's next frame,
+    /// then (once they are all taken) the error that ended it; a unary call's answer.
+    fn take_next(&mut self) -> Option<Result<(Route, Bytes), RpcError>> {
+        if let Some((frames, _)) = self.stream.as_mut().and_then(|s| s.frames.as_mut()) {
+            if let Some(frame) = frames.pop_front() {
+                return Some(Ok(frame));
+            }
+        }
+        Some(self.answer.take()?.map(|frame| (Route::Response, frame)))
+    }
+
+    fn has_next(&self) -> bool {
+        self.answer.is_some()
+            || self.stream.as_ref().and_then(|s| s.frames.as_ref()).is_some_and(|(frames, _)| !frames.is_empty())
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 impl Client {
@@ -159,6 +218,7 @@ impl Client {
                 .iter()
                 .map(|m| MethodSignature { name: m.name.to_owned(), signature: m.signature.to_owned() })
                 .collect(),
+            stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
         };
         let exchange = async {
             transport::send(&mut *sender, Bytes::from(wire::encode_hello(&hello))).await?;
@@ -177,9 +237,14 @@ impl Client {
             }
             Ok(Ok(Some(frame))) => frame,
         };
-        match wire::decode(&reply) {
+        let peer_window = match wire::decode(&reply) {
             Ok(Frame::HelloReply { version, reply: Some(reply) }) if version == PROTOCOL_VERSION => match reply {
-                HelloReply::Accepted => {}
+                HelloReply::Accepted { stream_window } if stream_window >= MIN_STREAM_WINDOW => stream_window,
+                HelloReply::Accepted { stream_window } => {
+                    return Err(RpcError::Protocol(format!(
+                        "the server's stream window of {stream_window} bytes is below the minimum of {MIN_STREAM_WINDOW}"
+                    )))
+                }
                 HelloReply::UnknownService { available } => {
                     return Err(RpcError::UnknownService { service: service.name.to_owned(), available })
                 }
@@ -194,12 +259,12 @@ impl Client {
                 return Err(RpcError::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: version })
             }
             // The server refused the connection and says why (e.g. `same_uid_only`).
-            Ok(Frame::Goaway { reason }) => {
-                return Err(RpcError::disconnected(format!("{} closed the connection: {reason}", info.peer)))
+            Ok(Frame::Goaway { code, reason }) => {
+                return Err(RpcError::closed_by_peer(code, format!("{} closed the connection: {reason}", info.peer)))
             }
             Ok(other) => return Err(RpcError::Protocol(format!("expected a hello reply, got {}", frame_name(&other)))),
             Err(e) => return Err(RpcError::Protocol(format!("bad hello reply: {e}"))),
-        }
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 service,
@@ -208,6 +273,8 @@ impl Client {
                 out: SharedSender::new(sender),
                 inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
                 receiver: Mutex::new(receiver),
+                stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+                peer_window,
             }),
         })
     }
@@ -247,7 +314,7 @@ impl Client {
         let inner = Arc::clone(&self.inner);
         async move {
             let (id, frame) = request?;
-            let answer = round_trip(&inner, id, frame, deadline).await?;
+            let answer = round_trip(&inner, id, frame, None, deadline).await?;
             decode_answer(inner.service, method, &answer)
         }
     }
@@ -295,16 +362,33 @@ impl Client {
     }
 }
 
-async fn round_trip(inner: &Arc<Inner>, id: u64, frame: Bytes, deadline: Option<Instant>) -> Result<Bytes, RpcError> {
+async fn round_trip(
+    inner: &Arc<Inner>,
+    id: u64,
+    frame: Bytes,
+    outgoing: Option<EncodedStream>,
+    deadline: Option<Instant>,
+) -> Result<Bytes, RpcError> {
     let exchange = async {
-        let mut call = PendingCall::register(inner, id)?;
+        let mut call = PendingCall::register(inner, id, outgoing.is_some(), false)?;
         let seq = call.enqueue(frame).await?;
+        if let Some(outgoing) = outgoing {
+            call.start_pump(outgoing);
+        }
         call.answer(seq).await
     };
+    within(deadline, exchange).await
+}
+
+/// `future`, failing with [`RpcError::DeadlineExceeded`] at `deadline`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = Result<T, RpcError>>,
+) -> Result<T, RpcError> {
     match deadline {
-        None => exchange.await,
+        None => future.await,
         Some(deadline) => {
-            tokio::time::timeout_at(deadline.into(), exchange).await.unwrap_or(Err(RpcError::DeadlineExceeded))
+            tokio::time::timeout_at(deadline.into(), future).await.unwrap_or(Err(RpcError::DeadlineExceeded))
         }
     }
 }
@@ -351,6 +435,10 @@ pub(crate) fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::ResponseOk { .. } | Frame::ResponseErr { .. } => "a response",
         Frame::Cancel { .. } => "a cancel",
         Frame::Goaway { .. } => "a goaway",
+        Frame::StreamItems { .. } => "stream items",
+        Frame::StreamEnd { .. } => "a stream end",
+        Frame::Credit { .. } => "stream credit",
+        Frame::StreamStop { .. } => "a stream stop",
     }
 }
 
@@ -374,12 +462,19 @@ impl Inner {
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
+        self.poll_frame(cx, id, false).map_ok(|(_, frame)| frame)
+    }
+
+    /// The next frame for call `id`: waits for it, reading the connection for every call while
+    /// no other call does. `queued` says the call is one the server streams to, whose frames
+    /// all go through its slot.
+    fn poll_frame(&self, cx: &mut Context<'_>, id: u64, queued: bool) -> Poll<Result<(Route, Bytes), RpcError>> {
         {
             let mut inbound = self.lock_inbound();
             let inbound = &mut *inbound;
             let slot = inbound.calls.get_mut(&id).expect("a pending call's slot exists until it finishes");
-            if let Some(answer) = slot.answer.take() {
-                return Poll::Ready(answer);
+            if let Some(next) = slot.take_next() {
+                return Poll::Ready(next);
             }
             // Kept by the reader too: the transport's copy of its waker can be lost (a sender
             // that fails the connection drains it with a no-op waker), the slot's cannot.
@@ -401,8 +496,8 @@ impl Inner {
             let frame = match polled {
                 Poll::Pending => {
                     // The connection may have been failed by a sender while we polled.
-                    return match inbound.calls.get_mut(&id).and_then(|slot| slot.answer.take()) {
-                        Some(answer) => Poll::Ready(answer),
+                    return match inbound.calls.get_mut(&id).and_then(Slot::take_next) {
+                        Some(next) => Poll::Ready(next),
                         None => Poll::Pending,
                     };
                 }
@@ -413,35 +508,48 @@ impl Inner {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(inbound.close(e.into()))),
             };
-            // Answers are routed by their header alone; their caller decodes the body, once.
-            let Some(for_call) = wire::response_id(&frame) else {
-                let err = match wire::decode(&frame) {
-                    Ok(Frame::Goaway { reason }) => {
-                        RpcError::disconnected(format!("{} closed the connection: {reason}", self.info.peer))
-                    }
-                    Ok(other) => RpcError::Protocol(format!("the server sent {}", frame_name(&other))),
-                    Err(e) => RpcError::Protocol(format!("the server sent a bad frame: {e}")),
-                };
-                return Poll::Ready(Err(inbound.close(err)));
+            // Frames are routed by their header alone; their caller decodes the body, once.
+            let Some((for_call, route)) = wire::route(&frame) else {
+                return Poll::Ready(Err(inbound.close(self.unroutable(&frame))));
             };
-            if for_call == id {
-                return Poll::Ready(Ok(frame));
+            if for_call == id && route == Route::Response && !queued {
+                return Poll::Ready(Ok((route, frame)));
             }
-            // An answer for a call that gave up (timed out, dropped) finds no slot: drop it.
-            if let Some(slot) = inbound.calls.get_mut(&for_call) {
-                slot.answer = Some(Ok(frame));
-                if let Some(waker) = slot.waker.take() {
-                    waker.wake();
-                }
+            if let Err(violation) = inbound.file(for_call, route, frame) {
+                return Poll::Ready(Err(inbound.close(RpcError::Protocol(violation))));
             }
-            // Failed by a sender meanwhile: our answer is the error.
-            if let Some(answer) = inbound.calls.get_mut(&id).and_then(|slot| slot.answer.take()) {
-                return Poll::Ready(answer);
+            // Ours, or failed by a sender meanwhile.
+            if let Some(next) = inbound.calls.get_mut(&id).and_then(Slot::take_next) {
+                return Poll::Ready(next);
             }
         }
         // More may be buffered; let other tasks run, then carry on as the reader.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// The error for a frame from the server that belongs to no call.
+    fn unroutable(&self, frame: &[u8]) -> RpcError {
+        match wire::decode(frame) {
+            Ok(Frame::Goaway { code, reason }) => {
+                RpcError::closed_by_peer(code, format!("{} closed the connection: {reason}", self.info.peer))
+            }
+            Ok(other) => RpcError::Protocol(format!("the server sent {}", frame_name(&other))),
+            Err(e) => RpcError::Protocol(format!("the server sent a bad frame: {e}")),
+        }
+    }
+
+    /// Fails call `id` alone (its stream argument could not be sent) and tells the server.
+    fn fail_call(self: &Arc<Self>, id: u64, err: RpcError) {
+        let mut inbound = self.lock_inbound();
+        if let Some(slot) = inbound.calls.get_mut(&id) {
+            if slot.answer.is_none() {
+                slot.answer = Some(Err(err));
+                slot.wake();
+            }
+        }
+        drop(inbound);
+        send_cancel(self, id);
     }
 }
 
@@ -456,19 +564,15 @@ impl Inbound {
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..READ_BUDGET {
             let Poll::Ready(Ok(Some(frame))) = receiver.poll_recv(&mut cx) else { return None };
-            match wire::response_id(&frame) {
-                Some(id) => {
-                    if let Some(slot) = self.calls.get_mut(&id).filter(|slot| slot.answer.is_none()) {
-                        slot.answer = Some(Ok(frame));
-                        if let Some(waker) = slot.waker.take() {
-                            waker.wake();
-                        }
-                    }
+            match wire::route(&frame) {
+                Some((id, route)) => {
+                    // Only what was sent before the end; a violation now changes nothing.
+                    let _ = self.file(id, route, frame);
                 }
                 None => {
                     return match wire::decode(&frame) {
-                        Ok(Frame::Goaway { reason }) => {
-                            Some(RpcError::disconnected(format!("{peer} closed the connection: {reason}")))
+                        Ok(Frame::Goaway { code, reason }) => {
+                            Some(RpcError::closed_by_peer(code, format!("{peer} closed the connection: {reason}")))
                         }
                         _ => None,
                     }
@@ -476,6 +580,37 @@ impl Inbound {
             }
         }
         None
+    }
+
+    /// Puts a frame from the server where its call finds it. A frame for a call that gave up
+    /// (timed out, dropped) finds no slot and is dropped. `Err` is a protocol violation.
+    fn file(&mut self, id: u64, route: Route, frame: Bytes) -> Result<(), String> {
+        let Some(slot) = self.calls.get_mut(&id) else { return Ok(()) };
+        match (route, slot.stream.as_deref_mut()) {
+            (Route::Credit(bytes), Some(SlotStream { send: Some(window), .. })) => return window.grant(bytes),
+            (Route::StreamStop, Some(SlotStream { send: Some(window), .. })) => {
+                window.stop();
+                return Ok(());
+            }
+            (Route::Credit(_) | Route::StreamStop, _) => {
+                return Err(format!("the server sent stream credit for call {id}, which sends it no stream"))
+            }
+            (route, Some(SlotStream { frames: Some((frames, window)), .. })) => {
+                if route == Route::StreamItems {
+                    window.receive(frame.len())?;
+                }
+                frames.push_back((route, frame));
+            }
+            (Route::Response, _) => {
+                if slot.answer.is_some() {
+                    return Ok(());
+                }
+                slot.answer = Some(Ok(frame));
+            }
+            (_, _) => return Err(format!("the server sent stream items for call {id}, which receives no stream")),
+        }
+        slot.wake();
+        Ok(())
     }
 
     /// Marks the connection dead and fails every pending call with `err`.
@@ -497,14 +632,20 @@ impl Inbound {
     /// another waiting call to take over reading.
     fn remove(&mut self, id: u64) -> Option<Slot> {
         let slot = self.calls.remove(&id);
+        self.release(id);
+        slot
+    }
+
+    /// Call `id` stops reading for now (it has what it waited for, and may not be polled again
+    /// soon): another waiting call takes over.
+    fn release(&mut self, id: u64) {
         if self.reader == Some(id) || self.reader.is_none() {
             self.reader = None;
-            let next = self.calls.values_mut().find(|s| s.answer.is_none() && s.waker.is_some());
-            if let Some(waker) = next.and_then(|s| s.waker.take()) {
+            let next = self.calls.iter_mut().find(|(other, s)| **other != id && !s.has_next() && s.waker.is_some());
+            if let Some(waker) = next.and_then(|(_, s)| s.waker.take()) {
                 waker.wake();
             }
         }
-        slot
     }
 }
 
@@ -517,19 +658,32 @@ struct PendingCall<'a> {
     finished: bool,
     /// Other calls were pending when this one registered.
     busy: bool,
+    /// The credit for the stream this call sends, if it sends one.
+    window: Option<Arc<SendWindow>>,
+    /// The task sending that stream, once started.
+    pump: Option<tokio::task::AbortHandle>,
 }
 
 impl<'a> PendingCall<'a> {
-    fn register(inner: &'a Arc<Inner>, id: u64) -> Result<Self, RpcError> {
+    /// Registers call `id`; `sends` if it streams to the server, `receives` if the server
+    /// streams to it.
+    fn register(inner: &'a Arc<Inner>, id: u64, sends: bool, receives: bool) -> Result<Self, RpcError> {
         let mut inbound = inner.lock_inbound();
         if let Some(err) = &inbound.closed {
             return Err(err.clone());
         }
+        let window = sends.then(|| Arc::new(SendWindow::new(inner.peer_window)));
+        let stream = (sends || receives).then(|| {
+            Box::new(SlotStream {
+                frames: receives.then(|| (VecDeque::new(), RecvWindow::new(inner.stream_window))),
+                send: window.clone(),
+            })
+        });
         // Registered before the request leaves, so the answer always finds its slot.
-        inbound.calls.insert(id, Slot::default());
+        inbound.calls.insert(id, Slot { stream, ..Slot::default() });
         // Read here, under the lock registration takes anyway, not with a second lock later.
         let busy = inbound.calls.len() > 1;
-        Ok(Self { inner, id, sent: false, finished: false, busy })
+        Ok(Self { inner, id, sent: false, finished: false, busy, window, pump: None })
     }
 
     /// Queues the request; from here on the server may answer it.
@@ -553,17 +707,41 @@ impl<'a> PendingCall<'a> {
         Ok(seq)
     }
 
+    /// Starts sending the call's stream argument, in a task of its own: it must go on while the
+    /// caller waits for (or reads) the answer.
+    fn start_pump(&mut self, outgoing: EncodedStream) {
+        let window = Arc::clone(self.window.as_ref().expect("registered as a call that sends a stream"));
+        self.pump = Some(streaming::spawn_pump(self.inner, self.id, window, outgoing));
+    }
+
     /// Flushes the request and waits for the answer *at the same time*: a call whose frame is
     /// still queued must take part in reading, or a server that stops reading until its answers
     /// are read would deadlock with a client that stops reading until its requests are written.
     async fn answer(&mut self, seq: u64) -> Result<Bytes, RpcError> {
+        let answer = self.first_frame(seq, false).await.map(|(_, frame)| frame);
+        self.finished = true;
+        self.stop_pump();
+        self.inner.lock_inbound().remove(self.id);
+        answer
+    }
+
+    /// Like [`PendingCall::answer`], for a call the server streams to: its first frame, with
+    /// the slot kept for the rest (the caller takes the call over, see
+    /// [`PendingCall::into_parts`]).
+    async fn head(&mut self, seq: u64) -> Result<(Route, Bytes), RpcError> {
+        let head = self.first_frame(seq, true).await;
+        self.inner.lock_inbound().release(self.id);
+        head
+    }
+
+    async fn first_frame(&mut self, seq: u64, queued: bool) -> Result<(Route, Bytes), RpcError> {
         // Under load, let the other ready callers queue their frames first: the first of us to
         // flush then carries them all in one write. A lone call does not wait.
         if self.busy {
             tokio::task::yield_now().await;
         }
         let mut flushed = false;
-        let answer = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             if !flushed {
                 match self.inner.out.poll_flushed(cx, seq) {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(self.inner.fail(e))),
@@ -571,12 +749,24 @@ impl<'a> PendingCall<'a> {
                     Poll::Pending => {}
                 }
             }
-            self.inner.poll_answer(cx, self.id)
+            self.inner.poll_frame(cx, self.id, queued)
         })
-        .await;
+        .await
+    }
+
+    /// Hands the call (its slot, its stream's task) to whoever reads the rest of it.
+    fn into_parts(mut self) -> Option<tokio::task::AbortHandle> {
         self.finished = true;
-        self.inner.lock_inbound().remove(self.id);
-        answer
+        self.pump.take()
+    }
+
+    fn stop_pump(&mut self) {
+        if let Some(window) = &self.window {
+            window.stop();
+        }
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
     }
 }
 
@@ -585,6 +775,7 @@ impl Drop for PendingCall<'_> {
         if self.finished {
             return;
         }
+        self.stop_pump();
         let answered = {
             let mut inbound = self.inner.lock_inbound();
             let answered = inbound.remove(self.id).is_some_and(|s| s.answer.is_some());

@@ -6,6 +6,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use crate::wire::CloseCode;
+
 /// A failure of the framework (transport, protocol, peer), never of the application.
 ///
 /// `Clone` because one dead connection fails every pending call with the same error.
@@ -17,6 +19,9 @@ pub enum RpcError {
     Disconnected {
         /// What was observed, e.g. "connection closed by peer".
         reason: Arc<str>,
+        /// Why the peer closed it, when it said so with a goaway (match on this, not on the
+        /// text); `None` when the connection just ended (EOF, reset, a killed peer).
+        code: Option<CloseCode>,
     },
     /// The call's deadline passed before an answer arrived.
     #[error("deadline exceeded")]
@@ -101,7 +106,21 @@ fn list(names: &[String]) -> String {
 impl RpcError {
     /// A [`RpcError::Disconnected`] with this reason.
     pub fn disconnected(reason: impl Into<Arc<str>>) -> Self {
-        RpcError::Disconnected { reason: reason.into() }
+        RpcError::Disconnected { reason: reason.into(), code: None }
+    }
+
+    /// A [`RpcError::Disconnected`] for a connection the peer closed with a goaway.
+    pub fn closed_by_peer(code: CloseCode, reason: impl Into<Arc<str>>) -> Self {
+        RpcError::Disconnected { reason: reason.into(), code: Some(code) }
+    }
+
+    /// The peer's reason for closing the connection, if this error is a [`RpcError::Disconnected`]
+    /// that came with one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            RpcError::Disconnected { code, .. } => *code,
+            _ => None,
+        }
     }
 
     /// True for errors that mean the connection is unusable from now on.

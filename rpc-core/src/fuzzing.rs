@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::client::{Client, ClientOptions};
 use crate::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
 use crate::server::Server;
-use crate::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+use crate::service::{decode_args, handler, stream_handler, unknown_method, Call, CallSetup, Service};
+use crate::stream::Stream;
 use crate::transport::{stream, Connection, ConnectionInfo};
 use crate::wire::codec::MAX_RESERVE_STEP;
 use crate::wire::{self, Frame, Hello, HelloReply, LengthDelimited, MethodSignature, RemoteError, PROTOCOL_VERSION};
@@ -30,10 +31,12 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 const BOUND: Duration = Duration::from_secs(20);
 
 /// The methods of the service every harness serves.
-pub static METHODS: [MethodDescriptor; 3] = [
+pub static METHODS: [MethodDescriptor; 5] = [
     MethodDescriptor { name: "add", id: method_id("add"), signature: "(i64, i64) -> i64" },
     MethodDescriptor { name: "echo", id: method_id("echo"), signature: "(Vec<u8>) -> Vec<u8>" },
     MethodDescriptor { name: "sleep", id: method_id("sleep"), signature: "(u64) -> u64" },
+    MethodDescriptor { name: "count", id: method_id("count"), signature: "(u32) -> Stream<u32>" },
+    MethodDescriptor { name: "sum", id: method_id("sum"), signature: "(Stream<u32>) -> u64" },
 ];
 /// The service every harness serves.
 pub static SERVICE: ServiceDescriptor = ServiceDescriptor { name: "Fuzz", methods: &METHODS };
@@ -47,10 +50,12 @@ impl Service for FuzzService {
         &SERVICE
     }
 
-    fn call(&self, method: u32, args: &[u8]) -> Result<HandlerFuture, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup) -> Result<Call, RemoteError> {
         const ADD: u32 = method_id("add");
         const ECHO: u32 = method_id("echo");
         const SLEEP: u32 = method_id("sleep");
+        const COUNT: u32 = method_id("count");
+        const SUM: u32 = method_id("sum");
         Ok(match method {
             ADD => {
                 let (a, b): (i64, i64) = decode_args(args)?;
@@ -67,6 +72,21 @@ impl Service for FuzzService {
                     ms
                 })
             }
+            COUNT => {
+                let (n,): (u32,) = decode_args(args)?;
+                stream_handler(async move { Stream::from_iter(0..n.min(10_000)) })
+            }
+            SUM => {
+                let (): () = decode_args(args)?;
+                let mut items = setup.incoming::<u32>();
+                handler(async move {
+                    let mut sum = 0u64;
+                    while let Some(item) = items.next().await {
+                        sum += u64::from(item);
+                    }
+                    sum
+                })
+            }
             other => return Err(unknown_method(other)),
         })
     }
@@ -80,6 +100,7 @@ pub fn valid_hello() -> Hello {
             .iter()
             .map(|m| MethodSignature { name: m.name.to_owned(), signature: m.signature.to_owned() })
             .collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
     }
 }
 
@@ -134,6 +155,21 @@ fn check_frame(frame: &[u8]) {
         Frame::ResponseOk { id, .. } | Frame::ResponseErr { id, .. } => assert_eq!(routed, Some(*id)),
         _ => assert_eq!(routed, None),
     }
+    // The client's reader routes by header alone; it must agree with the full decode.
+    let route = wire::route(frame);
+    match &decoded {
+        Frame::ResponseOk { id, .. } => assert_eq!(route, Some((*id, wire::Route::Response))),
+        Frame::StreamItems { id, items } => {
+            assert_eq!(route, Some((*id, wire::Route::StreamItems)));
+            let walked: usize = wire::items(items).map(|item| item.len() + wire::ITEM_PREFIX_LEN).sum();
+            assert_eq!(walked, items.len(), "the items do not tile the frame");
+        }
+        Frame::StreamEnd { id } => assert_eq!(route, Some((*id, wire::Route::StreamEnd))),
+        Frame::StreamStop { id } => assert_eq!(route, Some((*id, wire::Route::StreamStop))),
+        Frame::Credit { id, bytes } => assert_eq!(route, Some((*id, wire::Route::Credit(*bytes)))),
+        Frame::ResponseErr { id, .. } => assert_eq!(route.map(|(id, _)| id), Some(*id)),
+        _ => assert_eq!(route, None),
+    }
     let again = match &decoded {
         Frame::Hello { version: PROTOCOL_VERSION, hello: Some(hello) } => wire::encode_hello(hello),
         Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(reply) } => wire::encode_hello_reply(reply),
@@ -142,7 +178,10 @@ fn check_frame(frame: &[u8]) {
             assert_eq!(wire::encode_cancel(*id), frame);
             return;
         }
-        Frame::Goaway { reason } => wire::encode_goaway(reason),
+        Frame::Goaway { code, reason } => wire::encode_goaway(*code, reason),
+        Frame::StreamEnd { id } => wire::encode_stream_end(*id),
+        Frame::StreamStop { id } => wire::encode_stream_stop(*id),
+        Frame::Credit { id, bytes } => wire::encode_credit(*id, *bytes),
         _ => return,
     };
     assert_eq!(wire::decode(&again).as_ref(), Ok(&decoded), "re-encoding changed the frame");
@@ -194,7 +233,7 @@ fn check_reply(hello: &Hello, reply: &HelloReply) {
         .filter(|m| SERVICE.method_by_name(&m.name).is_none_or(|ours| ours.signature != m.signature))
         .count();
     match reply {
-        HelloReply::Accepted => assert_eq!(differing, 0, "accepted a hello with differing methods"),
+        HelloReply::Accepted { .. } => assert_eq!(differing, 0, "accepted a hello with differing methods"),
         HelloReply::InterfaceMismatch { differences } => {
             assert!(differing > 0, "refused a hello whose methods all match");
             // One line per difference, at most 32 of them and a count of the rest.
@@ -219,7 +258,7 @@ async fn client_handshake_with_reply(reply: &[u8]) {
     let (result, _peer) = tokio::join!(client, peer);
     let accepted = matches!(
         wire::decode(reply),
-        Ok(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) })
+        Ok(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted { .. }) })
     );
     assert_eq!(result.is_ok(), accepted, "client handshake with reply {reply:?}: {result:?}");
 }
@@ -251,11 +290,20 @@ fn check_server_output(output: &[Bytes], hello_first: bool) {
         let frame = wire::decode(frame).unwrap_or_else(|e| panic!("the server sent a bad frame: {e}"));
         match frame {
             Frame::HelloReply { .. } if i == 0 => {
-                accepted = frame == Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) };
+                accepted = matches!(
+                    frame,
+                    Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted { .. }) }
+                );
                 assert!(!hello_first || accepted, "a valid hello was not accepted: {frame:?}");
             }
             Frame::Goaway { .. } => assert_eq!(i, output.len() - 1, "frames after a goaway"),
-            Frame::ResponseOk { .. } | Frame::ResponseErr { .. } if accepted => {}
+            Frame::ResponseOk { .. }
+            | Frame::ResponseErr { .. }
+            | Frame::StreamItems { .. }
+            | Frame::StreamEnd { .. }
+            | Frame::StreamStop { .. }
+            | Frame::Credit { .. }
+                if accepted => {}
             other => panic!("the server sent {other:?} as frame {i}"),
         }
     }

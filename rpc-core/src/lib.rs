@@ -18,10 +18,12 @@ pub mod fuzzing;
 mod outbound;
 pub mod server;
 pub mod service;
+pub mod stream;
 pub mod transport;
 pub mod wire;
 
-pub use client::{CallOptions, Client, ClientOptions};
+pub use client::{CallOptions, Client, ClientOptions, Streaming};
 pub use context::CallContext;
 pub use error::{CallError, RpcError};
 pub use server::{Server, ServerOptions};
+pub use stream::{Stream, StreamSender};

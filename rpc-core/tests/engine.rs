@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
-use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+use rpc_core::service::{decode_args, handler, unknown_method, Call, CallSetup, Service};
 use rpc_core::transport::Connection;
 use rpc_core::wire::RemoteError;
 use rpc_core::{CallError, CallOptions, Client, ClientOptions, RpcError, Server};
@@ -41,7 +41,7 @@ impl Service for Calc {
         &CALC
     }
 
-    fn call(&self, method: u32, args: &[u8]) -> Result<HandlerFuture, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup) -> Result<Call, RemoteError> {
         const ADD: u32 = method_id("add");
         const DIV: u32 = method_id("div");
         const SLEEP: u32 = method_id("sleep");
@@ -273,7 +273,7 @@ async fn raw_hello(conn: &mut Connection) {
     use rpc_core::wire;
     let methods =
         METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
-    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods });
+    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods, stream_window: wire::DEFAULT_STREAM_WINDOW });
     rpc_core::transport::send(&mut *conn.sender, hello.into()).await.unwrap();
     rpc_core::transport::recv(&mut *conn.receiver).await.unwrap().unwrap();
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
-use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+use rpc_core::service::{decode_args, handler, unknown_method, Call, CallSetup, Service};
 use rpc_core::transport::{stream, Connection, ConnectionInfo, FrameSender};
 use rpc_core::wire::{self, RemoteError, RequestHeader};
 use rpc_core::{CallOptions, Client, ClientOptions, Server, ServerOptions};
@@ -27,7 +27,7 @@ impl Service for Slow {
     fn descriptor(&self) -> &'static ServiceDescriptor {
         &SVC
     }
-    fn call(&self, method: u32, args: &[u8]) -> Result<HandlerFuture, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup) -> Result<Call, RemoteError> {
         const SLOW: u32 = method_id("slow");
         const ADD: u32 = method_id("add");
         Ok(match method {
@@ -78,7 +78,7 @@ impl FrameSender for DropFlag {
 fn hello() -> Vec<u8> {
     let methods =
         METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
-    wire::encode_hello(&wire::Hello { service: "Slow".into(), methods })
+    wire::encode_hello(&wire::Hello { service: "Slow".into(), methods, stream_window: wire::DEFAULT_STREAM_WINDOW })
 }
 
 /// D1: a call whose handler waited (moved to its own task) forgets its `running` entry before
@@ -144,9 +144,9 @@ async fn a_call_blocked_in_enqueue_fails_when_the_connection_is_closed() {
     // the connection open (a real server closes within its 5 s linger).
     let fake = tokio::spawn(async move {
         recv(&mut *server_side.receiver).await.unwrap().unwrap();
-        send(&mut *server_side.sender, wire::encode_hello_reply(&wire::HelloReply::Accepted).into()).await.unwrap();
+        send(&mut *server_side.sender, wire::encode_hello_reply(&wire::HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW }).into()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        send(&mut *server_side.sender, wire::encode_goaway("going away").into()).await.unwrap();
+        send(&mut *server_side.sender, wire::encode_goaway(wire::CloseCode::Normal, "going away").into()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         drop(server_side);
     });

@@ -58,7 +58,25 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
         }),
         2 => (0u64..8).prop_map(wire::encode_cancel),
         1 => Just(wire::encode_hello(&valid_hello())),
-        1 => ".{0,12}".prop_map(|reason| wire::encode_goaway(&reason)),
+        1 => (any::<u16>(), ".{0,12}").prop_map(|(code, reason)| wire::encode_goaway(wire::CloseCode::from_u16(code), &reason)),
+        2 => (any::<u64>(), 0u32..50).prop_map(|(id, n)| {
+            wire::encode_request(RequestHeader { id: id % 8, method: method_id("count"), timeout_us: None }, &(n,))
+                .unwrap()
+        }),
+        2 => any::<u64>().prop_map(|id| {
+            wire::encode_request(RequestHeader { id: id % 8, method: method_id("sum"), timeout_us: None }, &())
+                .unwrap()
+        }),
+        2 => (0u64..8, proptest::collection::vec(any::<u32>(), 1..20)).prop_map(|(id, items)| {
+            let mut frame = wire::ItemsWriter::new(id);
+            for item in items {
+                frame.push(&item).unwrap();
+            }
+            frame.finish()
+        }),
+        1 => (0u64..8).prop_map(wire::encode_stream_end),
+        1 => (0u64..8, any::<u32>()).prop_map(|(id, bytes)| wire::encode_credit(id, bytes)),
+        1 => (0u64..8).prop_map(wire::encode_stream_stop),
         1 => any::<u64>().prop_map(ok_response),
         1 => (any::<u64>(), ".{0,8}").prop_map(|(id, text)| wire::encode_response_err(id, &RemoteError::Decode(text))),
         1 => proptest::collection::vec(any::<u8>(), 0..16),
@@ -92,6 +110,7 @@ fn hello_frame() -> impl Strategy<Value = Vec<u8>> {
         |(service, methods)| Hello {
             service,
             methods: methods.into_iter().map(|(name, signature)| MethodSignature { name, signature }).collect(),
+            stream_window: wire::DEFAULT_STREAM_WINDOW,
         },
     );
     (hello, any::<u16>(), 0usize..4).prop_map(|(hello, version, tweak)| {
@@ -159,17 +178,33 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap());
     let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap());
     let cancel = wire::encode_cancel(3);
-    let goaway = wire::encode_goaway("bye");
+    let goaway = wire::encode_goaway(wire::CloseCode::Normal, "bye");
+    let count = request(6, method_id("count"), &|h| wire::encode_request(h, &(5u32,)).unwrap());
+    let sum = request(7, method_id("sum"), &|h| wire::encode_request(h, &()).unwrap());
+    let items = {
+        let mut frame = wire::ItemsWriter::new(7);
+        for item in [1u32, 2, 3] {
+            frame.push(&item).unwrap();
+        }
+        frame.finish()
+    };
+    let end = wire::encode_stream_end(7);
+    let credit = wire::encode_credit(6, 4096);
     let ok = ok_response(1);
     let err = wire::encode_response_err(1, &RemoteError::UnknownMethod { id: 9 });
-    let accepted = wire::encode_hello_reply(&HelloReply::Accepted);
+    let accepted = wire::encode_hello_reply(&HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW });
     let mismatch = wire::encode_hello_reply(&HelloReply::InterfaceMismatch { differences: vec!["x".into()] });
     let mut old_version = hello.clone();
     old_version[1..3].copy_from_slice(&0u16.to_le_bytes());
-    let other_service = wire::encode_hello(&Hello { service: "Other".into(), methods: vec![] });
+    let other_service = wire::encode_hello(&Hello {
+        service: "Other".into(),
+        methods: vec![],
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
+    });
     let mismatched = wire::encode_hello(&Hello {
         service: "Fuzz".into(),
         methods: vec![MethodSignature { name: "add".into(), signature: "(i32, i32) -> i32".into() }],
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
     });
     let framed = |frames: &[&[u8]]| frames.iter().flat_map(|f| length_prefixed(f)).collect::<Vec<u8>>();
     let with_flags = |flags: u8, bytes: Vec<u8>| [vec![flags], bytes].concat();
@@ -189,6 +224,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("hello-reply-accepted", &accepted),
         ("hello-reply-mismatch", &mismatch),
         ("hello-version-0", &old_version),
+        ("stream-items", &items),
+        ("stream-end", &end),
+        ("credit", &credit),
     ] {
         seeds.push(("frame_decoder", name, frame.clone()));
     }
@@ -221,6 +259,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("server_input", "truncated-frame", with_flags(1, framed(&[&add])[..12].to_vec())));
     seeds.push(("server_input", "no-hello", with_flags(0, framed(&[&add]))));
     seeds.push(("server_input", "reused-call-id", with_flags(1, framed(&[&sleep, &sleep, &add]))));
+    seeds.push(("server_input", "server-stream", with_flags(1, framed(&[&count, &credit, &add]))));
+    seeds.push(("server_input", "client-stream", with_flags(1, framed(&[&sum, &items, &items, &end, &add]))));
+    seeds.push(("server_input", "items-after-end", with_flags(1, framed(&[&sum, &items, &end, &items]))));
+    seeds.push(("server_input", "items-for-no-stream", with_flags(1, framed(&[&items, &end, &add]))));
     seeds
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -25,9 +25,15 @@ use crate::client::frame_name;
 use crate::context::CallContext;
 use crate::error::RpcError;
 use crate::outbound::SharedSender;
-use crate::service::Service;
+use crate::service::{Call, CallSetup, Service};
+use crate::stream::flow::SendWindow;
+use crate::stream::inbox::Inbox;
+use crate::stream::pump::{Pump, PumpError};
 use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
-use crate::wire::{self, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, PROTOCOL_VERSION};
+use crate::wire::{
+    self, CloseCode, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, MIN_STREAM_WINDOW,
+    PROTOCOL_VERSION,
+};
 
 type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
 
@@ -39,19 +45,33 @@ enum End {
     Shutdown,
     /// The client broke the protocol, stalled, or the transport failed; the reason goes to the
     /// client.
-    Fault(String),
+    Fault(CloseCode, String),
     /// The client stopped reading its answers: nothing more can reach it, so the connection is
     /// dropped at once (the reason goes out only if there happens to be room for it).
     Stalled(String),
 }
 
+impl End {
+    fn violation(reason: impl Into<String>) -> End {
+        End::Fault(CloseCode::ProtocolViolation, reason.into())
+    }
+}
+
 struct Conn {
     service: Arc<dyn Service>,
-    out: SharedSender,
+    out: Arc<SharedSender>,
     /// Facts about the connection, shared with every call's [`CallContext`].
     info: Arc<ConnectionInfo>,
-    /// Calls that run in tasks of their own, so a cancel can stop them.
-    running: Mutex<HashMap<u64, AbortHandle>>,
+    /// Calls that run in tasks of their own (so a cancel can stop them), and streaming calls
+    /// (so their frames find them) from the moment they start.
+    running: Mutex<HashMap<u64, Running>>,
+    /// The credit this server grants each stream a client sends.
+    stream_window: u32,
+    /// The credit the client grants each stream this server sends.
+    peer_window: u32,
+    /// Streaming calls running: while there are any, the read loop reads on at the in-flight
+    /// limit, since their credit and items come in on the connection.
+    streams: AtomicUsize,
     /// The task running the read loop: a call polled there is running inline.
     task: Option<tokio::task::Id>,
     /// Sequence number of the last answer queued by an inline call and not yet flushed (0: none).
@@ -60,8 +80,9 @@ struct Conn {
 
 pub(super) async fn serve(services: Services, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
     let Connection { sender, mut receiver, info } = conn;
-    let out = SharedSender::new(sender);
-    let Some(service) = handshake(&services, &options, &info, &out, &mut *receiver, &shutdown).await else {
+    let out = Arc::new(SharedSender::new(sender));
+    let Some((service, peer_window)) = handshake(&services, &options, &info, &out, &mut *receiver, &shutdown).await
+    else {
         // Bounded like every other farewell: the peer may not be reading.
         let _ = tokio::time::timeout(LINGER, out.close()).await;
         return;
@@ -71,6 +92,9 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         out,
         info: Arc::new(info),
         running: Mutex::new(HashMap::new()),
+        stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+        peer_window,
+        streams: AtomicUsize::new(0),
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
     });
@@ -93,23 +117,23 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
             if tokio::time::timeout(options.shutdown_grace, all).await.is_err() {
                 conn.abort_all(true);
             }
-            Some("server shutting down".to_owned())
+            Some((CloseCode::ShuttingDown, "server shutting down".to_owned()))
         }
-        End::Fault(reason) => {
+        End::Fault(code, reason) => {
             conn.abort_all(false);
-            Some(reason)
+            Some((code, reason))
         }
         End::Stalled(reason) => {
             conn.abort_all(false);
-            conn.out.try_enqueue_now(Bytes::from(wire::encode_goaway(&reason)));
+            conn.out.try_enqueue_now(Bytes::from(wire::encode_goaway(CloseCode::SendTimeout, &reason)));
             conn.out.shut();
             return;
         }
     };
     // A client that stopped reading must not keep this task (and its buffers) forever.
     let farewell = async {
-        if let Some(reason) = goaway {
-            let _ = conn.out.send(Bytes::from(wire::encode_goaway(&reason))).await;
+        if let Some((code, reason)) = goaway {
+            let _ = conn.out.send(Bytes::from(wire::encode_goaway(code, &reason))).await;
         }
         let _ = conn.out.close().await;
     };
@@ -130,20 +154,24 @@ async fn handshake(
     out: &SharedSender,
     receiver: &mut dyn FrameReceiver,
     shutdown: &CancellationToken,
-) -> Option<Arc<dyn Service>> {
+) -> Option<(Arc<dyn Service>, u32)> {
     let frame = tokio::select! {
         () = shutdown.cancelled() => return None,
         read = tokio::time::timeout(options.handshake_timeout, transport::recv(receiver)) => match read {
             Ok(Ok(Some(frame))) => frame,
             Err(_) => {
-                goaway(out, "no hello within the handshake timeout").await;
+                goaway(out, CloseCode::HandshakeTimeout, "no hello within the handshake timeout").await;
                 return None;
             }
             Ok(Ok(None)) => return None,
             // Too large, or cut off mid-frame: say so if the client still listens.
             Ok(Err(e)) => {
-                let reason = format!("expected a hello: {}", RpcError::from(e));
-                goaway(out, &reason).await;
+                let e = RpcError::from(e);
+                let code = match e {
+                    RpcError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
+                    _ => CloseCode::ProtocolViolation,
+                };
+                goaway(out, code, &format!("expected a hello: {e}")).await;
                 return None;
             }
         },
@@ -151,19 +179,31 @@ async fn handshake(
     // Refused only now, after reading the client's hello: a client whose hello is still being
     // written when we close would see a broken pipe instead of our reason.
     if let Err(reason) = admit(options, info) {
-        goaway(out, &reason).await;
+        goaway(out, CloseCode::Refused, &reason).await;
         return None;
     }
+    let window = options.stream_window.max(MIN_STREAM_WINDOW);
     let (reply, service) = match wire::decode(&frame) {
-        Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => answer_hello(services, &hello),
+        Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => {
+            if hello.stream_window < MIN_STREAM_WINDOW {
+                let reason = format!(
+                    "the hello's stream window of {} bytes is below the minimum of {MIN_STREAM_WINDOW}",
+                    hello.stream_window
+                );
+                goaway(out, CloseCode::ProtocolViolation, &reason).await;
+                return None;
+            }
+            let (reply, service) = answer_hello(services, &hello, window);
+            (reply, service.map(|s| (s, hello.stream_window)))
+        }
         Ok(Frame::Hello { .. }) => (HelloReply::VersionMismatch, None),
         Ok(other) => {
             let reason = format!("expected a hello, got {}", frame_name(&other));
-            goaway(out, &reason).await;
+            goaway(out, CloseCode::ProtocolViolation, &reason).await;
             return None;
         }
         Err(e) => {
-            goaway(out, &format!("expected a hello: {e}")).await;
+            goaway(out, CloseCode::ProtocolViolation, &format!("expected a hello: {e}")).await;
             return None;
         }
     };
@@ -173,8 +213,8 @@ async fn handshake(
 }
 
 /// Tells the client why its connection closes, if it reads within [`LINGER`].
-async fn goaway(out: &SharedSender, reason: &str) {
-    let _ = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_goaway(reason)))).await;
+async fn goaway(out: &SharedSender, code: CloseCode, reason: &str) {
+    let _ = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_goaway(code, reason)))).await;
 }
 
 /// Applies [`ServerOptions::same_uid_only`]: `Err` with the reason the client is told.
@@ -210,7 +250,7 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<dyn Service>>) {
+fn answer_hello(services: &Services, hello: &Hello, stream_window: u32) -> (HelloReply, Option<Arc<dyn Service>>) {
     let Some(service) = services.get(hello.service.as_str()) else {
         let mut available: Vec<String> = services.keys().map(|s| (*s).to_owned()).collect();
         available.sort();
@@ -245,7 +285,7 @@ fn answer_hello(services: &Services, hello: &Hello) -> (HelloReply, Option<Arc<d
         differences.push(format!("and {unlisted} more"));
     }
     if differences.is_empty() {
-        (HelloReply::Accepted, Some(Arc::clone(service)))
+        (HelloReply::Accepted { stream_window }, Some(Arc::clone(service)))
     } else {
         (HelloReply::InterfaceMismatch { differences }, None)
     }
@@ -263,13 +303,16 @@ async fn read_loop(
     let timer = tokio::time::sleep_until(watch.next_check);
     tokio::pin!(timer);
     loop {
-        // Take the permit before reading, so a client at its limit is simply not read from.
+        // Take the permit before reading, so a client at its limit is simply not read from;
+        // except while streams run, whose items and credit come in on this connection (a
+        // request read then is refused, see below).
         let permit = match Arc::clone(permits).try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => Some(permit),
+            Err(_) if conn.streams.load(Ordering::Relaxed) > 0 => None,
             Err(_) => tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
-                permit = Arc::clone(permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+                permit = Arc::clone(permits).acquire_owned() => Some(permit.expect("the semaphore is never closed")),
                 () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
                 // Every call is running or waiting to be answered: only the send timeout applies.
                 () = &mut timer => {
@@ -297,12 +340,20 @@ async fn read_loop(
             read = recv => match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return End::PeerClosed,
-                Err(e) => return End::Fault(RpcError::from(e).to_string()),
+                Err(e) => {
+                    let e = RpcError::from(e);
+                    let code = match e {
+                        RpcError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
+                        RpcError::Io(_) => CloseCode::TransportError,
+                        _ => CloseCode::ProtocolViolation,
+                    };
+                    return End::Fault(code, e.to_string());
+                }
             },
             // Polled after `recv` found nothing whole to read, so what the receiver holds now is
             // the beginning of a frame. (`- 1`: the permit taken for the next request.)
             () = &mut timer => {
-                let running = watch.max_in_flight - permits.available_permits() - 1;
+                let running = watch.max_in_flight - permits.available_permits() - usize::from(permit.is_some());
                 conn.out.nudge();
                 if let Some(end) = watch.check(running, receiver.partial_frame_len(), conn.out.progress()) {
                     return end;
@@ -319,22 +370,68 @@ async fn read_loop(
             // (A call leaves `running` before its answer goes out, so a client that reuses an id
             // once it has the answer never trips this.)
             Ok(Frame::Request { header, .. }) if conn.lock_running().contains_key(&header.id) => {
-                return End::Fault(format!("the client reused call id {} while that call was running", header.id))
+                return End::violation(format!("the client reused call id {} while that call was running", header.id))
             }
-            Ok(Frame::Request { header, args }) => conn.start_call(header, args, permit).await,
+            Ok(Frame::Request { header, args }) => {
+                match permit.or_else(|| Arc::clone(permits).try_acquire_owned().ok()) {
+                    Some(permit) => conn.start_call(header, args, permit).await,
+                    // At the limit while streams run: reading on is what keeps those streams
+                    // going, so a new call is refused instead of waiting for a permit.
+                    None => {
+                        let refusal = wire::encode_response_err(header.id, &RemoteError::Overloaded);
+                        let mut refusal = Some(Bytes::from(refusal));
+                        if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut refusal)).await {
+                            conn.unflushed.fetch_max(seq, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
             Ok(Frame::Cancel { id }) => {
-                if let Some(handle) = conn.lock_running().remove(&id) {
+                if let Some(handle) = conn.lock_running().remove(&id).and_then(|r| r.task) {
                     handle.abort();
                 }
             }
-            Ok(Frame::Goaway { .. }) => return End::PeerClosed,
-            Ok(Frame::Hello { .. }) => return End::Fault("the client sent a second hello".to_owned()),
-            Ok(other) => {
-                return End::Fault(format!("the client sent {}, which only a server sends", frame_name(&other)))
+            Ok(Frame::StreamItems { id, .. }) => {
+                // A call that has finished may still get the items the client sent before it
+                // heard: they are dropped.
+                if let Some(inbox) = conn.inbox(id) {
+                    if let Err(violation) = inbox.push(frame.clone()) {
+                        return End::violation(violation);
+                    }
+                }
             }
-            Err(e) => return End::Fault(format!("bad frame from a client: {e}")),
+            Ok(Frame::StreamEnd { id }) => {
+                if let Some(inbox) = conn.inbox(id) {
+                    if let Err(violation) = inbox.end() {
+                        return End::violation(violation);
+                    }
+                }
+            }
+            Ok(Frame::Credit { id, bytes }) => {
+                let window = conn.lock_running().get(&id).and_then(|r| r.window.clone());
+                if let Some(window) = window {
+                    if let Err(violation) = window.grant(bytes) {
+                        return End::violation(violation);
+                    }
+                }
+            }
+            Ok(Frame::Goaway { .. }) => return End::PeerClosed,
+            Ok(Frame::Hello { .. }) => return End::violation("the client sent a second hello"),
+            Ok(other) => return End::violation(format!("the client sent {}, which only a server sends", frame_name(&other))),
+            Err(e) => return End::violation(format!("bad frame from a client: {e}")),
         }
     }
+}
+
+/// A call the connection keeps track of while it runs.
+#[derive(Default)]
+struct Running {
+    /// The call's own task, once it has one (a call that finishes inline never does).
+    task: Option<AbortHandle>,
+    /// The client's stream, for a method that takes one.
+    inbox: Option<Arc<Inbox>>,
+    /// Credit for the stream this server sends, for a method that returns one.
+    window: Option<Arc<SendWindow>>,
 }
 
 /// Watches a connection for stalls: a partial frame that stops growing or (with an idle timeout)
@@ -416,13 +513,16 @@ impl Watch {
         self.frames_at_check = self.frames;
         let quiet = now.saturating_duration_since(self.quiet_since);
         if partial_len > 0 && now.saturating_duration_since(self.frame_since) >= self.frame_timeout {
-            return Some(End::Fault(format!(
+            return Some(End::Fault(CloseCode::FrameTimeout, format!(
                 "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
                 self.frame_timeout.as_millis()
             )));
         }
         if let Some(idle) = self.idle_timeout.filter(|idle| partial_len == 0 && quiet >= *idle) {
-            return Some(End::Fault(format!("idle for {} ms (the idle timeout)", idle.as_millis())));
+            return Some(End::Fault(
+                CloseCode::IdleTimeout,
+                format!("idle for {} ms (the idle timeout)", idle.as_millis()),
+            ));
         }
         self.next_check = self.plan(now, unsent);
         None
@@ -459,15 +559,26 @@ impl Conn {
         Poll::Pending
     }
 
-    fn lock_running(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    fn lock_running(&self) -> MutexGuard<'_, HashMap<u64, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes the entry for `id` if it belongs to the current task (a reused id may already
-    /// name another call's task).
+    /// The client's stream of call `id`, if that call is running and takes one.
+    fn inbox(&self, id: u64) -> Option<Arc<Inbox>> {
+        self.lock_running().get(&id).and_then(|r| r.inbox.clone())
+    }
+
+    /// Removes the entry for `id` if it belongs to the current call: the one whose task is the
+    /// current task, or one without a task while polled inline. (A reused id may already name
+    /// another call's entry.)
     fn forget(&self, id: u64) {
         let mut running = self.lock_running();
-        if running.get(&id).is_some_and(|h| Some(h.id()) == tokio::task::try_id()) {
+        let current = tokio::task::try_id();
+        let ours = running.get(&id).is_some_and(|r| match &r.task {
+            Some(task) => Some(task.id()) == current,
+            None => current == self.task,
+        });
+        if ours {
             running.remove(&id);
         }
     }
@@ -475,34 +586,61 @@ impl Conn {
     /// Starts one call: polls it once here and moves it to its own task only if it must wait.
     async fn start_call(self: &Arc<Self>, header: RequestHeader, args: &[u8], permit: OwnedSemaphorePermit) {
         let id = header.id;
+        let mut setup = CallSetup::new(id, self.stream_window, Arc::clone(&self.out));
         // Decoding runs user `Deserialize` impls, which may panic.
-        let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args)))
+        let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args, &mut setup)))
             .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
+        let inbox = setup.take_inbox();
         let timeout = header.timeout_us.map(Duration::from_micros);
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         let context = CallContext::new(Arc::clone(&self.info), id, header.method, deadline);
         let conn = Arc::clone(self);
+        let window = matches!(dispatch, Ok(Call::Streaming(_))).then(|| Arc::new(SendWindow::new(self.peer_window)));
+        // Streaming calls are known to the read loop before anything else is read, so that their
+        // frames find them, and they count as streams until their future ends (or is dropped).
+        let streams = if inbox.is_some() || window.is_some() {
+            self.lock_running()
+                .insert(id, Running { task: None, inbox: inbox.clone(), window: window.clone() });
+            self.streams.fetch_add(1, Ordering::Relaxed);
+            Some(StreamCount(Arc::clone(self)))
+        } else {
+            None
+        };
         let mut call = Box::pin(async move {
-            let result = match dispatch {
+            let _streams = streams;
+            let outcome = match dispatch {
                 // The context is current whenever the handler is polled: here inline, and in the
                 // task the call may move to.
-                Ok(handler) => run_handler(context.scope(handler), timeout).await,
+                Ok(Call::Unary(handler)) => {
+                    let result = guarded(context.scope(handler), timeout).await;
+                    match inbox.as_ref().and_then(|inbox| inbox.failure()) {
+                        Some(failure) => Err(RemoteError::Decode(failure)),
+                        None => result.map(Some),
+                    }
+                }
+                Ok(Call::Streaming(handler)) => {
+                    let window = window.expect("made for every streaming call");
+                    let stream = conn.send_stream(id, handler, window);
+                    guarded(context.scope(stream), timeout).await.map(|()| None)
+                }
                 Err(e) => Err(e),
             };
-            let frame = conn.response_frame(id, result);
             // Forget the call before answering: once the answer is out, the client may reuse
             // the id. Again after: if the send had to wait, this future was moved to a task and
             // registered only then.
             conn.forget(id);
-            // A failed send means the connection is dead; the read loop sees that too.
-            let mut frame = Some(Bytes::from(frame));
-            if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
-                if tokio::task::try_id() == conn.task {
-                    // Polled inline by the read loop, which flushes before it waits for input:
-                    // answers to a burst of requests leave in one write.
-                    conn.unflushed.fetch_max(seq, Ordering::Relaxed);
-                } else {
-                    let _ = std::future::poll_fn(|cx| conn.out.poll_flushed(cx, seq)).await;
+            // A streamed answer has gone out already, ending with its stream end frame.
+            if let Some(frame) = outcome.transpose().map(|result| conn.response_frame(id, result)) {
+                // A failed send means the connection is dead; the read loop sees that too.
+                let mut frame = Some(Bytes::from(frame));
+                if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
+                    if tokio::task::try_id() == conn.task {
+                        // Polled inline by the read loop, which flushes before it waits for
+                        // input: answers to a burst of requests leave in one write.
+                        conn.unflushed.fetch_max(seq, Ordering::Relaxed);
+                    } else {
+                        let _ = std::future::poll_fn(|cx| conn.out.poll_flushed(cx, seq)).await;
+                    }
                 }
             }
             conn.forget(id);
@@ -511,11 +649,37 @@ impl Conn {
         if std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_ready() {
             return;
         }
-        // Insert under the lock the task's own `remove` takes: `spawn` never polls inline, so
+        // Insert under the lock the task's own `forget` takes: `spawn` never polls inline, so
         // the task cannot remove its entry before it exists.
         let mut running = self.lock_running();
         let handle = tokio::spawn(call).abort_handle();
-        running.insert(id, handle);
+        running.entry(id).or_default().task = Some(handle);
+    }
+
+    /// The answer of a method that returns a stream: the handler's head (an empty response),
+    /// then the stream's items and its end. `Err` ends the stream with that failure instead.
+    async fn send_stream(
+        &self,
+        id: u64,
+        handler: crate::service::StreamHandlerFuture,
+        window: Arc<SendWindow>,
+    ) -> Result<(), RemoteError> {
+        let source = handler.await?;
+        let head = ResponsePayload::encode(&()).expect("() always encodes").into_frame(id);
+        let mut head = Some(Bytes::from(head));
+        std::future::poll_fn(|cx| self.out.poll_enqueue(cx, &mut head))
+            .await
+            .map_err(|_| RemoteError::Cancelled)?;
+        let mut pump = Pump::new(id, source, self.info.max_frame_len);
+        match std::future::poll_fn(|cx| pump.poll(cx, &self.out, &window)).await {
+            Ok(_) => Ok(()),
+            Err(PumpError::Encode(e)) => Err(RemoteError::Encode(format!("stream item: {e}"))),
+            Err(PumpError::TooLarge { size, max }) => {
+                Err(RemoteError::ResponseTooLarge { size: size as u64, max: max as u64 })
+            }
+            // The connection is gone; nobody hears the answer.
+            Err(PumpError::Send(_)) => Err(RemoteError::Cancelled),
+        }
     }
 
     fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Vec<u8> {
@@ -535,7 +699,8 @@ impl Conn {
     /// Stops every call still running; with `notify`, queues a `Cancelled` answer for each
     /// (without waiting: the goaway that follows flushes them, within the linger time).
     fn abort_all(&self, notify: bool) {
-        let running: Vec<(u64, AbortHandle)> = self.lock_running().drain().collect();
+        let running: Vec<(u64, AbortHandle)> =
+            self.lock_running().drain().filter_map(|(id, r)| Some((id, r.task?))).collect();
         for (id, handle) in running {
             handle.abort();
             if notify {
@@ -549,17 +714,29 @@ struct AbortOnDrop(Arc<Conn>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        for (_, handle) in self.0.lock_running().drain() {
-            handle.abort();
+        for (_, running) in self.0.lock_running().drain() {
+            if let Some(handle) = running.task {
+                handle.abort();
+            }
         }
         self.0.out.shut();
     }
 }
 
-async fn run_handler(
-    handler: impl Future<Output = Result<ResponsePayload, RemoteError>>,
+/// Keeps [`Conn::streams`] counting a streaming call for as long as its future lives.
+struct StreamCount(Arc<Conn>);
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a call's future with its deadline, turning a panic into [`RemoteError::Panic`].
+async fn guarded<T>(
+    handler: impl Future<Output = Result<T, RemoteError>>,
     timeout: Option<Duration>,
-) -> Result<ResponsePayload, RemoteError> {
+) -> Result<T, RemoteError> {
     let guarded = AssertUnwindSafe(handler).catch_unwind();
     let outcome = match timeout {
         None => guarded.await,

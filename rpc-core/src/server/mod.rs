@@ -59,6 +59,11 @@ pub struct ServerOptions {
     /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
     /// naming both users) and closed. Default `false`.
     pub same_uid_only: bool,
+    /// The credit, in bytes of encoded items, the server grants each stream a client sends it
+    /// (a method's `Stream<T>` argument): how much of it may wait here for the handler to read.
+    /// A client that has sent this much waits until the handler takes some. Default 256 KiB;
+    /// at least 4 KiB.
+    pub stream_window: u32,
 }
 
 impl Default for ServerOptions {
@@ -71,6 +76,7 @@ impl Default for ServerOptions {
             send_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             same_uid_only: false,
+            stream_window: crate::wire::DEFAULT_STREAM_WINDOW,
         }
     }
 }
@@ -109,6 +115,12 @@ impl ServerOptions {
     /// Sets [`shutdown_grace`](Self::shutdown_grace).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`stream_window`](Self::stream_window) (at least 4 KiB).
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.stream_window = bytes.max(crate::wire::MIN_STREAM_WINDOW);
         self
     }
 

@@ -18,8 +18,35 @@
 //! response ok  04 | call id u64 | postcard(return value)
 //! response err 05 | call id u64 | postcard(RemoteError)
 //! cancel       06 | call id u64
-//! goaway       07 | postcard(reason: String)       (the sender closes the connection next)
+//! goaway       07 | close code u16 | postcard(reason: String)   (the sender closes the connection next)
+//! stream items 08 | call id u64 | (item len u32 | postcard(item))+
+//! stream end   09 | call id u64
+//! credit       0a | call id u64 | bytes u32
+//! stream stop  0b | call id u64
 //! ```
+//!
+//! ## Streams (protocol version 2)
+//!
+//! A streaming call is a request like any other; what its method streams is known to both ends
+//! from the service (the signatures compared in the hello say so). Each direction of a call
+//! carries at most one stream:
+//!
+//! - The client's stream (an argument `Stream<T>`) follows its request: *stream items* frames,
+//!   then a *stream end*. The server answers with a response as for a unary call; it may answer
+//!   before the client's stream ended, and it sends *stream stop* when the handler drops the
+//!   stream unread, after which the client sends no more of it.
+//! - The server's stream (a return type `Stream<T>`) begins with a *response ok* whose payload
+//!   is empty (the handler returned its stream), then *stream items* frames, then a *stream
+//!   end*. A *response err* ends it with a failure at any point (deadline, panic, shutdown).
+//!
+//! A stream items frame batches one or more items, each prefixed by its length. Flow control is
+//! by credit, in bytes of stream items frames (whole frames, headers included): each end
+//! announces in the hello exchange the window it grants every stream it receives; a sender may
+//! send a stream items frame while it has credit left (so it exceeds its credit by at most one
+//! frame), and the receiver grants more with a *credit* frame as its consumer takes items. A
+//! stream items frame that arrives when the sender had no credit left, or a credit that would
+//! give the sender more than the receiver's window, is a protocol violation. A client that no
+//! longer wants a call's stream cancels the call (the *cancel* frame).
 
 pub mod codec;
 
@@ -28,7 +55,10 @@ use serde::{Deserialize, Serialize};
 pub use codec::{FrameTooLarge, LengthDelimited, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};
 
 /// The protocol version this build speaks. Bumped on any incompatible change of the layouts above.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added streams (their frames, the stream window in the hello exchange) and close
+/// codes in goaway frames.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 const KIND_HELLO: u8 = 0x01;
 const KIND_HELLO_REPLY: u8 = 0x02;
@@ -37,6 +67,10 @@ const KIND_RESPONSE_OK: u8 = 0x04;
 const KIND_RESPONSE_ERR: u8 = 0x05;
 const KIND_CANCEL: u8 = 0x06;
 const KIND_GOAWAY: u8 = 0x07;
+const KIND_STREAM_ITEMS: u8 = 0x08;
+const KIND_STREAM_END: u8 = 0x09;
+const KIND_CREDIT: u8 = 0x0a;
+const KIND_STREAM_STOP: u8 = 0x0b;
 
 /// Length of the fixed request header (kind, call id, method id, timeout).
 pub const REQUEST_HEADER_LEN: usize = 1 + 8 + 4 + 8;
@@ -44,6 +78,17 @@ pub const REQUEST_HEADER_LEN: usize = 1 + 8 + 4 + 8;
 pub const RESPONSE_HEADER_LEN: usize = 1 + 8;
 /// Length of a cancel frame.
 pub const CANCEL_LEN: usize = 1 + 8;
+/// Length of the fixed header of a stream items frame (kind, call id).
+pub const STREAM_ITEMS_HEADER_LEN: usize = 1 + 8;
+/// Bytes in front of every item in a stream items frame (its length).
+pub const ITEM_PREFIX_LEN: usize = 4;
+/// Length of a credit frame.
+pub const CREDIT_LEN: usize = 1 + 8 + 4;
+/// The stream window an end grants every stream it receives unless configured otherwise.
+pub const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024;
+/// The smallest stream window the hello exchange accepts: below this a stream would need a
+/// credit frame for every few items.
+pub const MIN_STREAM_WINDOW: u32 = 4096;
 
 /// The largest hello or hello reply [`decode`] accepts. Decoding a list expands it: an empty
 /// method name and signature take 2 bytes on the wire and 48 in memory, so a frame of the
@@ -58,6 +103,9 @@ pub struct Hello {
     pub service: String,
     /// Every method the client knows, with its signature.
     pub methods: Vec<MethodSignature>,
+    /// The credit, in bytes, the client grants each stream the server sends it
+    /// (at least [`MIN_STREAM_WINDOW`]).
+    pub stream_window: u32,
 }
 
 /// A method's name and signature, as compared during the hello exchange.
@@ -73,7 +121,11 @@ pub struct MethodSignature {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
     /// The connection is bound to the requested service; requests may follow.
-    Accepted,
+    Accepted {
+        /// The credit, in bytes, the server grants each stream a client sends it
+        /// (at least [`MIN_STREAM_WINDOW`]).
+        stream_window: u32,
+    },
     /// The server serves no service of that name.
     UnknownService {
         /// What it does serve.
@@ -115,6 +167,96 @@ pub enum RemoteError {
         /// Maximum frame length.
         max: u64,
     },
+}
+
+/// Why a connection is closed: the machine-readable half of a goaway (the other half is a text
+/// for people). Codes are stable numbers on the wire; a code this build does not know arrives as
+/// [`CloseCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// The sender is done with the connection; nothing went wrong.
+    Normal,
+    /// The peer broke the protocol (a malformed or unexpected frame, a reused call id, stream
+    /// items without credit, ...).
+    ProtocolViolation,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The connection was idle for longer than the idle timeout.
+    IdleTimeout,
+    /// The client did not complete the hello within the handshake timeout.
+    HandshakeTimeout,
+    /// The peer held part of a frame for longer than the frame timeout.
+    FrameTimeout,
+    /// The peer read none of its answers for longer than the send timeout.
+    SendTimeout,
+    /// The server refused the client (e.g. `same_uid_only`).
+    Refused,
+    /// The server is at a limit.
+    Overloaded,
+    /// A frame was larger than the connection allows.
+    FrameTooLarge,
+    /// The transport failed (an I/O error) while the sender could still say so.
+    TransportError,
+    /// A code this build does not know (sent by a newer peer).
+    Other(u16),
+}
+
+impl CloseCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            CloseCode::Normal => 0,
+            CloseCode::ProtocolViolation => 1,
+            CloseCode::ShuttingDown => 2,
+            CloseCode::IdleTimeout => 3,
+            CloseCode::HandshakeTimeout => 4,
+            CloseCode::FrameTimeout => 5,
+            CloseCode::SendTimeout => 6,
+            CloseCode::Refused => 7,
+            CloseCode::Overloaded => 8,
+            CloseCode::FrameTooLarge => 9,
+            CloseCode::TransportError => 10,
+            CloseCode::Other(code) => code,
+        }
+    }
+
+    /// The code a number on the wire stands for.
+    pub fn from_u16(code: u16) -> Self {
+        match code {
+            0 => CloseCode::Normal,
+            1 => CloseCode::ProtocolViolation,
+            2 => CloseCode::ShuttingDown,
+            3 => CloseCode::IdleTimeout,
+            4 => CloseCode::HandshakeTimeout,
+            5 => CloseCode::FrameTimeout,
+            6 => CloseCode::SendTimeout,
+            7 => CloseCode::Refused,
+            8 => CloseCode::Overloaded,
+            9 => CloseCode::FrameTooLarge,
+            10 => CloseCode::TransportError,
+            other => CloseCode::Other(other),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseCode::Normal => f.write_str("normal close"),
+            CloseCode::ProtocolViolation => f.write_str("protocol violation"),
+            CloseCode::ShuttingDown => f.write_str("shutting down"),
+            CloseCode::IdleTimeout => f.write_str("idle timeout"),
+            CloseCode::HandshakeTimeout => f.write_str("handshake timeout"),
+            CloseCode::FrameTimeout => f.write_str("frame timeout"),
+            CloseCode::SendTimeout => f.write_str("send timeout"),
+            CloseCode::Refused => f.write_str("refused"),
+            CloseCode::Overloaded => f.write_str("overloaded"),
+            CloseCode::FrameTooLarge => f.write_str("frame too large"),
+            CloseCode::TransportError => f.write_str("transport error"),
+            CloseCode::Other(code) => write!(f, "close code {code}"),
+        }
+    }
 }
 
 /// A request header, as decoded.
@@ -173,8 +315,34 @@ pub enum Frame<'a> {
     },
     /// Either side: the connection is about to close, and why (shutdown, protocol violation).
     Goaway {
+        /// Machine-readable reason.
+        code: CloseCode,
         /// Human-readable reason.
         reason: String,
+    },
+    /// Either side: items of the stream this side sends in call `id`.
+    StreamItems {
+        /// Call id of the request.
+        id: u64,
+        /// The items, each prefixed by its length (checked by [`decode`]; iterate with [`items`]).
+        items: &'a [u8],
+    },
+    /// Either side: the stream this side sends in call `id` ended normally.
+    StreamEnd {
+        /// Call id of the request.
+        id: u64,
+    },
+    /// Either side: the sender may send `bytes` more of its stream in call `id`.
+    Credit {
+        /// Call id of the request.
+        id: u64,
+        /// Further bytes of stream items frames the receiver of the stream will take.
+        bytes: u32,
+    },
+    /// Server → client: the handler dropped the client's stream of call `id`; send no more of it.
+    StreamStop {
+        /// Call id of the request.
+        id: u64,
     },
 }
 
@@ -247,14 +415,30 @@ pub fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
             let (id, body) = split_id(rest, "error response")?;
             Ok(Frame::ResponseErr { id, error: body_of(body, "error response")? })
         }
-        KIND_CANCEL => {
-            let (id, rest) = split_id(rest, "cancel")?;
-            if !rest.is_empty() {
-                return Err(DecodeError::Trailing("cancel"));
-            }
-            Ok(Frame::Cancel { id })
+        KIND_CANCEL => Ok(Frame::Cancel { id: id_only(rest, "cancel")? }),
+        KIND_GOAWAY => {
+            let (code, body) = split_at_checked(rest, 2).ok_or(DecodeError::Truncated("goaway"))?;
+            let code = CloseCode::from_u16(u16::from_le_bytes([code[0], code[1]]));
+            Ok(Frame::Goaway { code, reason: body_of(body, "goaway")? })
         }
-        KIND_GOAWAY => Ok(Frame::Goaway { reason: body_of(rest, "goaway")? }),
+        KIND_STREAM_ITEMS => {
+            let (id, items) = split_id(rest, "stream items")?;
+            check_items(items)?;
+            Ok(Frame::StreamItems { id, items })
+        }
+        KIND_STREAM_END => Ok(Frame::StreamEnd { id: id_only(rest, "stream end")? }),
+        KIND_STREAM_STOP => Ok(Frame::StreamStop { id: id_only(rest, "stream stop")? }),
+        KIND_CREDIT => {
+            let (id, rest) = split_id(rest, "credit")?;
+            let bytes: [u8; 4] = rest.try_into().map_err(|_| {
+                if rest.len() < 4 {
+                    DecodeError::Truncated("credit")
+                } else {
+                    DecodeError::Trailing("credit")
+                }
+            })?;
+            Ok(Frame::Credit { id, bytes: u32::from_le_bytes(bytes) })
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -273,6 +457,56 @@ fn split_id<'a>(rest: &'a [u8], what: &'static str) -> Result<(u64, &'a [u8]), D
     Ok((u64::from_le_bytes(id.try_into().expect("8 bytes")), body))
 }
 
+/// A frame that is a call id and nothing else.
+fn id_only(rest: &[u8], what: &'static str) -> Result<u64, DecodeError> {
+    let (id, rest) = split_id(rest, what)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(what));
+    }
+    Ok(id)
+}
+
+/// Checks that `items` is one or more length-prefixed items that end exactly at its end.
+fn check_items(mut items: &[u8]) -> Result<(), DecodeError> {
+    if items.is_empty() {
+        return Err(DecodeError::Truncated("stream items"));
+    }
+    while !items.is_empty() {
+        let (len, rest) = split_at_checked(items, ITEM_PREFIX_LEN).ok_or(DecodeError::Truncated("stream items"))?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if rest.len() < len {
+            return Err(DecodeError::Truncated("stream items"));
+        }
+        items = &rest[len..];
+    }
+    Ok(())
+}
+
+/// The items of a [`Frame::StreamItems`], each the postcard encoding of one item.
+///
+/// Only for item lists [`decode`] accepted: on anything else it stops early.
+pub fn items(items: &[u8]) -> Items<'_> {
+    Items { rest: items }
+}
+
+/// The iterator of [`items`].
+#[derive(Debug, Clone)]
+pub struct Items<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = split_at_checked(self.rest, ITEM_PREFIX_LEN)?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let (item, rest) = split_at_checked(rest, len)?;
+        self.rest = rest;
+        Some(item)
+    }
+}
+
 fn body_of<'de, T: Deserialize<'de>>(body: &'de [u8], what: &'static str) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
@@ -288,6 +522,54 @@ pub fn response_id(frame: &[u8]) -> Option<u64> {
         Some((&(KIND_RESPONSE_OK | KIND_RESPONSE_ERR), rest)) => split_id(rest, "response").ok().map(|(id, _)| id),
         _ => None,
     }
+}
+
+/// What a frame that belongs to one call is, as far as routing it needs: see [`route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A response (ok or error): decoded by the caller.
+    Response,
+    /// Stream items: routed whole, decoded item by item by the stream's consumer.
+    StreamItems,
+    /// The end of a stream.
+    StreamEnd,
+    /// Credit for the stream this side sends; carries the bytes granted.
+    Credit(u32),
+    /// The peer stopped reading the stream this side sends.
+    StreamStop,
+}
+
+/// The call a server-to-client frame belongs to and what it is, from its header alone, so the
+/// client's reader routes every frame of a call without decoding its body; `None` for frames
+/// that belong to no call (a goaway) or are malformed (left to [`decode`] to explain). A stream
+/// items frame is checked whole here, so its consumer can iterate with [`items`].
+pub fn route(frame: &[u8]) -> Option<(u64, Route)> {
+    let (&kind, rest) = frame.split_first()?;
+    let (id, body) = split_id(rest, "").ok()?;
+    let route = match kind {
+        KIND_RESPONSE_OK | KIND_RESPONSE_ERR => Route::Response,
+        KIND_STREAM_ITEMS if check_items(body).is_ok() => Route::StreamItems,
+        KIND_STREAM_END if body.is_empty() => Route::StreamEnd,
+        KIND_STREAM_STOP if body.is_empty() => Route::StreamStop,
+        KIND_CREDIT => Route::Credit(u32::from_le_bytes(body.try_into().ok()?)),
+        _ => return None,
+    };
+    Some((id, route))
+}
+
+/// The item at byte offset `pos` of a stream items frame (the first is at
+/// [`STREAM_ITEMS_HEADER_LEN`]) and the offset of the next; `None` past the last item.
+pub fn item_at(frame: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let rest = frame.get(pos..)?;
+    let (len, rest) = split_at_checked(rest, ITEM_PREFIX_LEN)?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let item = rest.get(..len)?;
+    Some((item, pos + ITEM_PREFIX_LEN + len))
+}
+
+/// The items of a stream items frame that [`route`] or [`decode`] accepted.
+pub fn frame_items(frame: &[u8]) -> Items<'_> {
+    items(frame.get(STREAM_ITEMS_HEADER_LEN..).unwrap_or_default())
 }
 
 /// Encodes a hello frame.
@@ -360,8 +642,114 @@ pub fn encode_cancel(id: u64) -> Vec<u8> {
 }
 
 /// Encodes a goaway frame.
-pub fn encode_goaway(reason: &str) -> Vec<u8> {
-    postcard::to_extend(reason, vec![KIND_GOAWAY]).expect("strings always serialize")
+pub fn encode_goaway(code: CloseCode, reason: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(3 + reason.len() + 5);
+    buf.push(KIND_GOAWAY);
+    buf.extend_from_slice(&code.to_u16().to_le_bytes());
+    postcard::to_extend(reason, buf).expect("strings always serialize")
+}
+
+/// Encodes a stream end frame.
+pub fn encode_stream_end(id: u64) -> Vec<u8> {
+    encode_id_only(KIND_STREAM_END, id)
+}
+
+/// Encodes a stream stop frame.
+pub fn encode_stream_stop(id: u64) -> Vec<u8> {
+    encode_id_only(KIND_STREAM_STOP, id)
+}
+
+/// Encodes a credit frame.
+pub fn encode_credit(id: u64, bytes: u32) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(CREDIT_LEN);
+    buf.push(KIND_CREDIT);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.extend_from_slice(&bytes.to_le_bytes());
+    buf
+}
+
+fn encode_id_only(kind: u8, id: u64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1 + 8);
+    buf.push(kind);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf
+}
+
+/// Builds a stream items frame, one item at a time, each encoded straight into the frame.
+#[derive(Debug)]
+pub struct ItemsWriter {
+    buf: Vec<u8>,
+    /// Where the last item's length prefix starts (0: no item yet).
+    last: usize,
+    count: usize,
+}
+
+impl ItemsWriter {
+    /// An empty frame for call `id`.
+    pub fn new(id: u64) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.push(KIND_STREAM_ITEMS);
+        buf.extend_from_slice(&id.to_le_bytes());
+        ItemsWriter { buf, last: 0, count: 0 }
+    }
+
+    /// Appends one item.
+    pub fn push<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), postcard::Error> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; ITEM_PREFIX_LEN]);
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = match postcard::to_extend(item, buf) {
+            Ok(buf) => buf,
+            Err(e) => {
+                // `to_extend` consumed the buffer: the frame cannot be finished.
+                self.count = 0;
+                return Err(e);
+            }
+        };
+        let len = self.buf.len() - start - ITEM_PREFIX_LEN;
+        let len = u32::try_from(len).map_err(|_| postcard::Error::SerializeBufferFull)?;
+        self.buf[start..start + ITEM_PREFIX_LEN].copy_from_slice(&len.to_le_bytes());
+        self.last = start;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Items in the frame so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Length of the frame so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no item has been pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Removes the last item pushed into a frame of its own (for call `id`), for when it made
+    /// this frame too long; `None` if this frame holds fewer than two items.
+    pub fn split_last(&mut self, id: u64) -> Option<ItemsWriter> {
+        if self.count < 2 || self.last < STREAM_ITEMS_HEADER_LEN {
+            return None;
+        }
+        let mut rest = ItemsWriter::new(id);
+        rest.buf.extend_from_slice(&self.buf[self.last..]);
+        rest.last = STREAM_ITEMS_HEADER_LEN;
+        rest.count = 1;
+        self.buf.truncate(self.last);
+        self.count -= 1;
+        // Where the new last item starts is not kept; splitting twice is never needed.
+        self.last = 0;
+        Some(rest)
+    }
+
+    /// The finished frame.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 /// Decodes a postcard value that must span all of `bytes` (arguments or a return value).

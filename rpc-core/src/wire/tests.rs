@@ -5,6 +5,7 @@ fn hello() -> Hello {
     Hello {
         service: "Calculator".into(),
         methods: vec![MethodSignature { name: "add".into(), signature: "(i64, i64) -> i64".into() }],
+        stream_window: DEFAULT_STREAM_WINDOW,
     }
 }
 
@@ -26,7 +27,7 @@ fn hello_of_another_version_is_recognised_without_reading_its_body() {
 #[test]
 fn hello_reply_round_trips() {
     for reply in [
-        HelloReply::Accepted,
+        HelloReply::Accepted { stream_window: 65536 },
         HelloReply::UnknownService { available: vec!["Echo".into()] },
         HelloReply::InterfaceMismatch { differences: vec!["method `add` differs".into()] },
         HelloReply::VersionMismatch,
@@ -67,7 +68,10 @@ fn error_response_and_cancel_round_trip() {
     let err = RemoteError::Panic("boom".into());
     assert_eq!(decode(&encode_response_err(5, &err)).unwrap(), Frame::ResponseErr { id: 5, error: err });
     assert_eq!(decode(&encode_cancel(77)).unwrap(), Frame::Cancel { id: 77 });
-    assert_eq!(decode(&encode_goaway("bye")).unwrap(), Frame::Goaway { reason: "bye".into() });
+    assert_eq!(
+        decode(&encode_goaway(CloseCode::IdleTimeout, "bye")).unwrap(),
+        Frame::Goaway { code: CloseCode::IdleTimeout, reason: "bye".into() }
+    );
 }
 
 #[test]
@@ -89,7 +93,7 @@ fn malformed_frames_are_typed_errors() {
     assert_eq!(decode(&[0x7f]), Err(DecodeError::UnknownKind(0x7f)));
     assert_eq!(decode(&[KIND_REQUEST, 1, 2]), Err(DecodeError::Truncated("request")));
     assert_eq!(decode(&[KIND_CANCEL, 0, 0, 0, 0, 0, 0, 0, 0, 1]), Err(DecodeError::Trailing("cancel")));
-    assert_eq!(decode(&[KIND_HELLO, 1, 0, 0xff]), Err(DecodeError::Body("hello")));
+    assert_eq!(decode(&[KIND_HELLO, 2, 0, 0xff]), Err(DecodeError::Body("hello")));
 }
 
 #[test]
@@ -135,6 +139,7 @@ fn hellos_above_their_limit_are_refused_before_decoding() {
     let hello = Hello {
         service: "S".into(),
         methods: vec![MethodSignature { name: String::new(), signature: String::new() }; MAX_HELLO_LEN / 2],
+        stream_window: DEFAULT_STREAM_WINDOW,
     };
     let frame = encode_hello(&hello);
     assert_eq!(decode(&frame), Err(DecodeError::TooLong { what: "hello", len: frame.len(), max: MAX_HELLO_LEN }));
@@ -143,4 +148,104 @@ fn hellos_above_their_limit_are_refused_before_decoding() {
     // Just under the limit still decodes.
     let fits = Hello { methods: hello.methods[..MAX_HELLO_LEN / 4].to_vec(), ..hello };
     assert!(matches!(decode(&encode_hello(&fits)), Ok(Frame::Hello { hello: Some(_), .. })));
+}
+
+#[test]
+fn close_codes_round_trip_and_unknown_ones_survive() {
+    for code in 0..=20u16 {
+        assert_eq!(CloseCode::from_u16(code).to_u16(), code);
+    }
+    assert_eq!(CloseCode::from_u16(999), CloseCode::Other(999));
+    let frame = encode_goaway(CloseCode::Other(999), "later");
+    assert_eq!(decode(&frame).unwrap(), Frame::Goaway { code: CloseCode::Other(999), reason: "later".into() });
+    assert_eq!(decode(&[KIND_GOAWAY, 1]), Err(DecodeError::Truncated("goaway")));
+}
+
+#[test]
+fn stream_items_round_trip_item_by_item() {
+    let mut writer = ItemsWriter::new(5);
+    let items = ["a".to_owned(), String::new(), "ccc".to_owned()];
+    for item in &items {
+        writer.push(item).unwrap();
+    }
+    assert_eq!(writer.count(), 3);
+    let frame = writer.finish();
+    let Frame::StreamItems { id, items: body } = decode(&frame).unwrap() else { panic!("not stream items") };
+    assert_eq!(id, 5);
+    let decoded: Vec<String> = super::items(body).map(|item| decode_value(item).unwrap()).collect();
+    assert_eq!(decoded, items);
+    let via_route: Vec<String> = frame_items(&frame).map(|item| decode_value(item).unwrap()).collect();
+    assert_eq!(via_route, items);
+    assert_eq!(route(&frame), Some((5, Route::StreamItems)));
+    let mut pos = STREAM_ITEMS_HEADER_LEN;
+    let mut n = 0;
+    while let Some((_, next)) = item_at(&frame, pos) {
+        pos = next;
+        n += 1;
+    }
+    assert_eq!((n, pos), (3, frame.len()));
+}
+
+#[test]
+fn malformed_stream_items_are_refused() {
+    let mut frame = ItemsWriter::new(1);
+    frame.push(&7u32).unwrap();
+    let frame = frame.finish();
+    // No item at all.
+    assert_eq!(decode(&frame[..STREAM_ITEMS_HEADER_LEN]), Err(DecodeError::Truncated("stream items")));
+    // An item cut short, or a length that runs past the end.
+    assert_eq!(decode(&frame[..frame.len() - 1]), Err(DecodeError::Truncated("stream items")));
+    let mut long = frame.clone();
+    long[STREAM_ITEMS_HEADER_LEN..STREAM_ITEMS_HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(decode(&long), Err(DecodeError::Truncated("stream items")));
+    assert_eq!(route(&long), None);
+    // A length prefix cut short.
+    let mut cut = frame.clone();
+    cut.extend_from_slice(&[1, 0]);
+    assert_eq!(decode(&cut), Err(DecodeError::Truncated("stream items")));
+}
+
+#[test]
+fn stream_control_frames_round_trip() {
+    assert_eq!(decode(&encode_stream_end(3)).unwrap(), Frame::StreamEnd { id: 3 });
+    assert_eq!(decode(&encode_stream_stop(4)).unwrap(), Frame::StreamStop { id: 4 });
+    assert_eq!(decode(&encode_credit(5, 77)).unwrap(), Frame::Credit { id: 5, bytes: 77 });
+    assert_eq!(route(&encode_stream_end(3)), Some((3, Route::StreamEnd)));
+    assert_eq!(route(&encode_stream_stop(4)), Some((4, Route::StreamStop)));
+    assert_eq!(route(&encode_credit(5, 77)), Some((5, Route::Credit(77))));
+    let mut long = encode_credit(5, 77);
+    long.push(0);
+    assert_eq!(decode(&long), Err(DecodeError::Trailing("credit")));
+    assert_eq!(route(&long), None);
+    assert_eq!(decode(&encode_credit(5, 77)[..10]), Err(DecodeError::Truncated("credit")));
+    let mut end = encode_stream_end(3);
+    end.push(1);
+    assert_eq!(decode(&end), Err(DecodeError::Trailing("stream end")));
+}
+
+#[test]
+fn an_item_too_long_for_its_frame_is_split_off() {
+    let mut writer = ItemsWriter::new(9);
+    writer.push(&1u8).unwrap();
+    assert!(writer.split_last(9).is_none(), "a lone item stays");
+    writer.push(&vec![7u8; 100]).unwrap();
+    let rest = writer.split_last(9).unwrap();
+    assert_eq!(writer.count(), 1);
+    assert!(writer.split_last(9).is_none());
+    let first: Vec<u8> = frame_items(&writer.finish()).map(|item| decode_value::<u8>(item).unwrap()).collect();
+    assert_eq!(first, [1]);
+    let second: Vec<Vec<u8>> =
+        frame_items(&rest.finish()).map(|item| decode_value::<Vec<u8>>(item).unwrap()).collect();
+    assert_eq!(second, [vec![7u8; 100]]);
+}
+
+proptest! {
+    #[test]
+    fn route_never_panics_and_agrees_with_decode(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let routed = route(&bytes);
+        if let Some((id, Route::StreamItems)) = routed {
+            let agrees = matches!(decode(&bytes), Ok(Frame::StreamItems { id: got, .. }) if got == id);
+            prop_assert!(agrees);
+        }
+    }
 }
