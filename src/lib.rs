@@ -29,21 +29,30 @@
 //! ```
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
-//! supports (tcp, local, unix, fifo, spawn, mem). A worker child started with a `spawn:` address
+//! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a `spawn:` address
 //! serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
 //! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
 //! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass
 //! [`shutdown_signal()`] to [`Server::serve_until`]. With the `tarpc` feature,
 //! `rpc::transports::tarpc` runs existing `#[tarpc::service]` traits over every transport (see
-//! the README, "Coming from tarpc"). This crate is a facade: the engines live in `rpc-core`,
+//! the README, "Coming from tarpc").
+//!
+//! A method streams when an argument or its return type is a [`Stream<T>`]: the client gets a
+//! [`Streaming<T>`] of `Result<T, RpcError>` items, with flow control in both directions (see
+//! [`stream`](rpc_core::stream) and the README, "Streams").
+//!
+//! This crate is a facade: the engines live in `rpc-core`,
 //! the macro in `rpc-macros`, the mechanisms in `rpc-transports`.
 
-pub use rpc_core::client::{CallOptions, Client, ClientOptions};
+pub use bytes::Bytes;
+pub use rpc_core::client::{CallOptions, Client, ClientOptions, Streaming};
 pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
+pub use rpc_core::stream::{Stream, StreamClosed, StreamSender};
+pub use rpc_core::wire::CloseCode;
 pub use rpc_core::transport::{Connection, ConnectionInfo, Listener, PeerCredentials};
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
@@ -155,10 +164,13 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 /// What `#[service]`-generated code refers to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use rpc_core::client::{CallOptions, Client};
+    pub use rpc_core::client::{CallOptions, Client, Streaming};
     pub use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
     pub use rpc_core::error::{CallError, RpcError};
-    pub use rpc_core::service::{decode_args, handler, unknown_method, HandlerFuture, Service};
+    pub use rpc_core::service::{
+        decode_args, handler, stream_handler, unknown_method, Call, CallSetup, HandlerFuture, Service,
+    };
+    pub use rpc_core::stream::EncodedStream;
     pub use rpc_core::transport::Connection;
     pub use rpc_core::wire::RemoteError;
     pub use serde;

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use rpc::RpcError;
+use rpc::{CloseCode, RpcError};
 use rpc_tests::{CalculatorClient, Whoami};
 use support::{fresh_addr, unique, ServerProcess};
 
@@ -80,11 +80,11 @@ async fn same_uid_only_serves_our_user_and_refuses_peers_it_cannot_identify() {
     for transport in ["tcp", "fifo"] {
         let server = ServerProcess::start(&fresh_addr(transport), &["--same-uid"]).await;
         match CalculatorClient::connect(&server.addr).await {
-            Err(RpcError::Disconnected { reason }) => assert!(
-                reason.contains(&format!(
+            Err(e @ RpcError::Disconnected { .. }) => assert!(
+                e.close_code() == Some(CloseCode::Refused) && e.to_string().contains(&format!(
                     "refused: this server accepts only its own user, and a {transport} connection cannot tell who the client is"
                 )),
-                "{reason}"
+                "{e}"
             ),
             other => panic!("{transport}: expected a refusal, got {other:?}"),
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rpc::transport::{recv, send};
 use rpc::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, PROTOCOL_VERSION};
+use rpc::CloseCode;
 use rpc_tests::CalculatorClient;
 use support::{fresh_addr, raw_stream, rss_kib, unique, RawStream, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,7 +75,13 @@ impl FrameConn {
         let mut conn = FrameConn::open(addr, case).await;
         conn.send(wire::encode_hello(&calculator_hello())).await;
         let reply = conn.next().await;
-        assert_eq!(reply, Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) }));
+        assert!(
+            matches!(
+                reply,
+                Some(Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted { .. }) })
+            ),
+            "{reply:?}"
+        );
         conn
     }
 
@@ -96,10 +103,14 @@ impl FrameConn {
         Some(wire::decode(frame).unwrap_or_else(|e| panic!("{}: the server sent a bad frame: {e}", self.case)))
     }
 
-    /// The expected end of a violation: a goaway whose reason contains `reason`, then close.
+    /// The expected end of a violation: a goaway with the protocol-violation code (and a reason
+    /// that says which, containing `reason`), then close.
     async fn expect_goaway(mut self, reason: &str) {
         match self.next().await {
-            Some(Frame::Goaway { reason: got }) => assert!(got.contains(reason), "{}: goaway {got:?}", self.case),
+            Some(Frame::Goaway { code, reason: got }) => {
+                assert_eq!(code, CloseCode::ProtocolViolation, "{}: goaway {got:?}", self.case);
+                assert!(got.contains(reason), "{}: goaway {got:?}", self.case)
+            }
             other => panic!("{}: expected a goaway saying {reason:?}, got {other:?}", self.case),
         }
         assert_eq!(self.next().await, None, "{}: the connection must close after the goaway", self.case);
@@ -126,6 +137,7 @@ fn calculator_hello() -> Hello {
             .iter()
             .map(|m| MethodSignature { name: m.name.into(), signature: m.signature.into() })
             .collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
     }
 }
 
@@ -147,7 +159,8 @@ async fn frame_cases(transport: &str) {
 
     // A hello of another protocol version: a typed refusal the client maps to
     // `RpcError::ProtocolVersion`, then close.
-    for version in [0u16, PROTOCOL_VERSION + 1, u16::MAX] {
+    // Version 1 is a peer built before streams.
+    for version in [0u16, 1, PROTOCOL_VERSION + 1, u16::MAX] {
         let mut conn = FrameConn::open(addr, "wrong protocol version").await;
         let mut hello = wire::encode_hello(&calculator_hello());
         hello[1..3].copy_from_slice(&version.to_le_bytes());
@@ -194,7 +207,7 @@ async fn frame_cases(transport: &str) {
     for frame in [
         wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1),
         wire::encode_response_err(1, &RemoteError::Cancelled),
-        wire::encode_hello_reply(&HelloReply::Accepted),
+        wire::encode_hello_reply(&HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW }),
     ] {
         let mut conn = FrameConn::hello(addr, "a response sent to a server").await;
         conn.send(frame).await;
@@ -254,6 +267,7 @@ async fn frame_cases(transport: &str) {
     let hello = Hello {
         service: "Calculator".into(),
         methods: (0..20_000).map(|i| MethodSignature { name: format!("m{i}"), signature: "()".into() }).collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
     };
     conn.send(wire::encode_hello(&hello)).await;
     match conn.next().await {
@@ -271,6 +285,7 @@ async fn frame_cases(transport: &str) {
     let hello = Hello {
         service: "Calculator".into(),
         methods: (0..200_000).map(|_| MethodSignature { name: String::new(), signature: String::new() }).collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
     };
     let frame = wire::encode_hello(&hello);
     let reason = format!("expected a hello: hello frame of {} bytes exceeds the maximum of 262144 bytes", frame.len());
@@ -280,7 +295,7 @@ async fn frame_cases(transport: &str) {
 
     // A goaway from the client: the server closes quietly.
     let mut conn = FrameConn::hello(addr, "client goaway").await;
-    conn.send(wire::encode_goaway("bye")).await;
+    conn.send(wire::encode_goaway(CloseCode::Normal, "bye")).await;
     assert_eq!(conn.next().await, None);
     server.still_serves("a client's goaway").await;
 }
@@ -298,10 +313,10 @@ async fn raw_after_hello(addr: &str) -> RawStream {
     raw.read_exact(&mut prefix).await.unwrap();
     let mut reply = vec![0u8; u32::from_le_bytes(prefix) as usize];
     raw.read_exact(&mut reply).await.unwrap();
-    assert_eq!(
+    assert!(matches!(
         wire::decode(&reply).unwrap(),
-        Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted) }
-    );
+        Frame::HelloReply { version: PROTOCOL_VERSION, reply: Some(HelloReply::Accepted { .. }) }
+    ));
     raw
 }
 
@@ -315,7 +330,7 @@ async fn read_until_closed(raw: &mut RawStream, case: &str) -> Vec<String> {
     let mut reasons = Vec::new();
     while let Some(frame) = wire::LengthDelimited::default().decode(&mut buf).unwrap() {
         match wire::decode(&frame) {
-            Ok(Frame::Goaway { reason }) => reasons.push(reason),
+            Ok(Frame::Goaway { reason, .. }) => reasons.push(reason),
             other => panic!("{case}: unexpected frame {other:?}"),
         }
     }

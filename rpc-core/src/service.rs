@@ -45,7 +45,8 @@ impl std::fmt::Debug for Call {
 pub struct CallSetup {
     id: u64,
     window: u32,
-    out: Arc<SharedSender>,
+    /// `None` for a setup outside any connection (see [`CallSetup::unconnected`]).
+    out: Option<Arc<SharedSender>>,
     inbox: Option<Arc<Inbox>>,
 }
 
@@ -57,7 +58,13 @@ impl std::fmt::Debug for CallSetup {
 
 impl CallSetup {
     pub(crate) fn new(id: u64, window: u32, out: Arc<SharedSender>) -> Self {
-        CallSetup { id, window, out, inbox: None }
+        CallSetup { id, window, out: Some(out), inbox: None }
+    }
+
+    /// A setup for calling a dispatcher outside any connection (to test it): a stream argument
+    /// is empty.
+    pub fn unconnected() -> Self {
+        CallSetup { id: 0, window: crate::wire::DEFAULT_STREAM_WINDOW, out: None, inbox: None }
     }
 
     /// The client's stream of this call, decoded as `T`. At most one per call: a second call
@@ -66,12 +73,10 @@ impl CallSetup {
     where
         T: DeserializeOwned + Send + 'static,
     {
-        if self.inbox.is_some() {
-            return Stream::empty();
-        }
+        let Some(out) = self.out.as_ref().filter(|_| self.inbox.is_none()) else { return Stream::empty() };
         let inbox = Arc::new(Inbox::new(self.window));
         self.inbox = Some(Arc::clone(&inbox));
-        Stream::new(Incoming::<T>::new(inbox, Arc::clone(&self.out), self.id))
+        Stream::new(Incoming::<T>::new(inbox, Arc::clone(out), self.id))
     }
 
     pub(crate) fn take_inbox(&mut self) -> Option<Arc<Inbox>> {

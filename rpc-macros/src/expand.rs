@@ -164,13 +164,15 @@ fn server(service: &Service, names: &Names) -> TokenStream {
     let method = syn::Ident::new("method", Span::mixed_site());
     let args = syn::Ident::new("args", Span::mixed_site());
     let inner = syn::Ident::new("inner", Span::mixed_site());
+    let setup = syn::Ident::new("setup", Span::mixed_site());
 
     let arms = service.methods.iter().map(|m| {
         let id = id_literal(m.id);
         let fn_ident = &m.ident;
-        let arg_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
-        let arg_types = m.args.iter().map(|a| &a.ty);
-        let call = quote!(<#service_param as #ident>::#fn_ident(&*#inner, #(#arg_names),*));
+        let all_names = m.args.iter().map(|a| &a.name);
+        let arg_names: Vec<_> = m.plain_args().map(|a| &a.name).collect();
+        let arg_types = m.plain_args().map(|a| &a.ty);
+        let call = quote!(<#service_param as #ident>::#fn_ident(&*#inner, #(#all_names),*));
         let body = if m.is_async { quote!(#call.await) } else { call };
         // "`T: Deserialize` is not satisfied" and the like then point at the method (or its
         // return type) in the trait rather than at the `#[service]` attribute.
@@ -180,11 +182,20 @@ fn server(service: &Service, names: &Names) -> TokenStream {
         };
         let handler = {
             let private = respan(private, return_span(m));
-            quote_spanned!(return_span(m)=> #private::handler(async move { #body }))
+            let make = match m.ret {
+                ReturnKind::Stream { .. } => quote!(stream_handler),
+                _ => quote!(handler),
+            };
+            quote_spanned!(return_span(m)=> #private::#make(async move { #body }))
         };
+        let incoming = m.stream_arg().map(|arg| {
+            let (name, item) = (&arg.name, arg.stream_item.as_ref().expect("a stream argument"));
+            quote_spanned!(arg.ty.span()=> let #name = #setup.incoming::<#item>();)
+        });
         quote! {
             #id => {
                 let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;
+                #incoming
                 let #inner = ::core::clone::Clone::clone(&self.inner);
                 ::core::result::Result::Ok(#handler)
             }
@@ -237,7 +248,9 @@ fn server(service: &Service, names: &Names) -> TokenStream {
                 &self,
                 #method: ::core::primitive::u32,
                 #args: &[::core::primitive::u8],
-            ) -> ::core::result::Result<#private::HandlerFuture, #private::RemoteError> {
+                #setup: &mut #private::CallSetup,
+            ) -> ::core::result::Result<#private::Call, #private::RemoteError> {
+                let _ = &#setup;
                 match #method {
                     #(#arms)*
                     _ => ::core::result::Result::Err(#private::unknown_method(#method)),
@@ -364,7 +377,8 @@ fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> 
     let Names { client, private, .. } = names;
     let vis = &service.vis;
     let fn_ident = &m.ident;
-    let arg_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+    let all_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+    let arg_names: Vec<_> = m.plain_args().map(|a| &a.name).collect();
     let arg_types = m.args.iter().map(|a| &a.ty);
     let index = Literal::usize_unsuffixed(index);
     let docs = if m.docs.is_empty() {
@@ -376,17 +390,51 @@ fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> 
     };
     let descriptor = quote!(&#client::DESCRIPTOR.methods[#index]);
     let args_tuple = quote!(&(#(#arg_names,)*));
-    let (output, call) = match &m.ret {
-        ReturnKind::Unit => (quote!(::core::result::Result<(), #private::RpcError>), quote!(call::<_, ()>)),
-        ReturnKind::Plain(ty) => (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(call::<_, #ty>)),
-        ReturnKind::Fallible { ok, err } => {
-            (quote!(::core::result::Result<#ok, #private::CallError<#err>>), quote!(call_fallible::<_, #ok, #err>))
+    let outgoing = m.stream_arg().map(|arg| {
+        let name = &arg.name;
+        quote_spanned!(arg.ty.span()=> #private::EncodedStream::new(#name))
+    });
+    let (output, call, outgoing) = match (&m.ret, outgoing) {
+        (ReturnKind::Stream { item }, outgoing) => {
+            let outgoing = match outgoing {
+                Some(outgoing) => quote!(::core::option::Option::Some(#outgoing),),
+                None => quote!(::core::option::Option::None,),
+            };
+            (
+                quote!(::core::result::Result<#private::Streaming<#item>, #private::RpcError>),
+                quote!(call_streaming::<_, #item>),
+                outgoing,
+            )
         }
+        (ReturnKind::Unit, None) => (quote!(::core::result::Result<(), #private::RpcError>), quote!(call::<_, ()>), quote!()),
+        (ReturnKind::Plain(ty), None) => {
+            (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(call::<_, #ty>), quote!())
+        }
+        (ReturnKind::Fallible { ok, err }, None) => (
+            quote!(::core::result::Result<#ok, #private::CallError<#err>>),
+            quote!(call_fallible::<_, #ok, #err>),
+            quote!(),
+        ),
+        (ReturnKind::Unit, Some(outgoing)) => (
+            quote!(::core::result::Result<(), #private::RpcError>),
+            quote!(call_sending::<_, ()>),
+            quote!(#outgoing,),
+        ),
+        (ReturnKind::Plain(ty), Some(outgoing)) => (
+            quote!(::core::result::Result<#ty, #private::RpcError>),
+            quote!(call_sending::<_, #ty>),
+            quote!(#outgoing,),
+        ),
+        (ReturnKind::Fallible { ok, err }, Some(outgoing)) => (
+            quote!(::core::result::Result<#ok, #private::CallError<#err>>),
+            quote!(call_sending_fallible::<_, #ok, #err>),
+            quote!(#outgoing,),
+        ),
     };
     // Spanned at the method so that a type that is not serializable is reported there.
     let call = respan(&call, m.ident.span());
     let body = quote_spanned! {m.ident.span()=>
-        self.client.#call(#descriptor, #args_tuple, &self.options)
+        self.client.#call(#descriptor, #args_tuple, #outgoing &self.options)
     };
     quote! {
         #docs
@@ -394,7 +442,7 @@ fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> 
         #[allow(clippy::too_many_arguments)]
         // Not `async fn`: the future owns a handle on the connection instead of borrowing
         // `self`, so it can be stored, spawned, or made from a temporary `with_timeout` copy.
-        #vis fn #fn_ident(&self, #(#arg_names: #arg_types),*)
+        #vis fn #fn_ident(&self, #(#all_names: #arg_types),*)
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + use<> {
             #body
         }

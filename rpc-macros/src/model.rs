@@ -55,6 +55,20 @@ pub(crate) struct Method {
 pub(crate) struct Arg {
     pub name: Ident,
     pub ty: Type,
+    /// For the stream argument (`Stream<T>`), its item type `T`.
+    pub stream_item: Option<Type>,
+}
+
+impl Method {
+    /// The stream argument, if the method takes one.
+    pub(crate) fn stream_arg(&self) -> Option<&Arg> {
+        self.args.iter().find(|a| a.stream_item.is_some())
+    }
+
+    /// The arguments that travel in the request (all but the stream).
+    pub(crate) fn plain_args(&self) -> impl Iterator<Item = &Arg> {
+        self.args.iter().filter(|a| a.stream_item.is_none())
+    }
 }
 
 /// What a method returns, which decides the client method's error type.
@@ -69,6 +83,8 @@ pub(crate) enum ReturnKind {
     /// A type written `Result<T, E>` (whatever its path): `Err` is the application's error and
     /// reaches the client as `CallError::App(E)`, apart from transport failures.
     Fallible { ok: Type, err: Type },
+    /// A type written `Stream<T>` (whatever its path): the server streams items of type `T`.
+    Stream { item: Type },
 }
 
 impl ReturnKind {
@@ -81,6 +97,9 @@ impl ReturnKind {
             ReturnType::Default => return ReturnKind::Unit,
             ReturnType::Type(_, ty) => ty,
         };
+        if let Some(item) = stream_item(ty) {
+            return ReturnKind::Stream { item: item.clone() };
+        }
         match peel(ty) {
             Type::Tuple(tuple) if tuple.elems.is_empty() => ReturnKind::Unit,
             Type::Path(path) if path.qself.is_none() => {
@@ -117,6 +136,29 @@ pub(crate) fn is_plain_name(pat: &syn::Pat) -> bool {
     matches!(pat, syn::Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none())
 }
 
+/// The item type of a type written `Stream<T>` (whatever its path, so `rpc::Stream<T>` too):
+/// the macro cannot resolve names, so in a service trait `Stream<T>` means the framework's.
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = peel(ty) else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    one_type_argument(last, "Stream")
+}
+
+/// `T` of a path segment `name<T>`.
+pub(crate) fn one_type_argument<'a>(segment: &'a syn::PathSegment, name: &str) -> Option<&'a Type> {
+    if segment.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(generics) = &segment.arguments else { return None };
+    match generics.args.iter().collect::<Vec<_>>().as_slice() {
+        [GenericArgument::Type(item)] => Some(item),
+        _ => None,
+    }
+}
+
 /// Sees through parentheses and the invisible groups that `macro_rules!` wraps `$t:ty` in.
 fn peel(ty: &Type) -> &Type {
     match ty {
@@ -145,11 +187,18 @@ pub(crate) const fn method_id(name: &str) -> u32 {
 /// The signature string of a method: `(A, B) -> R`, with `()` for a missing return type.
 ///
 /// Argument names are left out: renaming an argument does not change what travels.
+///
+/// A stream is written `Stream<T>` whatever path the trait names it by, so that `rpc::Stream<T>`
+/// on one end and `Stream<T>` on the other agree: what travels is the same.
 pub(crate) fn signature<'a>(args: impl IntoIterator<Item = &'a Type>, output: &ReturnType) -> String {
-    let args: Vec<String> = args.into_iter().map(type_text).collect();
+    let text = |ty: &Type| match stream_item(ty) {
+        Some(item) => format!("Stream<{}>", type_text(item)),
+        None => type_text(ty),
+    };
+    let args: Vec<String> = args.into_iter().map(text).collect();
     let ret = match output {
         ReturnType::Default => "()".to_owned(),
-        ReturnType::Type(_, ty) => type_text(ty),
+        ReturnType::Type(_, ty) => text(ty),
     };
     format!("({}) -> {}", args.join(", "), ret)
 }

@@ -230,10 +230,23 @@ fn validate_method(func: &TraitItemFn, trait_ident: &syn::Ident, errors: &mut Er
         for attr in &pat_type.attrs {
             errors.at(attr, "#[service] arguments cannot have attributes");
         }
-        check_type(&pat_type.ty, Position::Argument, errors);
+        let stream_item = crate::model::stream_item(&pat_type.ty).cloned();
+        match &stream_item {
+            Some(item) => {
+                check_type(item, Position::Argument, errors);
+                if args.iter().any(|a: &Arg| a.stream_item.is_some()) {
+                    errors.at(
+                        &pat_type.ty,
+                        "#[service] methods take at most one `Stream<T>` argument: a call carries one stream \
+                         each way; send one stream of an enum or a tuple instead",
+                    );
+                }
+            }
+            None => check_type(&pat_type.ty, Position::Argument, errors),
+        }
         match &*pat_type.pat {
             Pat::Ident(ident) if is_plain_name(&pat_type.pat) => {
-                args.push(Arg { name: ident.ident.clone(), ty: (*pat_type.ty).clone() });
+                args.push(Arg { name: ident.ident.clone(), ty: (*pat_type.ty).clone(), stream_item });
             }
             Pat::Ident(ident) if ident.mutability.is_some() && ident.by_ref.is_none() && ident.subpat.is_none() => {
                 errors.at(
@@ -262,7 +275,10 @@ fn validate_method(func: &TraitItemFn, trait_ident: &syn::Ident, errors: &mut Er
     }
 
     if let ReturnType::Type(_, ty) = &sig.output {
-        check_type(ty, Position::Return, errors);
+        match crate::model::stream_item(ty) {
+            Some(item) => check_type(item, Position::Return, errors),
+            None => check_type(ty, Position::Return, errors),
+        }
     }
 
     if !understood {
@@ -364,6 +380,21 @@ fn check_type(ty: &Type, pos: Position, errors: &mut Errors) {
                 check_type(&qself.ty, pos, errors);
             }
             for segment in &path.path.segments {
+                if crate::model::one_type_argument(segment, "Stream").is_some() {
+                    errors.at(
+                        segment,
+                        match pos {
+                            Position::Argument => {
+                                "#[service] `Stream<T>` must be a whole argument, not part of one: the \
+                                 stream's items travel apart from the arguments"
+                            }
+                            Position::Return => {
+                                "#[service] `Stream<T>` must be the whole return type; to end a stream with \
+                                 an application error, make its items `Result<T, E>`"
+                            }
+                        },
+                    );
+                }
                 if segment.ident == "Self" {
                     errors.at(
                         &segment.ident,
