@@ -5,6 +5,8 @@
 //! a real process; `mem://` is served in-process; for `spawn:` every client starts its own
 //! `rpc-test-server --stdio` child (see [`Mode::Spawn`]).
 
+#[path = "conformance/streams.rs"]
+mod streams;
 mod support;
 
 use std::process::Stdio;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, CloseCode, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
+use streams::*;
 use support::{open_fds, raw_stream, rss_kib, unique, RawStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -863,7 +866,10 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
     let mut raw = raw_stream(&server.addr).await;
     raw.write_all(&hello).await.unwrap();
     let reply = raw_frame(&mut raw).await.expect("a hello reply");
-    assert!(matches!(wire::decode(&reply).unwrap(), Frame::HelloReply { reply: Some(wire::HelloReply::Accepted { .. }), .. }));
+    assert!(matches!(
+        wire::decode(&reply).unwrap(),
+        Frame::HelloReply { reply: Some(wire::HelloReply::Accepted { .. }), .. }
+    ));
     let request =
         prefixed(&wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap());
     let started = Instant::now();
@@ -1281,7 +1287,10 @@ macro_rules! conformance {
             interface_mismatch_is_refused_at_connect, large_arguments,
             garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
             graceful_shutdown_finishes_in_flight_calls, tarpc_add, tarpc_large_argument,
-            tarpc_client_disconnect_leaves_others_served, tarpc_bad_bytes_close_only_that_connection
+            tarpc_client_disconnect_leaves_others_served, tarpc_bad_bytes_close_only_that_connection,
+            streams_server_stream_in_order, streams_client_stream, streams_bidirectional,
+            streams_backpressure_and_cancel, streams_unary_calls_while_a_stream_saturates,
+            streams_deadline_ends_the_stream, streams_killed_server_mid_stream, streams_shutdown_mid_stream
             $(, $more)*);
     };
     // An in-process server: the shared checks only (see the faults section for why).
@@ -1355,4 +1364,6 @@ conformance!(@only spawn => String::new(), Mode::Spawn, [basic_call, several_ser
     large_arguments, garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
     killed_child_is_named_in_the_error, killed_parent_makes_the_child_exit, dropped_client_reaps_the_child,
     stray_stdout_is_a_clear_error, tarpc_add, tarpc_large_argument, tarpc_client_disconnect_leaves_others_served,
-    tarpc_bad_bytes_close_only_that_connection]);
+    tarpc_bad_bytes_close_only_that_connection, streams_server_stream_in_order, streams_client_stream,
+    streams_bidirectional, streams_backpressure_and_cancel, streams_unary_calls_while_a_stream_saturates,
+    streams_deadline_ends_the_stream, streams_killed_server_mid_stream]);

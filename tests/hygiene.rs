@@ -85,8 +85,12 @@ fn into_service_yields_a_service() {
     // One descriptor, at one address, whichever way it is reached.
     ::std::assert!(::core::ptr::eq(service.descriptor(), HygienicClient::DESCRIPTOR));
     // Dispatch fails before any user code for an unknown id or undecodable arguments.
-    ::std::assert!(service.call(::rpc::__private::method_id("nope"), &[], &mut ::rpc::__private::CallSetup::unconnected()).is_err());
-    ::std::assert!(service.call(::rpc::__private::method_id("add"), &[], &mut ::rpc::__private::CallSetup::unconnected()).is_err());
+    ::std::assert!(service
+        .call(::rpc::__private::method_id("nope"), &[], &mut ::rpc::__private::CallSetup::unconnected())
+        .is_err());
+    ::std::assert!(service
+        .call(::rpc::__private::method_id("add"), &[], &mut ::rpc::__private::CallSetup::unconnected())
+        .is_err());
 }
 
 // Never called: checks that client calls are `Send` futures with the promised types.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::Stream as _;
 use rpc::service;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,77 @@ pub struct Whoami {
 pub trait Greeter {
     /// Greets.
     async fn greet(&self, name: String) -> String;
+}
+
+/// The streaming service every transport is checked with, served beside [`Calculator`].
+#[service]
+pub trait Streams {
+    /// `n` items `(i, pad)` for `i` in `0..n` (`u64::MAX`: until the caller goes away), each
+    /// with `pad` bytes of padding, `every_ms` apart.
+    async fn count(&self, n: u64, pad: u32, every_ms: u64) -> rpc::Stream<(u64, rpc::Bytes)>;
+    /// Items `0..fail_at`, then an application error.
+    async fn fallible(&self, fail_at: u64) -> rpc::Stream<Result<u64, MathError>>;
+    /// The sum of the first `take` numbers (all of them with `u64::MAX`); stops reading after.
+    async fn sum(&self, take: u64, numbers: rpc::Stream<u64>) -> u64;
+    /// Every line, uppercased.
+    async fn shout(&self, lines: rpc::Stream<String>) -> rpc::Stream<String>;
+    /// `(items count produced, count producers that saw their stream dropped)` so far.
+    fn produced(&self) -> (u64, u64);
+}
+
+/// The implementation of [`Streams`] used by the tests.
+#[derive(Debug, Default, Clone)]
+pub struct TestStreams {
+    produced: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Streams for TestStreams {
+    async fn count(&self, n: u64, pad: u32, every_ms: u64) -> rpc::Stream<(u64, rpc::Bytes)> {
+        let (tx, stream) = rpc::Stream::channel(8);
+        let (produced, dropped) = (Arc::clone(&self.produced), Arc::clone(&self.dropped));
+        let padding = rpc::Bytes::from(vec![0x5a; pad as usize]);
+        // The producer runs in a task of its own, as a handler's loop would: the stream is
+        // the only link to the caller, so a failed send is how it learns that nobody reads.
+        tokio::spawn(async move {
+            for i in 0..n {
+                if every_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(every_ms)).await;
+                }
+                if tx.send((i, padding.clone())).await.is_err() {
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                produced.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        stream
+    }
+
+    async fn fallible(&self, fail_at: u64) -> rpc::Stream<Result<u64, MathError>> {
+        rpc::Stream::from_iter((0..fail_at).map(Ok).chain([Err(MathError::DivisionByZero)]))
+    }
+
+    async fn sum(&self, take: u64, mut numbers: rpc::Stream<u64>) -> u64 {
+        let mut sum = 0u64;
+        for _ in 0..take {
+            match numbers.next().await {
+                Some(n) => sum = sum.wrapping_add(n),
+                None => break,
+            }
+        }
+        sum
+    }
+
+    async fn shout(&self, mut lines: rpc::Stream<String>) -> rpc::Stream<String> {
+        rpc::Stream::new(futures_util::stream::poll_fn(move |cx| {
+            std::pin::Pin::new(&mut lines).poll_next(cx).map(|line| line.map(|l| l.to_uppercase()))
+        }))
+    }
+
+    fn produced(&self) -> (u64, u64) {
+        (self.produced.load(Ordering::SeqCst), self.dropped.load(Ordering::SeqCst))
+    }
 }
 
 /// Counters shared by every connection of one server.
@@ -156,6 +228,7 @@ pub fn test_server_with(options: rpc::ServerOptions) -> rpc::Server {
         .with_options(options)
         .add_service(TestCalculator::default().into_service())
         .add_service(TestGreeter.into_service())
+        .add_service(TestStreams::default().into_service())
 }
 
 /// The `#[tarpc::service]` every transport is also checked with, through

@@ -176,7 +176,9 @@ async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usiz
         };
         match tokio::time::timeout(Duration::from_secs(1), attempt).await {
             Ok(Ok(client)) => clients.push(CalculatorClient::from_client(client)),
-            Ok(Err(RpcError::Disconnected { reason, .. })) if reason.contains("no answer to the hello") => break reason,
+            Ok(Err(RpcError::Disconnected { reason, .. })) if reason.contains("no answer to the hello") => {
+                break reason
+            }
             Ok(Err(other)) => panic!("expected a clear handshake error, got {other:?}"),
             Err(_) => break "the connect waited (no answer within 1 s)".into(),
         }

@@ -273,7 +273,11 @@ async fn raw_hello(conn: &mut Connection) {
     use rpc_core::wire;
     let methods =
         METHODS.iter().map(|m| wire::MethodSignature { name: m.name.into(), signature: m.signature.into() }).collect();
-    let hello = wire::encode_hello(&wire::Hello { service: "Calc".into(), methods, stream_window: wire::DEFAULT_STREAM_WINDOW });
+    let hello = wire::encode_hello(&wire::Hello {
+        service: "Calc".into(),
+        methods,
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
+    });
     rpc_core::transport::send(&mut *conn.sender, hello.into()).await.unwrap();
     rpc_core::transport::recv(&mut *conn.receiver).await.unwrap().unwrap();
 }

@@ -144,9 +144,16 @@ async fn a_call_blocked_in_enqueue_fails_when_the_connection_is_closed() {
     // the connection open (a real server closes within its 5 s linger).
     let fake = tokio::spawn(async move {
         recv(&mut *server_side.receiver).await.unwrap().unwrap();
-        send(&mut *server_side.sender, wire::encode_hello_reply(&wire::HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW }).into()).await.unwrap();
+        send(
+            &mut *server_side.sender,
+            wire::encode_hello_reply(&wire::HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW }).into(),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        send(&mut *server_side.sender, wire::encode_goaway(wire::CloseCode::Normal, "going away").into()).await.unwrap();
+        send(&mut *server_side.sender, wire::encode_goaway(wire::CloseCode::Normal, "going away").into())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         drop(server_side);
     });

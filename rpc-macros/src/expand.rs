@@ -406,7 +406,9 @@ fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> 
                 outgoing,
             )
         }
-        (ReturnKind::Unit, None) => (quote!(::core::result::Result<(), #private::RpcError>), quote!(call::<_, ()>), quote!()),
+        (ReturnKind::Unit, None) => {
+            (quote!(::core::result::Result<(), #private::RpcError>), quote!(call::<_, ()>), quote!())
+        }
         (ReturnKind::Plain(ty), None) => {
             (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(call::<_, #ty>), quote!())
         }
@@ -415,11 +417,9 @@ fn client_method(index: usize, m: &Method, service: &Service, names: &Names) -> 
             quote!(call_fallible::<_, #ok, #err>),
             quote!(),
         ),
-        (ReturnKind::Unit, Some(outgoing)) => (
-            quote!(::core::result::Result<(), #private::RpcError>),
-            quote!(call_sending::<_, ()>),
-            quote!(#outgoing,),
-        ),
+        (ReturnKind::Unit, Some(outgoing)) => {
+            (quote!(::core::result::Result<(), #private::RpcError>), quote!(call_sending::<_, ()>), quote!(#outgoing,))
+        }
         (ReturnKind::Plain(ty), Some(outgoing)) => (
             quote!(::core::result::Result<#ty, #private::RpcError>),
             quote!(call_sending::<_, #ty>),

@@ -71,8 +71,11 @@ impl Client {
                 _item: PhantomData,
             };
             let head = match (route, wire::decode(&head)) {
-                (Route::Response, Ok(Frame::ResponseOk { payload, .. })) => wire::decode_value::<()>(payload)
-                    .map_err(|_| RpcError::Protocol(format!("the head of the stream of `{}` has a payload", method.name))),
+                (Route::Response, Ok(Frame::ResponseOk { payload, .. })) => {
+                    wire::decode_value::<()>(payload).map_err(|_| {
+                        RpcError::Protocol(format!("the head of the stream of `{}` has a payload", method.name))
+                    })
+                }
                 (Route::Response, Ok(Frame::ResponseErr { error, .. })) => {
                     Err(remote_error(streaming.inner.service, method, error))
                 }
@@ -248,7 +251,8 @@ impl<T> Streaming<T> {
 
     fn consumed(&mut self, len: usize) {
         let mut inbound = self.inner.lock_inbound();
-        if let Some((_, window)) = inbound.calls.get_mut(&self.id).and_then(|slot| slot.stream.as_mut()?.frames.as_mut())
+        if let Some((_, window)) =
+            inbound.calls.get_mut(&self.id).and_then(|slot| slot.stream.as_mut()?.frames.as_mut())
         {
             window.consumed(len);
         }
@@ -266,9 +270,8 @@ impl<T: DeserializeOwned> FuturesStream for Streaming<T> {
             }
             if let Some(cursor) = &mut this.current {
                 if let Some(item) = cursor.next_item() {
-                    let item = wire::decode_value::<T>(item).map_err(|e| {
-                        RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name))
-                    });
+                    let item = wire::decode_value::<T>(item)
+                        .map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
                     if item.is_err() {
                         this.finish();
                     }

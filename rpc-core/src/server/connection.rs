@@ -417,7 +417,9 @@ async fn read_loop(
             }
             Ok(Frame::Goaway { .. }) => return End::PeerClosed,
             Ok(Frame::Hello { .. }) => return End::violation("the client sent a second hello"),
-            Ok(other) => return End::violation(format!("the client sent {}, which only a server sends", frame_name(&other))),
+            Ok(other) => {
+                return End::violation(format!("the client sent {}, which only a server sends", frame_name(&other)))
+            }
             Err(e) => return End::violation(format!("bad frame from a client: {e}")),
         }
     }
@@ -513,10 +515,13 @@ impl Watch {
         self.frames_at_check = self.frames;
         let quiet = now.saturating_duration_since(self.quiet_since);
         if partial_len > 0 && now.saturating_duration_since(self.frame_since) >= self.frame_timeout {
-            return Some(End::Fault(CloseCode::FrameTimeout, format!(
-                "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
-                self.frame_timeout.as_millis()
-            )));
+            return Some(End::Fault(
+                CloseCode::FrameTimeout,
+                format!(
+                    "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
+                    self.frame_timeout.as_millis()
+                ),
+            ));
         }
         if let Some(idle) = self.idle_timeout.filter(|idle| partial_len == 0 && quiet >= *idle) {
             return Some(End::Fault(
@@ -588,8 +593,9 @@ impl Conn {
         let id = header.id;
         let mut setup = CallSetup::new(id, self.stream_window, Arc::clone(&self.out));
         // Decoding runs user `Deserialize` impls, which may panic.
-        let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args, &mut setup)))
-            .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
+        let dispatch =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args, &mut setup)))
+                .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
         let inbox = setup.take_inbox();
         let timeout = header.timeout_us.map(Duration::from_micros);
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
@@ -599,8 +605,7 @@ impl Conn {
         // Streaming calls are known to the read loop before anything else is read, so that their
         // frames find them, and they count as streams until their future ends (or is dropped).
         let streams = if inbox.is_some() || window.is_some() {
-            self.lock_running()
-                .insert(id, Running { task: None, inbox: inbox.clone(), window: window.clone() });
+            self.lock_running().insert(id, Running { task: None, inbox: inbox.clone(), window: window.clone() });
             self.streams.fetch_add(1, Ordering::Relaxed);
             Some(StreamCount(Arc::clone(self)))
         } else {
@@ -667,9 +672,7 @@ impl Conn {
         let source = handler.await?;
         let head = ResponsePayload::encode(&()).expect("() always encodes").into_frame(id);
         let mut head = Some(Bytes::from(head));
-        std::future::poll_fn(|cx| self.out.poll_enqueue(cx, &mut head))
-            .await
-            .map_err(|_| RemoteError::Cancelled)?;
+        std::future::poll_fn(|cx| self.out.poll_enqueue(cx, &mut head)).await.map_err(|_| RemoteError::Cancelled)?;
         let mut pump = Pump::new(id, source, self.info.max_frame_len);
         match std::future::poll_fn(|cx| pump.poll(cx, &self.out, &window)).await {
             Ok(_) => Ok(()),

@@ -40,9 +40,7 @@ pub(crate) enum Credit {
 impl SendWindow {
     /// A stream to a peer that grants `window` bytes up front.
     pub(crate) fn new(window: u32) -> Self {
-        SendWindow {
-            state: Mutex::new(SendState { credit: i64::from(window), window, stopped: false, waker: None }),
-        }
+        SendWindow { state: Mutex::new(SendState { credit: i64::from(window), window, stopped: false, waker: None }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {

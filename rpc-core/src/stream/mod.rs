@@ -173,7 +173,11 @@ impl EncodedStream {
 
     /// Appends the next item to `frame`: `Ready(Some(Ok(())))` when one was appended,
     /// `Ready(None)` at the end, `Ready(Some(Err(_)))` when an item failed to encode.
-    pub(crate) fn poll_push(&mut self, cx: &mut Context<'_>, frame: &mut ItemsWriter) -> Poll<Option<Result<(), String>>> {
+    pub(crate) fn poll_push(
+        &mut self,
+        cx: &mut Context<'_>,
+        frame: &mut ItemsWriter,
+    ) -> Poll<Option<Result<(), String>>> {
         self.source.poll_push(cx, frame)
     }
 }

@@ -234,8 +234,7 @@ fn an_item_too_long_for_its_frame_is_split_off() {
     assert!(writer.split_last(9).is_none());
     let first: Vec<u8> = frame_items(&writer.finish()).map(|item| decode_value::<u8>(item).unwrap()).collect();
     assert_eq!(first, [1]);
-    let second: Vec<Vec<u8>> =
-        frame_items(&rest.finish()).map(|item| decode_value::<Vec<u8>>(item).unwrap()).collect();
+    let second: Vec<Vec<u8>> = frame_items(&rest.finish()).map(|item| decode_value::<Vec<u8>>(item).unwrap()).collect();
     assert_eq!(second, [vec![7u8; 100]]);
 }
 
