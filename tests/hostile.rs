@@ -17,7 +17,7 @@ use bytes::Bytes;
 use rpc::transport::{recv, send};
 use rpc::wire::{self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, PROTOCOL_VERSION};
 use rpc::CloseCode;
-use rpc_tests::CalculatorClient;
+use rpc_tests::{CalculatorClient, StreamsClient};
 use support::{fresh_addr, raw_stream, rss_kib, unique, RawStream, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -72,8 +72,13 @@ impl FrameConn {
 
     /// Opens a connection and completes a valid hello for `Calculator`.
     async fn hello(addr: &str, case: &'static str) -> FrameConn {
+        FrameConn::hello_for(addr, case, CalculatorClient::DESCRIPTOR).await
+    }
+
+    /// Opens a connection and completes a valid hello for `service`.
+    async fn hello_for(addr: &str, case: &'static str, service: &rpc::ServiceDescriptor) -> FrameConn {
         let mut conn = FrameConn::open(addr, case).await;
-        conn.send(wire::encode_hello(&calculator_hello())).await;
+        conn.send(wire::encode_hello(&hello_for(service))).await;
         let reply = conn.next().await;
         assert!(
             matches!(
@@ -129,7 +134,10 @@ impl FrameConn {
 }
 
 fn calculator_hello() -> Hello {
-    let desc = CalculatorClient::DESCRIPTOR;
+    hello_for(CalculatorClient::DESCRIPTOR)
+}
+
+fn hello_for(desc: &rpc::ServiceDescriptor) -> Hello {
     Hello {
         service: desc.name.into(),
         methods: desc
@@ -415,6 +423,145 @@ async fn byte_cases(transport: &str) {
     assert!(rss_after < rss_before + 64 * 1024, "server RSS grew from {rss_before} KiB to {rss_after} KiB");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Stream frames: for unknown streams, without credit, after the end, credit beyond the window,
+// and a client that grants no credit and holds its stream open.
+
+fn streams_method(name: &str) -> u32 {
+    StreamsClient::DESCRIPTOR.methods.iter().find(|m| m.name == name).unwrap().id
+}
+
+fn stream_request<A: serde::Serialize>(id: u64, name: &str, args: &A) -> Vec<u8> {
+    wire::encode_request(RequestHeader { id, method: streams_method(name), timeout_us: None }, args).unwrap()
+}
+
+fn items_frame<T: serde::Serialize>(id: u64, items: &[T]) -> Vec<u8> {
+    let mut frame = wire::ItemsWriter::new(id);
+    for item in items {
+        frame.push(item).unwrap();
+    }
+    frame.finish()
+}
+
+impl FrameConn {
+    /// Reads until the goaway that must come (other frames may come first); checks it says
+    /// `reason` with the protocol-violation code, and that the connection then closes.
+    async fn expect_goaway_after_others(mut self, reason: &str) {
+        loop {
+            match self.next().await {
+                Some(Frame::Goaway { code, reason: got }) => {
+                    assert_eq!(code, CloseCode::ProtocolViolation, "{}: goaway {got:?}", self.case);
+                    assert!(got.contains(reason), "{}: goaway {got:?}", self.case);
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("{}: closed without a goaway saying {reason:?}", self.case),
+            }
+        }
+        assert_eq!(self.next().await, None, "{}: the connection must close after the goaway", self.case);
+    }
+
+    /// Calls `sum(u64::MAX)` as call `id` over a stream of `items`, then its end; expects the sum.
+    async fn expect_sum_works(&mut self, id: u64, items: &[u64]) {
+        self.send(stream_request(id, "sum", &(u64::MAX,))).await;
+        self.send(items_frame(id, items)).await;
+        self.send(wire::encode_stream_end(id)).await;
+        loop {
+            match self.next().await {
+                Some(Frame::ResponseOk { id: answered, payload }) if answered == id => {
+                    assert_eq!(wire::decode_value::<u64>(payload).unwrap(), items.iter().sum::<u64>(), "{}", self.case);
+                    return;
+                }
+                // Credit for the stream we sent.
+                Some(Frame::Credit { .. }) => continue,
+                other => panic!("{}: sum does not work: {other:?}", self.case),
+            }
+        }
+    }
+}
+
+async fn stream_cases(transport: &str) {
+    let mut server = Target::start(transport).await;
+    let addr = server.addr().to_owned();
+    let addr = addr.as_str();
+    let streams = StreamsClient::DESCRIPTOR;
+
+    // Stream frames for calls that do not exist (or ended) are dropped; the connection serves on.
+    let mut conn = FrameConn::hello_for(addr, "frames for unknown streams", streams).await;
+    conn.send(items_frame(77, &[1u64, 2, 3])).await;
+    conn.send(wire::encode_stream_end(77)).await;
+    conn.send(wire::encode_credit(78, 1000)).await;
+    conn.expect_sum_works(1, &[1, 2, 3]).await;
+    drop(conn);
+    server.still_serves("frames for unknown streams").await;
+
+    // Items after the end of the client's stream, and a second end.
+    let mut conn = FrameConn::hello_for(addr, "items after the end", streams).await;
+    conn.send(stream_request(1, "shout", &())).await;
+    conn.send(items_frame(1, &["a".to_owned()])).await;
+    conn.send(wire::encode_stream_end(1)).await;
+    conn.send(items_frame(1, &["b".to_owned()])).await;
+    conn.expect_goaway_after_others("stream items after the end of its stream").await;
+    let mut conn = FrameConn::hello_for(addr, "a stream ended twice", streams).await;
+    conn.send(stream_request(1, "shout", &())).await;
+    conn.send(wire::encode_stream_end(1)).await;
+    conn.send(wire::encode_stream_end(1)).await;
+    conn.expect_goaway_after_others("ended its stream twice").await;
+    server.still_serves("items after the end").await;
+
+    // Credit that would give the server more than the client's window.
+    let mut conn = FrameConn::hello_for(addr, "credit overflow", streams).await;
+    conn.send(stream_request(1, "count", &(u64::MAX, 0u32, 0u64))).await;
+    conn.send(wire::encode_credit(1, u32::MAX)).await;
+    conn.expect_goaway_after_others("more than its window").await;
+    server.still_serves("credit overflow").await;
+
+    // A stop is the server's to send.
+    let mut conn = FrameConn::hello_for(addr, "a client's stream stop", streams).await;
+    conn.send(wire::encode_stream_stop(1)).await;
+    conn.expect_goaway("which only a server sends").await;
+
+    // Items beyond the credit the server granted: `shout` answers each line, but its answers
+    // wait for credit this client never grants, so it stops reading lines; the client sends on.
+    let mut conn = FrameConn::hello_for(addr, "items without credit", streams).await;
+    conn.send(stream_request(1, "shout", &())).await;
+    let line = "x".repeat(60 * 1024);
+    let frames = 2 * wire::DEFAULT_STREAM_WINDOW as usize / line.len() + 4;
+    let sender = tokio::spawn(async move {
+        for _ in 0..frames {
+            conn.send(items_frame(1, std::slice::from_ref(&line))).await;
+        }
+        conn
+    });
+    let conn = tokio::time::timeout(PATIENCE, sender).await.expect("the server reads on").unwrap();
+    conn.expect_goaway_after_others("beyond the").await;
+    server.still_serves("items without credit").await;
+
+    // A client that grants no credit and holds an endless stream open: the producer waits (it
+    // makes about a window of items), and other connections are served meanwhile.
+    let client = StreamsClient::connect(addr).await.unwrap();
+    let mut before = client.produced().await.unwrap().0;
+    // Producers of the cases above stop when their connections close; wait until they have.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = client.produced().await.unwrap().0;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let mut held = FrameConn::hello_for(addr, "a stream nobody reads", streams).await;
+    held.send(stream_request(1, "count", &(u64::MAX, 1024u32, 0u64))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let produced = client.produced().await.unwrap().0 - before;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = client.produced().await.unwrap().0 - before;
+    assert!(produced <= 2 * wire::DEFAULT_STREAM_WINDOW as u64 / 1024 + 64, "produced {produced} unread items");
+    assert_eq!(produced, later, "the producer went on without credit");
+    server.still_serves("a stream nobody reads").await;
+    drop(held);
+}
+
 macro_rules! per_transport {
     ($cases:ident: $($transport:ident),*) => {
         mod $cases {
@@ -430,3 +577,4 @@ macro_rules! per_transport {
 
 per_transport!(frame_cases: tcp, local, unix, fifo, shm, mq, mem);
 per_transport!(byte_cases: tcp, local, unix);
+per_transport!(stream_cases: tcp, local, unix, fifo, shm, mq, mem);

@@ -240,9 +240,11 @@ impl Client {
         let peer_window = match wire::decode(&reply) {
             Ok(Frame::HelloReply { version, reply: Some(reply) }) if version == PROTOCOL_VERSION => match reply {
                 HelloReply::Accepted { stream_window } if stream_window >= MIN_STREAM_WINDOW => stream_window,
-                HelloReply::Accepted { stream_window } => return Err(RpcError::Protocol(format!(
+                HelloReply::Accepted { stream_window } => {
+                    return Err(RpcError::Protocol(format!(
                     "the server's stream window of {stream_window} bytes is below the minimum of {MIN_STREAM_WINDOW}"
-                ))),
+                )))
+                }
                 HelloReply::UnknownService { available } => {
                     return Err(RpcError::UnknownService { service: service.name.to_owned(), available })
                 }
