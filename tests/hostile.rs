@@ -495,18 +495,21 @@ async fn stream_cases(transport: &str) {
     drop(conn);
     server.still_serves("frames for unknown streams").await;
 
-    // Items after the end of the client's stream, and a second end.
-    let mut conn = FrameConn::hello_for(addr, "items after the end", streams).await;
-    conn.send(stream_request(1, "shout", &())).await;
-    conn.send(items_frame(1, &["a".to_owned()])).await;
-    conn.send(wire::encode_stream_end(1)).await;
-    conn.send(items_frame(1, &["b".to_owned()])).await;
-    conn.expect_goaway_after_others("stream items after the end of its stream").await;
-    let mut conn = FrameConn::hello_for(addr, "a stream ended twice", streams).await;
-    conn.send(stream_request(1, "shout", &())).await;
-    conn.send(wire::encode_stream_end(1)).await;
-    conn.send(wire::encode_stream_end(1)).await;
-    conn.expect_goaway_after_others("ended its stream twice").await;
+    // Items after the end of the client's stream, and a second end, while the call runs
+    // (items for a call that ended are dropped like any for an unknown stream, so the handler
+    // waits a minute before it reads).
+    let hold = |id| stream_request(id, "slow_sum", &(60_000u64,));
+    for (case, last, reason) in [
+        ("items after the end", items_frame(1, &[vec![1u8]]), "after the end of its stream"),
+        ("a stream ended twice", wire::encode_stream_end(1), "ended its stream twice"),
+    ] {
+        let mut conn = FrameConn::hello_for(addr, case, streams).await;
+        conn.send(hold(1)).await;
+        conn.send(items_frame(1, &[vec![1u8, 2]])).await;
+        conn.send(wire::encode_stream_end(1)).await;
+        conn.send(last).await;
+        conn.expect_goaway_after_others(reason).await;
+    }
     server.still_serves("items after the end").await;
 
     // Credit that would give the server more than the client's window.
@@ -521,15 +524,15 @@ async fn stream_cases(transport: &str) {
     conn.send(wire::encode_stream_stop(1)).await;
     conn.expect_goaway("which only a server sends").await;
 
-    // Items beyond the credit the server granted: `shout` answers each line, but its answers
-    // wait for credit this client never grants, so it stops reading lines; the client sends on.
+    // Items beyond the credit the server granted: the handler reads nothing for a minute, so
+    // no credit comes back; the client sends on regardless.
     let mut conn = FrameConn::hello_for(addr, "items without credit", streams).await;
-    conn.send(stream_request(1, "shout", &())).await;
-    let line = "x".repeat(60 * 1024);
-    let frames = 2 * wire::DEFAULT_STREAM_WINDOW as usize / line.len() + 4;
+    conn.send(hold(1)).await;
+    let chunk = vec![7u8; 60 * 1024];
+    let frames = wire::DEFAULT_STREAM_WINDOW as usize / chunk.len() + 2;
     let sender = tokio::spawn(async move {
         for _ in 0..frames {
-            conn.send(items_frame(1, std::slice::from_ref(&line))).await;
+            conn.send(items_frame(1, std::slice::from_ref(&chunk))).await;
         }
         conn
     });

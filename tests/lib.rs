@@ -69,6 +69,8 @@ pub trait Streams {
     async fn fallible(&self, fail_at: u64) -> rpc::Stream<Result<u64, MathError>>;
     /// The sum of the first `take` numbers (all of them with `u64::MAX`); stops reading after.
     async fn sum(&self, take: u64, numbers: rpc::Stream<u64>) -> u64;
+    /// Waits `wait_ms` milliseconds before it reads any number, then sums them all.
+    async fn slow_sum(&self, wait_ms: u64, numbers: rpc::Stream<Vec<u8>>) -> u64;
     /// Every line, uppercased.
     async fn shout(&self, lines: rpc::Stream<String>) -> rpc::Stream<String>;
     /// `(items count produced, count producers that saw their stream dropped)` so far.
@@ -115,6 +117,15 @@ impl Streams for TestStreams {
                 Some(n) => sum = sum.wrapping_add(n),
                 None => break,
             }
+        }
+        sum
+    }
+
+    async fn slow_sum(&self, wait_ms: u64, mut numbers: rpc::Stream<Vec<u8>>) -> u64 {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let mut sum = 0u64;
+        while let Some(bytes) = numbers.next().await {
+            sum += bytes.iter().map(|&b| u64::from(b)).sum::<u64>();
         }
         sum
     }

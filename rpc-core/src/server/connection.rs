@@ -702,8 +702,16 @@ impl Conn {
     /// Stops every call still running; with `notify`, queues a `Cancelled` answer for each
     /// (without waiting: the goaway that follows flushes them, within the linger time).
     fn abort_all(&self, notify: bool) {
-        let running: Vec<(u64, AbortHandle)> =
-            self.lock_running().drain().filter_map(|(id, r)| Some((id, r.task?))).collect();
+        let running: Vec<(u64, AbortHandle)> = self
+            .lock_running()
+            .drain()
+            .filter_map(|(id, r)| {
+                if let Some(inbox) = &r.inbox {
+                    inbox.close();
+                }
+                Some((id, r.task?))
+            })
+            .collect();
         for (id, handle) in running {
             handle.abort();
             if notify {
@@ -718,6 +726,9 @@ struct AbortOnDrop(Arc<Conn>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         for (_, running) in self.0.lock_running().drain() {
+            if let Some(inbox) = &running.inbox {
+                inbox.close();
+            }
             if let Some(handle) = running.task {
                 handle.abort();
             }

@@ -87,6 +87,12 @@ impl Inbox {
         Ok(())
     }
 
+    /// The connection is closing: the handler's stream must not send anything more (a stop
+    /// after the goaway) when it is dropped.
+    pub(crate) fn close(&self) {
+        self.lock().dropped = true;
+    }
+
     /// Why the call must fail, if an item could not be decoded.
     pub(crate) fn failure(&self) -> Option<String> {
         self.lock().failed.clone()
