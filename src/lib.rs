@@ -29,7 +29,7 @@
 //! ```
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
-//! supports (tcp, local, unix, fifo, spawn, mem). A worker child started with a `spawn:` address
+//! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a `spawn:` address
 //! serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
 //! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
 //! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass

@@ -85,7 +85,8 @@ use tokio::net::unix::pipe;
 use crate::context::describe;
 use crate::options::TransportOptions;
 use crate::pipes;
-use crate::unix::{is_exhaustion, remove_if_ours, remove_stale, FileId};
+use crate::unix::{remove_if_ours, remove_stale, FileId};
+use rpc_core::transport::transient::is_exhaustion;
 
 /// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
 pub(crate) const RECORD_LEN: usize = 64;

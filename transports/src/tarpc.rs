@@ -74,7 +74,7 @@ use crate::TransportOptions;
 
 /// How long [`Incoming`] waits after a transient accept error (out of file descriptors, a client
 /// gone mid-accept) before accepting again, so a consumer that skips errors does not spin.
-const TRANSIENT_ACCEPT_PAUSE: Duration = Duration::from_millis(20);
+const TRANSIENT_ACCEPT_PAUSE: Duration = rpc_core::transport::transient::RETRY_PAUSE;
 
 /// A tarpc transport over one of our connections: a `Stream` of `In` messages and a `Sink` of
 /// `Out` messages, each message one postcard-encoded frame.

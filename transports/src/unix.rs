@@ -117,15 +117,6 @@ pub(crate) fn connection(
     }
 }
 
-/// Resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`): passes when other files close. A listener
-/// that runs into it while setting up a connection keeps the client waiting (the record, request
-/// or accepted socket is kept) and fails its accept, which the server engine retries after a
-/// pause; any other failure to set a connection up is the client's doing.
-pub(crate) fn is_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
-        || err.kind() == io::ErrorKind::OutOfMemory
-}
-
 /// Runs a connect attempt again while it fails with `WouldBlock`: a non-blocking connect to a
 /// Unix socket fails that way (instead of waiting) when the server's backlog is full, which
 /// passes as soon as the server accepts.

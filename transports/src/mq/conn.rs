@@ -47,6 +47,8 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{FrameReceiver, FrameSender};
 use rpc_core::wire::FrameTooLarge;
 use tokio::io::unix::AsyncFd;
+
+pub(crate) use crate::liveness::PeerExit;
 use tokio::io::Interest;
 
 use super::sys;
@@ -89,47 +91,6 @@ impl Peer {
             io::ErrorKind::ConnectionReset,
             format!("the mq:// peer (pid {}) exited without closing the connection", self.pid),
         )
-    }
-}
-
-/// Resolves once the peer process exited; never, for a peer in our own process.
-#[derive(Debug)]
-pub(crate) struct PeerExit(Option<AsyncFd<OwnedFd>>);
-
-impl PeerExit {
-    /// Watches process `pid` (nothing if it is us). Fails with `NotFound` if it is gone already.
-    pub(crate) fn watch(pid: u32) -> io::Result<PeerExit> {
-        if pid == std::process::id() {
-            return Ok(PeerExit(None));
-        }
-        let fd = sys::pidfd_open(pid).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                io::Error::new(io::ErrorKind::NotFound, format!("process {pid} does not exist"))
-            } else {
-                e
-            }
-        })?;
-        Ok(PeerExit(Some(sys::register(fd, Interest::READABLE)?)))
-    }
-
-    /// A second watch on the same process, so that each half of a connection has its own:
-    /// `(for the receiver, for the sender)`.
-    pub(crate) fn pair(self) -> io::Result<(PeerExit, PeerExit)> {
-        let other = match &self.0 {
-            None => PeerExit(None),
-            Some(fd) => PeerExit(Some(sys::register(fd.get_ref().try_clone()?, Interest::READABLE)?)),
-        };
-        Ok((other, self))
-    }
-
-    /// True once the peer exited; otherwise registers `cx` to be woken when it does.
-    pub(crate) fn poll_exited(&self, cx: &mut Context<'_>) -> bool {
-        match &self.0 {
-            None => false,
-            // An error from the reactor means the watch is broken: treat the peer as gone
-            // rather than wait forever.
-            Some(fd) => fd.poll_read_ready(cx).is_ready(),
-        }
     }
 }
 

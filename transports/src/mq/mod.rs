@@ -50,7 +50,7 @@
 //! the next server on that name reclaims.
 
 mod conn;
-mod sys;
+pub(crate) mod sys;
 
 use std::ffi::CString;
 use std::future::Future;
@@ -71,7 +71,8 @@ use self::conn::{PeerExit, ACCEPT, REFUSE};
 use self::sys::{Access, Geometry};
 use crate::local::abstract_ns::{abstract_addr, connect_once};
 use crate::options::TransportOptions;
-use crate::unix::{into_tokio_listener, is_exhaustion, retry_while_busy};
+use crate::unix::{into_tokio_listener, retry_while_busy};
+use rpc_core::transport::transient::is_exhaustion;
 
 /// The size of a connect record, and the message size of the connect queue.
 pub(crate) const RECORD_LEN: usize = 64;
