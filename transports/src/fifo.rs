@@ -83,9 +83,9 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::pipe;
 
 use crate::context::describe;
+use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
 use crate::options::TransportOptions;
 use crate::pipes;
-use crate::unix::{remove_if_ours, remove_stale, FileId};
 use rpc_core::transport::transient::is_exhaustion;
 
 /// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
@@ -94,8 +94,6 @@ const MAGIC: &[u8; 8] = b"rpcfifo1";
 const MAX_TOKEN: usize = RECORD_LEN - MAGIC.len() - 1;
 /// The byte the server writes into `s2c` once it holds both ends of the pair.
 const ACK: u8 = 0x06;
-/// How often `listen` goes back to linking after removing a stale FIFO.
-const RECLAIM_ATTEMPTS: u32 = 3;
 // `write(2)` atomicity is what keeps concurrent clients' records apart.
 const _: () = assert!(RECORD_LEN <= 512, "records must fit the POSIX minimum PIPE_BUF");
 
@@ -279,35 +277,23 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
     let real_path = dir.join(file_name);
     let path = real_path.as_path();
     sweep_dead_pairs(path);
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let temp =
-        TempFifo(dir.join(format!(".rpcfifo{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))));
-    mkfifo(&temp.0, options.permission_bits())?;
-    let id = FileId::at(&temp.0)?;
-    let reader = pipe::OpenOptions::new().open_receiver(&temp.0)?;
+    let temp = TempName::new(dir, "rpcfifo");
+    mkfifo(&temp.path, options.permission_bits())?;
+    let temp = temp.created();
+    let id = FileId::at(&temp.path)?;
+    let reader = pipe::OpenOptions::new().open_receiver(&temp.path)?;
     // Our own write end: reads never hit EOF between clients, and probes see a live reader.
-    let keepalive = pipe::OpenOptions::new().open_sender(&temp.0)?;
-    for _ in 0..RECLAIM_ATTEMPTS {
-        match fs::hard_link(&temp.0, path) {
-            Ok(()) => {
-                return Ok(FifoListener {
-                    reader,
-                    _keepalive: keepalive,
-                    buf: Vec::with_capacity(4 * RECORD_LEN),
-                    path: path.to_owned(),
-                    id,
-                    addr,
-                    max_frame_len: options.effective_max_frame_len(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reclaim_if_stale(path)?,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        "the path keeps being recreated by another process while we reclaim it",
-    ))
+    let keepalive = pipe::OpenOptions::new().open_sender(&temp.path)?;
+    endpoint::link_into_place(&temp.path, path, || std::future::ready(reclaim_if_stale(path))).await?;
+    Ok(FifoListener {
+        reader,
+        _keepalive: keepalive,
+        buf: Vec::with_capacity(4 * RECORD_LEN),
+        path: path.to_owned(),
+        id,
+        addr,
+        max_frame_len: options.effective_max_frame_len(),
+    })
 }
 
 /// Removes the private FIFOs of clients of `control` that died during their handshake: pairs
@@ -342,15 +328,6 @@ fn open_nonblocking(path: &Path, write: bool) -> io::Result<fs::File> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a FIFO"));
     }
     Ok(file)
-}
-
-/// Removes the temporary name of the connect FIFO (the final name is a hard link).
-struct TempFifo(PathBuf);
-
-impl Drop for TempFifo {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// Decides what to do about an existing file at `path`: `Ok` if it was a stale FIFO and is gone
@@ -438,7 +415,7 @@ impl FifoListener {
     fn remove_abandoned(&self, c2s: &Path, s2c: &Path) {
         for path in [c2s, s2c] {
             if let Ok((_file, id)) = self.open_verified(path, false) {
-                unlink_if(path, id);
+                remove_if_ours(path, id);
             }
         }
     }
@@ -480,14 +457,14 @@ impl FifoListener {
             }
             // Not a FIFO of a client's pair: only the verified c2s goes.
             Err(_) => {
-                unlink_if(&c2s, c2s_id);
+                remove_if_ours(&c2s, c2s_id);
                 return Ok(None);
             }
         };
         // All four ends are open (the client opened its two before sending the record), so the
         // names can go; only the files verified above are removed.
-        unlink_if(&c2s, c2s_id);
-        unlink_if(&s2c, s2c_id);
+        remove_if_ours(&c2s, c2s_id);
+        remove_if_ours(&s2c, s2c_id);
         pipes::enlarge(to_client.as_fd());
         pipes::enlarge(from_client.as_fd());
         // A fresh pipe has room for a byte, so this never waits; failure means the client is
@@ -506,13 +483,6 @@ impl FifoListener {
             receiver: Box::new(receiver),
             info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
         }))
-    }
-}
-
-/// Removes `path` if it still is the file `id` (never a file put there since it was verified).
-fn unlink_if(path: &Path, id: FileId) {
-    if FileId::at(path).ok() == Some(id) {
-        let _ = fs::remove_file(path);
     }
 }
 

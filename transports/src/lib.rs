@@ -69,6 +69,8 @@ mod context;
 #[cfg(unix)]
 mod credentials;
 #[cfg(unix)]
+mod endpoint;
+#[cfg(unix)]
 mod fifo;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod liveness;

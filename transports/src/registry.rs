@@ -228,8 +228,13 @@ pub fn remove_endpoint(addr: &Address) {
 /// The pid of the process that created `file_name` if it is a temporary name a `unix://`
 /// listener binds before it links the socket file into place (`.rpc<pid>-<n>.tmp`).
 pub fn temp_name_owner(file_name: &str) -> Option<u32> {
-    let rest = file_name.strip_prefix(".rpc")?.strip_suffix(".tmp")?;
-    rest.split_once('-')?.0.parse().ok()
+    #[cfg(unix)]
+    return crate::endpoint::temp_name_owner(file_name, crate::unix::TEMP_KIND);
+    #[cfg(not(unix))]
+    return {
+        let _ = file_name;
+        None
+    };
 }
 
 /// A byte stream, for [`raw_stream`].
