@@ -105,7 +105,7 @@ impl TestServer {
                         (listener.local_addr(), tokio::spawn(rpc_tests::test_server().serve_until(listener, stopped)))
                     }
                     Protocol::Tarpc => {
-                        let incoming = rpc::transports::tarpc::listen(addr).await.expect("listen");
+                        let incoming = rpc::tarpc::listen(addr).await.expect("listen");
                         let addr = incoming.local_addr().to_owned();
                         (
                             addr,
@@ -920,7 +920,7 @@ async fn raw_closed_with(raw: &mut RawStream) -> Option<String> {
 }
 
 // tarpc over our transports: the `#[tarpc::service]` `TarpcCalculator`, served by tarpc's
-// `BaseChannel` and called by its generated client, both over `rpc::transports::tarpc`.
+// `BaseChannel` and called by its generated client, both over `rpc::tarpc`.
 
 /// tarpc's default context, with a deadline long enough for a slow debug build on a busy machine
 /// (the default is 10 s).

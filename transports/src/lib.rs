@@ -42,8 +42,9 @@
 //! `spawn:` off Unix) are recognised and refused with a clear [`RpcError::Address`].
 //! [`SCHEMES`] lists what this build supports.
 //!
-//! With the `tarpc` feature, the `tarpc` module turns any of these connections into a
-//! tarpc transport, so existing `#[tarpc::service]` traits run over every mechanism above.
+//! The `rpc-tarpc` crate (the facade's `tarpc` feature, `rpc::tarpc`) turns any of these
+//! connections into a tarpc transport, so existing `#[tarpc::service]` traits run over every
+//! mechanism above.
 //!
 //! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
 //! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
@@ -86,8 +87,6 @@ pub mod registry;
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
-#[cfg(feature = "tarpc")]
-pub mod tarpc;
 mod tcp;
 #[cfg(unix)]
 mod unix;
