@@ -268,10 +268,11 @@ impl Leftovers {
     fn snapshot(addr: &str) -> Leftovers {
         let mut dirs: Vec<std::path::PathBuf> = SHARED_DIRS.iter().map(std::path::PathBuf::from).collect();
         let mut socket_name = None;
-        let parsed: rpc::transports::Address = addr.parse().unwrap();
-        if let Some((dir, private)) = registry::endpoint_dir(&parsed) {
+        // (A `spawn:` check passes no address: its children are started per client.)
+        let parsed: Option<rpc::transports::Address> = addr.parse().ok();
+        if let Some((parsed, (dir, private))) = parsed.as_ref().and_then(|a| Some((a, registry::endpoint_dir(a)?))) {
             if !private {
-                let files = registry::endpoint_files(&parsed);
+                let files = registry::endpoint_files(parsed);
                 socket_name = files.first().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned());
             }
             dirs.push(dir);

@@ -118,7 +118,7 @@ impl Drop for ServerProcess {
 /// The files a killed server at `addr` cannot remove (the next server on the address would
 /// reclaim them): what the registry says its transport leaves on disk.
 pub fn endpoint_files(addr: &str) -> Vec<std::path::PathBuf> {
-    registry::endpoint_files(&parsed(addr))
+    addr.parse().map(|addr| registry::endpoint_files(&addr)).unwrap_or_default()
 }
 
 /// Removes what a killed server at `addr` leaves behind (see [`registry::remove_endpoint`]).
