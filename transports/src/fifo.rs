@@ -86,12 +86,10 @@ use crate::context::describe;
 use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
 use crate::options::TransportOptions;
 use crate::pipes;
+use crate::rendezvous::{self, RECORD_LEN};
 use rpc_core::transport::transient::is_exhaustion;
 
-/// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
-pub(crate) const RECORD_LEN: usize = 64;
 const MAGIC: &[u8; 8] = b"rpcfifo1";
-const MAX_TOKEN: usize = RECORD_LEN - MAGIC.len() - 1;
 /// The byte the server writes into `s2c` once it holds both ends of the pair.
 const ACK: u8 = 0x06;
 // `write(2)` atomicity is what keeps concurrent clients' records apart.
@@ -175,30 +173,14 @@ fn server_gone(control: pipe::Sender) -> Option<Pin<Box<dyn Future<Output = ()> 
     }))
 }
 
-fn record(token: &str) -> [u8; RECORD_LEN] {
-    let mut record = [0u8; RECORD_LEN];
-    record[..MAGIC.len()].copy_from_slice(MAGIC);
-    let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
-    record[MAGIC.len()] = token.len() as u8;
-    record[MAGIC.len() + 1..][..token.len()].copy_from_slice(token);
-    record
+pub(crate) fn record(token: &str) -> [u8; RECORD_LEN] {
+    rendezvous::encode(MAGIC, &[], token)
 }
 
-/// The token of a well-formed record; `None` for anything else. The token becomes part of file
-/// names the server opens, so it must have exactly the form clients write (three groups of
-/// lowercase hex digits joined by `-`: no `/`, no `..`), and the rest of the record must be the
-/// zero padding. That also rejects a stray write that starts like a record and would otherwise
-/// take the start of the next real record as its token and swallow that record: its "token" or
-/// "padding" then holds the next record's magic.
-fn parse_record(record: &[u8]) -> Option<String> {
-    let rest = record.get(..RECORD_LEN)?.strip_prefix(MAGIC)?;
-    let (&len, rest) = rest.split_first()?;
-    let token = rest.get(..usize::from(len))?;
-    let padding = &rest[token.len()..];
-    let groups: Vec<&[u8]> = token.split(|&b| b == b'-').collect();
-    let well_formed = groups.len() == 3
-        && groups.iter().all(|group| !group.is_empty() && group.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-    (well_formed && padding.iter().all(|&b| b == 0)).then(|| String::from_utf8_lossy(token).into_owned())
+/// The token of a well-formed record at the start of `record`; `None` for anything else (see
+/// [`rendezvous`] for the form it must have).
+pub(crate) fn parse_record(record: &[u8]) -> Option<String> {
+    rendezvous::decode(record.get(..RECORD_LEN)?, MAGIC, 0).map(|(_, token)| token.to_owned())
 }
 
 /// A connection's private FIFO pair; both names are unlinked on drop (a missing file is fine:
@@ -227,7 +209,7 @@ impl Pair {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let pair = Pair::paths(control, format!("{:x}-{n:x}-{nanos:x}", std::process::id()))?;
+        let pair = Pair::paths(control, rendezvous::token(n, nanos.into()))?;
         mkfifo(&pair.c2s, mode)?;
         mkfifo(&pair.s2c, mode)?;
         Ok(pair)

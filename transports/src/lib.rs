@@ -73,6 +73,9 @@ mod credentials;
 mod endpoint;
 #[cfg(unix)]
 mod fifo;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod liveness;
 mod local;
@@ -83,6 +86,8 @@ mod options;
 #[cfg(unix)]
 mod pipes;
 pub mod registry;
+#[cfg(unix)]
+mod rendezvous;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod shm;
 #[cfg(unix)]

@@ -110,8 +110,7 @@ pub(crate) fn halves(
         buf: vec![0; in_size].into_boxed_slice(),
         at: 0,
         len: 0,
-        partial: None,
-        max_frame_len,
+        segments: Segments::new(max_frame_len),
         peer,
         exit: receiver_exit,
         state: State::Open,
@@ -355,7 +354,8 @@ enum State {
 }
 
 /// What one segment did to the frame being received.
-enum Step {
+#[derive(Debug)]
+pub(crate) enum Step {
     Frame(Bytes),
     More,
     Closed,
@@ -381,8 +381,7 @@ pub(crate) struct MqReceiver {
     /// The segments of the message in `buf` not yet taken: `buf[at..len]`.
     at: usize,
     len: usize,
-    partial: Option<Partial>,
-    max_frame_len: usize,
+    segments: Segments,
     peer: Peer,
     exit: PeerExit,
     state: State,
@@ -392,10 +391,22 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("invalid mq:// message: {what}"))
 }
 
-impl MqReceiver {
-    /// Takes the next segment of the current message.
-    fn step(&mut self) -> io::Result<Step> {
-        let mut rest = &self.buf[self.at..self.len];
+/// The parser of incoming messages, without I/O: reassembles frames from segments.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    partial: Option<Partial>,
+    max_frame_len: usize,
+}
+
+impl Segments {
+    pub(crate) fn new(max_frame_len: usize) -> Self {
+        Segments { partial: None, max_frame_len }
+    }
+
+    /// Takes the segment of `message` that starts at `at`: what it did, and where the next
+    /// segment starts.
+    pub(crate) fn step(&mut self, message: &[u8], at: usize) -> io::Result<(Step, usize)> {
+        let mut rest = message.get(at..).unwrap_or_default();
         let Some(&kind) = rest.first() else { return Err(invalid("an empty message")) };
         rest = &rest[1..];
         let step = match kind {
@@ -438,7 +449,7 @@ impl MqReceiver {
                     Step::Frame(partial.data.freeze())
                 }
             }
-            CLOSE if rest.is_empty() && self.at == 0 => {
+            CLOSE if rest.is_empty() && at == 0 => {
                 if self.partial.is_some() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -449,7 +460,15 @@ impl MqReceiver {
             }
             _ => return Err(invalid(&format!("unknown segment kind {kind}"))),
         };
-        self.at = self.len - rest.len();
+        Ok((step, message.len() - rest.len()))
+    }
+}
+
+impl MqReceiver {
+    /// Takes the next segment of the current message.
+    fn step(&mut self) -> io::Result<Step> {
+        let (step, at) = self.segments.step(&self.buf[..self.len], self.at)?;
+        self.at = at;
         Ok(step)
     }
 

@@ -27,9 +27,9 @@
 //! indices), never crash or hang us.
 
 mod halves;
-mod region;
+pub(crate) mod region;
 mod ring;
-mod setup;
+pub(crate) mod setup;
 
 use std::io;
 use std::os::fd::OwnedFd;
