@@ -384,8 +384,7 @@ impl FifoListener {
             .open(path)?;
         let metadata = file.metadata()?;
         let id = FileId::of(&metadata);
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if !metadata.file_type().is_fifo() || metadata.uid() != euid || metadata.nlink() != 1 || id == self.id {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a private FIFO of a client of this server"));
         }

@@ -154,8 +154,7 @@ pub(crate) fn owner(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// Our effective uid.
 pub(crate) fn euid() -> u32 {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Sends one message without waiting (`WouldBlock` while the queue is full).
