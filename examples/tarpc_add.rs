@@ -1,6 +1,7 @@
 //! The seed's `add` as a `#[tarpc::service]`, served by tarpc's `BaseChannel` and called by its
-//! generated client over our transports (`rpc::transports::tarpc`, feature `tarpc`). The trait,
-//! the impl and the serving code are plain tarpc; only the two lines that make the transport
+//! generated client over our transports (`rpc::tarpc` with the feature `tarpc`; this example
+//! names that crate itself, `rpc_tarpc`, so that it runs without `--features`). The trait, the
+//! impl and the serving code are plain tarpc; only the two lines that make the transport
 //! change (marked `was:` below).
 //!
 //! ```text
@@ -33,13 +34,12 @@ impl Calculator for Calc {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type Incoming =
-    rpc::transports::tarpc::Incoming<tarpc::ClientMessage<CalculatorRequest>, tarpc::Response<CalculatorResponse>>;
+type Incoming = rpc_tarpc::Incoming<tarpc::ClientMessage<CalculatorRequest>, tarpc::Response<CalculatorResponse>>;
 
 /// Listens on `addr`.
 async fn listen(addr: &str) -> Result<Incoming, BoxError> {
     // was: tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?
-    let incoming = rpc::transports::tarpc::listen(addr).await?;
+    let incoming = rpc_tarpc::listen(addr).await?;
     println!("serving Calculator (tarpc) on {}", incoming.local_addr());
     Ok(incoming)
 }
@@ -63,7 +63,7 @@ async fn serve(incoming: Incoming) -> Result<(), BoxError> {
 /// Calls `add` on `addr` and prints the answer and the median round trip.
 async fn call(addr: &str) -> Result<(), BoxError> {
     // was: tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?
-    let transport = rpc::transports::tarpc::connect(addr).await?;
+    let transport = rpc_tarpc::connect(addr).await?;
     let calc = CalculatorClient::new(tarpc::client::Config::default(), transport).spawn();
     println!("{addr}: 1 + 2 = {}", calc.add(context::current(), 1, 2).await?);
     let mut rtts = Vec::with_capacity(1000);
@@ -94,7 +94,7 @@ async fn main() -> Result<(), BoxError> {
         // The child's side of the spawn: address below: tarpc over our stdin and stdout.
         #[cfg(unix)]
         Some("stdio") => {
-            let transport = rpc::transports::tarpc::stdio()?;
+            let transport = rpc_tarpc::stdio()?;
             BaseChannel::with_defaults(transport)
                 .execute(Calc.serve())
                 .for_each(|call| {

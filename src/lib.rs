@@ -29,20 +29,20 @@
 //! ```
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
-//! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a `spawn:` address
-//! serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
+//! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a
+//! `spawn:` address serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
 //! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
 //! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass
 //! [`shutdown_signal()`] to [`Server::serve_until`]. With the `tarpc` feature,
-//! `rpc::transports::tarpc` runs existing `#[tarpc::service]` traits over every transport (see
-//! the README, "Coming from tarpc").
+//! `rpc::tarpc` (the `rpc-tarpc` crate, also at `rpc::transports::tarpc`) runs
+//! existing `#[tarpc::service]` traits over every transport (see the README, "Coming from tarpc").
 //!
 //! A method streams when an argument or its return type is a [`Stream<T>`]: the client gets a
 //! [`Streaming<T>`] of `Result<T, RpcError>` items, with flow control in both directions (see
 //! [`stream`](rpc_core::stream) and the README, "Streams").
 //!
-//! This crate is a facade: the engines live in `rpc-core`,
-//! the macro in `rpc-macros`, the mechanisms in `rpc-transports`.
+//! This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`, the
+//! mechanisms in `rpc-transports`.
 
 pub use bytes::Bytes;
 pub use rpc_core::client::{CallOptions, Client, ClientOptions, Streaming};
@@ -56,7 +56,19 @@ pub use rpc_core::transport::{Connection, ConnectionInfo, Listener, PeerCredenti
 pub use rpc_core::wire::CloseCode;
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
-pub use rpc_transports as transports;
+/// The transports: [`rpc_transports`], and with the `tarpc` feature its tarpc adapter
+/// (`rpc::tarpc`, kept here as `rpc::transports::tarpc` too).
+pub mod transports {
+    #[doc(inline)]
+    pub use rpc_transports::*;
+
+    #[cfg(feature = "tarpc")]
+    #[doc(no_inline)]
+    pub use rpc_tarpc as tarpc;
+}
+/// tarpc over every transport (feature `tarpc`): the `rpc-tarpc` crate.
+#[cfg(feature = "tarpc")]
+pub use rpc_tarpc as tarpc;
 pub use rpc_transports::{connect, listen};
 
 /// Connects to `addr` and performs the hello exchange for `service`.

@@ -1,5 +1,7 @@
-//! The conformance suite: the same checks against every transport. Adding a transport adds one
-//! line to the `conformance!` list at the bottom.
+//! The conformance suite: the same checks against every transport. A transport in the registry
+//! (`rpc::transports::registry`) without a line of its own in the `conformance!` lists at the
+//! bottom is checked by `registered::every_other_transport`; addresses, what a server leaves on
+//! disk and raw streams all come from the registry.
 //!
 //! Transports that cross processes are served by the `rpc-test-server` helper binary started as
 //! a real process; `mem://` is served in-process; for `spawn:` every client starts its own
@@ -13,6 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rpc::transports::registry;
 use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, CloseCode, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
@@ -105,7 +108,7 @@ impl TestServer {
                         (listener.local_addr(), tokio::spawn(rpc_tests::test_server().serve_until(listener, stopped)))
                     }
                     Protocol::Tarpc => {
-                        let incoming = rpc::transports::tarpc::listen(addr).await.expect("listen");
+                        let incoming = rpc::tarpc::listen(addr).await.expect("listen");
                         let addr = incoming.local_addr().to_owned();
                         (
                             addr,
@@ -268,13 +271,14 @@ impl Leftovers {
     fn snapshot(addr: &str) -> Leftovers {
         let mut dirs: Vec<std::path::PathBuf> = SHARED_DIRS.iter().map(std::path::PathBuf::from).collect();
         let mut socket_name = None;
-        for scheme in ["unix://", "fifo://"] {
-            if let Some(path) = addr.strip_prefix(scheme).map(std::path::Path::new) {
-                dirs.push(path.parent().unwrap().to_owned());
-                if scheme == "unix://" {
-                    socket_name = Some(path.file_name().unwrap().to_string_lossy().into_owned());
-                }
+        // (A `spawn:` check passes no address: its children are started per client.)
+        let parsed: Option<rpc::transports::Address> = addr.parse().ok();
+        if let Some((parsed, (dir, private))) = parsed.as_ref().and_then(|a| Some((a, registry::endpoint_dir(a)?))) {
+            if !private {
+                let files = registry::endpoint_files(parsed);
+                socket_name = files.first().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned());
             }
+            dirs.push(dir);
         }
         let before = dirs.into_iter().map(|dir| (dir.clone(), entries_if_any(&dir))).collect();
         Leftovers { before, socket_name }
@@ -341,13 +345,10 @@ fn held_by_a_live_process(path: &std::path::Path) -> bool {
     })
 }
 
-/// `.rpc<pid>-<n>.tmp` (the name a `unix://` listener binds before linking) of a process that
-/// is gone.
+/// A temporary name a listener binds before linking (the registry knows its form) of a process
+/// that is gone.
 fn temp_socket_of_a_dead_process(name: &str) -> bool {
-    let Some(pid) = name.strip_prefix(".rpc").and_then(|rest| rest.split_once('-')).map(|(pid, _)| pid) else {
-        return false;
-    };
-    pid.parse::<u32>().is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    registry::temp_name_owner(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -934,7 +935,7 @@ async fn raw_closed_with(raw: &mut RawStream) -> Option<(CloseCode, String)> {
 }
 
 // tarpc over our transports: the `#[tarpc::service]` `TarpcCalculator`, served by tarpc's
-// `BaseChannel` and called by its generated client, both over `rpc::transports::tarpc`.
+// `BaseChannel` and called by its generated client, both over `rpc::tarpc`.
 
 /// tarpc's default context, with a deadline long enough for a slow debug build on a busy machine
 /// (the default is 10 s).
@@ -1271,16 +1272,11 @@ async fn stray_stdout_is_a_clear_error(addr: String, mode: Mode) {
     assert!(err.to_string().contains("must not print to stdout"), "{err}");
 }
 
-macro_rules! conformance {
-    (@only $transport:ident => $addr:expr, $mode:expr, [$($check:ident),*]) => {
-        mod $transport {
-            use super::*;
-            conformance!(@tests $addr, $mode, $($check),*);
-        }
-    };
-    // Every check that applies to one shared server, in a process of its own or in this one.
-    (@shared $addr:expr, $mode:expr, [$($more:ident),*]) => {
-        conformance!(@tests $addr, $mode, basic_call, several_services_on_one_address,
+/// `$callback!($($args)* [checks])` with the checks that apply to one shared server, in a
+/// process of its own or in this one.
+macro_rules! shared_checks {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! { $($args)* [basic_call, several_services_on_one_address,
             many_clients_many_concurrent_calls, app_error_is_delivered_intact,
             unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
             dropping_a_call_cancels_the_handler, handler_panic_is_reported,
@@ -1290,8 +1286,41 @@ macro_rules! conformance {
             tarpc_client_disconnect_leaves_others_served, tarpc_bad_bytes_close_only_that_connection,
             streams_server_stream_in_order, streams_client_stream, streams_bidirectional,
             streams_backpressure_and_cancel, streams_unary_calls_while_a_stream_saturates,
-            streams_deadline_ends_the_stream, streams_killed_server_mid_stream, streams_shutdown_mid_stream
-            $(, $more)*);
+            streams_deadline_ends_the_stream, streams_killed_server_mid_stream, streams_shutdown_mid_stream] }
+    };
+}
+
+/// `$callback!($($args)* [checks])` with the faults checked against a server process.
+macro_rules! process_checks {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! { $($args)* [killed_client_frees_its_connection,
+            silent_connection_is_closed_by_the_handshake_timeout,
+            idle_connection_is_closed_by_the_idle_timeout,
+            a_client_that_never_reads_is_held_back_then_closed,
+            client_at_its_descriptor_limit_gets_a_clear_error] }
+    };
+}
+
+/// `$callback!($($args)* [checks])` with the checks that send raw bytes to a server.
+macro_rules! raw_checks {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! { $($args)* [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out] }
+    };
+}
+
+macro_rules! conformance {
+    (@only $transport:ident => $addr:expr, $mode:expr, [$($check:ident),*]) => {
+        mod $transport {
+            use super::*;
+            conformance!(@tests $addr, $mode, $($check),*);
+        }
+    };
+    // Every check that applies to one shared server, and `$more`.
+    (@shared $addr:expr, $mode:expr, [$($more:ident),*]) => {
+        shared_checks!(conformance!(@shared_then $addr, $mode, [$($more),*]));
+    };
+    (@shared_then $addr:expr, $mode:expr, [$($more:ident),*] [$($check:ident),*]) => {
+        conformance!(@tests $addr, $mode, $($check,)* $($more),*);
     };
     // An in-process server: the shared checks only (see the faults section for why).
     (@in_process $transport:ident => $addr:expr, [$($extra:ident),*]) => {
@@ -1300,18 +1329,17 @@ macro_rules! conformance {
             conformance!(@shared $addr, Mode::InProcess, [$($extra),*]);
         }
     };
+    (@process_then $addr:expr, $mode:expr, [$($extra:ident),*] [$($check:ident),*]) => {
+        conformance!(@shared $addr, $mode, [$($check,)* $($extra),*]);
+    };
     // A server process: the shared checks and the faults.
     ($( $transport:ident => $addr:expr, $mode:expr, [$($extra:ident),*]; )*) => {$(
         mod $transport {
             use super::*;
-            conformance!(@shared $addr, $mode, [killed_client_frees_its_connection,
-                silent_connection_is_closed_by_the_handshake_timeout,
-                idle_connection_is_closed_by_the_idle_timeout,
-                a_client_that_never_reads_is_held_back_then_closed,
-                client_at_its_descriptor_limit_gets_a_clear_error $(, $extra)*]);
+            process_checks!(conformance!(@process_then $addr, $mode, [$($extra),*]));
         }
     )*};
-    (@tests $addr:expr, $mode:expr, $($check:ident),*) => {$(
+    (@tests $addr:expr, $mode:expr, $($check:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $check() {
             super::$check($addr, $mode).await;
@@ -1319,28 +1347,31 @@ macro_rules! conformance {
     )*};
 }
 
-fn temp_socket() -> String {
-    format!("unix://{}", std::env::temp_dir().join(format!("{}.sock", unique("rpc-conf"))).display())
+/// Runs `[checks]` one after another, each on a fresh `$addr`.
+macro_rules! run_checks {
+    ($name:expr, $addr:expr, $mode:expr, [$($check:ident),*]) => {$(
+        eprintln!("{}: {}", $name, stringify!($check));
+        $check($addr, $mode).await;
+    )*};
 }
 
-fn temp_fifo() -> String {
-    let dir = std::env::temp_dir().join(unique("rpc-conf-fifo"));
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("fifo://{}", dir.join("calc").display())
+/// A fresh address for `transport`, from the registry.
+fn fresh(transport: &str) -> String {
+    support::scheme(transport).fresh_address(&unique("rpc-conf")).unwrap()
 }
 
-conformance!(@in_process mem => format!("mem://{}", unique("conf")), []);
+conformance!(@in_process mem => fresh("mem"), []);
 
 conformance! {
-    tcp => "tcp://127.0.0.1:0".to_owned(), Mode::Process,
+    tcp => fresh("tcp"), Mode::Process,
         [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
-    local => format!("local://{}", unique("rpc-conf")), Mode::Process,
+    local => fresh("local"), Mode::Process,
         [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
-    unix => temp_socket(), Mode::Process, [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
+    unix => fresh("unix"), Mode::Process, [hostile_bytes_on_a_raw_stream, partial_frames_on_a_raw_stream_time_out];
     // No raw-byte checks: a FIFO connection needs the record handshake before any byte flows
     // (the fifo module's own tests feed garbage to the connect FIFO). Partial hellos and frames
     // are the same stream framing as the lines above.
-    fifo => temp_fifo(), Mode::Process, [no_fifo_left_after_a_killed_peer];
+    fifo => fresh("fifo"), Mode::Process, [no_fifo_left_after_a_killed_peer];
 }
 
 // shm and mq are Linux only.
@@ -1350,8 +1381,8 @@ conformance! {
 // module's own tests send malformed messages).
 #[cfg(target_os = "linux")]
 conformance! {
-    shm => format!("shm://{}", unique("rpc-conf")), Mode::Process, [no_shm_left_after_a_killed_peer];
-    mq => format!("mq://{}", unique("rpc-conf-mq")), Mode::Process,
+    shm => fresh("shm"), Mode::Process, [no_shm_left_after_a_killed_peer];
+    mq => fresh("mq"), Mode::Process,
         [no_queue_left_after_a_killed_peer, a_live_mq_server_is_not_displaced];
 }
 
@@ -1367,3 +1398,37 @@ conformance!(@only spawn => String::new(), Mode::Spawn, [basic_call, several_ser
     tarpc_bad_bytes_close_only_that_connection, streams_server_stream_in_order, streams_client_stream,
     streams_bidirectional, streams_backpressure_and_cancel, streams_unary_calls_while_a_stream_saturates,
     streams_deadline_ends_the_stream, streams_killed_server_mid_stream]);
+
+/// The transports above with a line of their own. Every other transport in the registry is
+/// checked by [`registered::every_other_transport`], so a new transport is covered as soon as it
+/// has its registry entry; a line of its own names its checks one by one and adds its own.
+const WITH_A_LINE: &[&str] = &["mem", "tcp", "local", "unix", "fifo", "shm", "mq", "spawn"];
+
+mod registered {
+    use super::*;
+    use rpc::transports::registry::Reach;
+
+    #[test]
+    fn every_line_is_a_registered_transport() {
+        for name in WITH_A_LINE {
+            assert!(registry::lookup(name).is_some(), "{name} has a conformance line but no registry entry");
+        }
+    }
+
+    /// The shared checks (and, for a transport that crosses processes, the faults and, where it
+    /// takes raw bytes, the raw-byte checks) for every transport without a line above.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_other_transport() {
+        for scheme in registry::available().filter(|s| !WITH_A_LINE.contains(&s.name) && s.listens()) {
+            let name = scheme.name;
+            let mode = if scheme.reach == Reach::SameProcess { Mode::InProcess } else { Mode::Process };
+            shared_checks!(run_checks!(name, fresh(name), mode,));
+            if mode == Mode::Process {
+                process_checks!(run_checks!(name, fresh(name), mode,));
+                if scheme.raw_stream {
+                    raw_checks!(run_checks!(name, fresh(name), mode,));
+                }
+            }
+        }
+    }
+}

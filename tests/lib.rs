@@ -243,7 +243,7 @@ pub fn test_server_with(options: rpc::ServerOptions) -> rpc::Server {
 }
 
 /// The `#[tarpc::service]` every transport is also checked with, through
-/// `rpc::transports::tarpc`: what a tarpc user brings along unchanged.
+/// `rpc::tarpc`: what a tarpc user brings along unchanged.
 #[tarpc::service]
 pub trait TarpcCalculator {
     /// Adds two numbers.
@@ -274,15 +274,13 @@ impl TarpcCalculator for TestTarpcCalculator {
 }
 
 /// A server's end of one connection carrying [`TarpcCalculator`].
-pub type TarpcServerTransport = rpc::transports::tarpc::Transport<
-    tarpc::ClientMessage<TarpcCalculatorRequest>,
-    tarpc::Response<TarpcCalculatorResponse>,
->;
+pub type TarpcServerTransport =
+    rpc::tarpc::Transport<tarpc::ClientMessage<TarpcCalculatorRequest>, tarpc::Response<TarpcCalculatorResponse>>;
 
 /// Serves [`TestTarpcCalculator`] on every connection `incoming` yields, one task per
 /// connection (tarpc's documented pattern), until the stream ends.
 pub async fn serve_tarpc(
-    incoming: rpc::transports::tarpc::Incoming<
+    incoming: rpc::tarpc::Incoming<
         tarpc::ClientMessage<TarpcCalculatorRequest>,
         tarpc::Response<TarpcCalculatorResponse>,
     >,
@@ -313,6 +311,6 @@ pub async fn serve_tarpc_connection(transport: TarpcServerTransport) {
 
 /// Connects a [`TarpcCalculatorClient`] to `addr` over our transport for that address.
 pub async fn tarpc_client(addr: &str) -> Result<TarpcCalculatorClient, rpc::RpcError> {
-    let transport = rpc::transports::tarpc::connect(addr).await?;
+    let transport = rpc::tarpc::connect(addr).await?;
     Ok(TarpcCalculatorClient::new(tarpc::client::Config::default(), transport).spawn())
 }

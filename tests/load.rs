@@ -217,6 +217,11 @@ async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usiz
     assert_eq!(clients.last().unwrap().add(3, 3).await.unwrap(), 6);
 }
 
+/// Descriptors a server needs at once to set up a connection of `transport` (the registry's fact).
+fn setup_fds(transport: &str) -> usize {
+    support::scheme(transport).descriptors_during_setup
+}
+
 /// [`at_the_descriptor_limit`] at each limit that matters, one after another (each server gets
 /// its own address from `addr`).
 async fn at_the_descriptor_limits(addr: impl Fn(usize) -> String, per_connection: usize) {
@@ -227,12 +232,13 @@ async fn at_the_descriptor_limits(addr: impl Fn(usize) -> String, per_connection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_local() {
-    at_the_descriptor_limits(|n| format!("local://rpc-load-limit-{}-{n}", std::process::id()), 1).await;
+    at_the_descriptor_limits(|n| format!("local://rpc-load-limit-{}-{n}", std::process::id()), setup_fds("local"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_tcp() {
-    at_the_descriptor_limits(|_| "tcp://127.0.0.1:0".to_owned(), 1).await;
+    at_the_descriptor_limits(|_| "tcp://127.0.0.1:0".to_owned(), setup_fds("tcp")).await;
 }
 
 /// Two FIFOs a connection.
@@ -253,7 +259,7 @@ async fn at_the_descriptor_limit_over_fifo() {
         std::fs::create_dir_all(&sub).unwrap();
         format!("fifo://{}", sub.join("calc").display())
     };
-    at_the_descriptor_limits(addr, 2).await;
+    at_the_descriptor_limits(addr, setup_fds("fifo")).await;
 }
 
 /// The setup socket, the memory and one end of the bell socketpair (both closed once sent), the
@@ -261,7 +267,7 @@ async fn at_the_descriptor_limit_over_fifo() {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_shm() {
-    at_the_descriptor_limits(|n| format!("shm://rpc-load-limit-{}-{n}", std::process::id()), 6).await;
+    at_the_descriptor_limits(|n| format!("shm://rpc-load-limit-{}-{n}", std::process::id()), setup_fds("shm")).await;
 }
 
 /// The two queues, a pidfd on the client for each half, and a moment's duplicate of the
@@ -269,5 +275,5 @@ async fn at_the_descriptor_limit_over_shm() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_descriptor_limit_over_mq() {
-    at_the_descriptor_limits(|n| format!("mq://rpc-load-limit-{}-{n}", std::process::id()), 5).await;
+    at_the_descriptor_limits(|n| format!("mq://rpc-load-limit-{}-{n}", std::process::id()), setup_fds("mq")).await;
 }

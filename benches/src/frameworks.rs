@@ -1,6 +1,6 @@
 //! Starting servers and connecting clients for the two frameworks under test: ours (any address
 //! our transports accept), tarpc over its own serde transport (TCP or a Unix socket file), and
-//! tarpc over our transports (`rpc::transports::tarpc`, any address), which tells the gain of
+//! tarpc over our transports (`rpc::tarpc`, any address), which tells the gain of
 //! our engine apart from the gain of our transport.
 //!
 //! Both servers run on a current-thread tokio runtime, as do both clients: the same runtime shape
@@ -28,7 +28,7 @@ pub const TARPC_ENCODING: &str =
 
 /// See [`OURS_ENCODING`].
 pub const TARPC_ON_OURS_ENCODING: &str =
-    "tarpc 0.37 engine (client dispatch, BaseChannel) over our transport for the same address via rpc::transports::tarpc, one postcard-encoded message per frame, bulk argument serde_bytes::ByteBuf";
+    "tarpc 0.37 engine (client dispatch, BaseChannel) over our transport for the same address via rpc::tarpc, one postcard-encoded message per frame, bulk argument serde_bytes::ByteBuf";
 
 /// tarpc's codec default is 8 MiB; the bulk echo needs 1 MiB plus a header.
 const TARPC_MAX_FRAME: usize = 4 << 20;
@@ -87,7 +87,7 @@ pub async fn serve_tarpc(endpoint: &Endpoint) -> Result<(), BoxError> {
 
 /// Serves tarpc's `TarpcBench` on our transport for `addr` until the process exits.
 pub async fn serve_tarpc_on_ours(addr: &str) -> Result<(), BoxError> {
-    let incoming = rpc::transports::tarpc::listen(addr).await?;
+    let incoming = rpc::tarpc::listen(addr).await?;
     crate::announce(&incoming.local_addr());
     incoming
         .for_each(|accepted| {
@@ -127,7 +127,7 @@ fn tarpc_client_config() -> tarpc::client::Config {
 
 /// Connects a tarpc client to `addr` over our transport for it.
 pub async fn connect_tarpc_on_ours(addr: &str) -> Result<Tarpc, BoxError> {
-    let transport = rpc::transports::tarpc::connect(addr).await?;
+    let transport = rpc::tarpc::connect(addr).await?;
     Ok(Tarpc(TarpcBenchClient::new(tarpc_client_config(), transport).spawn()))
 }
 

@@ -75,7 +75,7 @@ pub struct Transport {
     /// tarpc over the same primitive, if tarpc has a transport for it.
     pub tarpc: Option<fn(&str) -> Endpoint>,
     /// Also measure tarpc's engine over *our* transport for this row's address
-    /// (`rpc::transports::tarpc`): against `ours` it shows the gain of our engine alone, against
+    /// (`rpc::tarpc`): against `ours` it shows the gain of our engine alone, against
     /// `tarpc` the gain of our transport. Rows whose server is a listener only (not `spawned`).
     pub tarpc_on_ours: bool,
     /// The client's connect starts the server as its child (`spawn:`), so the harness starts no

@@ -80,7 +80,7 @@ pub enum Side {
     Ours,
     /// tarpc over its own serde transport.
     Tarpc,
-    /// tarpc's engine over our transport (`rpc::transports::tarpc`): against `Ours` it isolates
+    /// tarpc's engine over our transport (`rpc::tarpc`): against `Ours` it isolates
     /// the engines, against `Tarpc` the transports.
     TarpcOnOurs,
 }

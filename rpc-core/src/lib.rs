@@ -7,6 +7,7 @@
 //! → [`wire`] → [`transport`] → [`wire`] → [`server::Server`] → [`service::Service`] → user impl.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod context;

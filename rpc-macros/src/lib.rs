@@ -8,6 +8,8 @@
 //!    mistakes in one build, producing a `model::Service`;
 //! 3. `expand`: the rewritten trait, the server adapter and the client, from the model alone.
 
+#![forbid(unsafe_code)]
+
 mod expand;
 mod model;
 mod parse;

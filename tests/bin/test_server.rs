@@ -24,7 +24,7 @@
 //!   `uid gid pid` (`none` without credentials) and exits; a failure goes to stderr, exit 1.
 //!
 //! With `--tarpc` first, each mode does the same with the `#[tarpc::service]`
-//! `TarpcCalculator` over `rpc::transports::tarpc` instead of our services (the `--client`
+//! `TarpcCalculator` over `rpc::tarpc` instead of our services (the `--client`
 //! leaves a `sleep` call in flight before it prints `connected`; the server options do not apply).
 
 use std::io::Write;
@@ -128,7 +128,7 @@ fn announce(line: &str) {
 }
 
 async fn serve_tarpc(addr: &str) {
-    let incoming = rpc::transports::tarpc::listen(addr).await.unwrap_or_else(|e| fail(e));
+    let incoming = rpc::tarpc::listen(addr).await.unwrap_or_else(|e| fail(e));
     let shutdown = rpc::shutdown_signal();
     announce(&format!("listening {}", incoming.local_addr()));
     // Dropping `incoming` on shutdown closes the listener (and removes a unix:// socket file).
@@ -195,7 +195,7 @@ async fn stdio(options: &[String], tarpc: bool) {
         }
     }
     let result = if tarpc {
-        match rpc::transports::tarpc::stdio() {
+        match rpc::tarpc::stdio() {
             Ok(transport) => {
                 rpc_tests::serve_tarpc_connection(transport).await;
                 Ok(())

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use rpc::transports::registry;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -19,21 +20,19 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The registry's entry for `transport` (which must be registered).
+pub fn scheme(transport: &str) -> &'static registry::Scheme {
+    registry::lookup(transport).unwrap_or_else(|| panic!("no transport {transport} in the registry"))
+}
+
 /// A fresh address of each listening kind these tests use, by transport name.
 pub fn fresh_addr(transport: &str) -> String {
-    match transport {
-        "tcp" => "tcp://127.0.0.1:0".to_owned(),
-        "local" => format!("local://{}", unique("rpc-hostile")),
-        "shm" => format!("shm://{}", unique("rpc-hostile")),
-        "mq" => format!("mq://{}", unique("rpc-hostile")),
-        "unix" => format!("unix://{}", std::env::temp_dir().join(format!("{}.sock", unique("rpc-hostile"))).display()),
-        "fifo" => {
-            let dir = std::env::temp_dir().join(unique("rpc-hostile-fifo"));
-            std::fs::create_dir_all(&dir).unwrap();
-            format!("fifo://{}", dir.join("calc").display())
-        }
-        other => panic!("no address for {other}"),
-    }
+    scheme(transport).fresh_address(&unique("rpc-hostile")).unwrap_or_else(|| panic!("no address for {transport}"))
+}
+
+/// `addr` parsed.
+fn parsed(addr: &str) -> rpc::transports::Address {
+    addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"))
 }
 
 /// A `rpc-test-server` process, killed (and its endpoint removed) on drop.
@@ -117,31 +116,15 @@ impl Drop for ServerProcess {
 }
 
 /// The files a killed server at `addr` cannot remove (the next server on the address would
-/// reclaim them): a `unix://` socket file, a `fifo://` connect FIFO, an `mq://` connect queue
-/// (as `/dev/mqueue` lists it where the mqueue file system is mounted there).
+/// reclaim them): what the registry says its transport leaves on disk.
 pub fn endpoint_files(addr: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<std::path::PathBuf> =
-        ["unix://", "fifo://"].iter().filter_map(|scheme| addr.strip_prefix(scheme)).map(Into::into).collect();
-    if let Some(name) = addr.strip_prefix("mq://") {
-        files.push(std::path::Path::new("/dev/mqueue").join(name));
-    }
-    files
+    addr.parse().map(|addr| registry::endpoint_files(&addr)).unwrap_or_default()
 }
 
-/// Removes what a killed server at `addr` leaves behind: its socket file, its connect queue,
-/// the directory of its connect FIFO (every `fifo://` address of these tests has its own).
+/// Removes what a killed server at `addr` leaves behind (see [`registry::remove_endpoint`]).
 pub fn remove_endpoint(addr: &str) {
-    if let Some(path) = addr.strip_prefix("unix://") {
-        let _ = std::fs::remove_file(path);
-    }
-    if let Some(dir) = addr.strip_prefix("fifo://").and_then(|path| std::path::Path::new(path).parent()) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(name) = addr.strip_prefix("mq://") {
-        let name = std::ffi::CString::new(format!("/{name}")).unwrap();
-        // SAFETY: mq_unlink reads the NUL-terminated name, which outlives the call.
-        unsafe { libc::mq_unlink(name.as_ptr()) };
+    if let Ok(addr) = addr.parse() {
+        registry::remove_endpoint(&addr);
     }
 }
 
@@ -157,27 +140,13 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-pub type RawStream = Box<dyn RawIo>;
-pub trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
+pub type RawStream = Box<dyn registry::RawIo>;
 
-/// A plain byte stream to a tcp://, unix:// or (Linux) local:// server: no framing, no hello.
+/// A plain byte stream to a server whose transport has one ([`registry::Scheme::raw_stream`]):
+/// no framing, no hello.
 pub async fn raw_stream(addr: &str) -> RawStream {
-    if let Some(hostport) = addr.strip_prefix("tcp://") {
-        return Box::new(tokio::net::TcpStream::connect(hostport).await.unwrap());
+    match registry::raw_stream(&parsed(addr)).await {
+        Some(stream) => stream.unwrap_or_else(|e| panic!("raw stream to {addr}: {e}")),
+        None => panic!("no raw byte stream for {addr}"),
     }
-    #[cfg(unix)]
-    if let Some(path) = addr.strip_prefix("unix://") {
-        return Box::new(tokio::net::UnixStream::connect(path).await.unwrap());
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(name) = addr.strip_prefix("local://") {
-        // On Linux `local://name` is the abstract Unix socket address "\0name".
-        use std::os::linux::net::SocketAddrExt;
-        let sockaddr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
-        let std_stream = std::os::unix::net::UnixStream::connect_addr(&sockaddr).unwrap();
-        std_stream.set_nonblocking(true).unwrap();
-        return Box::new(tokio::net::UnixStream::from_std(std_stream).unwrap());
-    }
-    panic!("no raw byte stream for {addr}")
 }

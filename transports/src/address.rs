@@ -10,9 +10,12 @@ use std::str::FromStr;
 
 use rpc_core::error::RpcError;
 
+use crate::registry::{self, Scheme, REGISTRY};
+
 /// A parsed transport address.
 ///
-/// `#[non_exhaustive]` because the design has more mechanisms to come (`shm://`).
+/// One variant per entry of the [registry](crate::registry); `#[non_exhaustive]` because new
+/// transports add variants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Address {
@@ -43,21 +46,34 @@ pub enum Address {
     Mq(String),
 }
 
-/// The schemes this build supports, in the order error messages list them.
-#[cfg(target_os = "linux")]
-pub const SCHEMES: &[&str] = &["tcp", "local", "shm", "unix", "fifo", "spawn", "mq", "mem"];
-/// The schemes this build supports, in the order error messages list them.
-#[cfg(target_os = "android")]
-pub const SCHEMES: &[&str] = &["tcp", "local", "shm", "unix", "fifo", "spawn", "mem"];
-/// The schemes this build supports, in the order error messages list them.
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
-pub const SCHEMES: &[&str] = &["tcp", "local", "unix", "fifo", "spawn", "mem"];
-/// The schemes this build supports, in the order error messages list them.
-#[cfg(windows)]
-pub const SCHEMES: &[&str] = &["tcp", "local", "mem"];
-/// The schemes this build supports, in the order error messages list them.
-#[cfg(not(any(unix, windows)))]
-pub const SCHEMES: &[&str] = &["tcp", "mem"];
+/// The schemes this build supports, in the order error messages list them: the available part
+/// of the [registry](crate::registry::REGISTRY).
+pub const SCHEMES: &[&str] = &AVAILABLE;
+
+const AVAILABLE_LEN: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < REGISTRY.len() {
+        if REGISTRY[i].driver.is_some() {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+const AVAILABLE: [&str; AVAILABLE_LEN] = {
+    let mut names = [""; AVAILABLE_LEN];
+    let (mut i, mut n) = (0, 0);
+    while i < REGISTRY.len() {
+        if REGISTRY[i].driver.is_some() {
+            names[n] = REGISTRY[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    names
+};
 
 /// Longest `local://` name. Abstract socket names may have 107 bytes and Windows pipe names
 /// 256, but other Unix systems put the socket at `/tmp/<name>` and `sun_path` has 104 bytes
@@ -85,28 +101,25 @@ impl Address {
             return Err(invalid(format!("missing scheme in `{s}`; {}", supported())));
         };
         let scheme = scheme.to_ascii_lowercase();
-        if !SCHEMES.contains(&scheme.as_str()) {
-            if is_known(&scheme) {
-                return Err(unsupported_here(&scheme));
-            }
+        let Some(entry) = registry::lookup(&scheme) else {
             return Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported())));
-        }
-        if scheme == "spawn" {
-            return parse_spawn(s, rest);
-        }
-        let Some(body) = rest.strip_prefix("//") else {
-            return Err(invalid(format!("`{s}` is malformed: expected {}", form(&scheme))));
         };
-        match scheme.as_str() {
-            "tcp" => parse_tcp(s, body),
-            "local" => parse_local_name(s, body, "local").map(Address::Local),
-            "shm" => parse_local_name(s, body, "shm").map(Address::Shm),
-            "unix" => parse_unix(s, body),
-            "fifo" => parse_fifo(s, body),
-            "mem" => parse_name(s, body, "mem").map(Address::Mem),
-            "mq" => parse_mq(s, body),
-            _ => Err(invalid(format!("unknown scheme `{scheme}` in `{s}`; {}", supported()))),
+        if !entry.is_available() {
+            return Err(unsupported_here(entry));
         }
+        let body = match entry.separator {
+            "://" => rest.strip_prefix("//"),
+            _ => Some(rest),
+        };
+        let Some(body) = body else {
+            return Err(invalid(format!("`{s}` is malformed: expected {}", entry.form)));
+        };
+        (entry.parse)(s, body)
+    }
+
+    /// This address's entry in the [registry](crate::registry).
+    pub fn registered(&self) -> &'static Scheme {
+        registry::lookup(self.scheme()).expect("every Address variant is registered")
     }
 
     /// The scheme, e.g. `"tcp"`.
@@ -156,10 +169,14 @@ impl fmt::Display for Address {
 }
 
 /// The error for a scheme this build knows but the platform lacks.
-pub(crate) fn unsupported_here(scheme: &str) -> RpcError {
-    let sep = if scheme == "spawn" { ":" } else { "://" };
-    let only = if scheme == "mq" { " (POSIX message queues are Linux only)" } else { "" };
-    invalid(format!("`{scheme}{sep}` addresses are not supported on this platform{only}; {}", supported()))
+pub(crate) fn unsupported_here(scheme: &Scheme) -> RpcError {
+    invalid(format!(
+        "`{}{}` addresses are not supported on this platform{}; {}",
+        scheme.name,
+        scheme.separator,
+        scheme.why_not_here,
+        supported()
+    ))
 }
 
 fn invalid(message: String) -> RpcError {
@@ -168,27 +185,13 @@ fn invalid(message: String) -> RpcError {
 
 /// "this build supports tcp://host:port, local://name, unix:///path, mem://name"
 fn supported() -> String {
-    let forms: Vec<&str> = SCHEMES.iter().map(|s| form(s)).collect();
+    let forms: Vec<&str> = registry::available().map(|s| s.form).collect();
     format!("this build supports {}", forms.join(", "))
 }
 
+/// The form of `scheme` for messages.
 fn form(scheme: &str) -> &'static str {
-    match scheme {
-        "tcp" => "tcp://host:port",
-        "local" => "local://name",
-        "unix" => "unix:///path",
-        "mem" => "mem://name",
-        "fifo" => "fifo:///path",
-        "shm" => "shm://name",
-        "spawn" => "spawn:/path/to/program?arg1&arg2",
-        "mq" => "mq://name",
-        _ => "scheme://...",
-    }
-}
-
-/// Schemes implemented by some build of this crate (so not "unknown" on any platform).
-fn is_known(scheme: &str) -> bool {
-    matches!(scheme, "tcp" | "local" | "unix" | "mem" | "fifo" | "spawn" | "shm" | "mq")
+    registry::lookup(scheme).map_or("scheme://...", |s| s.form)
 }
 
 /// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`. Rejects `127.0.0.1` in
@@ -199,7 +202,7 @@ fn is_scheme(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
+pub(crate) fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
     let expected = "expected tcp://host:port, e.g. tcp://127.0.0.1:4000 or tcp://[::1]:4000";
     if body.contains(['/', '?', '#']) {
         return Err(invalid(format!("`{s}`: a tcp:// address has no path or query; {expected}")));
@@ -239,7 +242,7 @@ fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
     Ok(Address::Tcp(body.to_owned()))
 }
 
-fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
+pub(crate) fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
     if body.is_empty() {
         return Err(invalid(format!("`{s}`: empty name; expected {}", form(scheme))));
     }
@@ -250,7 +253,7 @@ fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
 }
 
 /// A `local://` or `shm://` name: both name a local socket.
-fn parse_local_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
+pub(crate) fn parse_local_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
     let name = parse_name(s, body, scheme)?;
     if name.len() > MAX_LOCAL_NAME {
         Err(invalid(format!("`{s}`: a {scheme}:// name may have at most {MAX_LOCAL_NAME} bytes")))
@@ -264,7 +267,7 @@ fn parse_local_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcErro
 /// `mq://name`: the name of the connect queue (`/name`) without its slash. Private queues are
 /// named `/name.<token>.c2s` and the listener's lock is the abstract socket `rpc-mq/name`, so
 /// the name is as short as a `local://` name, and has no `/` (queue names have one, leading).
-fn parse_mq(s: &str, body: &str) -> Result<Address, RpcError> {
+pub(crate) fn parse_mq(s: &str, body: &str) -> Result<Address, RpcError> {
     let name = parse_name(s, body, "mq")?;
     if name.len() > MAX_LOCAL_NAME {
         return Err(invalid(format!("`{s}`: an mq:// name may have at most {MAX_LOCAL_NAME} bytes")));
@@ -278,7 +281,7 @@ fn parse_mq(s: &str, body: &str) -> Result<Address, RpcError> {
     Ok(Address::Mq(name))
 }
 
-fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
+pub(crate) fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
     if !body.starts_with('/') {
         return Err(invalid(format!(
             "`{s}`: the socket path must be absolute, as in unix:///tmp/x.sock (three slashes)"
@@ -299,7 +302,7 @@ fn parse_unix(s: &str, body: &str) -> Result<Address, RpcError> {
     Ok(Address::Unix(PathBuf::from(body)))
 }
 
-fn parse_fifo(s: &str, body: &str) -> Result<Address, RpcError> {
+pub(crate) fn parse_fifo(s: &str, body: &str) -> Result<Address, RpcError> {
     if !body.starts_with('/') {
         return Err(invalid(format!("`{s}`: the FIFO path must be absolute, as in fifo:///tmp/calc (three slashes)")));
     }
@@ -316,7 +319,7 @@ fn parse_fifo(s: &str, body: &str) -> Result<Address, RpcError> {
 }
 
 /// `spawn:/path?a&b`, also accepting `spawn:///path?...` (the `//` of an empty authority).
-fn parse_spawn(s: &str, rest: &str) -> Result<Address, RpcError> {
+pub(crate) fn parse_spawn(s: &str, rest: &str) -> Result<Address, RpcError> {
     let expected = "expected spawn:/path/to/program?arg1&arg2";
     let rest = match rest.strip_prefix("//") {
         Some(after) if after.starts_with('/') => after,

@@ -83,18 +83,15 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::pipe;
 
 use crate::context::describe;
+use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
 use crate::options::TransportOptions;
 use crate::pipes;
-use crate::unix::{is_exhaustion, remove_if_ours, remove_stale, FileId};
+use crate::rendezvous::{self, RECORD_LEN};
+use rpc_core::transport::transient::is_exhaustion;
 
-/// The size of a connect record: well under `PIPE_BUF`, so each is written atomically.
-pub(crate) const RECORD_LEN: usize = 64;
 const MAGIC: &[u8; 8] = b"rpcfifo1";
-const MAX_TOKEN: usize = RECORD_LEN - MAGIC.len() - 1;
 /// The byte the server writes into `s2c` once it holds both ends of the pair.
 const ACK: u8 = 0x06;
-/// How often `listen` goes back to linking after removing a stale FIFO.
-const RECLAIM_ATTEMPTS: u32 = 3;
 // `write(2)` atomicity is what keeps concurrent clients' records apart.
 const _: () = assert!(RECORD_LEN <= 512, "records must fit the POSIX minimum PIPE_BUF");
 
@@ -176,30 +173,14 @@ fn server_gone(control: pipe::Sender) -> Option<Pin<Box<dyn Future<Output = ()> 
     }))
 }
 
-fn record(token: &str) -> [u8; RECORD_LEN] {
-    let mut record = [0u8; RECORD_LEN];
-    record[..MAGIC.len()].copy_from_slice(MAGIC);
-    let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
-    record[MAGIC.len()] = token.len() as u8;
-    record[MAGIC.len() + 1..][..token.len()].copy_from_slice(token);
-    record
+pub(crate) fn record(token: &str) -> [u8; RECORD_LEN] {
+    rendezvous::encode(MAGIC, &[], token)
 }
 
-/// The token of a well-formed record; `None` for anything else. The token becomes part of file
-/// names the server opens, so it must have exactly the form clients write (three groups of
-/// lowercase hex digits joined by `-`: no `/`, no `..`), and the rest of the record must be the
-/// zero padding. That also rejects a stray write that starts like a record and would otherwise
-/// take the start of the next real record as its token and swallow that record: its "token" or
-/// "padding" then holds the next record's magic.
-fn parse_record(record: &[u8]) -> Option<String> {
-    let rest = record.get(..RECORD_LEN)?.strip_prefix(MAGIC)?;
-    let (&len, rest) = rest.split_first()?;
-    let token = rest.get(..usize::from(len))?;
-    let padding = &rest[token.len()..];
-    let groups: Vec<&[u8]> = token.split(|&b| b == b'-').collect();
-    let well_formed = groups.len() == 3
-        && groups.iter().all(|group| !group.is_empty() && group.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-    (well_formed && padding.iter().all(|&b| b == 0)).then(|| String::from_utf8_lossy(token).into_owned())
+/// The token of a well-formed record at the start of `record`; `None` for anything else (see
+/// [`rendezvous`] for the form it must have).
+pub(crate) fn parse_record(record: &[u8]) -> Option<String> {
+    rendezvous::decode(record.get(..RECORD_LEN)?, MAGIC, 0).map(|(_, token)| token.to_owned())
 }
 
 /// A connection's private FIFO pair; both names are unlinked on drop (a missing file is fine:
@@ -228,7 +209,7 @@ impl Pair {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let pair = Pair::paths(control, format!("{:x}-{n:x}-{nanos:x}", std::process::id()))?;
+        let pair = Pair::paths(control, rendezvous::token(n, nanos.into()))?;
         mkfifo(&pair.c2s, mode)?;
         mkfifo(&pair.s2c, mode)?;
         Ok(pair)
@@ -278,35 +259,23 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
     let real_path = dir.join(file_name);
     let path = real_path.as_path();
     sweep_dead_pairs(path);
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let temp =
-        TempFifo(dir.join(format!(".rpcfifo{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))));
-    mkfifo(&temp.0, options.permission_bits())?;
-    let id = FileId::at(&temp.0)?;
-    let reader = pipe::OpenOptions::new().open_receiver(&temp.0)?;
+    let temp = TempName::new(dir, "rpcfifo");
+    mkfifo(&temp.path, options.permission_bits())?;
+    let temp = temp.created();
+    let id = FileId::at(&temp.path)?;
+    let reader = pipe::OpenOptions::new().open_receiver(&temp.path)?;
     // Our own write end: reads never hit EOF between clients, and probes see a live reader.
-    let keepalive = pipe::OpenOptions::new().open_sender(&temp.0)?;
-    for _ in 0..RECLAIM_ATTEMPTS {
-        match fs::hard_link(&temp.0, path) {
-            Ok(()) => {
-                return Ok(FifoListener {
-                    reader,
-                    _keepalive: keepalive,
-                    buf: Vec::with_capacity(4 * RECORD_LEN),
-                    path: path.to_owned(),
-                    id,
-                    addr,
-                    max_frame_len: options.effective_max_frame_len(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reclaim_if_stale(path)?,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        "the path keeps being recreated by another process while we reclaim it",
-    ))
+    let keepalive = pipe::OpenOptions::new().open_sender(&temp.path)?;
+    endpoint::link_into_place(&temp.path, path, || std::future::ready(reclaim_if_stale(path))).await?;
+    Ok(FifoListener {
+        reader,
+        _keepalive: keepalive,
+        buf: Vec::with_capacity(4 * RECORD_LEN),
+        path: path.to_owned(),
+        id,
+        addr,
+        max_frame_len: options.effective_max_frame_len(),
+    })
 }
 
 /// Removes the private FIFOs of clients of `control` that died during their handshake: pairs
@@ -341,15 +310,6 @@ fn open_nonblocking(path: &Path, write: bool) -> io::Result<fs::File> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a FIFO"));
     }
     Ok(file)
-}
-
-/// Removes the temporary name of the connect FIFO (the final name is a hard link).
-struct TempFifo(PathBuf);
-
-impl Drop for TempFifo {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// Decides what to do about an existing file at `path`: `Ok` if it was a stale FIFO and is gone
@@ -424,8 +384,7 @@ impl FifoListener {
             .open(path)?;
         let metadata = file.metadata()?;
         let id = FileId::of(&metadata);
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if !metadata.file_type().is_fifo() || metadata.uid() != euid || metadata.nlink() != 1 || id == self.id {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a private FIFO of a client of this server"));
         }
@@ -437,7 +396,7 @@ impl FifoListener {
     fn remove_abandoned(&self, c2s: &Path, s2c: &Path) {
         for path in [c2s, s2c] {
             if let Ok((_file, id)) = self.open_verified(path, false) {
-                unlink_if(path, id);
+                remove_if_ours(path, id);
             }
         }
     }
@@ -479,14 +438,14 @@ impl FifoListener {
             }
             // Not a FIFO of a client's pair: only the verified c2s goes.
             Err(_) => {
-                unlink_if(&c2s, c2s_id);
+                remove_if_ours(&c2s, c2s_id);
                 return Ok(None);
             }
         };
         // All four ends are open (the client opened its two before sending the record), so the
         // names can go; only the files verified above are removed.
-        unlink_if(&c2s, c2s_id);
-        unlink_if(&s2c, s2c_id);
+        remove_if_ours(&c2s, c2s_id);
+        remove_if_ours(&s2c, s2c_id);
         pipes::enlarge(to_client.as_fd());
         pipes::enlarge(from_client.as_fd());
         // A fresh pipe has room for a byte, so this never waits; failure means the client is
@@ -505,13 +464,6 @@ impl FifoListener {
             receiver: Box::new(receiver),
             info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
         }))
-    }
-}
-
-/// Removes `path` if it still is the file `id` (never a file put there since it was verified).
-fn unlink_if(path: &Path, id: FileId) {
-    if FileId::at(path).ok() == Some(id) {
-        let _ = fs::remove_file(path);
     }
 }
 

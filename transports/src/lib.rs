@@ -42,8 +42,9 @@
 //! `spawn:` off Unix) are recognised and refused with a clear [`RpcError::Address`].
 //! [`SCHEMES`] lists what this build supports.
 //!
-//! With the `tarpc` feature, the `tarpc` module turns any of these connections into a
-//! tarpc transport, so existing `#[tarpc::service]` traits run over every mechanism above.
+//! The `rpc-tarpc` crate (the facade's `tarpc` feature, `rpc::tarpc`) turns any of these
+//! connections into a tarpc transport, so existing `#[tarpc::service]` traits run over every
+//! mechanism above.
 //!
 //! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
 //! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
@@ -69,7 +70,14 @@ mod context;
 #[cfg(unix)]
 mod credentials;
 #[cfg(unix)]
+mod endpoint;
+#[cfg(unix)]
 mod fifo;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod liveness;
 mod local;
 mod mem;
 #[cfg(target_os = "linux")]
@@ -77,12 +85,13 @@ mod mq;
 mod options;
 #[cfg(unix)]
 mod pipes;
+pub mod registry;
+#[cfg(unix)]
+mod rendezvous;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
-#[cfg(feature = "tarpc")]
-pub mod tarpc;
 mod tcp;
 #[cfg(unix)]
 mod unix;
@@ -122,63 +131,21 @@ pub async fn listen_with(addr: &str, options: &TransportOptions) -> Result<Box<d
 impl Address {
     /// Connects to this address.
     pub async fn connect(&self, options: &TransportOptions) -> Result<Connection, RpcError> {
-        let result = match self {
-            Address::Tcp(host_port) => tcp::connect(host_port, options).await,
-            Address::Local(name) => local::connect(name, options).await,
-            #[cfg(unix)]
-            Address::Unix(path) => unix::connect(path, options).await,
-            #[cfg(not(unix))]
-            Address::Unix(_) => return Err(address::unsupported_here("unix")),
-            Address::Mem(name) => mem::connect(name, options),
-            #[cfg(unix)]
-            Address::Fifo(path) => fifo::connect(path, options).await,
-            #[cfg(unix)]
-            Address::Spawn { program, args } => spawn::connect(program, args, options),
-            #[cfg(not(unix))]
-            Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
-            #[cfg(not(unix))]
-            Address::Spawn { .. } => return Err(address::unsupported_here("spawn")),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Address::Shm(name) => shm::connect(name, options).await,
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Address::Shm(_) => return Err(address::unsupported_here("shm")),
-            #[cfg(target_os = "linux")]
-            Address::Mq(name) => mq::connect(name, options).await,
-            #[cfg(not(target_os = "linux"))]
-            Address::Mq(_) => return Err(address::unsupported_here("mq")),
-        };
-        result.map_err(|e| context::error("connecting to", self, e))
+        let scheme = self.registered();
+        let Some(driver) = scheme.driver else { return Err(address::unsupported_here(scheme)) };
+        (driver.connect)(self, options).await.map_err(|e| context::error("connecting to", self, e))
     }
 
     /// Starts listening on this address.
     pub async fn listen(&self, options: &TransportOptions) -> Result<Box<dyn Listener>, RpcError> {
-        let result: std::io::Result<Box<dyn Listener>> = match self {
-            Address::Tcp(host_port) => tcp::listen(host_port, options).await.map(|l| Box::new(l) as _),
-            Address::Local(name) => local::listen(name, options).await,
-            #[cfg(unix)]
-            Address::Unix(path) => unix::listen(path, options).await.map(|l| Box::new(l) as _),
-            #[cfg(not(unix))]
-            Address::Unix(_) => return Err(address::unsupported_here("unix")),
-            Address::Mem(name) => mem::listen(name, options).map(|l| Box::new(l) as _),
-            #[cfg(unix)]
-            Address::Fifo(path) => fifo::listen(path, options).await.map(|l| Box::new(l) as _),
-            #[cfg(not(unix))]
-            Address::Fifo(_) => return Err(address::unsupported_here("fifo")),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Address::Shm(name) => shm::listen(name, options).map(|l| Box::new(l) as _),
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Address::Shm(_) => return Err(address::unsupported_here("shm")),
-            #[cfg(target_os = "linux")]
-            Address::Mq(name) => mq::listen(name, options).map(|l| Box::new(l) as _),
-            #[cfg(not(target_os = "linux"))]
-            Address::Mq(_) => return Err(address::unsupported_here("mq")),
-            Address::Spawn { .. } => {
-                return Err(RpcError::Address(format!(
-                    "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \
-                     child); the child serves its own stdin/stdout (`rpc_transports::spawn::stdio`)"
-                )))
-            }
+        let scheme = self.registered();
+        let Some(driver) = scheme.driver else { return Err(address::unsupported_here(scheme)) };
+        let Some(listen) = driver.listen else {
+            return Err(RpcError::Address(format!(
+                "cannot listen on `{self}`: a spawn: address is connected to (the parent starts the \
+                 child); the child serves its own stdin/stdout (`rpc_transports::spawn::stdio`)"
+            )));
         };
-        result.map_err(|e| context::error("listening on", self, e))
+        listen(self, options).await.map_err(|e| context::error("listening on", self, e))
     }
 }

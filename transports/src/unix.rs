@@ -27,9 +27,8 @@ use std::fs;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rpc_core::transport::stream::framed;
@@ -39,14 +38,15 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::context::describe;
 use crate::credentials;
+use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
 use crate::options::TransportOptions;
 
 /// Pending connections the kernel queues for us (Linux caps it at `net.core.somaxconn`).
 pub(crate) const BACKLOG: i32 = 1024;
 /// How often a connect is retried while the server's backlog is full.
 const BUSY_RETRIES: u32 = 10;
-/// How often `listen` goes back to linking after removing a stale file.
-const RECLAIM_ATTEMPTS: u32 = 3;
+/// The kind of the temporary names a listener binds before linking (`.rpc<pid>-<n>.tmp`).
+pub(crate) const TEMP_KIND: &str = "rpc";
 
 /// Connects to the socket file at `path`.
 pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Result<Connection> {
@@ -117,15 +117,6 @@ pub(crate) fn connection(
     }
 }
 
-/// Resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`): passes when other files close. A listener
-/// that runs into it while setting up a connection keeps the client waiting (the record, request
-/// or accepted socket is kept) and fails its accept, which the server engine retries after a
-/// pause; any other failure to set a connection up is the client's doing.
-pub(crate) fn is_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
-        || err.kind() == io::ErrorKind::OutOfMemory
-}
-
 /// Runs a connect attempt again while it fails with `WouldBlock`: a non-blocking connect to a
 /// Unix socket fails that way (instead of waiting) when the server's backlog is full, which
 /// passes as soon as the server accepts.
@@ -153,55 +144,25 @@ where
     })
 }
 
-/// A file's identity: device and inode (also used by `fifo://`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    pub(crate) fn of(metadata: &fs::Metadata) -> Self {
-        FileId { dev: metadata.dev(), ino: metadata.ino() }
-    }
-
-    /// The identity of whatever is at `path` now, without following symlinks.
-    pub(crate) fn at(path: &Path) -> io::Result<Self> {
-        fs::symlink_metadata(path).map(|m| Self::of(&m))
-    }
-}
-
 /// Binds, chmods and listens under a temporary name, then links the socket to `path`,
 /// reclaiming a stale file on the way. Returns the listening socket and the file's identity.
 async fn create_socket_file(path: &Path, mode: u32) -> io::Result<(Socket, FileId)> {
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no directory part"))?;
+    let dir = endpoint::directory_of(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     let temp = bind_temporary(&socket, dir)?;
     fs::set_permissions(&temp.path, fs::Permissions::from_mode(mode))?;
     let id = FileId::at(&temp.path)?;
     socket.listen(BACKLOG)?;
-    for _ in 0..RECLAIM_ATTEMPTS {
-        match fs::hard_link(&temp.path, path) {
-            Ok(()) => return Ok((socket, id)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reclaim_if_stale(path).await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        "the path keeps being recreated by another process while we reclaim it",
-    ))
+    endpoint::link_into_place(&temp.path, path, || reclaim_if_stale(path)).await?;
+    Ok((socket, id))
 }
 
 /// Binds `socket` to a fresh temporary name in `dir`. A name can be taken only by a file a
 /// crashed process left behind (the names hold our pid and a counter): then the next is tried.
-fn bind_temporary(socket: &Socket, dir: &Path) -> io::Result<TempSocketName> {
+fn bind_temporary(socket: &Socket, dir: &Path) -> io::Result<TempName> {
     let mut attempts = 0;
     loop {
-        let temp = TempSocketName::new(dir);
+        let temp = TempName::new(dir, TEMP_KIND);
         let addr = SockAddr::unix(&temp.path).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -254,58 +215,6 @@ async fn reclaim_if_stale(path: &Path) -> io::Result<()> {
             e.kind(),
             format!("a socket file exists at this path and probing it failed: {} (it was left alone)", describe(&e)),
         )),
-    }
-}
-
-/// Removes the file at `path` if it is still the one with identity `id`.
-/// Removes the stale endpoint at `path` that a probe found dead, but only if it is still the
-/// file that was probed (`id`): a server that reclaimed the path meanwhile keeps its new file.
-pub(crate) fn remove_stale(path: &Path, id: FileId, what: &str) -> io::Result<()> {
-    if FileId::at(path).ok() != Some(id) {
-        return Ok(());
-    }
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(io::Error::new(e.kind(), format!("cannot remove the stale {what}: {}", describe(&e))))
-        }
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn remove_if_ours(path: &Path, id: FileId) {
-    if FileId::at(path).ok() == Some(id) {
-        // Nothing useful to do about a failure here (this runs on drop and on error paths).
-        let _ = fs::remove_file(path);
-    }
-}
-
-/// A unique name next to the final path (hard links cannot cross file systems), removed on
-/// drop once something was created under it.
-struct TempSocketName {
-    path: PathBuf,
-    created: bool,
-}
-
-impl TempSocketName {
-    fn new(dir: &Path) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // Short, because Unix socket paths are limited to ~100 bytes.
-        let path = dir.join(format!(".rpc{}-{n}.tmp", std::process::id()));
-        TempSocketName { path, created: false }
-    }
-
-    fn created(mut self) -> Self {
-        self.created = true;
-        self
-    }
-}
-
-impl Drop for TempSocketName {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = fs::remove_file(&self.path);
-        }
     }
 }
 

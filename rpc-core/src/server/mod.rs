@@ -210,7 +210,7 @@ impl Server {
                     Err(e) if is_transient(&e) => {
                         // Out of file descriptors, or a client that vanished mid-accept: other
                         // connections are fine; wait a little instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        tokio::time::sleep(crate::transport::transient::RETRY_PAUSE).await;
                     }
                     Err(e) => break Err(e),
                 },
@@ -241,8 +241,7 @@ impl Server {
 /// This process's effective user id; `None` where there is no such thing.
 fn effective_uid() -> Option<u32> {
     #[cfg(unix)]
-    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
-    return Some(unsafe { libc::geteuid() });
+    return Some(rustix::process::geteuid().as_raw());
     #[cfg(not(unix))]
     return None;
 }
@@ -251,11 +250,5 @@ fn effective_uid() -> Option<u32> {
 /// descriptors or memory while other connections are open): the server waits a little and
 /// accepts again; after any other error it stops.
 pub fn is_transient(err: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    if matches!(err.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut | OutOfMemory) {
-        return true;
-    }
-    // ENFILE, EMFILE, ENOMEM (same numbers on Linux and the BSDs): resource exhaustion that
-    // passes when other connections close.
-    cfg!(unix) && matches!(err.raw_os_error(), Some(23 | 24 | 12))
+    crate::transport::transient::is_transient(err)
 }

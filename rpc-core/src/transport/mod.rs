@@ -9,6 +9,7 @@
 //! one frame per message, splitting internally if they must.
 
 pub mod stream;
+pub mod transient;
 
 use std::fmt;
 use std::future::Future;

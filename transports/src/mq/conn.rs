@@ -47,6 +47,8 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{FrameReceiver, FrameSender};
 use rpc_core::wire::FrameTooLarge;
 use tokio::io::unix::AsyncFd;
+
+pub(crate) use crate::liveness::PeerExit;
 use tokio::io::Interest;
 
 use super::sys;
@@ -92,47 +94,6 @@ impl Peer {
     }
 }
 
-/// Resolves once the peer process exited; never, for a peer in our own process.
-#[derive(Debug)]
-pub(crate) struct PeerExit(Option<AsyncFd<OwnedFd>>);
-
-impl PeerExit {
-    /// Watches process `pid` (nothing if it is us). Fails with `NotFound` if it is gone already.
-    pub(crate) fn watch(pid: u32) -> io::Result<PeerExit> {
-        if pid == std::process::id() {
-            return Ok(PeerExit(None));
-        }
-        let fd = sys::pidfd_open(pid).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                io::Error::new(io::ErrorKind::NotFound, format!("process {pid} does not exist"))
-            } else {
-                e
-            }
-        })?;
-        Ok(PeerExit(Some(sys::register(fd, Interest::READABLE)?)))
-    }
-
-    /// A second watch on the same process, so that each half of a connection has its own:
-    /// `(for the receiver, for the sender)`.
-    pub(crate) fn pair(self) -> io::Result<(PeerExit, PeerExit)> {
-        let other = match &self.0 {
-            None => PeerExit(None),
-            Some(fd) => PeerExit(Some(sys::register(fd.get_ref().try_clone()?, Interest::READABLE)?)),
-        };
-        Ok((other, self))
-    }
-
-    /// True once the peer exited; otherwise registers `cx` to be woken when it does.
-    pub(crate) fn poll_exited(&self, cx: &mut Context<'_>) -> bool {
-        match &self.0 {
-            None => false,
-            // An error from the reactor means the watch is broken: treat the peer as gone
-            // rather than wait forever.
-            Some(fd) => fd.poll_read_ready(cx).is_ready(),
-        }
-    }
-}
-
 /// Both halves of a connection over the queue pair `(incoming, outgoing)` with the peer `pid`.
 pub(crate) fn halves(
     incoming: OwnedFd,
@@ -149,8 +110,7 @@ pub(crate) fn halves(
         buf: vec![0; in_size].into_boxed_slice(),
         at: 0,
         len: 0,
-        partial: None,
-        max_frame_len,
+        segments: Segments::new(max_frame_len),
         peer,
         exit: receiver_exit,
         state: State::Open,
@@ -394,7 +354,8 @@ enum State {
 }
 
 /// What one segment did to the frame being received.
-enum Step {
+#[derive(Debug)]
+pub(crate) enum Step {
     Frame(Bytes),
     More,
     Closed,
@@ -420,8 +381,7 @@ pub(crate) struct MqReceiver {
     /// The segments of the message in `buf` not yet taken: `buf[at..len]`.
     at: usize,
     len: usize,
-    partial: Option<Partial>,
-    max_frame_len: usize,
+    segments: Segments,
     peer: Peer,
     exit: PeerExit,
     state: State,
@@ -431,10 +391,22 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("invalid mq:// message: {what}"))
 }
 
-impl MqReceiver {
-    /// Takes the next segment of the current message.
-    fn step(&mut self) -> io::Result<Step> {
-        let mut rest = &self.buf[self.at..self.len];
+/// The parser of incoming messages, without I/O: reassembles frames from segments.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    partial: Option<Partial>,
+    max_frame_len: usize,
+}
+
+impl Segments {
+    pub(crate) fn new(max_frame_len: usize) -> Self {
+        Segments { partial: None, max_frame_len }
+    }
+
+    /// Takes the segment of `message` that starts at `at`: what it did, and where the next
+    /// segment starts.
+    pub(crate) fn step(&mut self, message: &[u8], at: usize) -> io::Result<(Step, usize)> {
+        let mut rest = message.get(at..).unwrap_or_default();
         let Some(&kind) = rest.first() else { return Err(invalid("an empty message")) };
         rest = &rest[1..];
         let step = match kind {
@@ -477,7 +449,7 @@ impl MqReceiver {
                     Step::Frame(partial.data.freeze())
                 }
             }
-            CLOSE if rest.is_empty() && self.at == 0 => {
+            CLOSE if rest.is_empty() && at == 0 => {
                 if self.partial.is_some() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -488,7 +460,15 @@ impl MqReceiver {
             }
             _ => return Err(invalid(&format!("unknown segment kind {kind}"))),
         };
-        self.at = self.len - rest.len();
+        Ok((step, message.len() - rest.len()))
+    }
+}
+
+impl MqReceiver {
+    /// Takes the next segment of the current message.
+    fn step(&mut self) -> io::Result<Step> {
+        let (step, at) = self.segments.step(&self.buf[..self.len], self.at)?;
+        self.at = at;
         Ok(step)
     }
 

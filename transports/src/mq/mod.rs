@@ -49,8 +49,8 @@
 //! where the mqueue file system is mounted). A SIGKILLed server leaves its connect queue, which
 //! the next server on that name reclaims.
 
-mod conn;
-mod sys;
+pub(crate) mod conn;
+pub(crate) mod sys;
 
 use std::ffi::CString;
 use std::future::Future;
@@ -71,10 +71,12 @@ use self::conn::{PeerExit, ACCEPT, REFUSE};
 use self::sys::{Access, Geometry};
 use crate::local::abstract_ns::{abstract_addr, connect_once};
 use crate::options::TransportOptions;
-use crate::unix::{into_tokio_listener, is_exhaustion, retry_while_busy};
+use crate::rendezvous;
+use crate::unix::{into_tokio_listener, retry_while_busy};
+use rpc_core::transport::transient::is_exhaustion;
 
 /// The size of a connect record, and the message size of the connect queue.
-pub(crate) const RECORD_LEN: usize = 64;
+pub(crate) use crate::rendezvous::RECORD_LEN;
 const MAGIC: &[u8; 8] = b"rpcmq001";
 /// The depth of the connect queue (the listener's backlog), within `msg_max`.
 const BACKLOG: usize = 10;
@@ -184,7 +186,7 @@ impl Pair {
         for _ in 0..NAME_ATTEMPTS {
             let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let token = format!("{:x}-{n:x}-{random:x}", std::process::id());
+            let token = rendezvous::token(n, random);
             let (c2s, s2c) = pair_names(name, &token)?;
             let to_server = match create_private(&c2s, Access::Write, mode) {
                 Ok(fd) => fd,
@@ -211,44 +213,25 @@ impl Drop for Pair {
     }
 }
 
-fn record(pid: u32, token: &str) -> [u8; RECORD_LEN] {
-    let mut record = [0u8; RECORD_LEN];
-    record[..8].copy_from_slice(MAGIC);
-    record[8..12].copy_from_slice(&pid.to_le_bytes());
-    record[12] = token.len() as u8;
-    record[13..13 + token.len()].copy_from_slice(token.as_bytes());
-    record
+pub(crate) fn record(pid: u32, token: &str) -> [u8; RECORD_LEN] {
+    rendezvous::encode(MAGIC, &pid.to_le_bytes(), token)
 }
 
 /// A connect request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Request {
-    pid: u32,
-    token: String,
+pub(crate) struct Request {
+    pub(crate) pid: u32,
+    pub(crate) token: String,
 }
 
 /// The request in a well-formed record; `None` for anything else. The token becomes part of
 /// queue names, so it must have exactly the form clients write: three groups of lowercase hex
 /// digits joined by `-`, the first being the pid; the rest of the record is zero padding.
-fn parse_record(record: &[u8]) -> Option<Request> {
-    if record.len() != RECORD_LEN || &record[..8] != MAGIC {
-        return None;
-    }
-    let pid = u32::from_le_bytes(record[8..12].try_into().ok()?);
-    let len = usize::from(record[12]);
-    let token = record.get(13..13 + len)?;
-    let padding = &record[13 + len..];
-    let groups: Vec<&[u8]> = token.split(|&b| b == b'-').collect();
-    let well_formed = groups.len() == 3
-        && groups
-            .iter()
-            .all(|g| !g.is_empty() && g.len() <= 16 && g.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-    if !well_formed || !padding.iter().all(|&b| b == 0) || pid == 0 {
-        return None;
-    }
-    let token = std::str::from_utf8(token).ok()?;
+pub(crate) fn parse_record(record: &[u8]) -> Option<Request> {
+    let (pid, token) = rendezvous::decode(record, MAGIC, 4)?;
+    let pid = u32::from_le_bytes(pid.try_into().ok()?);
     let (token_pid, _) = token.split_once('-')?;
-    (u32::from_str_radix(token_pid, 16).ok() == Some(pid)).then(|| Request { pid, token: token.to_owned() })
+    (pid != 0 && u32::from_str_radix(token_pid, 16).ok() == Some(pid)).then(|| Request { pid, token: token.to_owned() })
 }
 
 /// Asks the lock who the listener is: its pid. `ConnectionRefused` when nobody listens.

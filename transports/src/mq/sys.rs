@@ -12,9 +12,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
 /// The shape of a queue: how many messages it holds and how large each may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -157,8 +154,7 @@ pub(crate) fn owner(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// Our effective uid.
 pub(crate) fn euid() -> u32 {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Sends one message without waiting (`WouldBlock` while the queue is full).
@@ -184,26 +180,8 @@ pub(crate) fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Registers `fd` (a queue or a pidfd) with the runtime for `interest`.
-pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open, names the same file
-    // description and is returned by every `as_raw_fd` until the `AsyncFd` is dropped or
-    // `into_inner` gives it back.
-    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
-}
-
-/// A pidfd for process `pid`: it becomes readable when the process exits.
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad pid"))?;
-    // SAFETY: pidfd_open(2) takes a pid and flags and touches no memory of ours; it returns a
-    // new descriptor (with close-on-exec set) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just returned to us and is open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
+/// Registers a queue with the runtime for `interest` (the crate's one registration, `watch`).
+pub(crate) use crate::watch::watch as register;
 
 #[cfg(test)]
 mod tests {

@@ -32,9 +32,7 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{FrameReceiver, FrameSender};
 use rpc_core::wire::{LengthDelimited, LENGTH_PREFIX_LEN};
 use rustix::net::{RecvFlags, SendFlags};
-use std::os::fd::OwnedFd;
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -91,17 +89,9 @@ impl Bell {
 ///
 /// The bells' EOF already reports a peer that exits, unless the peer is hostile: it can hand
 /// its ends of the sockets back to us (as `SCM_RIGHTS` in a bell's own queue), where they keep
-/// the sockets open after it is gone. The pidfd cannot be kept alive that way. `None` for a
+/// the sockets open after it is gone. The pidfd cannot be kept alive that way. No watch for a
 /// peer in our own process (its drop closes the bells) or where pidfds are unavailable.
-#[derive(Debug)]
-pub(crate) struct PeerProcess(pub(crate) Option<AsyncFd<OwnedFd>>);
-
-impl PeerProcess {
-    /// Whether the peer has exited; if not, the waker is registered for its exit.
-    fn poll_exited(&self, cx: &mut Context<'_>) -> bool {
-        self.0.as_ref().is_some_and(|fd| fd.poll_read_ready(cx).is_ready())
-    }
-}
+pub(crate) use crate::liveness::PeerExit as PeerProcess;
 
 /// The longest one poll spins before it yields to the other tasks of its thread (the rest of the
 /// budget is spent in later polls). A caller in a busy client may be spinning for the answers

@@ -27,9 +27,9 @@
 //! indices), never crash or hang us.
 
 mod halves;
-mod region;
+pub(crate) mod region;
 mod ring;
-mod setup;
+pub(crate) mod setup;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -41,9 +41,9 @@ use tokio::net::UnixStream;
 
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
-use crate::unix::is_exhaustion;
 use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin, Waiter};
 use region::{Direction, Region};
+use rpc_core::transport::transient::is_exhaustion;
 
 pub(crate) use region::{MAX_RING_LEN, MIN_RING_LEN};
 
@@ -215,17 +215,14 @@ fn peer_process(setup: &UnixStream) -> io::Result<(PeerProcess, PeerProcess)> {
     let pid = match rustix::net::sockopt::socket_peercred(setup) {
         Ok(credentials) if credentials.pid != rustix::process::getpid() => credentials.pid,
         // Our own process, or a socket that cannot say (then the bells' EOF has to do).
-        _ => return Ok((PeerProcess(None), PeerProcess(None))),
+        _ => return Ok((PeerProcess::none(), PeerProcess::none())),
     };
     let open = || -> io::Result<PeerProcess> {
-        let watched = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
-            .map_err(io::Error::from)
-            .and_then(|fd| crate::watch::watch(fd, tokio::io::Interest::READABLE));
-        match watched {
-            Ok(fd) => Ok(PeerProcess(Some(fd))),
+        match PeerProcess::watch(pid.as_raw_pid() as u32) {
+            Ok(watch) => Ok(watch),
             Err(e) if is_exhaustion(&e) => Err(e),
             // No pidfds here (ENOSYS), or the peer is gone already (ESRCH: the bells say so).
-            Err(_) => Ok(PeerProcess(None)),
+            Err(_) => Ok(PeerProcess::none()),
         }
     };
     Ok((open()?, open()?))

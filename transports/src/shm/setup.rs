@@ -36,7 +36,7 @@ pub(crate) struct Offer {
     pub(crate) bell: OwnedFd,
 }
 
-fn encode(ring_len: usize) -> [u8; LEN] {
+pub(crate) fn encode(ring_len: usize) -> [u8; LEN] {
     let mut msg = [0u8; LEN];
     msg[..8].copy_from_slice(MAGIC);
     msg[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -45,7 +45,7 @@ fn encode(ring_len: usize) -> [u8; LEN] {
 }
 
 /// The ring size a setup message announces, or why it is not one of ours.
-fn decode(msg: &[u8]) -> io::Result<usize> {
+pub(crate) fn decode(msg: &[u8]) -> io::Result<usize> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad shared-memory setup: {what}"));
     if msg.len() != LEN || &msg[..8] != MAGIC {
         return Err(bad("the server is not an shm:// server"));

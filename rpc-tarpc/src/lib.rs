@@ -1,4 +1,5 @@
-//! tarpc over our transports (feature `tarpc`): any [`Connection`] becomes a tarpc transport, any
+//! tarpc over our transports (the facade's feature `tarpc`: `rpc::tarpc`, also reachable as
+//! `rpc::transports::tarpc`): any [`Connection`] becomes a tarpc transport, any
 //! [`Listener`] a stream of them, so a `#[tarpc::service]` runs unchanged over every mechanism an
 //! address can name (`local://`, `unix://`, `fifo://`, `spawn:`, `tcp://`, `mem://`, ...).
 //!
@@ -27,7 +28,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // Server: was `tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?`.
-//! let incoming = rpc_transports::tarpc::listen("local://calc").await?;
+//! let incoming = rpc_tarpc::listen("local://calc").await?;
 //! tokio::spawn(incoming.filter_map(|accepted| future::ready(accepted.ok())).for_each(|transport| {
 //!     let channel = BaseChannel::with_defaults(transport);
 //!     tokio::spawn(channel.execute(Calc.serve()).for_each(|call| {
@@ -38,7 +39,7 @@
 //! }));
 //!
 //! // Client: was `tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?`.
-//! let transport = rpc_transports::tarpc::connect("local://calc").await?;
+//! let transport = rpc_tarpc::connect("local://calc").await?;
 //! let calc = CalculatorClient::new(tarpc::client::Config::default(), transport).spawn();
 //! assert_eq!(calc.add(tarpc::context::current(), 1, 2).await?, 3);
 //! # Ok(()) }
@@ -56,6 +57,7 @@
 //! end of the channel, so unlike our own engine (which fails only the call whose frame was too
 //! large) an oversized tarpc message closes the connection and fails every call pending on it.
 
+#![forbid(unsafe_code)]
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -70,11 +72,11 @@ use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::TransportOptions;
+use rpc_transports::TransportOptions;
 
 /// How long [`Incoming`] waits after a transient accept error (out of file descriptors, a client
 /// gone mid-accept) before accepting again, so a consumer that skips errors does not spin.
-const TRANSIENT_ACCEPT_PAUSE: Duration = Duration::from_millis(20);
+const TRANSIENT_ACCEPT_PAUSE: Duration = rpc_core::transport::transient::RETRY_PAUSE;
 
 /// A tarpc transport over one of our connections: a `Stream` of `In` messages and a `Sink` of
 /// `Out` messages, each message one postcard-encoded frame.
@@ -258,7 +260,7 @@ pub fn incoming<In: 'static, Out: 'static>(listener: impl Listener) -> Incoming<
     Incoming { local_addr, accepted: Box::pin(accepted) }
 }
 
-/// Connects to `addr` (any address [`connect`](crate::connect) takes) and returns the connection
+/// Connects to `addr` (any address [`connect`](rpc_transports::connect) takes) and returns the connection
 /// as a tarpc transport, for `tarpc::client::new` or a generated `…Client::new`.
 pub async fn connect<In, Out>(addr: &str) -> Result<Transport<In, Out>, RpcError> {
     connect_with(addr, &TransportOptions::default()).await
@@ -266,10 +268,10 @@ pub async fn connect<In, Out>(addr: &str) -> Result<Transport<In, Out>, RpcError
 
 /// [`connect`] with the given options.
 pub async fn connect_with<In, Out>(addr: &str, options: &TransportOptions) -> Result<Transport<In, Out>, RpcError> {
-    Ok(Transport::new(crate::connect_with(addr, options).await?))
+    Ok(Transport::new(rpc_transports::connect_with(addr, options).await?))
 }
 
-/// Listens on `addr` (any address [`listen`](crate::listen) takes) and returns the accepted
+/// Listens on `addr` (any address [`listen`](rpc_transports::listen) takes) and returns the accepted
 /// connections as tarpc transports.
 pub async fn listen<In: 'static, Out: 'static>(addr: &str) -> Result<Incoming<In, Out>, RpcError> {
     listen_with(addr, &TransportOptions::default()).await
@@ -280,15 +282,15 @@ pub async fn listen_with<In: 'static, Out: 'static>(
     addr: &str,
     options: &TransportOptions,
 ) -> Result<Incoming<In, Out>, RpcError> {
-    Ok(incoming(crate::listen_with(addr, options).await?))
+    Ok(incoming(rpc_transports::listen_with(addr, options).await?))
 }
 
 /// This process's stdin and stdout as a tarpc transport: the child's side of a `spawn:` address
-/// whose parent connected with [`connect`]. The rules of [`spawn::stdio`](crate::spawn::stdio)
+/// whose parent connected with [`connect`]. The rules of [`spawn::stdio`](rpc_transports::spawn::stdio)
 /// apply (nothing else may write to stdout).
 #[cfg(unix)]
 pub fn stdio<In, Out>() -> Result<Transport<In, Out>, RpcError> {
-    Ok(Transport::new(crate::spawn::stdio()?))
+    Ok(Transport::new(rpc_transports::spawn::stdio()?))
 }
 
 #[cfg(test)]
@@ -342,7 +344,7 @@ mod tests {
     async fn bytes_that_do_not_decode_are_invalid_data_and_end_the_stream() {
         for junk in [&b""[..], b"\x07", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x01\x00trailing"] {
             let mut incoming = listen::<Message, Message>(&unique("tarpc-junk")).await.unwrap();
-            let mut raw = crate::connect(incoming.local_addr()).await.unwrap();
+            let mut raw = rpc_transports::connect(incoming.local_addr()).await.unwrap();
             let mut server = incoming.next().await.unwrap().unwrap();
             rpc_core::transport::send(&mut *raw.sender, Bytes::from_static(junk)).await.unwrap();
             let err = server.next().await.unwrap().unwrap_err();
@@ -355,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn left_over_bytes_are_named() {
         let mut incoming = listen::<Message, Message>(&unique("tarpc-rest")).await.unwrap();
-        let mut raw = crate::connect(incoming.local_addr()).await.unwrap();
+        let mut raw = rpc_transports::connect(incoming.local_addr()).await.unwrap();
         let mut server = incoming.next().await.unwrap().unwrap();
         let mut frame = postcard::to_stdvec(&Message::Bye).unwrap();
         frame.extend_from_slice(b"xyz");
