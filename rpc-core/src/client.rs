@@ -308,15 +308,40 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
+        self.unary(method, args, None, options)
+    }
+
+    /// A call answered with one value, with a stream argument or without.
+    fn unary<A, R>(
+        &self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        outgoing: Option<EncodedStream>,
+        options: &CallOptions,
+    ) -> impl Future<Output = Result<R, RpcError>> + Send + 'static
+    where
+        A: Serialize + ?Sized + 'static,
+        R: DeserializeOwned + 'static,
+    {
+        let Prepared { inner, request, deadline } = self.prepare(method, args, options);
+        async move {
+            let (id, frame) = request?;
+            let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
+            decode_answer(inner.service, method, &answer)
+        }
+    }
+
+    /// What every call does before its future runs: fixes the deadline and encodes the request.
+    fn prepare<A: Serialize + ?Sized>(
+        &self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        options: &CallOptions,
+    ) -> Prepared {
         let started = Instant::now();
         let deadline = options.deadline_from(started);
         let request = self.encode_request(method, args, deadline, started);
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let (id, frame) = request?;
-            let answer = round_trip(&inner, id, frame, None, deadline).await?;
-            decode_answer(inner.service, method, &answer)
-        }
+        Prepared { inner: Arc::clone(&self.inner), request, deadline }
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
@@ -332,14 +357,7 @@ impl Client {
         T: DeserializeOwned + 'static,
         E: DeserializeOwned + 'static,
     {
-        let call = self.call::<A, Result<T, E>>(method, args, options);
-        async move {
-            match call.await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(app)) => Err(CallError::App(app)),
-                Err(rpc) => Err(CallError::Rpc(rpc)),
-            }
-        }
+        split_app(self.call::<A, Result<T, E>>(method, args, options))
     }
 
     fn encode_request<A: Serialize + ?Sized>(
@@ -359,6 +377,22 @@ impl Client {
             return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });
         }
         Ok((id, Bytes::from(frame)))
+    }
+}
+
+/// A call prepared by [`Client::prepare`].
+struct Prepared {
+    inner: Arc<Inner>,
+    request: Result<(u64, Bytes), RpcError>,
+    deadline: Option<Instant>,
+}
+
+/// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart.
+async fn split_app<T, E>(call: impl Future<Output = Result<Result<T, E>, RpcError>>) -> Result<T, CallError<E>> {
+    match call.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(app)) => Err(CallError::App(app)),
+        Err(rpc) => Err(CallError::Rpc(rpc)),
     }
 }
 

@@ -11,17 +11,17 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode_answer, remote_error, send_cancel, within, CallOptions, Client, Inner, PendingCall};
+use super::{remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared};
 use crate::descriptor::MethodDescriptor;
 use crate::error::{CallError, RpcError};
+use crate::stream::flow::RecvWindow;
 use crate::stream::flow::SendWindow;
-use crate::stream::inbox::send_credit;
+use crate::stream::inbox::CreditReturn;
 use crate::stream::pump::{Pump, PumpError};
 use crate::stream::{Cursor, EncodedStream};
 use crate::wire::{self, Frame, Route};
@@ -41,10 +41,7 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         T: DeserializeOwned + 'static,
     {
-        let started = Instant::now();
-        let deadline = options.deadline_from(started);
-        let request = self.encode_request(method, args, deadline, started);
-        let inner = Arc::clone(&self.inner);
+        let Prepared { inner, request, deadline } = self.prepare(method, args, options);
         async move {
             let (id, frame) = request?;
             let opened = within(deadline, async {
@@ -66,7 +63,7 @@ impl Client {
                 done: false,
                 removed: false,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
-                credit_seq: 0,
+                credit: CreditReturn::default(),
                 pump,
                 _item: PhantomData,
             };
@@ -104,15 +101,7 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        let started = Instant::now();
-        let deadline = options.deadline_from(started);
-        let request = self.encode_request(method, args, deadline, started);
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let (id, frame) = request?;
-            let answer = super::round_trip(&inner, id, frame, Some(outgoing), deadline).await?;
-            decode_answer(inner.service, method, &answer)
-        }
+        self.unary(method, args, Some(outgoing), options)
     }
 
     /// [`Client::call_sending`] for a method declared `-> Result<T, E>`.
@@ -128,14 +117,7 @@ impl Client {
         T: DeserializeOwned + 'static,
         E: DeserializeOwned + 'static,
     {
-        let call = self.call_sending::<A, Result<T, E>>(method, args, outgoing, options);
-        async move {
-            match call.await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(app)) => Err(CallError::App(app)),
-                Err(rpc) => Err(CallError::Rpc(rpc)),
-            }
-        }
+        split_app(self.call_sending::<A, Result<T, E>>(method, args, outgoing, options))
     }
 }
 
@@ -185,8 +167,7 @@ pub struct Streaming<T> {
     /// The slot was removed.
     removed: bool,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Sequence number of a credit frame queued and not yet flushed (0: none).
-    credit_seq: u64,
+    credit: CreditReturn,
     /// The task sending this call's stream argument, if it has one.
     pump: Option<tokio::task::AbortHandle>,
     _item: PhantomData<fn() -> T>,
@@ -220,33 +201,24 @@ impl<T> Streaming<T> {
 
     /// Grants the server what was read, if enough to be worth a frame.
     fn grant(&mut self, cx: &mut Context<'_>) {
-        if self.credit_seq != 0 && self.inner.out.poll_flushed(cx, self.credit_seq).is_ready() {
-            self.credit_seq = 0;
-        }
-        let grant = {
-            let mut inbound = self.inner.lock_inbound();
-            let window = inbound.calls.get_mut(&self.id).and_then(|slot| slot.stream.as_mut()?.frames.as_mut());
-            match window {
-                Some((_, window)) => window.take_grant(),
-                None => None,
-            }
+        let (inner, id) = (&self.inner, self.id);
+        let with_window = |f: &mut dyn FnMut(&mut RecvWindow) -> Option<u32>| {
+            let mut inbound = inner.lock_inbound();
+            let (_, window) = inbound.calls.get_mut(&id).and_then(|slot| slot.stream.as_mut()?.frames.as_mut())?;
+            f(window)
         };
-        let Some(grant) = grant else { return };
-        match send_credit(&self.inner.out, cx, self.id, grant) {
-            Some(seq) => {
-                if self.inner.out.poll_flushed(cx, seq).is_pending() {
-                    self.credit_seq = seq;
-                }
-            }
-            None => {
-                let mut inbound = self.inner.lock_inbound();
-                if let Some((_, window)) =
-                    inbound.calls.get_mut(&self.id).and_then(|slot| slot.stream.as_mut()?.frames.as_mut())
-                {
+        self.credit.poll_grant(
+            cx,
+            &inner.out,
+            id,
+            || with_window(&mut |window| window.take_grant()),
+            |grant| {
+                with_window(&mut |window| {
                     window.ungrant(grant);
-                }
-            }
-        }
+                    None
+                });
+            },
+        );
     }
 
     fn consumed(&mut self, len: usize) {

@@ -106,40 +106,63 @@ pub(crate) struct Incoming<T> {
     id: u64,
     current: Option<Cursor>,
     done: bool,
-    /// Sequence number of a credit frame queued and not yet flushed (0: none).
-    credit_seq: u64,
+    credit: CreditReturn,
     _item: PhantomData<fn() -> T>,
 }
 
 impl<T> Incoming<T> {
     pub(crate) fn new(inbox: Arc<Inbox>, out: Arc<SharedSender>, id: u64) -> Self {
-        Incoming { inbox, out, id, current: None, done: false, credit_seq: 0, _item: PhantomData }
+        Incoming { inbox, out, id, current: None, done: false, credit: CreditReturn::default(), _item: PhantomData }
     }
 
     /// Grants the client what the handler took, if enough to be worth a frame.
     fn grant(&mut self, cx: &mut Context<'_>) {
-        if self.credit_seq != 0 && self.out.poll_flushed(cx, self.credit_seq).is_ready() {
-            self.credit_seq = 0;
-        }
-        let Some(grant) = self.inbox.lock().window.take_grant() else { return };
-        if let Some(seq) = send_credit(&self.out, cx, self.id, grant) {
-            if self.out.poll_flushed(cx, seq).is_pending() {
-                self.credit_seq = seq;
-            }
-        } else {
-            // No room right now (`cx` is registered for it): still owed, sent at the next poll.
-            self.inbox.lock().window.ungrant(grant);
-        }
+        let inbox = &self.inbox;
+        self.credit.poll_grant(
+            cx,
+            &self.out,
+            self.id,
+            || inbox.lock().window.take_grant(),
+            |grant| inbox.lock().window.ungrant(grant),
+        );
     }
 }
 
-/// Queues a credit frame if the transport has room; `None` (with `cx` registered for room) if
-/// not, or if the connection failed (then nobody waits for credit any more).
-pub(crate) fn send_credit(out: &SharedSender, cx: &mut Context<'_>, id: u64, grant: u32) -> Option<u64> {
-    let mut frame = Some(Bytes::from(wire::encode_credit(id, grant)));
-    match out.poll_enqueue(cx, &mut frame) {
-        Poll::Ready(Ok(seq)) => Some(seq),
-        Poll::Ready(Err(_)) | Poll::Pending => None,
+/// The consumer's side of a stream's credit: sends what it owes in credit frames, and keeps
+/// flushing the last one while the consumer polls.
+#[derive(Debug, Default)]
+pub(crate) struct CreditReturn {
+    /// Sequence number of a credit frame queued and not yet flushed (0: none).
+    unflushed: u64,
+}
+
+impl CreditReturn {
+    /// Takes what is owed (`take`, from the stream's [`RecvWindow`]) and queues it as a credit
+    /// frame for call `id`; gives it back (`untake`) if the transport has no room now, in which
+    /// case `cx` is woken when it has.
+    pub(crate) fn poll_grant(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &SharedSender,
+        id: u64,
+        take: impl FnOnce() -> Option<u32>,
+        untake: impl FnOnce(u32),
+    ) {
+        if self.unflushed != 0 && out.poll_flushed(cx, self.unflushed).is_ready() {
+            self.unflushed = 0;
+        }
+        let Some(grant) = take() else { return };
+        let mut frame = Some(Bytes::from(wire::encode_credit(id, grant)));
+        match out.poll_enqueue(cx, &mut frame) {
+            Poll::Ready(Ok(seq)) => {
+                if out.poll_flushed(cx, seq).is_pending() {
+                    self.unflushed = seq;
+                }
+            }
+            // A failed connection: nobody waits for credit any more.
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => untake(grant),
+        }
     }
 }
 

@@ -22,8 +22,8 @@
 //! memory, and other calls on the connection keep flowing.
 //!
 //! This module holds what both engines share: the user-facing [`Stream`], the type-erased
-//! encoding source ([`EncodedStream`]), the credit accounting ([`flow`]), the sending loop
-//! ([`pump`]) and the receiving end a handler reads ([`inbox`]).
+//! encoding source ([`EncodedStream`]), and in private submodules the credit accounting
+//! (`flow`), the sending loop (`pump`) and the receiving end a handler reads (`inbox`).
 
 pub(crate) mod flow;
 pub(crate) mod inbox;
