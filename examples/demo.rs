@@ -1,5 +1,6 @@
 //! The demo: starts the add server and client over every transport this build has, and prints a
-//! table of transport, address, result and round-trip time.
+//! table of transport, address, result, round-trip time and the item rate of a short server
+//! stream (the streaming example's `Monitor::history`, served beside the calculator).
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -12,15 +13,20 @@
 
 #[path = "shared/calculator.rs"]
 mod calculator;
+#[path = "shared/monitor.rs"]
+mod monitor;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calculator::{Calc, Calculator, CalculatorClient};
+use monitor::{Monitor, MonitorClient, Sensors};
 
 const WARMUP: usize = 200;
 const CALLS: usize = 2000;
+/// Items of the timed server stream.
+const STREAM_ITEMS: u64 = 20_000;
 
 /// One address per mechanism in this build.
 fn addresses() -> Vec<(&'static str, String)> {
@@ -59,17 +65,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    println!("{:<8} {:<44} {:<10} {:>14} {:>12}", "transport", "address", "1 + 2", "median rtt", "p99 rtt");
+    println!(
+        "{:<8} {:<44} {:<10} {:>14} {:>12} {:>16}",
+        "transport", "address", "1 + 2", "median rtt", "p99 rtt", "stream items/s"
+    );
     let mut failures = 0;
     for (name, addr) in addresses() {
         match runtime.block_on(run_one(&addr)) {
             Ok(row) => println!(
-                "{:<8} {:<44} {:<10} {:>11.1} µs {:>9.1} µs",
+                "{:<8} {:<44} {:<10} {:>11.1} µs {:>9.1} µs {:>14.0} k",
                 name,
                 shorten(&row.addr),
                 row.result,
                 row.median_us,
-                row.p99_us
+                row.p99_us,
+                row.stream_items_s / 1e3
             ),
             Err(e) => {
                 failures += 1;
@@ -78,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; one process per side except mem; spawn's server is the client's child)"
+        "({CALLS} sequential add calls per transport after {WARMUP} warm-up calls; then one server stream of {STREAM_ITEMS} Monitor events; one process per side except mem; spawn's server is the client's child)"
     );
     if failures > 0 {
         return Err(format!("{failures} transport(s) failed").into());
@@ -103,6 +113,7 @@ struct Row {
     result: i64,
     median_us: f64,
     p99_us: f64,
+    stream_items_s: f64,
 }
 
 async fn run_one(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
@@ -110,7 +121,7 @@ async fn run_one(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
         let listener = rpc::listen(addr).await?;
         let addr = listener.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, async {
+        let server = tokio::spawn(server().serve_until(listener, async {
             let _ = stopped.await;
         }));
         let row = measure(&addr).await;
@@ -143,7 +154,38 @@ async fn measure(addr: &str) -> Result<Row, Box<dyn std::error::Error>> {
     }
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    Ok(Row { addr: addr.to_owned(), result, median_us: us(samples[CALLS / 2]), p99_us: us(samples[CALLS * 99 / 100]) })
+    let stream_items_s = stream_rate(addr).await?;
+    Ok(Row {
+        addr: addr.to_owned(),
+        result,
+        median_us: us(samples[CALLS / 2]),
+        p99_us: us(samples[CALLS * 99 / 100]),
+        stream_items_s,
+    })
+}
+
+/// Items/s of one `history` stream of [`STREAM_ITEMS`] events, timed from the first item (a
+/// `spawn:` address starts a second child for this connection).
+async fn stream_rate(addr: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let monitor = MonitorClient::connect(addr).await?;
+    let mut events = monitor.history("demo".to_owned(), STREAM_ITEMS).await?;
+    events.next().await.ok_or("the stream ended at once")??;
+    let start = Instant::now();
+    let mut received = 1;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        received += 1;
+        assert_eq!(event.seq + 1, received);
+    }
+    if received != STREAM_ITEMS {
+        return Err(format!("{received} of {STREAM_ITEMS} events arrived").into());
+    }
+    Ok((STREAM_ITEMS - 1) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The calculator and the monitor, on one server.
+fn server() -> rpc::Server {
+    rpc::Server::new().add_service(Calc.into_service()).add_service(Sensors::new().into_service())
 }
 
 /// The server half, run as `demo --serve ADDR`.
@@ -154,7 +196,7 @@ fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         let shutdown = rpc::shutdown_signal();
         println!("listening {}", listener.local_addr());
         std::io::stdout().flush()?;
-        rpc::Server::new().add_service(Calc.into_service()).serve_until(listener, shutdown).await?;
+        server().serve_until(listener, shutdown).await?;
         Ok(())
     })
 }
@@ -163,7 +205,7 @@ fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(unix)]
 fn serve_stdio() -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Runtime::new()?.block_on(async {
-        rpc::serve_stdio(rpc::Server::new().add_service(Calc.into_service())).await?;
+        rpc::serve_stdio(server()).await?;
         Ok(())
     })
 }

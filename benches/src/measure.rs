@@ -4,13 +4,20 @@
 //! Latency is timed per call with [`Instant`] into a preallocated `Vec`; throughput is timed once
 //! per run (calls are counted by each in-flight task in a local integer). Nothing in a timed loop
 //! allocates or logs, apart from what the framework under test does itself.
+//!
+//! Streams (frameworks that have them, see [`Probe::small_items`]) are endless server streams
+//! read for [`Config::stream_for`] and then dropped, which cancels them; the first item is read
+//! before the clock starts, so the call's set-up round trip is not counted as streaming.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_bytes::ByteBuf;
 
-use crate::service::{BoxError, Probe};
+use crate::service::{BoxError, Items, Probe};
 
 /// How much each run does.
 #[derive(Clone, Debug)]
@@ -25,6 +32,14 @@ pub struct Config {
     pub bulk_size: usize,
     /// Timed bulk echoes.
     pub bulk_calls: usize,
+    /// How long each server stream is read.
+    pub stream_for: Duration,
+    /// Size of a streamed chunk (and of the raw one-way messages).
+    pub chunk_size: usize,
+    /// Timed one-way messages of `chunk_size` over the raw primitive.
+    pub raw_chunks: usize,
+    /// Timed `add` calls beside a saturating stream of chunks.
+    pub beside_calls: usize,
 }
 
 impl Config {
@@ -36,6 +51,10 @@ impl Config {
             pipelined_for: Duration::from_secs(1),
             bulk_size: 1 << 20,
             bulk_calls: 100,
+            stream_for: Duration::from_secs(1),
+            chunk_size: 64 << 10,
+            raw_chunks: 2048,
+            beside_calls: 2_000,
         }
     }
 
@@ -47,6 +66,10 @@ impl Config {
             pipelined_for: Duration::from_millis(20),
             bulk_size: 1 << 20,
             bulk_calls: 2,
+            stream_for: Duration::from_millis(20),
+            chunk_size: 64 << 10,
+            raw_chunks: 4,
+            beside_calls: 10,
         }
     }
 }
@@ -86,6 +109,21 @@ pub struct FrameworkResult {
     pub multi_conn: f64,
     /// 1 MiB echoes one at a time, MB/s of payload.
     pub bulk_mb_s: f64,
+    /// The streaming figures, if the framework has streams.
+    pub streams: Option<StreamResult>,
+}
+
+/// What the streaming runs measured over one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamResult {
+    /// One server stream of 16-byte items, items/s received.
+    pub small_items_s: f64,
+    /// One server stream of [`Config::chunk_size`] chunks, MB/s of payload received.
+    pub chunks_mb_s: f64,
+    /// `add` round trips on the connection while a stream of chunks saturates it.
+    pub beside: LatencyStats,
+    /// What that stream moved meanwhile, MB/s: evidence that it did saturate the connection.
+    pub beside_stream_mb_s: f64,
 }
 
 /// In-flight depths of the single-connection pipelined runs.
@@ -117,7 +155,78 @@ where
     let multi_conn = throughput(&clients, PER_CONNECTION, config.pipelined_for).await?;
     drop(clients);
     let bulk_mb_s = bulk(&client, config).await?;
-    Ok(FrameworkResult { latency, pipelined, multi_conn, bulk_mb_s })
+    let streams = streams(&client, config).await?;
+    Ok(FrameworkResult { latency, pipelined, multi_conn, bulk_mb_s, streams })
+}
+
+/// The streaming runs, or `None` if the client has no streams.
+async fn streams<C: Probe>(client: &C, config: &Config) -> Result<Option<StreamResult>, BoxError> {
+    let Some(items) = client.small_items().await? else { return Ok(None) };
+    // Reading the clock every item would cost a tenth of a 200 ns item.
+    let (count, _, elapsed) = read_for(items, config.stream_for, 256).await?;
+    let small_items_s = count as f64 / elapsed.as_secs_f64();
+    let chunks = client.chunks(config.chunk_size).await?.ok_or("small items but no chunks")?;
+    let (_, bytes, elapsed) = read_for(chunks, config.stream_for, 1).await?;
+    let chunks_mb_s = bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    let (beside, beside_stream_mb_s) = beside_stream(client, config).await?;
+    Ok(Some(StreamResult { small_items_s, chunks_mb_s, beside, beside_stream_mb_s }))
+}
+
+/// Reads `items` for `duration` (looking at the clock every `check_every` items), then drops it:
+/// `(items, payload bytes, elapsed)`.
+async fn read_for(mut items: Items, duration: Duration, check_every: u64) -> Result<(u64, u64, Duration), BoxError> {
+    items.next().await.ok_or("the stream ended at once")??;
+    let start = Instant::now();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    loop {
+        for _ in 0..check_every {
+            bytes += items.next().await.ok_or("the endless stream ended")?? as u64;
+        }
+        count += check_every;
+        if start.elapsed() >= duration {
+            return Ok((count, bytes, start.elapsed()));
+        }
+    }
+}
+
+/// `add` round trips while a task drains an endless stream of chunks on the same connection:
+/// the latency stats, and the stream's MB/s over the timed calls.
+async fn beside_stream<C: Probe>(client: &C, config: &Config) -> Result<(LatencyStats, f64), BoxError> {
+    let mut chunks = client.chunks(config.chunk_size).await?.ok_or("small items but no chunks")?;
+    let received = Rc::new(Cell::new(0u64));
+    let drain = tokio::task::spawn_local({
+        let received = Rc::clone(&received);
+        async move {
+            while let Some(chunk) = chunks.next().await {
+                received.set(received.get() + chunk.map_err(|e| e.to_string())? as u64);
+            }
+            Err::<(), _>("the endless stream ended".to_owned())
+        }
+    });
+    // Let the stream fill its window and the connection before timing anything.
+    while received.get() < 4 * config.chunk_size as u64 && !drain.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    for i in 0..(config.warmup / 10) as i64 {
+        client.add(i, 1).await?;
+    }
+    let mut samples = Vec::with_capacity(config.beside_calls);
+    let (start, before) = (Instant::now(), received.get());
+    for i in 0..config.beside_calls as i64 {
+        let started = Instant::now();
+        let sum = client.add(i, 1).await?;
+        samples.push(started.elapsed());
+        if sum != i + 1 {
+            return Err(format!("add({i}, 1) beside a stream returned {sum}").into());
+        }
+    }
+    let stream_mb_s = (received.get() - before) as f64 / start.elapsed().as_secs_f64() / 1e6;
+    if drain.is_finished() {
+        drain.await??;
+    } else {
+        drain.abort();
+    }
+    Ok((LatencyStats::from_samples(&mut samples), stream_mb_s))
 }
 
 async fn latency<C: Probe>(client: &C, config: &Config) -> Result<LatencyStats, BoxError> {

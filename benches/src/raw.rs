@@ -6,6 +6,11 @@
 //! client times each 16-byte round trip (latency) and a run of 1 MiB echoes (bulk), with the
 //! buffers allocated before the timed loops.
 //!
+//! A size with the [`ONE_WAY`] bit set asks for one-way bulk instead (the limit of a server
+//! stream of chunks): the client then sends a count as 8 little-endian bytes, the server writes
+//! that many messages of the size back to back, and waits for the next count. The client times
+//! reading them; nothing is echoed, so this rate is one-way, not derived from the echo.
+//!
 //! FIFOs serve one connection at a time: server and client both open `c2s` first, then `s2c`
 //! (so neither open can wait for the other forever), and a client hangs up by closing `c2s` and
 //! reading `s2c` to EOF, so the server has closed both before the next client opens them. Pipes
@@ -29,6 +34,9 @@ use std::time::Instant;
 
 use crate::endpoint::{fifo_path, Endpoint};
 use crate::measure::{Config, LatencyStats};
+
+/// The bit of the size announcement that asks for one-way bulk (see the module documentation).
+pub const ONE_WAY: u64 = 1 << 63;
 
 /// Runs the raw echo server on `endpoint` until the process is told to stop; prints the
 /// `listening` line first. One thread per connection.
@@ -422,10 +430,31 @@ mod mq {
 fn echo_loop<S: Read + Write>(mut stream: S) -> io::Result<()> {
     let mut size = [0u8; 8];
     stream.read_exact(&mut size)?;
-    let mut buf = vec![0u8; u64::from_le_bytes(size) as usize];
+    let size = u64::from_le_bytes(size);
+    if size & ONE_WAY != 0 {
+        return send_loop(stream, (size & !ONE_WAY) as usize);
+    }
+    let mut buf = vec![0u8; size as usize];
     loop {
         match stream.read_exact(&mut buf) {
             Ok(()) => stream.write_all(&buf)?,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One-way bulk: for each count the client sends, that many messages of `size` bytes.
+fn send_loop<S: Read + Write>(mut stream: S, size: usize) -> io::Result<()> {
+    let buf = vec![0x5au8; size];
+    let mut count = [0u8; 8];
+    loop {
+        match stream.read_exact(&mut count) {
+            Ok(()) => {
+                for _ in 0..u64::from_le_bytes(count) {
+                    stream.write_all(&buf)?;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -436,7 +465,8 @@ fn echo_loop<S: Read + Write>(mut stream: S) -> io::Result<()> {
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
-fn connect(endpoint: &Endpoint, size: usize) -> io::Result<Box<dyn Stream>> {
+/// Connects and sends the size announcement `header` (a size, possibly with [`ONE_WAY`]).
+fn connect(endpoint: &Endpoint, header: u64) -> io::Result<Box<dyn Stream>> {
     let mut stream: Box<dyn Stream> = match endpoint {
         Endpoint::Tcp(addr) => {
             let s = TcpStream::connect(addr)?;
@@ -456,7 +486,7 @@ fn connect(endpoint: &Endpoint, size: usize) -> io::Result<Box<dyn Stream>> {
         #[cfg(not(target_os = "linux"))]
         Endpoint::Mq(_) => return Err(no_mq()),
     };
-    stream.write_all(&(size as u64).to_le_bytes())?;
+    stream.write_all(&header.to_le_bytes())?;
     Ok(stream)
 }
 
@@ -466,9 +496,12 @@ pub struct RawResult {
     pub latency: LatencyStats,
     /// 1 MiB echoes, MB/s of payload.
     pub bulk_mb_s: f64,
+    /// One-way messages of [`Config::chunk_size`] from the server, MB/s of payload.
+    pub one_way_mb_s: f64,
 }
 
-/// Measures 16-byte round trips, then 1 MiB echoes, against a raw server at `endpoint`.
+/// Measures 16-byte round trips, then 1 MiB echoes, then one-way bulk in chunks, against a raw
+/// server at `endpoint`.
 pub fn measure(endpoint: &Endpoint, config: &Config) -> io::Result<RawResult> {
     let mut stream = connect(endpoint, 16)?;
     let mut buf = [7u8; 16];
@@ -486,7 +519,7 @@ pub fn measure(endpoint: &Endpoint, config: &Config) -> io::Result<RawResult> {
     drop(stream);
     let latency = LatencyStats::from_samples(&mut samples);
 
-    let mut stream = connect(endpoint, config.bulk_size)?;
+    let mut stream = connect(endpoint, config.bulk_size as u64)?;
     let out = vec![0x5au8; config.bulk_size];
     let mut back = vec![0u8; config.bulk_size];
     // One warm-up echo: the first grows the socket buffers.
@@ -503,5 +536,24 @@ pub fn measure(endpoint: &Endpoint, config: &Config) -> io::Result<RawResult> {
     if back != out {
         return Err(io::Error::other("raw echo returned different bytes"));
     }
-    Ok(RawResult { latency, bulk_mb_s })
+    drop(stream);
+
+    let mut stream = connect(endpoint, ONE_WAY | config.chunk_size as u64)?;
+    let mut chunk = vec![0u8; config.chunk_size];
+    let mut one_way = |count: usize| -> io::Result<()> {
+        stream.write_all(&(count as u64).to_le_bytes())?;
+        for _ in 0..count {
+            stream.read_exact(&mut chunk)?;
+        }
+        Ok(())
+    };
+    // Warm-up: the first messages grow the socket buffers.
+    one_way(16)?;
+    let start = Instant::now();
+    one_way(config.raw_chunks)?;
+    let one_way_mb_s = crate::measure::mb_per_s(config.chunk_size, config.raw_chunks, start.elapsed());
+    if chunk.iter().any(|&b| b != 0x5a) {
+        return Err(io::Error::other("raw one-way bulk returned different bytes"));
+    }
+    Ok(RawResult { latency, bulk_mb_s, one_way_mb_s })
 }

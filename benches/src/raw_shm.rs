@@ -23,7 +23,8 @@ fn options() -> TransportOptions {
     TransportOptions::default().max_frame_len(MAX_FRAME)
 }
 
-/// Serves `shm://name`, echoing every frame after the first (the size announcement).
+/// Serves `shm://name`, echoing every frame after the first (the size announcement), or, when
+/// the announcement asks for one-way bulk, sending the frames each later frame counts.
 pub fn serve(name: &str, announce: impl FnOnce()) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async {
@@ -33,7 +34,22 @@ pub fn serve(name: &str, announce: impl FnOnce()) -> io::Result<()> {
         loop {
             let mut conn = listener.accept().await?;
             tokio::spawn(async move {
-                let _size = recv(&mut *conn.receiver).await;
+                let size = match recv(&mut *conn.receiver).await {
+                    Ok(Some(frame)) => announced(&frame),
+                    _ => return,
+                };
+                if size & crate::raw::ONE_WAY != 0 {
+                    // One-way bulk (see `raw.rs`): each frame is a count of frames to send.
+                    let chunk = Bytes::from(vec![0x5a; (size & !crate::raw::ONE_WAY) as usize]);
+                    while let Ok(Some(count)) = recv(&mut *conn.receiver).await {
+                        for _ in 0..announced(&count) {
+                            if send(&mut *conn.sender, chunk.clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
                 while let Ok(Some(frame)) = recv(&mut *conn.receiver).await {
                     if send(&mut *conn.sender, frame).await.is_err() {
                         break;
@@ -42,6 +58,11 @@ pub fn serve(name: &str, announce: impl FnOnce()) -> io::Result<()> {
             });
         }
     })
+}
+
+/// The 8 little-endian bytes of a size or count announcement (0 if the frame is malformed).
+fn announced(frame: &[u8]) -> u64 {
+    frame.try_into().map_or(0, u64::from_le_bytes)
 }
 
 /// A blocking client: each `write` call is one frame; reads come from the last frame received.

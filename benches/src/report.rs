@@ -26,11 +26,19 @@ pub enum Metric {
     MultiConn,
     /// 1 MiB echo, MB/s.
     Bulk,
+    /// One server stream of 16-byte items, M items/s (no raw figure).
+    StreamSmall,
+    /// One server stream of 64 KiB chunks, MB/s; raw: one-way 64 KiB messages.
+    StreamChunks,
+    /// `add` round trip beside a saturating stream of chunks on the same connection, median.
+    BesideStreamMedian,
+    /// The same, p99.
+    BesideStreamP99,
 }
 
 impl Metric {
     /// In table order.
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 11] = [
         Metric::LatencyMedian,
         Metric::LatencyP99,
         Metric::InFlight1,
@@ -38,6 +46,10 @@ impl Metric {
         Metric::InFlight1000,
         Metric::MultiConn,
         Metric::Bulk,
+        Metric::StreamSmall,
+        Metric::StreamChunks,
+        Metric::BesideStreamMedian,
+        Metric::BesideStreamP99,
     ];
 
     /// The key in the JSON output.
@@ -50,6 +62,10 @@ impl Metric {
             Metric::InFlight1000 => "pipelined_1000_kcalls_s",
             Metric::MultiConn => "connections_4x64_kcalls_s",
             Metric::Bulk => "bulk_1mib_echo_mb_s",
+            Metric::StreamSmall => "stream_16b_items_m_items_s",
+            Metric::StreamChunks => "stream_64kib_chunks_mb_s",
+            Metric::BesideStreamMedian => "add_beside_saturating_stream_median_us",
+            Metric::BesideStreamP99 => "add_beside_saturating_stream_p99_us",
         }
     }
 
@@ -62,12 +78,65 @@ impl Metric {
             Metric::InFlight1000 => "Pipelined, 1000 in flight, one connection (k calls/s)",
             Metric::MultiConn => "Pipelined, 4 connections × 64 in flight (k calls/s)",
             Metric::Bulk => "Bulk: 1 MiB echo, one at a time (MB/s of payload)",
+            Metric::StreamSmall => {
+                "Server stream of 16-byte items, one stream on one connection (M items/s received; no raw figure)"
+            }
+            Metric::StreamChunks => {
+                "Server stream of 64 KiB rpc::Bytes chunks (MB/s of payload; raw: one-way 64 KiB writes, not echo-derived)"
+            }
+            Metric::BesideStreamMedian => {
+                "add(a, b) beside a saturating stream of 64 KiB chunks on the same connection, median (µs)"
+            }
+            Metric::BesideStreamP99 => "add(a, b) beside a saturating stream of 64 KiB chunks, p99 (µs)",
         }
     }
 
     /// Whether a smaller figure is the better one (times) or a larger one (rates).
     pub fn lower_is_better(self) -> bool {
-        matches!(self, Metric::LatencyMedian | Metric::LatencyP99)
+        matches!(
+            self,
+            Metric::LatencyMedian | Metric::LatencyP99 | Metric::BesideStreamMedian | Metric::BesideStreamP99
+        )
+    }
+}
+
+/// A target a figure of ours is reported against (never enforced).
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// Ours at least this much.
+    AtLeast(f64),
+    /// Ours at most this much.
+    AtMost(f64),
+    /// Ours at least this fraction of raw.
+    OfRaw(f64),
+}
+
+/// One goal checked against a run: `(transport, metric, target, ours' median, met)`, `met`
+/// being `None` when a figure it needs is missing.
+pub type GoalCheck = (&'static str, Metric, Target, Option<f64>, Option<bool>);
+
+/// The goals the streaming rows are reported against.
+pub const GOALS: &[(&str, Metric, Target)] = &[
+    ("shm", Metric::StreamSmall, Target::AtLeast(5.0)),
+    ("unix", Metric::StreamSmall, Target::AtLeast(2.0)),
+    ("tcp", Metric::StreamChunks, Target::OfRaw(0.7)),
+    ("local", Metric::StreamChunks, Target::OfRaw(0.7)),
+    ("unix", Metric::StreamChunks, Target::OfRaw(0.7)),
+    ("tcp", Metric::BesideStreamMedian, Target::AtMost(1000.0)),
+    ("local", Metric::BesideStreamMedian, Target::AtMost(1000.0)),
+    ("unix", Metric::BesideStreamMedian, Target::AtMost(1000.0)),
+    ("tcp", Metric::BesideStreamP99, Target::AtMost(1000.0)),
+    ("local", Metric::BesideStreamP99, Target::AtMost(1000.0)),
+    ("unix", Metric::BesideStreamP99, Target::AtMost(1000.0)),
+];
+
+impl Target {
+    fn describe(self) -> String {
+        match self {
+            Target::AtLeast(v) => format!("≥ {}", fmt_num(v)),
+            Target::AtMost(v) => format!("≤ {}", fmt_num(v)),
+            Target::OfRaw(f) => format!("≥ {:.0} % of raw", f * 100.0),
+        }
     }
 }
 
@@ -156,6 +225,23 @@ impl Results {
         summarize(&self.values[key])
     }
 
+    /// Each goal for a measured transport.
+    pub fn goals(&self) -> Vec<GoalCheck> {
+        GOALS
+            .iter()
+            .filter(|(t, _, _)| self.transports.contains(t))
+            .map(|&(t, m, target)| {
+                let ours = self.get(t, m, Side::Ours).map(|s| s.median);
+                let met = match target {
+                    Target::AtLeast(v) => ours.map(|o| o >= v),
+                    Target::AtMost(v) => ours.map(|o| o <= v),
+                    Target::OfRaw(f) => self.ratio(t, m, Side::Raw).map(|r| r >= f),
+                };
+                (t, m, target, ours, met)
+            })
+            .collect()
+    }
+
     fn ratio(&self, transport: &str, metric: Metric, other: Side) -> Option<f64> {
         let ours = self.get(transport, metric, Side::Ours)?.median;
         let other = self.get(transport, metric, other)?.median;
@@ -220,6 +306,25 @@ impl Results {
                 }
             }
         }
+        let goals = self.goals();
+        if !goals.is_empty() {
+            let _ = writeln!(out, "\ngoals (reported, not enforced; ours' median):");
+        }
+        for (t, m, target, ours, met) in goals {
+            let ours = ours.map_or_else(|| "—".to_owned(), fmt_num);
+            let ratio = match target {
+                Target::OfRaw(_) => {
+                    self.ratio(t, m, Side::Raw).map_or_else(String::new, |r| format!(" = {:.0} % of raw", r * 100.0))
+                }
+                _ => String::new(),
+            };
+            let verdict = match met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not measured",
+            };
+            let _ = writeln!(out, "  {t:<6} {:<40} {} (goal {}): {verdict}", m.key(), ours + &ratio, target.describe());
+        }
         let _ = writeln!(out, "total time: {:.1} s", self.elapsed_s);
         out
     }
@@ -265,6 +370,13 @@ impl Results {
             }
         }
         let notes: serde_json::Map<String, Value> = self.notes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let goals: Vec<Value> = self
+            .goals()
+            .into_iter()
+            .map(|(t, m, target, ours, met)| {
+                json!({ "transport": t, "metric": m.key(), "goal": target.describe(), "ours": ours, "met": met })
+            })
+            .collect();
         json!({
             "tool": "rpc-bench",
             "quick": self.quick,
@@ -275,6 +387,7 @@ impl Results {
             "elapsed_s": self.elapsed_s,
             "transports": self.transports,
             "rows": rows,
+            "goals": goals,
         })
     }
 

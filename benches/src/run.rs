@@ -260,6 +260,19 @@ fn client(args: Args) -> Result<(), BoxError> {
             config.bulk_size >> 10
         ),
     ));
+    results.notes.push((
+        "streams".into(),
+        format!(
+            "ours only (tarpc has no streams): one endless server stream per figure on the benchmark connection, read for {} ms after its first item, then dropped; \
+             {} add calls timed while a spawned task drains an endless stream of {} KiB chunks on the same connection; \
+             raw one-way: {} × {} KiB messages written back to back by the raw server, read by the client",
+            config.stream_for.as_millis(),
+            config.beside_calls,
+            config.chunk_size >> 10,
+            config.raw_chunks,
+            config.chunk_size >> 10
+        ),
+    ));
     eprintln!("rpc-bench: {} repetition(s) over {:?}; {}", reps, results.transports, results.pinning);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -287,12 +300,13 @@ fn client(args: Args) -> Result<(), BoxError> {
             let r = raw::measure(&endpoint, &config).map_err(|e| format!("{tag} raw: {e}"))?;
             server.map(ServerProcess::stop).transpose()?;
             eprintln!(
-                "{tag} raw           : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s",
-                r.latency.median_us, r.latency.p99_us, r.bulk_mb_s
+                "{tag} raw           : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s; one-way 64 KiB {:.0} MB/s",
+                r.latency.median_us, r.latency.p99_us, r.bulk_mb_s, r.one_way_mb_s
             );
             results.push(t.name, Metric::LatencyMedian, Side::Raw, r.latency.median_us);
             results.push(t.name, Metric::LatencyP99, Side::Raw, r.latency.p99_us);
             results.push(t.name, Metric::Bulk, Side::Raw, r.bulk_mb_s);
+            results.push(t.name, Metric::StreamChunks, Side::Raw, r.one_way_mb_s);
 
             let mut addr = (t.ours)(&unique_name());
             let server = if t.spawned {
@@ -387,6 +401,20 @@ fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side,
     results.push(transport, Metric::InFlight1000, side, r.pipelined[2] / 1e3);
     results.push(transport, Metric::MultiConn, side, r.multi_conn / 1e3);
     results.push(transport, Metric::Bulk, side, r.bulk_mb_s);
+    if let Some(s) = &r.streams {
+        eprintln!(
+            "{tag} {name} : stream of 16-byte items {:.2} M items/s; of 64 KiB chunks {:.0} MB/s; add beside a saturating stream {:.1} µs median, {:.1} µs p99 (the stream meanwhile {:.0} MB/s)",
+            s.small_items_s / 1e6,
+            s.chunks_mb_s,
+            s.beside.median_us,
+            s.beside.p99_us,
+            s.beside_stream_mb_s
+        );
+        results.push(transport, Metric::StreamSmall, side, s.small_items_s / 1e6);
+        results.push(transport, Metric::StreamChunks, side, s.chunks_mb_s);
+        results.push(transport, Metric::BesideStreamMedian, side, s.beside.median_us);
+        results.push(transport, Metric::BesideStreamP99, side, s.beside.p99_us);
+    }
 }
 
 fn write_file(path: &Path, contents: String) -> Result<(), BoxError> {

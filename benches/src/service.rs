@@ -1,7 +1,9 @@
 //! The benchmarked service, defined once per framework with the same two methods, and the
 //! [`Probe`] trait that lets one set of measurement loops drive either client.
 //!
-//! `add` is the latency and pipelining probe; `echo` is the bulk probe. Its argument is a
+//! `add` is the latency and pipelining probe; `echo` is the bulk probe; `small_items` and
+//! `chunks` are the streaming probes (ours only: tarpc has no streams, so its [`Probe`] keeps
+//! the default `None` and its cells stay empty). `echo`'s argument is a
 //! [`ByteBuf`] on both sides so that postcard (ours) and bincode (tarpc) each encode it as one
 //! length-prefixed slice: a plain `Vec<u8>` goes through serde element by element and would
 //! measure the encoder's per-byte loop instead of the transport (4–8× slower for tarpc).
@@ -9,11 +11,21 @@
 use std::error::Error;
 use std::future::Future;
 
+use futures_util::stream::LocalBoxStream;
+use futures_util::StreamExt;
 use serde_bytes::ByteBuf;
 use tarpc::context;
 
 /// Errors of a measurement run; not `Send`, since clients run on one thread in a `LocalSet`.
 pub type BoxError = Box<dyn Error>;
+
+/// One streamed item on the wire: 16 bytes, encoded by postcard as exactly 16 bytes (an array is
+/// a tuple, no length prefix).
+pub type SmallItem = [u8; 16];
+
+/// A server stream as the measurement loops read it, whichever framework produced it: each
+/// item is the payload size of one received item.
+pub type Items = LocalBoxStream<'static, Result<usize, BoxError>>;
 
 /// Our framework's side of the service.
 #[rpc::service]
@@ -22,6 +34,13 @@ pub trait Bench {
     async fn add(&self, a: i64, b: i64) -> i64;
     /// Returns its argument.
     async fn echo(&self, data: ByteBuf) -> ByteBuf;
+    /// `n` 16-byte items (`u64::MAX`: until the caller drops the stream), all ready at once, so
+    /// the stream runs as fast as the engine and the transport move them.
+    async fn small_items(&self, n: u64) -> rpc::Stream<SmallItem>;
+    /// `n` chunks of `size` bytes (`u64::MAX`: until the caller drops the stream), all ready at
+    /// once; every chunk is the same reference-counted buffer, so the server copies nothing
+    /// before encoding.
+    async fn chunks(&self, n: u64, size: u32) -> rpc::Stream<rpc::Bytes>;
 }
 
 /// Our server's implementation.
@@ -34,6 +53,19 @@ impl Bench for BenchImpl {
 
     async fn echo(&self, data: ByteBuf) -> ByteBuf {
         data
+    }
+
+    async fn small_items(&self, n: u64) -> rpc::Stream<SmallItem> {
+        rpc::Stream::from_iter((0..n).map(|i| {
+            let mut item = [0u8; 16];
+            item[..8].copy_from_slice(&i.to_le_bytes());
+            item
+        }))
+    }
+
+    async fn chunks(&self, n: u64, size: u32) -> rpc::Stream<rpc::Bytes> {
+        let chunk = rpc::Bytes::from(vec![0x5a; size as usize]);
+        rpc::Stream::from_iter((0..n).map(move |_| chunk.clone()))
     }
 }
 
@@ -61,12 +93,21 @@ impl TarpcBench for TarpcImpl {
 }
 
 /// What the measurement loops need from a client: cheap to clone (a handle on one
-/// connection), and the two calls. Errors are boxed only on the failure path.
+/// connection), and the calls. Errors are boxed only on the failure path.
 pub trait Probe: Clone + 'static {
     /// `a + b` computed by the server.
     fn add(&self, a: i64, b: i64) -> impl Future<Output = Result<i64, BoxError>>;
     /// `data` sent to the server and back.
     fn echo(&self, data: ByteBuf) -> impl Future<Output = Result<ByteBuf, BoxError>>;
+    /// An endless server stream of 16-byte items, or `None` if the framework has no streams.
+    fn small_items(&self) -> impl Future<Output = Result<Option<Items>, BoxError>> {
+        async { Ok(None) }
+    }
+    /// An endless server stream of `size`-byte chunks, or `None` if the framework has no streams.
+    fn chunks(&self, size: usize) -> impl Future<Output = Result<Option<Items>, BoxError>> {
+        let _ = size;
+        async { Ok(None) }
+    }
 }
 
 /// Our generated client.
@@ -81,10 +122,22 @@ impl Probe for Ours {
     async fn echo(&self, data: ByteBuf) -> Result<ByteBuf, BoxError> {
         Ok(self.0.echo(data).await?)
     }
+
+    async fn small_items(&self) -> Result<Option<Items>, BoxError> {
+        let items = self.0.small_items(u64::MAX).await?;
+        Ok(Some(items.map(|item| item.map(|item| item.len()).map_err(BoxError::from)).boxed_local()))
+    }
+
+    async fn chunks(&self, size: usize) -> Result<Option<Items>, BoxError> {
+        let size = u32::try_from(size)?;
+        let chunks = self.0.chunks(u64::MAX, size).await?;
+        Ok(Some(chunks.map(|chunk| chunk.map(|chunk| chunk.len()).map_err(BoxError::from)).boxed_local()))
+    }
 }
 
 /// tarpc's generated client. Every call gets tarpc's default context (10 s deadline, fresh
-/// trace ids), as a tarpc user's call would.
+/// trace ids), as a tarpc user's call would. tarpc has no streams: the streaming probes keep
+/// their default (`None`).
 #[derive(Clone)]
 pub struct Tarpc(pub TarpcBenchClient);
 

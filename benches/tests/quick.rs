@@ -1,5 +1,6 @@
 //! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ours, tarpc,
-//! tarpc-on-ours) must work end to end and produce figures. Nothing is asserted about speed.
+//! tarpc-on-ours) must work end to end and produce figures, the streaming rows included.
+//! Nothing is asserted about speed (nor whether a goal is met).
 
 #![cfg(unix)]
 
@@ -57,6 +58,28 @@ fn quick_mode_measures_every_path() {
         let raw_rows = rows.iter().filter(|r| r["transport"] == *transport && !r["raw"].is_null()).count();
         assert!(raw_rows >= 3, "{transport}: raw measured only {raw_rows} metrics");
     }
+    // The streaming rows: ours on every transport, raw for the chunk stream (one-way bulk), no
+    // tarpc side (tarpc has no streams), and every goal listed.
+    let streaming = [
+        "stream_16b_items_m_items_s",
+        "stream_64kib_chunks_mb_s",
+        "add_beside_saturating_stream_median_us",
+        "add_beside_saturating_stream_p99_us",
+    ];
+    for transport in &transports {
+        for metric in streaming {
+            let row = rows
+                .iter()
+                .find(|r| r["transport"] == *transport && r["metric"] == metric)
+                .unwrap_or_else(|| panic!("{transport}: no {metric} row"));
+            assert!(positive(&row["ours"]), "{transport}: no streaming figure for ours in {row}");
+            assert!(row["tarpc"].is_null() && row["tarpc_on_ours"].is_null(), "{transport}: tarpc streamed? {row}");
+            assert_eq!(positive(&row["raw"]), metric == "stream_64kib_chunks_mb_s", "{transport}: raw side of {row}");
+        }
+    }
+    let goals = json["goals"].as_array().unwrap();
+    assert!(goals.iter().any(|g| g["transport"] == "unix" && g["met"].is_boolean()), "no unix goal in {goals:?}");
+    assert!(stdout.contains("goals (reported, not enforced"), "no goals printed:\n{stdout}");
     // tarpc runs over TCP and Unix socket files.
     for transport in ["tcp", "unix"] {
         assert!(
