@@ -625,7 +625,9 @@ impl Conn {
                 }
                 Ok(Call::Streaming(handler)) => {
                     let window = window.expect("made for every streaming call");
-                    let stream = conn.send_stream(id, handler, window);
+                    // Boxed: its state (the pump, its frame) would otherwise make every call's
+                    // future, unary ones too, that much larger to allocate and move.
+                    let stream = Box::pin(conn.send_stream(id, handler, window));
                     guarded(context.scope(stream), timeout).await.map(|()| None)
                 }
                 Err(e) => Err(e),
