@@ -50,7 +50,7 @@ impl Service for FuzzService {
         &SERVICE
     }
 
-    fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup) -> Result<Call, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup<'_>) -> Result<Call, RemoteError> {
         const ADD: u32 = method_id("add");
         const ECHO: u32 = method_id("echo");
         const SLEEP: u32 = method_id("sleep");

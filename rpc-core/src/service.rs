@@ -42,28 +42,29 @@ impl std::fmt::Debug for Call {
 
 /// What a dispatcher may ask of the engine while it starts a call: the stream of items the
 /// client sends, for a method that takes one.
-pub struct CallSetup {
+pub struct CallSetup<'a> {
     id: u64,
     window: u32,
-    /// `None` for a setup outside any connection (see [`CallSetup::unconnected`]).
-    out: Option<Arc<SharedSender>>,
+    /// `None` for a setup outside any connection (see [`CallSetup::unconnected`]). Borrowed:
+    /// a unary call, which takes no stream, then costs nothing here.
+    out: Option<&'a Arc<SharedSender>>,
     inbox: Option<Arc<Inbox>>,
 }
 
-impl std::fmt::Debug for CallSetup {
+impl std::fmt::Debug for CallSetup<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallSetup").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
-impl CallSetup {
-    pub(crate) fn new(id: u64, window: u32, out: Arc<SharedSender>) -> Self {
+impl<'a> CallSetup<'a> {
+    pub(crate) fn new(id: u64, window: u32, out: &'a Arc<SharedSender>) -> Self {
         CallSetup { id, window, out: Some(out), inbox: None }
     }
 
     /// A setup for calling a dispatcher outside any connection (to test it): a stream argument
     /// is empty.
-    pub fn unconnected() -> Self {
+    pub fn unconnected() -> CallSetup<'static> {
         CallSetup { id: 0, window: crate::wire::DEFAULT_STREAM_WINDOW, out: None, inbox: None }
     }
 
@@ -93,7 +94,7 @@ pub trait Service: Send + Sync + 'static {
     /// gets it from `setup`.
     ///
     /// Errors (unknown method, undecodable arguments) are returned before any user code runs.
-    fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup) -> Result<Call, RemoteError>;
+    fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup<'_>) -> Result<Call, RemoteError>;
 }
 
 /// Decodes a method's argument tuple; used by generated dispatchers.

@@ -41,7 +41,7 @@ impl Service for Calc {
         &CALC
     }
 
-    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup) -> Result<Call, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup<'_>) -> Result<Call, RemoteError> {
         const ADD: u32 = method_id("add");
         const DIV: u32 = method_id("div");
         const SLEEP: u32 = method_id("sleep");

@@ -27,7 +27,7 @@ impl Service for Slow {
     fn descriptor(&self) -> &'static ServiceDescriptor {
         &SVC
     }
-    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup) -> Result<Call, RemoteError> {
+    fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup<'_>) -> Result<Call, RemoteError> {
         const SLOW: u32 = method_id("slow");
         const ADD: u32 = method_id("add");
         Ok(match method {

@@ -248,7 +248,7 @@ fn server(service: &Service, names: &Names) -> TokenStream {
                 &self,
                 #method: ::core::primitive::u32,
                 #args: &[::core::primitive::u8],
-                #setup: &mut #private::CallSetup,
+                #setup: &mut #private::CallSetup<'_>,
             ) -> ::core::result::Result<#private::Call, #private::RemoteError> {
                 let _ = &#setup;
                 match #method {

@@ -578,10 +578,9 @@ impl Conn {
     /// another call's entry.)
     fn forget(&self, id: u64) {
         let mut running = self.lock_running();
-        let current = tokio::task::try_id();
         let ours = running.get(&id).is_some_and(|r| match &r.task {
-            Some(task) => Some(task.id()) == current,
-            None => current == self.task,
+            Some(task) => Some(task.id()) == tokio::task::try_id(),
+            None => tokio::task::try_id() == self.task,
         });
         if ours {
             running.remove(&id);
@@ -591,7 +590,7 @@ impl Conn {
     /// Starts one call: polls it once here and moves it to its own task only if it must wait.
     async fn start_call(self: &Arc<Self>, header: RequestHeader, args: &[u8], permit: OwnedSemaphorePermit) {
         let id = header.id;
-        let mut setup = CallSetup::new(id, self.stream_window, Arc::clone(&self.out));
+        let mut setup = CallSetup::new(id, self.stream_window, &self.out);
         // Decoding runs user `Deserialize` impls, which may panic.
         let dispatch =
             std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args, &mut setup)))
