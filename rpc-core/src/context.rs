@@ -56,7 +56,7 @@ impl CallContext {
     }
 
     /// Who the peer process is, where the transport can tell: `local://`, `unix://` (from the
-    /// kernel, `SO_PEERCRED`), `spawn:` and `mem://`; `None` over `tcp://` and `fifo://`.
+    /// kernel, `SO_PEERCRED`), `spawn:` and `mem://`; `None` over `tcp://`, `fifo://` and `mq://`.
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
         self.connection.peer_credentials
     }

@@ -55,7 +55,7 @@ pub struct ServerOptions {
     /// listener's mode would let connect (root too is refused unless the server runs as root).
     /// The peer's user comes from the connection's
     /// [`peer_credentials`](crate::transport::ConnectionInfo::peer_credentials): a transport that
-    /// cannot tell (`tcp://`, `fifo://`) has every connection refused. A refused client is told
+    /// cannot tell (`tcp://`, `fifo://`, `mq://`) has every connection refused. A refused client is told
     /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
     /// naming both users) and closed. Default `false`.
     pub same_uid_only: bool,
