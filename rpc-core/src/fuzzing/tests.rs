@@ -2,40 +2,18 @@
 //! a fuzzing run added to `fuzz/corpus/`), then a few thousand generated inputs, through the same
 //! harness functions the cargo-fuzz targets call. Runs with a plain `cargo test` on stable.
 
-use std::path::{Path, PathBuf};
-
 use proptest::prelude::*;
 
 use super::*;
+use crate::fuzzing::corpus::{self, Harness, Seed};
 use crate::wire::RequestHeader;
-
-/// A harness: takes one input, panics on a broken invariant.
-type Harness = fn(&[u8]);
 
 const TARGETS: [(&str, Harness); 3] =
     [("frame_decoder", frame_decoder), ("hello_exchange", hello_exchange), ("server_input", server_input)];
 
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
-}
-
 #[test]
 fn the_seed_corpus_replays_cleanly() {
-    for (target, harness) in TARGETS {
-        let dir = corpus_dir(target);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        files.sort();
-        assert!(files.len() >= 5, "the {target} seed corpus has {} files", files.len());
-        for file in files {
-            let data = std::fs::read(&file).unwrap();
-            // A failure names the file: `cargo fuzz run <target> <file>` reproduces it.
-            eprintln!("{target}: {}", file.display());
-            harness(&data);
-        }
-    }
+    corpus::replay(env!("CARGO_MANIFEST_DIR"), &TARGETS, 5);
 }
 
 /// Frames a client could send, valid and not: the building blocks of generated input.
@@ -166,7 +144,7 @@ proptest! {
 
 /// The inputs in the committed seed corpus, by target and file name. `cargo test -p rpc-core
 /// write_the_seed_corpus -- --ignored` writes them to `fuzz/corpus/` (run it after a wire change).
-fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+fn seeds() -> Vec<Seed> {
     let hello = wire::encode_hello(&valid_hello());
     let request =
         |id, method, args: &dyn Fn(RequestHeader) -> Vec<u8>| args(RequestHeader { id, method, timeout_us: None });
@@ -269,21 +247,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 #[test]
 #[ignore = "writes fuzz/corpus/; run by hand after a wire change"]
 fn write_the_seed_corpus() {
-    for (target, name, bytes) in seeds() {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
-    }
+    corpus::write(env!("CARGO_MANIFEST_DIR"), &seeds());
 }
 
 #[test]
 fn the_seeds_pass_and_are_committed() {
-    for (target, name, bytes) in seeds() {
-        let harness = TARGETS.iter().find(|(t, _)| *t == target).unwrap().1;
-        harness(&bytes);
-        let path = corpus_dir(target).join(format!("seed-{name}"));
-        let committed =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (write_the_seed_corpus)", path.display()));
-        assert_eq!(committed, bytes, "{} is stale: run write_the_seed_corpus", path.display());
-    }
+    corpus::check(env!("CARGO_MANIFEST_DIR"), &TARGETS, &seeds(), "write_the_seed_corpus");
 }

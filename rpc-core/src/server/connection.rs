@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -69,9 +69,6 @@ struct Conn {
     stream_window: u32,
     /// The credit the client grants each stream this server sends.
     peer_window: u32,
-    /// Streaming calls running: while there are any, the read loop reads on at the in-flight
-    /// limit, since their credit and items come in on the connection.
-    streams: AtomicUsize,
     /// The task running the read loop: a call polled there is running inline.
     task: Option<tokio::task::Id>,
     /// Sequence number of the last answer queued by an inline call and not yet flushed (0: none).
@@ -94,7 +91,6 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         running: Mutex::new(HashMap::new()),
         stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
         peer_window,
-        streams: AtomicUsize::new(0),
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
     });
@@ -308,7 +304,7 @@ async fn read_loop(
         // request read then is refused, see below).
         let permit = match Arc::clone(permits).try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) if conn.streams.load(Ordering::Relaxed) > 0 => None,
+            Err(_) if conn.streams_running() => None,
             Err(_) => tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
@@ -568,6 +564,12 @@ impl Conn {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a streaming call runs: then the read loop reads on at the in-flight limit, since
+    /// the streams' credit and items come in on this connection. Asked only at that limit.
+    fn streams_running(&self) -> bool {
+        self.lock_running().values().any(|r| r.inbox.is_some() || r.window.is_some())
+    }
+
     /// The client's stream of call `id`, if that call is running and takes one.
     fn inbox(&self, id: u64) -> Option<Arc<Inbox>> {
         self.lock_running().get(&id).and_then(|r| r.inbox.clone())
@@ -602,16 +604,11 @@ impl Conn {
         let conn = Arc::clone(self);
         let window = matches!(dispatch, Ok(Call::Streaming(_))).then(|| Arc::new(SendWindow::new(self.peer_window)));
         // Streaming calls are known to the read loop before anything else is read, so that their
-        // frames find them, and they count as streams until their future ends (or is dropped).
-        let streams = if inbox.is_some() || window.is_some() {
+        // frames find them.
+        if inbox.is_some() || window.is_some() {
             self.lock_running().insert(id, Running { task: None, inbox: inbox.clone(), window: window.clone() });
-            self.streams.fetch_add(1, Ordering::Relaxed);
-            Some(StreamCount(Arc::clone(self)))
-        } else {
-            None
-        };
+        }
         let mut call = Box::pin(async move {
-            let _streams = streams;
             let outcome = match dispatch {
                 // The context is current whenever the handler is polled: here inline, and in the
                 // task the call may move to.
@@ -735,15 +732,6 @@ impl Drop for AbortOnDrop {
             }
         }
         self.0.out.shut();
-    }
-}
-
-/// Keeps [`Conn::streams`] counting a streaming call for as long as its future lives.
-struct StreamCount(Arc<Conn>);
-
-impl Drop for StreamCount {
-    fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

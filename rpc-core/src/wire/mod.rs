@@ -482,27 +482,26 @@ fn check_items(mut items: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The items of a [`Frame::StreamItems`], each the postcard encoding of one item.
+/// The items of a [`Frame::StreamItems`] (its `items`), each the postcard encoding of one item.
 ///
 /// Only for item lists [`decode`] accepted: on anything else it stops early.
 pub fn items(items: &[u8]) -> Items<'_> {
-    Items { rest: items }
+    Items { items, pos: 0 }
 }
 
 /// The iterator of [`items`].
 #[derive(Debug, Clone)]
 pub struct Items<'a> {
-    rest: &'a [u8],
+    items: &'a [u8],
+    pos: usize,
 }
 
 impl<'a> Iterator for Items<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let (len, rest) = split_at_checked(self.rest, ITEM_PREFIX_LEN)?;
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let (item, rest) = split_at_checked(rest, len)?;
-        self.rest = rest;
+        let (item, next) = item_at(self.items, self.pos)?;
+        self.pos = next;
         Some(item)
     }
 }
@@ -512,15 +511,6 @@ fn body_of<'de, T: Deserialize<'de>>(body: &'de [u8], what: &'static str) -> Res
         Ok((value, [])) => Ok(value),
         Ok(_) => Err(DecodeError::Trailing(what)),
         Err(_) => Err(DecodeError::Body(what)),
-    }
-}
-
-/// The call id of a response frame (ok or error) without decoding its body, so the client's
-/// reader can route an answer to its caller, who decodes it once; `None` for any other frame.
-pub fn response_id(frame: &[u8]) -> Option<u64> {
-    match frame.split_first() {
-        Some((&(KIND_RESPONSE_OK | KIND_RESPONSE_ERR), rest)) => split_id(rest, "response").ok().map(|(id, _)| id),
-        _ => None,
     }
 }
 
@@ -542,7 +532,7 @@ pub enum Route {
 /// The call a server-to-client frame belongs to and what it is, from its header alone, so the
 /// client's reader routes every frame of a call without decoding its body; `None` for frames
 /// that belong to no call (a goaway) or are malformed (left to [`decode`] to explain). A stream
-/// items frame is checked whole here, so its consumer can iterate with [`items`].
+/// items frame is checked whole here, so its consumer can walk it with [`item_at`].
 pub fn route(frame: &[u8]) -> Option<(u64, Route)> {
     let (&kind, rest) = frame.split_first()?;
     let (id, body) = split_id(rest, "").ok()?;
@@ -558,18 +548,14 @@ pub fn route(frame: &[u8]) -> Option<(u64, Route)> {
 }
 
 /// The item at byte offset `pos` of a stream items frame (the first is at
-/// [`STREAM_ITEMS_HEADER_LEN`]) and the offset of the next; `None` past the last item.
+/// [`STREAM_ITEMS_HEADER_LEN`]), or of its item list (the first at 0), and the offset of the
+/// next; `None` past the last item.
 pub fn item_at(frame: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = frame.get(pos..)?;
     let (len, rest) = split_at_checked(rest, ITEM_PREFIX_LEN)?;
     let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
     let item = rest.get(..len)?;
     Some((item, pos + ITEM_PREFIX_LEN + len))
-}
-
-/// The items of a stream items frame that [`route`] or [`decode`] accepted.
-pub fn frame_items(frame: &[u8]) -> Items<'_> {
-    items(frame.get(STREAM_ITEMS_HEADER_LEN..).unwrap_or_default())
 }
 
 /// Encodes a hello frame.

@@ -75,16 +75,18 @@ fn error_response_and_cancel_round_trip() {
 }
 
 #[test]
-fn response_id_reads_only_the_header() {
+fn responses_route_by_the_header_only() {
     let ok = ResponsePayload::encode(&5u8).unwrap().into_frame(11);
-    assert_eq!(response_id(&ok), Some(11));
+    assert_eq!(route(&ok), Some((11, Route::Response)));
     // The body is not looked at: a corrupt error body still routes to its call.
     let mut err = encode_response_err(12, &RemoteError::Overloaded);
     err.push(0xff);
-    assert_eq!(response_id(&err), Some(12));
-    assert_eq!(response_id(&encode_cancel(13)), None);
-    assert_eq!(response_id(&[KIND_RESPONSE_OK, 1, 2]), None);
-    assert_eq!(response_id(&[]), None);
+    assert_eq!(route(&err), Some((12, Route::Response)));
+    // Frames that belong to no call, or that a client never routes.
+    assert_eq!(route(&encode_cancel(13)), None);
+    assert_eq!(route(&encode_goaway(CloseCode::Normal, "bye")), None);
+    assert_eq!(route(&[KIND_RESPONSE_OK, 1, 2]), None);
+    assert_eq!(route(&[]), None);
 }
 
 #[test]
@@ -174,7 +176,8 @@ fn stream_items_round_trip_item_by_item() {
     assert_eq!(id, 5);
     let decoded: Vec<String> = super::items(body).map(|item| decode_value(item).unwrap()).collect();
     assert_eq!(decoded, items);
-    let via_route: Vec<String> = frame_items(&frame).map(|item| decode_value(item).unwrap()).collect();
+    let via_route: Vec<String> =
+        super::items(&frame[STREAM_ITEMS_HEADER_LEN..]).map(|item| decode_value(item).unwrap()).collect();
     assert_eq!(via_route, items);
     assert_eq!(route(&frame), Some((5, Route::StreamItems)));
     let mut pos = STREAM_ITEMS_HEADER_LEN;
@@ -232,9 +235,13 @@ fn an_item_too_long_for_its_frame_is_split_off() {
     let rest = writer.split_last(9).unwrap();
     assert_eq!(writer.count(), 1);
     assert!(writer.split_last(9).is_none());
-    let first: Vec<u8> = frame_items(&writer.finish()).map(|item| decode_value::<u8>(item).unwrap()).collect();
+    let first: Vec<u8> = super::items(&writer.finish()[STREAM_ITEMS_HEADER_LEN..])
+        .map(|item| decode_value::<u8>(item).unwrap())
+        .collect();
     assert_eq!(first, [1]);
-    let second: Vec<Vec<u8>> = frame_items(&rest.finish()).map(|item| decode_value::<Vec<u8>>(item).unwrap()).collect();
+    let second: Vec<Vec<u8>> = super::items(&rest.finish()[STREAM_ITEMS_HEADER_LEN..])
+        .map(|item| decode_value::<Vec<u8>>(item).unwrap())
+        .collect();
     assert_eq!(second, [vec![7u8; 100]]);
 }
 

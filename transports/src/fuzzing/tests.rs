@@ -1,37 +1,17 @@
 //! The transports' fuzz targets without a fuzzer: every file of the committed seed corpus (and
 //! of any corpus a fuzzing run added to `fuzz/corpus/`), then generated inputs.
 
-use std::path::{Path, PathBuf};
-
 use proptest::prelude::*;
 
 use super::*;
-
-type Harness = fn(&[u8]);
+use rpc_core::fuzzing::corpus::{self, Harness, Seed};
 
 const TARGETS: [(&str, Harness); 3] =
     [("fifo_record", fifo_record), ("mq_segments", mq_segments), ("shm_setup", shm_setup)];
 
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
-}
-
 #[test]
 fn the_seed_corpus_replays_cleanly() {
-    for (target, harness) in TARGETS {
-        let dir = corpus_dir(target);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        files.sort();
-        assert!(files.len() >= 5, "the {target} seed corpus has {} files", files.len());
-        for file in files {
-            // A failure names the file: `cargo fuzz run <target> <file>` reproduces it.
-            eprintln!("{target}: {}", file.display());
-            harness(&std::fs::read(&file).unwrap());
-        }
-    }
+    corpus::replay(env!("CARGO_MANIFEST_DIR"), &TARGETS, 5);
 }
 
 /// An mq message as the harness reads it: a length byte, then the message.
@@ -59,7 +39,7 @@ fn more(bytes: &[u8]) -> Vec<u8> {
 /// The inputs in the committed seed corpus, by target and file name. `cargo test -p
 /// rpc-transports write_the_transport_seed_corpus -- --ignored` writes them to `fuzz/corpus/`
 /// (run it after a change of a record or message format).
-fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+fn seeds() -> Vec<Seed> {
     use crate::mq::conn::CLOSE;
     let fifo = crate::fifo::record("1f-2-abc").to_vec();
     let mq = crate::mq::record(0x1f, "1f-2-abc").to_vec();
@@ -109,23 +89,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 #[test]
 #[ignore = "writes fuzz/corpus/; run by hand after a change of a record or message format"]
 fn write_the_transport_seed_corpus() {
-    for (target, name, bytes) in seeds() {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
-    }
+    corpus::write(env!("CARGO_MANIFEST_DIR"), &seeds());
 }
 
 #[test]
 fn the_transport_seeds_pass_and_are_committed() {
-    for (target, name, bytes) in seeds() {
-        let harness = TARGETS.iter().find(|(t, _)| *t == target).unwrap().1;
-        harness(&bytes);
-        let path = corpus_dir(target).join(format!("seed-{name}"));
-        let committed = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (write_the_transport_seed_corpus)", path.display()));
-        assert_eq!(committed, bytes, "{} is stale: run write_the_transport_seed_corpus", path.display());
-    }
+    corpus::check(env!("CARGO_MANIFEST_DIR"), &TARGETS, &seeds(), "write_the_transport_seed_corpus");
 }
 
 proptest! {
