@@ -1308,6 +1308,10 @@ macro_rules! raw_checks {
     };
 }
 
+/// The longest one conformance check may take; each takes seconds (a slow debug build on a
+/// loaded 2-vCPU VM included).
+const CHECK_LIMIT: Duration = Duration::from_secs(300);
+
 macro_rules! conformance {
     (@only $transport:ident => $addr:expr, $mode:expr, [$($check:ident),*]) => {
         mod $transport {
@@ -1342,7 +1346,11 @@ macro_rules! conformance {
     (@tests $addr:expr, $mode:expr, $($check:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $check() {
-            super::$check($addr, $mode).await;
+            // A check that hangs (a stream that never ends, a call stuck behind another) fails
+            // here instead of holding the suite, and CI, forever.
+            tokio::time::timeout(super::CHECK_LIMIT, super::$check($addr, $mode))
+                .await
+                .unwrap_or_else(|_| panic!("{} did not finish within {:?}", stringify!($check), super::CHECK_LIMIT));
         }
     )*};
 }

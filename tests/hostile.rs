@@ -559,6 +559,7 @@ async fn stream_cases(transport: &str) {
     let produced = client.produced().await.unwrap().0 - before;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later = client.produced().await.unwrap().0 - before;
+    assert!(produced > 0, "the stream never started");
     assert!(produced <= 2 * wire::DEFAULT_STREAM_WINDOW as u64 / 1024 + 64, "produced {produced} unread items");
     assert_eq!(produced, later, "the producer went on without credit");
     server.still_serves("a stream nobody reads").await;

@@ -114,25 +114,32 @@ pub(super) async fn streams_unary_calls_while_a_stream_saturates(addr: String, m
     let client = rpc::Client::handshake(conn, StreamsClient::DESCRIPTOR, Default::default()).await.unwrap();
     let streams = StreamsClient::from_client(client);
     let mut items = streams.count(u64::MAX, 16 * 1024, 0).await.unwrap();
-    let drain = tokio::spawn(async move {
-        let mut n = 0u64;
-        while let Some(item) = items.next().await {
-            item.unwrap();
-            n += 1;
-            if n == 20_000 {
-                break;
+    let drained = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let drain = tokio::spawn({
+        let drained = std::sync::Arc::clone(&drained);
+        async move {
+            while let Some(item) = items.next().await {
+                item.unwrap();
+                drained.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        n
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut took = Vec::new();
     for _ in 0..200 {
         let started = Instant::now();
-        // `produced` is a unary call on the same connection as the stream.
-        streams.produced().await.unwrap();
+        // `produced` is a unary call on the same connection as the stream. A call stuck behind
+        // the stream fails the check instead of hanging it.
+        tokio::time::timeout(Duration::from_secs(10), streams.produced())
+            .await
+            .expect("a unary call beside a stream is answered")
+            .unwrap();
         took.push(started.elapsed());
     }
+    let before = drained.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = drained.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after > before && before > 0, "the stream did not flow beside the calls ({before}, then {after} items)");
     took.sort();
     eprintln!(
         "{}: unary calls beside a saturating stream: median {:?}, p99 {:?}",
