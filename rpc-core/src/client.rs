@@ -11,6 +11,11 @@
 //! Dropping a call's future sends a cancel for it; a dead connection fails every pending call at
 //! once, and every later call, with the error that killed it.
 //!
+//! A streaming call is a call like the others: its slot stays in the table while its stream
+//! lasts, queues the frames the server streams (filed there by whichever call reads), and its
+//! [`Streaming`] reads for everyone while it waits. A stream argument is sent by a small task of
+//! its own (the `streaming` module), since it must go on while the caller waits for the answer.
+//!
 //! One consequence of having no reader task: answers arrive only while some call future is being
 //! polled. Await call futures (directly, in `join!`/`select!` loops, `FuturesUnordered`, or spawned
 //! tasks) rather than polling one once and parking it for a long time: a parked reader delays the
@@ -211,6 +216,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, RpcError> {
         let Connection { mut sender, mut receiver, info } = conn;
+        let stream_window = options.stream_window.max(MIN_STREAM_WINDOW);
         let hello = Hello {
             service: service.name.to_owned(),
             methods: service
@@ -218,7 +224,7 @@ impl Client {
                 .iter()
                 .map(|m| MethodSignature { name: m.name.to_owned(), signature: m.signature.to_owned() })
                 .collect(),
-            stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+            stream_window,
         };
         let exchange = async {
             transport::send(&mut *sender, Bytes::from(wire::encode_hello(&hello))).await?;
@@ -273,7 +279,7 @@ impl Client {
                 out: SharedSender::new(sender),
                 inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
                 receiver: Mutex::new(receiver),
-                stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+                stream_window,
                 peer_window,
             }),
         })

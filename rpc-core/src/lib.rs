@@ -1,6 +1,6 @@
 //! The engine of the rpc framework: the wire protocol ([`wire`], no I/O), the transport traits
-//! ([`transport`]), the client and server engines ([`client`], [`server`]), and the errors a
-//! caller sees ([`error`]).
+//! ([`transport`]), the client and server engines ([`client`], [`server`]), streaming calls and
+//! their flow control ([`stream`]), and the errors a caller sees ([`error`]).
 //!
 //! Users normally depend on the `rpc` facade crate, which re-exports this crate together with the
 //! `#[service]` macro and the transports. Data flows one way: generated stub → [`client::Client`]
