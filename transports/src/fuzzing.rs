@@ -24,40 +24,43 @@ pub fn fifo_record(data: &[u8]) {
     }
 }
 
-/// `mq_segments`: the input as a sequence of `mq://` messages (each a length byte, then that
-/// many bytes) reassembled into frames by the receiving half's parser, which must never
-/// return a frame above its limit or more frame bytes than arrived, and must stop at the first
-/// error or [`CLOSE`](crate::mq::conn).
+/// `mq_messages`: the input as a sequence of `mq://` messages (each a length byte, then that
+/// many bytes) read by the receiving half: each message is checked, and the bytes of the data
+/// messages go through the frame codec, as on a connection. No frame may be above the limit or
+/// hold more bytes than arrived; reading stops at the first error or at the end of the stream.
 #[cfg(target_os = "linux")]
-pub fn mq_segments(data: &[u8]) {
-    use crate::mq::conn::{Segments, Step};
+pub fn mq_messages(data: &[u8]) {
+    use crate::mq::conn::{message, Message};
+    use rpc_core::wire::LengthDelimited;
     const MAX_FRAME_LEN: usize = 1024;
-    let mut segments = Segments::new(MAX_FRAME_LEN);
+    let codec = LengthDelimited::new(MAX_FRAME_LEN);
+    let mut stream = bytes::BytesMut::new();
+    let (mut arrived, mut framed) = (0, 0);
     let mut rest = data;
-    let mut framed = 0;
     while let Some((&len, tail)) = rest.split_first() {
-        let (message, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        let (bytes, tail) = tail.split_at(usize::from(len).min(tail.len()));
         rest = tail;
-        let mut at = 0;
-        loop {
-            match segments.step(message, at) {
-                Ok((step, next)) => {
-                    assert!(next > at && next <= message.len(), "a segment from {at} to {next} of {}", message.len());
-                    at = next;
-                    match step {
-                        Step::Frame(frame) => {
-                            assert!(frame.len() <= MAX_FRAME_LEN, "a frame of {} bytes", frame.len());
-                            framed += frame.len();
-                            assert!(framed <= data.len(), "more frame bytes than arrived");
-                        }
-                        Step::More => {}
-                        Step::Closed => return,
-                    }
-                }
-                Err(_) => return,
+        match message(bytes) {
+            Ok(Message::Data(bytes)) => {
+                assert!(!bytes.is_empty(), "an empty data message was accepted");
+                arrived += bytes.len();
+                stream.extend_from_slice(bytes);
             }
-            if at == message.len() {
-                break;
+            Ok(Message::Close) => {
+                assert_eq!(bytes.len(), 1, "a close message with bytes after it was accepted");
+                return;
+            }
+            Err(_) => return,
+        }
+        loop {
+            match codec.decode(&mut stream) {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= MAX_FRAME_LEN, "a frame of {} bytes", frame.len());
+                    framed += frame.len();
+                    assert!(framed <= arrived, "more frame bytes than arrived");
+                }
+                Ok(None) => break,
+                Err(_) => return,
             }
         }
     }

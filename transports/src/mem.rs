@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, FrameReceiver, FrameSender, Listener};
+use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, FrameReceiver, FrameSender, Listener, HIGH_WATER};
 use rpc_core::wire::FrameTooLarge;
 use tokio::sync::mpsc;
 
@@ -23,8 +23,6 @@ use crate::options::TransportOptions;
 /// Connections a listener may hold before it accepts them; `connect` fails beyond that, as a
 /// socket's backlog would.
 const BACKLOG: usize = 1024;
-/// `poll_ready` waits while this many bytes are queued in one direction.
-const HIGH_WATER: usize = 1024 * 1024;
 /// What a frame costs on top of its bytes, so that a flood of empty frames is bounded too.
 const FRAME_COST: usize = 64;
 

@@ -390,7 +390,7 @@ async fn mem_sender_waits_while_the_peer_does_not_read() {
             None => break sent,
         }
     };
-    assert!(blocked >= 1 << 20, "waited after only {blocked} bytes");
+    assert!(blocked >= rpc_core::transport::HIGH_WATER, "waited after only {blocked} bytes");
     // Reading makes room again, and wakes the waiting sender.
     let waiting = tokio::spawn(async move {
         std::future::poll_fn(|cx| client.sender.poll_ready(cx)).await.unwrap();

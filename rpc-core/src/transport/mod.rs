@@ -4,9 +4,9 @@
 //! The traits are poll-based and object-safe so that one binary can pick a mechanism at run time
 //! (`Box<dyn FrameSender>`), and so that the client engine can poll the receiving half from inside
 //! a caller's own future (the caller that is waiting reads its answer itself: no hop through
-//! another task). Byte-stream mechanisms get both halves from [`stream::framed`]; message
-//! mechanisms (shared-memory rings, message queues) implement the two traits directly and carry
-//! one frame per message, splitting internally if they must.
+//! another task). Every mechanism gets both halves from the one frame driver in [`stream`]:
+//! sockets and pipes as they are, shared-memory rings and message queues through a byte
+//! sink/source of their own.
 
 pub mod stream;
 pub mod transient;
@@ -18,6 +18,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+/// The backpressure limit of every transport: a sender's `poll_ready` pushes queued bytes to
+/// the peer before it takes more once this many wait. Enough for the largest batch the engines
+/// write at once, small enough that a peer that stops reading holds little memory per
+/// connection.
+pub const HIGH_WATER: usize = 256 * 1024;
 
 /// The sending half of a connection. Frames are queued with [`start_send`](Self::start_send) and
 /// pushed to the peer by [`poll_flush`](Self::poll_flush); bytes already queued stay queued if the

@@ -1,12 +1,19 @@
-//! Framing for byte-stream mechanisms, written once: any `AsyncRead` + `AsyncWrite` pair becomes a
-//! [`FrameSender`] + [`FrameReceiver`] using the length-prefix codec of [`crate::wire::codec`].
+//! The one frame driver: any byte sink and source (`AsyncWrite` + `AsyncRead`) become a
+//! [`FrameSender`] + [`FrameReceiver`] using the length-prefix codec of [`crate::wire::codec`],
+//! in the shape of tokio-util's `FramedImpl`. Every transport uses it: sockets and pipes
+//! directly, the shared-memory ring and the message queues through a byte sink/source of their
+//! own, so the framing, the send queue, the progress counters and the hostile-input limits are
+//! written (and fuzzed) once.
 //!
-//! The sender coalesces small frames into one buffer, so frames queued by many callers while a
-//! write is in progress leave in one syscall; large frames are queued as they are, without a copy.
-//! The receiver reads into a buffer that grows only with bytes that actually arrived.
+//! The sender coalesces small frames into one buffer and writes the queue vectored, so frames
+//! queued by many callers while a write is in progress leave in one system call; large frames
+//! are queued as they are, without a copy. A sink whose writes cost no system call (shared
+//! memory) can ask for [write-through](StreamSender::write_through): each frame then goes out as
+//! soon as it is queued, without waiting for a flush. The receiver reads into a buffer that
+//! grows only with bytes that actually arrived.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -14,13 +21,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
-use super::{FrameReceiver, FrameSender};
+use super::{FrameReceiver, FrameSender, HIGH_WATER};
 use crate::wire::LengthDelimited;
 
 /// Frames up to this size are copied into the coalescing buffer; larger ones are queued as is.
 const COALESCE_MAX: usize = 16 * 1024;
-/// `poll_ready` pushes queued bytes out before accepting more once this many are queued.
-const HIGH_WATER: usize = 256 * 1024;
+/// At most this many queued chunks go into one vectored write (well under every `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
 
 /// Wraps the two halves of a byte stream as frame halves with the given maximum frame length.
 pub fn framed<R, W>(read: R, write: W, max_frame_len: usize) -> (StreamSender<W>, StreamReceiver<R>)
@@ -31,6 +38,10 @@ where
     let codec = LengthDelimited::new(max_frame_len);
     (StreamSender::new(write, codec), StreamReceiver::new(read, codec))
 }
+
+/// Writes what a sink takes at once, without waiting: `Err(WouldBlock)` when it takes nothing.
+/// See [`StreamSender::write_through`].
+pub type TryWrite<W> = fn(&mut W, &[IoSlice<'_>]) -> io::Result<usize>;
 
 /// The sending half of a length-prefixed byte stream.
 #[derive(Debug)]
@@ -43,12 +54,34 @@ pub struct StreamSender<W> {
     queue: VecDeque<Bytes>,
     queued: usize,
     written: u64,
+    /// Set by [`write_through`](Self::write_through).
+    try_write: Option<TryWrite<W>>,
 }
 
 impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
     /// A sender writing to `io`.
     pub fn new(io: W, codec: LengthDelimited) -> Self {
-        Self { io, codec, coalesce: BytesMut::new(), queue: VecDeque::new(), queued: 0, written: 0 }
+        Self { io, codec, coalesce: BytesMut::new(), queue: VecDeque::new(), queued: 0, written: 0, try_write: None }
+    }
+
+    /// Writes every frame as soon as it is queued, with `try_write`, as far as the sink takes it
+    /// without waiting (the rest leaves on the next flush). For sinks where a write costs no
+    /// system call: a reader spinning on shared memory then sees each frame at once, not when
+    /// the engine next flushes.
+    #[must_use]
+    pub fn write_through(mut self, try_write: TryWrite<W>) -> Self {
+        self.try_write = Some(try_write);
+        self
+    }
+
+    /// The sink.
+    pub fn get_ref(&self) -> &W {
+        &self.io
+    }
+
+    /// The sink. Writing to it directly would corrupt the stream of frames.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.io
     }
 
     fn seal_coalesced(&mut self) {
@@ -57,21 +90,36 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
         }
     }
 
-    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes queued chunks with `write` until the queue is empty or `write` is pending.
+    fn write_queued(
+        &mut self,
+        mut write: impl FnMut(&mut W, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<()>> {
         self.seal_coalesced();
-        while let Some(front) = self.queue.front_mut() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, front))?;
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.queue.iter().zip(&mut slices).map(|(chunk, slice)| *slice = IoSlice::new(chunk)).count();
+            let mut n = ready!(write(&mut self.io, &slices[..count]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            front.advance(n);
             self.queued -= n;
             self.written += n as u64;
-            if front.is_empty() {
-                self.queue.pop_front();
+            while n > 0 {
+                let front = self.queue.front_mut().expect("a sink wrote no more than it was given");
+                let step = n.min(front.len());
+                front.advance(step);
+                n -= step;
+                if front.is_empty() {
+                    self.queue.pop_front();
+                }
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.write_queued(|io, slices| Pin::new(io).poll_write_vectored(cx, slices))
     }
 }
 
@@ -92,6 +140,15 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
         } else {
             self.seal_coalesced();
             self.queue.push_back(frame);
+        }
+        if let Some(try_write) = self.try_write {
+            let written = self.write_queued(|io, slices| match try_write(io, slices) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            });
+            if let Poll::Ready(Err(e)) = written {
+                return Err(e);
+            }
         }
         Ok(())
     }

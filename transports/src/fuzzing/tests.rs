@@ -7,7 +7,7 @@ use super::*;
 use rpc_core::fuzzing::corpus::{self, Harness, Seed};
 
 const TARGETS: [(&str, Harness); 3] =
-    [("fifo_record", fifo_record), ("mq_segments", mq_segments), ("shm_setup", shm_setup)];
+    [("fifo_record", fifo_record), ("mq_messages", mq_messages), ("shm_setup", shm_setup)];
 
 #[test]
 fn the_seed_corpus_replays_cleanly() {
@@ -21,17 +21,16 @@ fn message(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn first(total: u32, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![crate::mq::conn::FIRST];
-    out.extend_from_slice(&total.to_le_bytes());
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+/// A data message carrying `bytes` of the stream.
+fn data(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![crate::mq::conn::DATA];
     out.extend_from_slice(bytes);
     out
 }
 
-fn more(bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![crate::mq::conn::MORE];
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+/// `bytes` as a frame: its length prefix, then the bytes.
+fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u32).to_le_bytes().to_vec();
     out.extend_from_slice(bytes);
     out
 }
@@ -60,15 +59,17 @@ fn seeds() -> Vec<Seed> {
         ("fifo_record", "bad-token", bad_token),
         ("fifo_record", "nonzero-padding", padded),
         ("fifo_record", "two-records", two),
-        ("mq_segments", "whole-frame", message(&first(3, b"abc"))),
-        ("mq_segments", "split-frame", [message(&first(10, b"abcd")), message(&more(b"efghij"))].concat()),
-        ("mq_segments", "two-frames-one-message", message(&[first(1, b"a"), first(2, b"bc")].concat())),
-        ("mq_segments", "close", [message(&first(1, b"a")), message(&[CLOSE])].concat()),
-        ("mq_segments", "close-inside-a-frame", [message(&first(9, b"a")), message(&[CLOSE])].concat()),
-        ("mq_segments", "more-without-first", message(&more(b"x"))),
-        ("mq_segments", "oversized", message(&first(u32::MAX, b"x"))),
-        ("mq_segments", "continuation-too-long", [message(&first(2, b"a")), message(&more(b"bc"))].concat()),
-        ("mq_segments", "unknown-kind-and-empty", [message(&[9, 1, 2]), message(&[])].concat()),
+        ("mq_messages", "whole-frame", message(&data(&frame(b"abc")))),
+        ("mq_messages", "split-frame", {
+            let f = frame(b"abcdefghij");
+            [message(&data(&f[..2])), message(&data(&f[2..7])), message(&data(&f[7..]))].concat()
+        }),
+        ("mq_messages", "two-frames-one-message", message(&data(&[frame(b"a"), frame(b"bc")].concat()))),
+        ("mq_messages", "close", [message(&data(&frame(b"a"))), message(&[CLOSE])].concat()),
+        ("mq_messages", "close-inside-a-frame", [message(&data(&frame(b"abc")[..5])), message(&[CLOSE])].concat()),
+        ("mq_messages", "oversized", message(&data(&u32::MAX.to_le_bytes()))),
+        ("mq_messages", "empty-data", [message(&[crate::mq::conn::DATA]), message(&data(&frame(b"a")))].concat()),
+        ("mq_messages", "unknown-kind-and-empty", [message(&[9, 1, 2]), message(&[])].concat()),
         ("shm_setup", "valid", setup.clone()),
         ("shm_setup", "version-2", version),
         ("shm_setup", "reserved-bytes", reserved),
@@ -115,17 +116,29 @@ proptest! {
 
     #[test]
     fn generated_messages_reassemble_without_panics(
-        messages in proptest::collection::vec(
-            prop_oneof![
-                (0u32..2000, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(t, b)| first(t, &b)),
-                proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| more(&b)),
-                proptest::collection::vec(any::<u8>(), 0..60),
-            ],
-            0..8,
-        ),
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..1100), 0..6),
+        cuts in proptest::collection::vec(1usize..300, 1..40),
+        junk in proptest::option::of((any::<usize>(), proptest::collection::vec(any::<u8>(), 0..8))),
     ) {
-        let data: Vec<u8> = messages.iter().flat_map(|m| message(&m[..m.len().min(255)])).collect();
-        mq_segments(&data);
+        // A stream of frames (some over the limit) cut into data messages of generated sizes,
+        // perhaps with a message of junk somewhere.
+        let stream: Vec<u8> = frames.iter().flat_map(|f| frame(f)).collect();
+        let mut messages = Vec::new();
+        let mut rest = &stream[..];
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at((*cut).min(254).min(rest.len()));
+            messages.push(data(piece));
+            rest = tail;
+        }
+        if let Some((at, junk)) = junk {
+            let at = at % (messages.len() + 1);
+            messages.insert(at, junk);
+        }
+        let input: Vec<u8> = messages.iter().flat_map(|m| message(m)).collect();
+        mq_messages(&input);
     }
 
     #[test]

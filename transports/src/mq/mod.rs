@@ -702,21 +702,25 @@ mod tests {
     async fn hostile_messages_fail_the_connection_cleanly() {
         let name = unique("hostile");
         let mut listener = listen(&name, &TransportOptions::default()).unwrap();
-        let junk: [&[u8]; 8] = [
-            &[],
-            &[9],
-            &[conn::MORE, 1, 0, 0, 0, 2],
-            &[conn::FIRST, 1],
-            &[conn::FIRST, 2, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3],
-            &[conn::FIRST, 4, 0, 0, 0, 9, 0, 0, 0, 1, 2, 3, 4],
-            &[conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0, conn::CLOSE],
-            &[conn::FIRST, 4, 0, 0, 0, 1, 0, 0, 0, 1, conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0],
+        // Each case is a sequence of messages.
+        let junk: [&[&[u8]]; 7] = [
+            &[&[]],
+            &[&[9]],
+            &[&[conn::DATA]],
+            &[&[conn::CLOSE, 0]],
+            &[&[conn::ACCEPT]],
+            // A whole frame, then a message of another kind.
+            &[&[conn::DATA, 1, 0, 0, 0, 7], &[conn::REFUSE]],
+            // Half a frame, then the end.
+            &[&[conn::DATA, 4, 0, 0, 0, 1], &[conn::CLOSE]],
         ];
-        for junk in junk {
+        for messages in junk {
             let (to_server, _from_server, _pair) = raw_client(&name);
             let mut server = listener.accept().await.unwrap();
-            sys::send(to_server.as_fd(), junk).unwrap();
-            // Valid frames before the bad segment come out first; then the error.
+            for message in messages {
+                sys::send(to_server.as_fd(), message).unwrap();
+            }
+            // Valid frames before the bad message come out first; then the error.
             let mut got = Ok(None);
             for _ in 0..3 {
                 got = tokio::time::timeout(Duration::from_secs(10), recv(&mut *server.receiver)).await.unwrap();
@@ -724,28 +728,29 @@ mod tests {
                     break;
                 }
             }
-            assert!(got.is_err(), "{junk:?} -> {got:?}");
+            assert!(got.is_err(), "{messages:?} -> {got:?}");
         }
         // A frame announced as 4 GiB is refused before anything is kept.
         let (to_server, _from_server, _pair) = raw_client(&name);
         let mut server = listener.accept().await.unwrap();
-        sys::send(to_server.as_fd(), &[conn::FIRST, 0, 0, 0, 0xf0, 3, 0, 0, 0, 1, 2, 3]).unwrap();
+        sys::send(to_server.as_fd(), &[conn::DATA, 0, 0, 0, 0xf0, 1, 2, 3]).unwrap();
         let err = recv(&mut *server.receiver).await.unwrap_err();
         assert!(matches!(rpc_core::error::RpcError::from(err), rpc_core::error::RpcError::FrameTooLarge { .. }));
     }
 
     #[tokio::test]
-    async fn segments_of_several_frames_share_a_message() {
+    async fn frames_share_messages_and_span_them() {
         let name = unique("packed");
         let mut listener = listen(&name, &TransportOptions::default()).unwrap();
         let (to_server, _from_server, _pair) = raw_client(&name);
         let mut server = listener.accept().await.unwrap();
-        // An empty frame, a whole frame, and the first piece of a third, then its rest.
-        let mut packed = vec![conn::FIRST, 0, 0, 0, 0, 0, 0, 0, 0];
-        packed.extend_from_slice(&[conn::FIRST, 2, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']);
-        packed.extend_from_slice(&[conn::FIRST, 3, 0, 0, 0, 1, 0, 0, 0, b'a']);
+        // An empty frame, a whole frame, and the first piece of a third; then its rest, split
+        // inside its length prefix and again inside its bytes.
+        let mut packed = vec![conn::DATA, 0, 0, 0, 0, 2, 0, 0, 0, b'h', b'i', 3, 0];
         sys::send(to_server.as_fd(), &packed).unwrap();
-        sys::send(to_server.as_fd(), &[conn::MORE, 2, 0, 0, 0, b'b', b'c']).unwrap();
+        packed = vec![conn::DATA, 0, 0, b'a'];
+        sys::send(to_server.as_fd(), &packed).unwrap();
+        sys::send(to_server.as_fd(), &[conn::DATA, b'b', b'c']).unwrap();
         for expected in [&b""[..], b"hi", b"abc"] {
             assert_eq!(recv(&mut *server.receiver).await.unwrap().unwrap(), expected);
         }

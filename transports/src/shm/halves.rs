@@ -1,5 +1,6 @@
-//! The two halves of an `shm://` connection: frames go into the rings with the shared
-//! length-prefix codec; a side that finds nothing to do spins briefly, then sleeps on a bell.
+//! The two ends of an `shm://` connection as a byte sink and a byte source, which the one frame
+//! driver ([`rpc_core::transport::stream`]) turns into frame halves, as it does for sockets; a
+//! side that finds nothing to do spins briefly, then sleeps on a bell.
 //!
 //! **Bells.** Each side holds two Unix stream sockets to the peer: the setup socket, on which
 //! the peer's sender rings "data published" for our receiver, and a second socket (a socketpair
@@ -22,24 +23,18 @@
 //! the maximum it halves (an idle peer stops costing CPU), after a short one it doubles back
 //! towards the maximum.
 
-use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use rpc_core::transport::{FrameReceiver, FrameSender};
-use rpc_core::wire::{LengthDelimited, LENGTH_PREFIX_LEN};
 use rustix::net::{RecvFlags, SendFlags};
-
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
 use super::ring::{Reader, Writer};
 
-/// `poll_ready` pushes queued frames before accepting more once this many bytes wait.
-const HIGH_WATER: usize = 256 * 1024;
 /// At most this many bell-only wake-ups are handled in one poll before yielding, so a peer
 /// that rings without publishing cannot keep us in one poll forever.
 const MAX_WAKEUPS_PER_POLL: u32 = 32;
@@ -257,28 +252,11 @@ impl Waiter {
     }
 }
 
-/// A frame (with its prefix) not yet fully in the ring.
+/// The writing end of an `shm://` connection as a byte sink, for the one frame driver
+/// ([`rpc_core::transport::stream`]): bytes go into the ring and are published at once.
 #[derive(Debug)]
-struct Queued {
-    prefix: [u8; LENGTH_PREFIX_LEN],
-    frame: Bytes,
-    /// Bytes of `prefix` then `frame` already staged.
-    done: usize,
-}
-
-impl Queued {
-    fn len(&self) -> usize {
-        LENGTH_PREFIX_LEN + self.frame.len()
-    }
-}
-
-/// The sending half.
-#[derive(Debug)]
-pub(crate) struct ShmSender {
+pub(crate) struct ShmWriter {
     ring: Writer,
-    codec: LengthDelimited,
-    queue: VecDeque<Queued>,
-    queued: usize,
     /// Rung for the peer's receiver when we publish.
     data_bell: Arc<Bell>,
     /// Waits on the bell the peer's receiver rings when it makes room.
@@ -286,52 +264,37 @@ pub(crate) struct ShmSender {
     closed: bool,
 }
 
-impl ShmSender {
-    pub(crate) fn new(ring: Writer, max_frame_len: usize, data_bell: Arc<Bell>, waiter: Waiter) -> Self {
-        ShmSender {
-            ring,
-            codec: LengthDelimited::new(max_frame_len),
-            queue: VecDeque::new(),
-            queued: 0,
-            data_bell,
-            waiter,
-            closed: false,
-        }
+impl ShmWriter {
+    pub(crate) fn new(ring: Writer, data_bell: Arc<Bell>, waiter: Waiter) -> Self {
+        ShmWriter { ring, data_bell, waiter, closed: false }
     }
 
-    /// Stages as much of the queue as fits and publishes it.
-    fn push(&mut self) -> io::Result<()> {
-        if self.queue.is_empty() {
-            return Ok(());
+    /// Copies as much of `bufs` as fits into the ring and publishes it (ringing the peer if it
+    /// sleeps); `WouldBlock` if the ring is full. Never waits: this is the write-through the
+    /// frame driver does when a frame is queued (a reader spinning for exactly this frame must
+    /// not wait for the engine's next flush).
+    pub(crate) fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.closed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the sending half was closed"));
         }
         let mut free = self.ring.free()?;
-        while free > 0 {
-            let Some(front) = self.queue.front_mut() else { break };
-            if front.done < LENGTH_PREFIX_LEN {
-                let part = &front.prefix[front.done..];
-                let n = part.len().min(free);
-                self.ring.stage(&part[..n]);
-                front.done += n;
-                free -= n;
-            }
-            let from = front.done.saturating_sub(LENGTH_PREFIX_LEN).min(front.frame.len());
-            let n = (front.frame.len() - from).min(free);
-            if n > 0 {
-                self.ring.stage(&front.frame[from..from + n]);
-                front.done += n;
-                free -= n;
-            }
-            if front.done == front.len() {
-                self.queued -= front.len();
-                self.queue.pop_front();
-            } else {
+        if free == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut staged = 0;
+        for buf in bufs {
+            let n = buf.len().min(free);
+            self.ring.stage(&buf[..n]);
+            staged += n;
+            free -= n;
+            if free == 0 {
                 break;
             }
         }
         if self.ring.publish() {
             self.data_bell.ring();
         }
-        Ok(())
+        Ok(staged)
     }
 
     /// Ready when there is room in the ring; an error once the peer is gone.
@@ -365,55 +328,52 @@ impl ShmSender {
     }
 }
 
-impl FrameSender for ShmSender {
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.queued >= HIGH_WATER {
-            return self.poll_flush(cx);
+impl AsyncWrite for ShmWriter {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match this.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::task::ready!(this.poll_room(cx))?,
+                written => return Poll::Ready(written),
+            }
         }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Everything written is published already.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
-        if self.closed {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the sending half was closed"));
-        }
-        let prefix = self.codec.prefix(frame.len())?;
-        let item = Queued { prefix, frame, done: 0 };
-        self.queued += item.len();
-        self.queue.push_back(item);
-        // Publish at once: the reader may be spinning for exactly this frame, and a flush that
-        // comes later (the server flushes when its read loop would wait) would add that delay.
-        self.push()
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            self.push()?;
-            if self.queue.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            std::task::ready!(self.poll_room(cx))?;
-        }
-    }
-
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_flush(cx))?;
-        if !self.closed {
-            self.closed = true;
-            if self.ring.close() {
-                self.data_bell.ring();
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closed {
+            this.closed = true;
+            if this.ring.close() {
+                this.data_bell.ring();
             }
         }
         Poll::Ready(Ok(()))
     }
 }
 
-/// The receiving half.
+/// The reading end of an `shm://` connection as a byte source, for the one frame driver. The
+/// end of the bytes (`Ok` with nothing read) is the peer closing its ring, dropping the
+/// connection or exiting; bytes it published before are delivered first.
 #[derive(Debug)]
-pub(crate) struct ShmReceiver {
+pub(crate) struct ShmReader {
     ring: Reader,
-    codec: LengthDelimited,
-    buf: BytesMut,
     /// Waits on the bell the peer's sender rings when it publishes.
     waiter: Waiter,
     /// Rung for the peer's sender when we make room.
@@ -422,24 +382,14 @@ pub(crate) struct ShmReceiver {
     peer_gone: bool,
 }
 
-impl ShmReceiver {
-    pub(crate) fn new(ring: Reader, max_frame_len: usize, waiter: Waiter, room_bell: Arc<Bell>) -> Self {
-        ShmReceiver {
-            ring,
-            codec: LengthDelimited::new(max_frame_len),
-            buf: BytesMut::new(),
-            waiter,
-            room_bell,
-            peer_gone: false,
-        }
+impl ShmReader {
+    pub(crate) fn new(ring: Reader, waiter: Waiter, room_bell: Arc<Bell>) -> Self {
+        ShmReader { ring, waiter, room_bell, peer_gone: false }
     }
 
     /// Moves available bytes into `buf`; returns how many.
-    fn pull(&mut self) -> io::Result<usize> {
-        // At least what the frame being assembled still needs (bounded by the codec's step),
-        // and never more than the ring holds: the buffer grows only with bytes that arrived.
-        let want = self.codec.reserve_hint(&self.buf).max(64 * 1024);
-        let (n, wake_writer) = self.ring.read_into(&mut self.buf, want)?;
+    fn pull(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+        let (n, wake_writer) = self.ring.read_into(buf)?;
         if wake_writer {
             self.room_bell.ring();
         }
@@ -448,33 +398,20 @@ impl ShmReceiver {
         }
         Ok(n)
     }
-
-    fn end(&self) -> io::Result<Option<Bytes>> {
-        if self.buf.is_empty() {
-            Ok(None)
-        } else {
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the middle of a frame"))
-        }
-    }
 }
 
-impl FrameReceiver for ShmReceiver {
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+impl AsyncRead for ShmReader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let mut wakeups = 0;
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf)? {
-                return Poll::Ready(Ok(Some(frame)));
-            }
             // Read the end markers before the ring: bytes published before them are then seen.
-            let ended = self.peer_gone || self.ring.writer_closed();
-            if self.pull()? > 0 {
-                continue;
+            let ended = this.peer_gone || this.ring.writer_closed();
+            if this.pull(buf)? > 0 || ended || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
             }
-            if ended {
-                return Poll::Ready(self.end());
-            }
-            let ring = &self.ring;
-            let woken = std::task::ready!(self.waiter.poll_wait(cx, &mut wakeups, |check| {
+            let ring = &this.ring;
+            let woken = std::task::ready!(this.waiter.poll_wait(cx, &mut wakeups, |check| {
                 if check == Check::AfterFlag {
                     ring.set_waiting(true);
                     return Ok(ring.available_after_flag()? > 0 || ring.writer_closed_after_flag());
@@ -482,7 +419,7 @@ impl FrameReceiver for ShmReceiver {
                 Ok(ring.available()? > 0 || ring.writer_closed())
             }))?;
             if woken == Woken::PeerGone {
-                self.peer_gone = true;
+                this.peer_gone = true;
             }
         }
     }

@@ -36,12 +36,13 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use tokio::net::UnixStream;
 
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
-use halves::{Bell, PeerProcess, ShmReceiver, ShmSender, Spin, Waiter};
+use halves::{Bell, PeerProcess, ShmReader, ShmWriter, Spin, Waiter};
 use region::{Direction, Region};
 use rpc_core::transport::transient::is_exhaustion;
 
@@ -266,19 +267,20 @@ fn connection(
     let data_bell = Arc::new(Bell(setup));
     let room_bell = Arc::new(Bell(bell));
     let max_frame_len = options.effective_max_frame_len();
-    let sender = ShmSender::new(
+    let writer = ShmWriter::new(
         ring::Writer::new(Arc::clone(&region), out),
-        max_frame_len,
         Arc::clone(&data_bell),
         // Waiting for room happens under the engine's send lock: spin less there.
         Waiter::new(Arc::clone(&room_bell), Spin::new(options.spin / 8), sender_peer),
     );
-    let receiver = ShmReceiver::new(
+    let reader = ShmReader::new(
         ring::Reader::new(region, inn),
-        max_frame_len,
         Waiter::new(data_bell, Spin::new(options.spin), receiver_peer),
         room_bell,
     );
+    let (sender, receiver) = framed(reader, writer, max_frame_len);
+    // Writing into the ring costs no system call: publish each frame as it is queued.
+    let sender = sender.write_through(ShmWriter::try_write_vectored);
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),

@@ -25,9 +25,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use bytes::{BufMut, BytesMut};
 use rustix::fs::{FileType, MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
+use tokio::io::ReadBuf;
 
 /// Smallest ring, in bytes.
 pub(crate) const MIN_RING_LEN: usize = 4096;
@@ -187,21 +187,25 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
     }
 
-    /// Appends `len` bytes of `ring` at `offset` to `buf`. Panics like [`write`](Self::write).
-    pub(crate) fn read_into(&self, ring: Direction, offset: usize, len: usize, buf: &mut BytesMut) {
+    /// Appends `len` bytes of `ring` at `offset` to `buf`. Panics like [`write`](Self::write),
+    /// and if `buf` has less room than `len`.
+    pub(crate) fn read_into(&self, ring: Direction, offset: usize, len: usize, buf: &mut ReadBuf<'_>) {
         let src = self.data(ring, offset, len);
-        buf.reserve(len);
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: `src..src + len` lies inside the mapping (checked by `data`); `spare` has at
-        // least `len` bytes after the reserve and is private memory, so the ranges cannot
-        // overlap. A hostile peer may change the source bytes during the copy: we get some mix
-        // of old and new `u8`s, every one of which is a valid `u8`, and the frame decoder
-        // validates whatever arrives. After the copy the first `len` spare bytes are
-        // initialised, so `set_len` exposes only initialised memory.
+        assert!(buf.remaining() >= len, "a copy of {len} bytes into {} bytes of room", buf.remaining());
+        // SAFETY: the caller of `unfilled_mut` must not de-initialise bytes; we only write
+        // initialised `u8`s into them.
+        let dst = unsafe { buf.unfilled_mut() }.as_mut_ptr().cast::<u8>();
+        // SAFETY: `src..src + len` lies inside the mapping (checked by `data`); `dst` has at
+        // least `len` bytes (asserted) and is private memory, so the ranges cannot overlap. A
+        // hostile peer may change the source bytes during the copy: we get some mix of old and
+        // new `u8`s, every one of which is a valid `u8`, and the frame decoder validates
+        // whatever arrives. After the copy the first `len` unfilled bytes are initialised, which
+        // is what `assume_init` asks.
         unsafe {
-            std::ptr::copy_nonoverlapping(src, spare.as_mut_ptr().cast::<u8>(), len);
-            buf.advance_mut(len);
+            std::ptr::copy_nonoverlapping(src, dst, len);
+            buf.assume_init(len);
         }
+        buf.advance(len);
     }
 }
 
@@ -247,9 +251,10 @@ mod tests {
         let (a, fd) = Region::create(MIN_RING_LEN).unwrap();
         let b = Region::open(&fd, MIN_RING_LEN).unwrap();
         a.write(Direction::ServerToClient, MIN_RING_LEN - 3, b"xyz");
-        let mut buf = BytesMut::new();
+        let mut space = [0u8; 3];
+        let mut buf = ReadBuf::new(&mut space);
         b.read_into(Direction::ServerToClient, MIN_RING_LEN - 3, 3, &mut buf);
-        assert_eq!(&buf[..], b"xyz");
+        assert_eq!(buf.filled(), b"xyz");
         a.control(Direction::ClientToServer).head.0.store(42, Ordering::SeqCst);
         assert_eq!(b.control(Direction::ClientToServer).head.0.load(Ordering::SeqCst), 42);
         assert_eq!(b.control(Direction::ServerToClient).head.0.load(Ordering::SeqCst), 0);

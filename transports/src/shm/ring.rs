@@ -17,7 +17,7 @@ use std::io;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use tokio::io::ReadBuf;
 
 use super::region::{Control, Direction, Region};
 
@@ -175,10 +175,11 @@ impl Reader {
         self.control().closed.0.load(SeqCst) != 0
     }
 
-    /// Moves up to `max` available bytes to `buf` and frees their space; returns how many moved
-    /// and whether the writer was asleep waiting for room (its flag is cleared).
-    pub(crate) fn read_into(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<(usize, bool)> {
-        let n = self.available()?.min(max);
+    /// Moves as many available bytes to `buf` as it has room for, and frees their space;
+    /// returns how many moved and whether the writer was asleep waiting for room (its flag is
+    /// cleared).
+    pub(crate) fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<(usize, bool)> {
+        let n = self.available()?.min(buf.remaining());
         if n == 0 {
             return Ok((0, false));
         }
@@ -209,6 +210,15 @@ mod tests {
     use super::*;
     use crate::shm::region::MIN_RING_LEN;
     use proptest::prelude::*;
+
+    /// Reads up to `max` bytes (at most two rings' worth) onto the end of `out`.
+    fn read(r: &mut Reader, out: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+        let mut space = vec![0u8; max.min(2 * MIN_RING_LEN)];
+        let mut buf = ReadBuf::new(&mut space);
+        let read = r.read_into(&mut buf)?;
+        out.extend_from_slice(buf.filled());
+        Ok(read)
+    }
 
     fn pair(ring_len: usize) -> (Writer, Reader, Arc<Region>) {
         let (region, _fd) = Region::create(ring_len).unwrap();
@@ -245,7 +255,7 @@ mod tests {
         w.publish();
         // The "peer" (writer) stores a head far ahead of anything it wrote.
         region.control(Direction::ClientToServer).head.0.store(1 << 40, SeqCst);
-        let err = r.read_into(&mut BytesMut::new(), usize::MAX).unwrap_err();
+        let err = read(&mut r, &mut Vec::new(), usize::MAX).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("corrupted the shared ring"), "{err}");
         // The "peer" (reader) stores a tail ahead of our head.
@@ -260,9 +270,9 @@ mod tests {
         w.stage(&vec![1; MIN_RING_LEN]);
         w.publish();
         assert_eq!(w.free().unwrap(), 0);
-        r.read_into(&mut BytesMut::new(), 100).unwrap();
+        read(&mut r, &mut Vec::new(), 100).unwrap();
         assert_eq!(w.free().unwrap(), 100, "reloaded because the cached copy showed none");
-        r.read_into(&mut BytesMut::new(), 100).unwrap();
+        read(&mut r, &mut Vec::new(), 100).unwrap();
         assert_eq!(w.free().unwrap(), 100, "not reloaded while the cached copy shows room");
         assert_eq!(w.free_after_flag().unwrap(), 200);
     }
@@ -276,8 +286,8 @@ mod tests {
         w.stage(b"y");
         assert!(!w.publish(), "one bell per sleep");
         w.set_waiting(true);
-        assert!(r.read_into(&mut BytesMut::new(), 1).unwrap().1, "the sleeping writer must be woken");
-        assert!(!r.read_into(&mut BytesMut::new(), 1).unwrap().1);
+        assert!(read(&mut r, &mut Vec::new(), 1).unwrap().1, "the sleeping writer must be woken");
+        assert!(!read(&mut r, &mut Vec::new(), 1).unwrap().1);
     }
 
     #[test]
@@ -299,7 +309,7 @@ mod tests {
         ) {
             let (mut w, mut r, _region) = pair(MIN_RING_LEN);
             let mut sent = Vec::new();
-            let mut received = BytesMut::new();
+            let mut received = Vec::new();
             let mut next = 0u8;
             for (write, n) in ops {
                 if write {
@@ -309,12 +319,12 @@ mod tests {
                     w.publish();
                     sent.extend_from_slice(&chunk);
                 } else {
-                    r.read_into(&mut received, n).unwrap();
+                    read(&mut r, &mut received, n).unwrap();
                 }
                 prop_assert_eq!(w.free_after_flag().unwrap() + r.available().unwrap(), MIN_RING_LEN);
                 prop_assert!(w.free().unwrap() <= MIN_RING_LEN - r.available().unwrap());
             }
-            r.read_into(&mut received, usize::MAX).unwrap();
+            read(&mut r, &mut received, usize::MAX).unwrap();
             prop_assert_eq!(&received[..], &sent[..]);
         }
 
@@ -326,11 +336,11 @@ mod tests {
             for _ in 0..tail_steps {
                 w.stage(&[1; 1000]);
                 w.publish();
-                r.read_into(&mut BytesMut::new(), 1000).unwrap();
+                read(&mut r, &mut Vec::new(), 1000).unwrap();
             }
             region.control(Direction::ClientToServer).head.0.store(head, SeqCst);
-            let mut buf = BytesMut::new();
-            match r.read_into(&mut buf, usize::MAX) {
+            let mut buf = Vec::new();
+            match read(&mut r, &mut buf, usize::MAX) {
                 Ok((n, _)) => prop_assert!(n <= MIN_RING_LEN && buf.len() == n),
                 Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
             }
