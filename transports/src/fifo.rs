@@ -82,6 +82,7 @@ use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::pipe;
 
+use crate::accept::PendingAccept;
 use crate::context::describe;
 use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
 use crate::options::TransportOptions;
@@ -271,6 +272,7 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
         reader,
         _keepalive: keepalive,
         buf: Vec::with_capacity(4 * RECORD_LEN),
+        pending: None,
         path: path.to_owned(),
         id,
         addr,
@@ -351,6 +353,9 @@ pub(crate) struct FifoListener {
     /// Bytes read from the connect FIFO that do not make a whole record yet, or records not yet
     /// taken: kept here, not in the accept future, so dropping that future loses nothing.
     buf: Vec<u8>,
+    /// The token of a record taken but not yet served because descriptors ran out: retried
+    /// first (see [`PendingAccept`]).
+    pending: Option<String>,
     path: PathBuf,
     id: FileId,
     addr: String,
@@ -358,11 +363,11 @@ pub(crate) struct FifoListener {
 }
 
 impl FifoListener {
-    /// The token of the well-formed record at the start of `buf`, sliding past garbage; the
-    /// record stays in `buf` until the caller is done with it.
-    fn peek_record(&mut self) -> Option<String> {
+    /// Takes the token of the well-formed record at the start of `buf`, sliding past garbage.
+    fn take_record(&mut self) -> Option<String> {
         while self.buf.len() >= RECORD_LEN {
             if let Some(token) = parse_record(&self.buf[..RECORD_LEN]) {
+                self.buf.drain(..RECORD_LEN);
                 return Some(token);
             }
             // Not a record at this offset: resynchronise at the next possible magic.
@@ -401,12 +406,15 @@ impl FifoListener {
         }
     }
 
-    /// Opens the pair a record names (no await: accept stays cancel-safe). `Ok(None)` when the
-    /// client is already gone or the names are not a pair a client made (the record is done
-    /// with); only verified FIFOs are removed. `Err` for resource exhaustion (`EMFILE`,
-    /// `ENFILE`, `ENOMEM`): the record is still good and is retried by the next accept.
-    fn open_pair(&self, token: &str) -> io::Result<Option<Connection>> {
-        let (c2s, s2c) = pair_names(&self.path, token)?;
+    /// Opens the pair a record names (no await: accept stays cancel-safe). `Skip` when the
+    /// client is already gone or the names are not a pair a client made; only verified FIFOs
+    /// are removed. `Retry` for resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`): nothing
+    /// the client sees has changed, so its record is retried by the next accept.
+    fn open_pair(&self, token: String) -> PendingAccept<String> {
+        let (c2s, s2c) = match pair_names(&self.path, &token) {
+            Ok(names) => names,
+            Err(e) => return PendingAccept::Failed(e),
+        };
         // Opened with std, not tokio, so that the acknowledgement can be written at once: a tokio
         // pipe only writes after its reactor reported it writable.
         // c2s first: at the descriptor limit the second open may fail, and the first is then
@@ -415,31 +423,31 @@ impl FifoListener {
         // write end of s2c would be EOF to it: it would give up on a connection we mean to accept.
         let (from_client, c2s_id) = match self.open_verified(&c2s, false) {
             Ok(opened) => opened,
-            Err(e) if is_exhaustion(&e) => return Err(e),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(token, e),
             // NotFound: the client removed the pair; ELOOP (a symlink), InvalidInput (failed
             // verification) and anything else: not a pair of ours, so nothing is touched.
-            Err(_) => return Ok(None),
+            Err(_) => return PendingAccept::Skip,
         };
         // Registered now, while failing is still invisible to the client.
         let from_client = match pipe::Receiver::from_file(from_client) {
             Ok(receiver) => receiver,
-            Err(e) if is_exhaustion(&e) => return Err(e),
-            Err(_) => return Ok(None),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(token, e),
+            Err(_) => return PendingAccept::Skip,
         };
         let (mut to_client, s2c_id) = match self.open_verified(&s2c, true) {
-            Ok((_, s2c_id)) if s2c_id == c2s_id => return Ok(None),
+            Ok((_, s2c_id)) if s2c_id == c2s_id => return PendingAccept::Skip,
             Ok(opened) => opened,
-            Err(e) if is_exhaustion(&e) => return Err(e),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(token, e),
             // ENXIO: the client's read end is closed (it died or gave up).
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
                 drop(from_client);
                 self.remove_abandoned(&c2s, &s2c);
-                return Ok(None);
+                return PendingAccept::Skip;
             }
             // Not a FIFO of a client's pair: only the verified c2s goes.
             Err(_) => {
                 remove_if_ours(&c2s, c2s_id);
-                return Ok(None);
+                return PendingAccept::Skip;
             }
         };
         // All four ends are open (the client opened its two before sending the record), so the
@@ -451,19 +459,19 @@ impl FifoListener {
         // A fresh pipe has room for a byte, so this never waits; failure means the client is
         // gone (EPIPE).
         if !matches!(to_client.write(&[ACK]), Ok(1)) {
-            return Ok(None);
+            return PendingAccept::Skip;
         }
         let to_client = match pipe::Sender::from_file(to_client) {
             Ok(sender) => sender,
-            Err(e) if is_exhaustion(&e) => return Err(e),
-            Err(_) => return Ok(None),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(token, e),
+            Err(_) => return PendingAccept::Skip,
         };
         let (sender, receiver) = framed(from_client, pipes::CloseOnShutdown::new(to_client), self.max_frame_len);
-        Ok(Some(Connection {
+        PendingAccept::Accepted(Connection {
             sender: Box::new(sender),
             receiver: Box::new(receiver),
             info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
-        }))
+        })
     }
 }
 
@@ -471,13 +479,9 @@ impl Listener for FifoListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
         Box::pin(async move {
             loop {
-                while let Some(token) = self.peek_record() {
-                    // An error (resource exhaustion) leaves the record in place, to be retried by
-                    // the next accept.
-                    let conn = self.open_pair(&token)?;
-                    self.buf.drain(..RECORD_LEN);
-                    if let Some(conn) = conn {
-                        return Ok(conn);
+                while let Some(token) = self.pending.take().or_else(|| self.take_record()) {
+                    if let Some(accepted) = self.open_pair(token).settle(&mut self.pending) {
+                        return accepted;
                     }
                 }
                 self.reader.readable().await?;

@@ -46,8 +46,9 @@
 //! connections into a tarpc transport, so existing `#[tarpc::service]` traits run over every
 //! mechanism above.
 //!
-//! Byte-stream mechanisms frame their bytes with the shared length-prefix framing of
-//! [`rpc_core::transport::stream`]; `mem://` carries whole frames. Every mechanism refuses frames
+//! Every mechanism but `mem://` (which carries whole frames) frames its bytes with the one frame
+//! driver of [`rpc_core::transport::stream`]: sockets and pipes directly, the `shm://` rings and
+//! the `mq://` queues as byte streams of their own. Every mechanism refuses frames
 //! above [`TransportOptions::max_frame_len`] on both the sending and the receiving side.
 //!
 //! ```no_run
@@ -65,6 +66,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(unix)]
+mod accept;
 mod address;
 mod context;
 #[cfg(unix)]

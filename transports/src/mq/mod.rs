@@ -69,6 +69,7 @@ use tokio::net::UnixListener;
 
 use self::conn::{PeerExit, ACCEPT, REFUSE};
 use self::sys::{Access, Geometry};
+use crate::accept::PendingAccept;
 use crate::local::abstract_ns::{abstract_addr, connect_once};
 use crate::options::TransportOptions;
 use crate::rendezvous;
@@ -405,18 +406,6 @@ pub(crate) struct MqListener {
     max_frame_len: usize,
 }
 
-/// What became of a connect request.
-enum Opened {
-    Conn(Connection),
-    /// The client is gone, or the names are not a pair a client of ours made (nothing of theirs
-    /// was touched): the request is done with.
-    Skip,
-    /// Resource exhaustion before anything was changed: keep the request and retry it.
-    Retry(io::Error),
-    /// Resource exhaustion after the names were removed: the client was refused.
-    Fail(io::Error),
-}
-
 /// What woke the accept loop.
 enum Event {
     Request(Option<Request>),
@@ -424,57 +413,61 @@ enum Event {
 }
 
 impl MqListener {
-    /// Opens the pair a request names (no await: `accept` stays cancel-safe).
-    fn open_pair(&self, request: &Request) -> Opened {
+    /// Opens the pair a request names (no await: `accept` stays cancel-safe). A request is
+    /// retried only if it failed before the names were removed; after that the client is
+    /// refused.
+    fn open_pair(&self, request: Request) -> PendingAccept<Request> {
         let (c2s, s2c) = match pair_names(&self.name, &request.token) {
             Ok(names) => names,
-            Err(_) => return Opened::Skip,
+            Err(_) => return PendingAccept::Skip,
         };
         let opened = sys::open(&s2c, Access::Write).and_then(|to| Ok((to, sys::open(&c2s, Access::Read)?)));
         let (to_client, from_client) = match opened {
             Ok(opened) => opened,
-            Err(e) if is_exhaustion(&e) => return Opened::Retry(e),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(request, e),
             // NotFound: the client gave up and removed its pair.
-            Err(_) => return Opened::Skip,
+            Err(_) => return PendingAccept::Skip,
         };
         let euid = sys::euid();
         let owned_by_us = |fd: &OwnedFd| sys::owner(fd.as_fd()).is_ok_and(|uid| uid == euid);
         if !owned_by_us(&to_client) || !owned_by_us(&from_client) {
-            return Opened::Skip;
+            return PendingAccept::Skip;
         }
         // Every descriptor the connection needs is taken before the names are removed, so that
         // running out of them leaves the request as it was, to be retried.
         let exits = match PeerExit::watch(request.pid).and_then(PeerExit::pair) {
             Ok(exits) => Some(exits),
-            Err(e) if is_exhaustion(&e) => return Opened::Retry(e),
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(request, e),
             // The client died: its pair is unlinked below and freed with our descriptors.
             Err(_) => None,
         };
         let answer = match to_client.try_clone() {
             Ok(answer) => answer,
-            Err(e) => return Opened::Retry(e),
+            Err(e) => return PendingAccept::Retry(request, e),
         };
         // Both ends of both queues are open (the client opened its own before sending the
         // record), so the names can go: nothing is left behind however the connection ends.
         let _ = sys::unlink(&c2s);
         let _ = sys::unlink(&s2c);
-        let Some(exits) = exits else { return Opened::Skip };
+        let Some(exits) = exits else { return PendingAccept::Skip };
         match conn::halves(from_client, to_client, exits, request.pid, self.max_frame_len) {
             // A fresh queue has room for the answer; failing to send it means the queue is not
             // a fresh pair (the halves then say CLOSE into it when dropped).
-            Ok((sender, receiver)) if sys::send(answer.as_fd(), &[ACCEPT]).is_ok() => Opened::Conn(Connection {
-                sender: Box::new(sender),
-                receiver: Box::new(receiver),
-                info: ConnectionInfo::new("mq", peer_name(&self.name), self.max_frame_len),
-            }),
-            Ok(_) => Opened::Skip,
+            Ok((sender, receiver)) if sys::send(answer.as_fd(), &[ACCEPT]).is_ok() => {
+                PendingAccept::Accepted(Connection {
+                    sender: Box::new(sender),
+                    receiver: Box::new(receiver),
+                    info: ConnectionInfo::new("mq", peer_name(&self.name), self.max_frame_len),
+                })
+            }
+            Ok(_) => PendingAccept::Skip,
             Err(e) => {
                 // The names are gone, so the request cannot be retried: refuse it.
                 let _ = sys::send(answer.as_fd(), &[REFUSE]);
                 if is_exhaustion(&e) {
-                    Opened::Fail(e)
+                    PendingAccept::Failed(e)
                 } else {
-                    Opened::Skip
+                    PendingAccept::Skip
                 }
             }
         }
@@ -508,14 +501,8 @@ impl Listener for MqListener {
         Box::pin(async move {
             loop {
                 if let Some(request) = self.pending.take() {
-                    match self.open_pair(&request) {
-                        Opened::Conn(conn) => return Ok(conn),
-                        Opened::Skip => {}
-                        Opened::Retry(e) => {
-                            self.pending = Some(request);
-                            return Err(e);
-                        }
-                        Opened::Fail(e) => return Err(e),
+                    if let Some(accepted) = self.open_pair(request).settle(&mut self.pending) {
+                        return accepted;
                     }
                 }
                 if let Event::Request(Some(request)) = self.next_event().await? {

@@ -40,6 +40,7 @@ use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use tokio::net::UnixStream;
 
+use crate::accept::PendingAccept;
 use crate::local::abstract_ns::{self, AbstractSocket};
 use crate::options::TransportOptions;
 use halves::{Bell, PeerProcess, ShmReader, ShmWriter, Spin, Waiter};
@@ -122,6 +123,20 @@ impl Parts {
 }
 
 impl ShmListener {
+    /// Sets up the connection of an accepted client (no await: `accept` stays cancel-safe).
+    fn serve(&self, stream: UnixStream) -> PendingAccept<UnixStream> {
+        let parts = match Parts::new(self.options.ring_size, &stream) {
+            Ok(parts) => parts,
+            Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(stream, e),
+            Err(e) => return PendingAccept::Failed(e),
+        };
+        match self.offer(stream, parts) {
+            Ok(Some(conn)) => PendingAccept::Accepted(conn),
+            Ok(None) => PendingAccept::Skip,
+            Err(e) => PendingAccept::Failed(e),
+        }
+    }
+
     /// Gives an accepted client its memory; `Ok(None)` if the client is gone already.
     fn offer(&self, stream: UnixStream, parts: Parts) -> io::Result<Option<Connection>> {
         let Parts { region, memfd, ours, theirs, peers } = parts;
@@ -166,16 +181,8 @@ impl Listener for ShmListener {
                     Some(stream) => stream,
                     None => self.socket.accept().await?,
                 };
-                let parts = match Parts::new(self.options.ring_size, &stream) {
-                    Ok(parts) => parts,
-                    Err(e) if is_exhaustion(&e) => {
-                        self.pending = Some(stream);
-                        return Err(e);
-                    }
-                    Err(e) => return Err(e),
-                };
-                if let Some(conn) = self.offer(stream, parts)? {
-                    return Ok(conn);
+                if let Some(accepted) = self.serve(stream).settle(&mut self.pending) {
+                    return accepted;
                 }
             }
         })
