@@ -419,7 +419,8 @@ async fn app_error_is_delivered_intact(addr: String, mode: Mode) {
 async fn unknown_method_from_a_hand_made_frame(addr: String, mode: Mode) {
     let server = TestServer::start(&addr, mode).await;
     let mut conn = raw_hello(&server.addr).await;
-    let request = wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap();
+    let request =
+        wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap().to_vec();
     rpc::transport::send(&mut *conn.sender, Bytes::from(request)).await.unwrap();
     let answer = rpc::transport::recv(&mut *conn.receiver).await.unwrap().expect("an answer");
     assert_eq!(
@@ -693,8 +694,9 @@ async fn a_client_that_never_reads_is_held_back_then_closed(addr: String, mode: 
     let mut sent = 0u64;
     let started = Instant::now();
     let held_back = loop {
-        let request =
-            wire::encode_request(RequestHeader { id: sent + 1, method: echo, timeout_us: None }, &arg).unwrap();
+        let request = wire::encode_request(RequestHeader { id: sent + 1, method: echo, timeout_us: None }, &arg)
+            .unwrap()
+            .to_vec();
         match tokio::time::timeout(Duration::from_millis(500), rpc::transport::send(&mut *conn.sender, request.into()))
             .await
         {
@@ -871,8 +873,9 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
         wire::decode(&reply).unwrap(),
         Frame::HelloReply { reply: Some(wire::HelloReply::Accepted { .. }), .. }
     ));
-    let request =
-        prefixed(&wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap());
+    let request = prefixed(
+        &wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap().to_vec(),
+    );
     let started = Instant::now();
     raw.write_all(&request[..10]).await.unwrap();
     let reason = raw_closed_with(&mut raw).await;
@@ -886,8 +889,9 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
     let mut raw = raw_stream(&server.addr).await;
     raw.write_all(&hello).await.unwrap();
     raw_frame(&mut raw).await.expect("a hello reply");
-    let request =
-        prefixed(&wire::encode_request(RequestHeader { id: 9, method: 0xdead_beef, timeout_us: None }, &()).unwrap());
+    let request = prefixed(
+        &wire::encode_request(RequestHeader { id: 9, method: 0xdead_beef, timeout_us: None }, &()).unwrap().to_vec(),
+    );
     for byte in &request {
         raw.write_all(std::slice::from_ref(byte)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(SHORT_TIMEOUT_MS / 3)).await;

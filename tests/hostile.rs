@@ -154,7 +154,7 @@ fn method(name: &str) -> u32 {
 }
 
 fn add_request(id: u64, a: i64, b: i64) -> Vec<u8> {
-    wire::encode_request(RequestHeader { id, method: method("add"), timeout_us: None }, &(a, b)).unwrap()
+    wire::encode_request(RequestHeader { id, method: method("add"), timeout_us: None }, &(a, b)).unwrap().to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ async fn frame_cases(transport: &str) {
     for (frame, name) in [
         (add_request(1, 1, 2), "a request"),
         (wire::encode_cancel(1), "a cancel"),
-        (wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1), "a response"),
+        (wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1).to_vec(), "a response"),
     ] {
         let mut conn = FrameConn::open(addr, "no hello first").await;
         conn.send(frame).await;
@@ -213,7 +213,7 @@ async fn frame_cases(transport: &str) {
 
     // Frames only a server sends.
     for frame in [
-        wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1),
+        wire::ResponsePayload::encode(&1i64).unwrap().into_frame(1).to_vec(),
         wire::encode_response_err(1, &RemoteError::Cancelled),
         wire::encode_hello_reply(&HelloReply::Accepted { stream_window: wire::DEFAULT_STREAM_WINDOW }),
     ] {
@@ -239,15 +239,17 @@ async fn frame_cases(transport: &str) {
     // Unknown method, undecodable arguments, arguments with bytes left over: typed answers,
     // and the connection stays usable.
     let mut conn = FrameConn::hello(addr, "typed answers").await;
-    let unknown = wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap();
+    let unknown =
+        wire::encode_request(RequestHeader { id: 7, method: 0xdead_beef, timeout_us: None }, &()).unwrap().to_vec();
     conn.send(unknown).await;
     assert_eq!(
         conn.next().await,
         Some(Frame::ResponseErr { id: 7, error: RemoteError::UnknownMethod { id: 0xdead_beef } })
     );
     conn.expect_add_works(8).await;
-    let bad_args =
-        wire::encode_request(RequestHeader { id: 9, method: method("add"), timeout_us: None }, &(1u8,)).unwrap();
+    let bad_args = wire::encode_request(RequestHeader { id: 9, method: method("add"), timeout_us: None }, &(1u8,))
+        .unwrap()
+        .to_vec();
     conn.send(bad_args).await;
     assert!(matches!(conn.next().await, Some(Frame::ResponseErr { id: 9, error: RemoteError::Decode(_) })));
     conn.send([add_request(10, 1, 2), vec![0]].concat()).await;
@@ -262,7 +264,9 @@ async fn frame_cases(transport: &str) {
     // outlived the connection; found by fuzzing server_input).
     let mut conn = FrameConn::hello(addr, "reused call id").await;
     let sleep = |id| {
-        wire::encode_request(RequestHeader { id, method: method("sleep"), timeout_us: None }, &(60_000u64,)).unwrap()
+        wire::encode_request(RequestHeader { id, method: method("sleep"), timeout_us: None }, &(60_000u64,))
+            .unwrap()
+            .to_vec()
     };
     conn.send(sleep(5)).await;
     conn.send(sleep(5)).await;
@@ -432,7 +436,7 @@ fn streams_method(name: &str) -> u32 {
 }
 
 fn stream_request<A: serde::Serialize>(id: u64, name: &str, args: &A) -> Vec<u8> {
-    wire::encode_request(RequestHeader { id, method: streams_method(name), timeout_us: None }, args).unwrap()
+    wire::encode_request(RequestHeader { id, method: streams_method(name), timeout_us: None }, args).unwrap().to_vec()
 }
 
 fn items_frame<T: serde::Serialize>(id: u64, items: &[T]) -> Vec<u8> {

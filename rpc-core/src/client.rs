@@ -382,7 +382,7 @@ impl Client {
         if frame.len() > max {
             return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });
         }
-        Ok((id, Bytes::from(frame)))
+        Ok((id, frame))
     }
 }
 

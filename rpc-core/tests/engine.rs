@@ -294,7 +294,7 @@ async fn a_peer_that_never_reads_does_not_pin_the_connection_task() {
     raw_hello(&mut client_side).await;
     for id in 1..=20u64 {
         let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };
-        let frame = wire::encode_request(header, &(vec![3u8; 10_000],)).unwrap();
+        let frame = wire::encode_request(header, &(vec![3u8; 10_000],)).unwrap().to_vec();
         send(&mut *client_side.sender, frame.into()).await.unwrap();
     }
     close(&mut *client_side.sender).await.unwrap();
@@ -335,7 +335,7 @@ async fn a_peer_that_never_reads_is_closed_after_the_send_timeout_even_without_b
     // Requests until the server stops taking them; the receiving half stays open, unread.
     for id in 1.. {
         let header = RequestHeader { id, method: method_id("echo"), timeout_us: None };
-        let frame = wire::encode_request(header, &(vec![3u8; 1000],)).unwrap();
+        let frame = wire::encode_request(header, &(vec![3u8; 1000],)).unwrap().to_vec();
         match tokio::time::timeout(Duration::from_millis(200), send(&mut *client_side.sender, frame.into())).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => break,

@@ -98,7 +98,7 @@ async fn stalled_connection_releases_its_sender_and_handler_tasks() {
     rpc_core::transport::recv(&mut *client_side.receiver).await.unwrap().unwrap();
     for id in 1..=8u64 {
         let header = RequestHeader { id, method: method_id("slow"), timeout_us: None };
-        let frame = wire::encode_request(header, &(20u64, vec![3u8; 10_000])).unwrap();
+        let frame = wire::encode_request(header, &(20u64, vec![3u8; 10_000])).unwrap().to_vec();
         send(&mut *client_side.sender, frame.into()).await.unwrap();
     }
     // Never read: the server's connection task ends by the send timeout...
@@ -214,7 +214,7 @@ async fn a_partial_frame_times_out_while_a_call_runs() {
     raw.write_all(&framed(hello())).await.unwrap();
     // A call that runs for 10 s, then half of a frame.
     let header = RequestHeader { id: 1, method: method_id("slow"), timeout_us: None };
-    raw.write_all(&framed(wire::encode_request(header, &(10_000u64, vec![0u8; 4])).unwrap())).await.unwrap();
+    raw.write_all(&framed(wire::encode_request(header, &(10_000u64, vec![0u8; 4])).unwrap().to_vec())).await.unwrap();
     raw.write_all(&[100, 0, 0, 0, 1, 2, 3]).await.unwrap();
     let started = std::time::Instant::now();
     let mut everything = Vec::new();

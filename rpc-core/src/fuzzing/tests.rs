@@ -22,28 +22,28 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => (any::<u64>(), method, proptest::option::of(1u64..50_000), proptest::collection::vec(any::<u8>(), 0..24))
             .prop_map(|(id, method, timeout_us, args)| {
-                let mut frame = wire::encode_request(RequestHeader { id: id % 8, method, timeout_us }, &()).unwrap();
+                let mut frame = wire::encode_request(RequestHeader { id: id % 8, method, timeout_us }, &()).unwrap().to_vec();
                 frame.extend_from_slice(&args);
                 frame
             }),
         3 => (any::<u64>(), any::<i64>(), any::<i64>()).prop_map(|(id, a, b)| {
             wire::encode_request(RequestHeader { id: id % 8, method: method_id("add"), timeout_us: None }, &(a, b))
-                .unwrap()
+                .unwrap().to_vec()
         }),
         2 => (any::<u64>(), 0u64..30).prop_map(|(id, ms)| {
             wire::encode_request(RequestHeader { id: id % 8, method: method_id("sleep"), timeout_us: None }, &(ms,))
-                .unwrap()
+                .unwrap().to_vec()
         }),
         2 => (0u64..8).prop_map(wire::encode_cancel),
         1 => Just(wire::encode_hello(&valid_hello())),
         1 => (any::<u16>(), ".{0,12}").prop_map(|(code, reason)| wire::encode_goaway(wire::CloseCode::from_u16(code), &reason)),
         2 => (any::<u64>(), 0u32..50).prop_map(|(id, n)| {
             wire::encode_request(RequestHeader { id: id % 8, method: method_id("count"), timeout_us: None }, &(n,))
-                .unwrap()
+                .unwrap().to_vec()
         }),
         2 => any::<u64>().prop_map(|id| {
             wire::encode_request(RequestHeader { id: id % 8, method: method_id("sum"), timeout_us: None }, &())
-                .unwrap()
+                .unwrap().to_vec()
         }),
         2 => (0u64..8, proptest::collection::vec(any::<u32>(), 1..20)).prop_map(|(id, items)| {
             let mut frame = wire::ItemsWriter::new(id);
@@ -63,7 +63,7 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
 
 /// A well-formed "ok" response frame (what only a server should send).
 fn ok_response(id: u64) -> Vec<u8> {
-    wire::ResponsePayload::encode(&7i64).unwrap().into_frame(id)
+    wire::ResponsePayload::encode(&7i64).unwrap().into_frame(id).to_vec()
 }
 
 /// A client's byte stream: mostly length-prefixed frames, sometimes raw bytes (a broken prefix,
@@ -148,17 +148,18 @@ fn seeds() -> Vec<Seed> {
     let hello = wire::encode_hello(&valid_hello());
     let request =
         |id, method, args: &dyn Fn(RequestHeader) -> Vec<u8>| args(RequestHeader { id, method, timeout_us: None });
-    let add = request(1, method_id("add"), &|h| wire::encode_request(h, &(1i64, 2i64)).unwrap());
-    let echo = request(2, method_id("echo"), &|h| wire::encode_request(h, &(vec![1u8, 2, 3],)).unwrap());
+    let add = request(1, method_id("add"), &|h| wire::encode_request(h, &(1i64, 2i64)).unwrap().to_vec());
+    let echo = request(2, method_id("echo"), &|h| wire::encode_request(h, &(vec![1u8, 2, 3],)).unwrap().to_vec());
     let sleep =
         wire::encode_request(RequestHeader { id: 3, method: method_id("sleep"), timeout_us: Some(5_000) }, &(10u64,))
-            .unwrap();
-    let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap());
-    let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap());
+            .unwrap()
+            .to_vec();
+    let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap().to_vec());
+    let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap().to_vec());
     let cancel = wire::encode_cancel(3);
     let goaway = wire::encode_goaway(wire::CloseCode::Normal, "bye");
-    let count = request(6, method_id("count"), &|h| wire::encode_request(h, &(5u32,)).unwrap());
-    let sum = request(7, method_id("sum"), &|h| wire::encode_request(h, &()).unwrap());
+    let count = request(6, method_id("count"), &|h| wire::encode_request(h, &(5u32,)).unwrap().to_vec());
+    let sum = request(7, method_id("sum"), &|h| wire::encode_request(h, &()).unwrap().to_vec());
     let items = {
         let mut frame = wire::ItemsWriter::new(7);
         for item in [1u32, 2, 3] {

@@ -635,7 +635,7 @@ impl Conn {
             // A streamed answer has gone out already, ending with its stream end frame.
             if let Some(frame) = outcome.transpose().map(|result| conn.response_frame(id, result)) {
                 // A failed send means the connection is dead; the read loop sees that too.
-                let mut frame = Some(Bytes::from(frame));
+                let mut frame = Some(frame);
                 if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
                     if tokio::task::try_id() == conn.task {
                         // Polled inline by the read loop, which flushes before it waits for
@@ -669,7 +669,7 @@ impl Conn {
     ) -> Result<(), RemoteError> {
         let source = handler.await?;
         let head = ResponsePayload::encode(&()).expect("() always encodes").into_frame(id);
-        let mut head = Some(Bytes::from(head));
+        let mut head = Some(head);
         std::future::poll_fn(|cx| self.out.poll_enqueue(cx, &mut head)).await.map_err(|_| RemoteError::Cancelled)?;
         let mut pump = Pump::new(id, source, self.info.max_frame_len);
         match std::future::poll_fn(|cx| pump.poll(cx, &self.out, &window)).await {
@@ -683,17 +683,17 @@ impl Conn {
         }
     }
 
-    fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Vec<u8> {
+    fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Bytes {
         match result {
             Ok(payload) if payload.frame_len() <= self.info.max_frame_len => payload.into_frame(id),
-            Ok(payload) => wire::encode_response_err(
+            Ok(payload) => Bytes::from(wire::encode_response_err(
                 id,
                 &RemoteError::ResponseTooLarge {
                     size: payload.frame_len() as u64,
                     max: self.info.max_frame_len as u64,
                 },
-            ),
-            Err(e) => wire::encode_response_err(id, &e),
+            )),
+            Err(e) => Bytes::from(wire::encode_response_err(id, &e)),
         }
     }
 

@@ -48,8 +48,10 @@
 //! give the sender more than the receiver's window, is a protocol violation. A client that no
 //! longer wants a call's stream cancels the call (the *cancel* frame).
 
+mod arena;
 pub mod codec;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 pub use codec::{FrameTooLarge, LengthDelimited, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};
@@ -577,25 +579,30 @@ fn encode_versioned<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
 }
 
 /// Encodes a request frame whose arguments are `args`.
-pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Vec<u8>, postcard::Error> {
-    let mut buf = Vec::with_capacity(REQUEST_HEADER_LEN + 16);
-    buf.push(KIND_REQUEST);
-    buf.extend_from_slice(&header.id.to_le_bytes());
-    buf.extend_from_slice(&header.method.to_le_bytes());
-    buf.extend_from_slice(&header.timeout_us.unwrap_or(0).to_le_bytes());
-    postcard::to_extend(args, buf)
+pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Bytes, postcard::Error> {
+    arena::frame(|buf| {
+        buf.put_u8(KIND_REQUEST);
+        buf.put_slice(&header.id.to_le_bytes());
+        buf.put_slice(&header.method.to_le_bytes());
+        buf.put_slice(&header.timeout_us.unwrap_or(0).to_le_bytes());
+        arena::serialize(args, buf)
+    })
+    .map(BytesMut::freeze)
 }
 
 /// The encoded return value of a handler, with room reserved in front for the response header,
 /// so the engine turns it into a frame with [`ResponsePayload::into_frame`] without copying.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponsePayload(Vec<u8>);
+pub struct ResponsePayload(BytesMut);
 
 impl ResponsePayload {
     /// Encodes `value` as a response payload.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, postcard::Error> {
-        let buf = vec![0; RESPONSE_HEADER_LEN];
-        postcard::to_extend(value, buf).map(ResponsePayload)
+        arena::frame(|buf| {
+            buf.put_bytes(0, RESPONSE_HEADER_LEN);
+            arena::serialize(value, buf)
+        })
+        .map(ResponsePayload)
     }
 
     /// Length of the frame this payload becomes.
@@ -604,10 +611,10 @@ impl ResponsePayload {
     }
 
     /// Writes the header for call `id` and returns the finished response frame.
-    pub fn into_frame(mut self, id: u64) -> Vec<u8> {
+    pub fn into_frame(mut self, id: u64) -> Bytes {
         self.0[0] = KIND_RESPONSE_OK;
         self.0[1..RESPONSE_HEADER_LEN].copy_from_slice(&id.to_le_bytes());
-        self.0
+        self.0.freeze()
     }
 }
 

@@ -40,7 +40,7 @@ fn hello_reply_round_trips() {
 #[test]
 fn request_round_trips_and_args_decode() {
     let header = RequestHeader { id: 42, method: 0xdead_beef, timeout_us: Some(1500) };
-    let bytes = encode_request(header, &(1i64, -2i64)).unwrap();
+    let bytes = encode_request(header, &(1i64, -2i64)).unwrap().to_vec();
     let Frame::Request { header: got, args } = decode(&bytes).unwrap() else { panic!("not a request") };
     assert_eq!(got, header);
     assert_eq!(decode_value::<(i64, i64)>(args).unwrap(), (1, -2));
@@ -49,7 +49,7 @@ fn request_round_trips_and_args_decode() {
 #[test]
 fn request_without_timeout() {
     let header = RequestHeader { id: 1, method: 2, timeout_us: None };
-    let bytes = encode_request(header, &()).unwrap();
+    let bytes = encode_request(header, &()).unwrap().to_vec();
     assert_eq!(bytes.len(), REQUEST_HEADER_LEN);
     assert_eq!(decode(&bytes).unwrap(), Frame::Request { header, args: &[] });
 }
@@ -57,7 +57,7 @@ fn request_without_timeout() {
 #[test]
 fn response_payload_becomes_frame_without_copy() {
     let payload = ResponsePayload::encode(&Ok::<i64, String>(3)).unwrap();
-    let frame = payload.into_frame(9);
+    let frame = payload.into_frame(9).to_vec();
     let Frame::ResponseOk { id, payload } = decode(&frame).unwrap() else { panic!("not a response") };
     assert_eq!(id, 9);
     assert_eq!(decode_value::<Result<i64, String>>(payload).unwrap(), Ok(3));
@@ -76,7 +76,7 @@ fn error_response_and_cancel_round_trip() {
 
 #[test]
 fn responses_route_by_the_header_only() {
-    let ok = ResponsePayload::encode(&5u8).unwrap().into_frame(11);
+    let ok = ResponsePayload::encode(&5u8).unwrap().into_frame(11).to_vec();
     assert_eq!(route(&ok), Some((11, Route::Response)));
     // The body is not looked at: a corrupt error body still routes to its call.
     let mut err = encode_response_err(12, &RemoteError::Overloaded);
@@ -121,7 +121,7 @@ proptest! {
     #[test]
     fn requests_round_trip(id: u64, method: u32, timeout in proptest::option::of(1u64..), a: i64, s in ".*") {
         let header = RequestHeader { id, method, timeout_us: timeout };
-        let bytes = encode_request(header, &(a, s.clone())).unwrap();
+        let bytes = encode_request(header, &(a, s.clone())).unwrap().to_vec();
         let Frame::Request { header: got, args } = decode(&bytes).unwrap() else { panic!("not a request") };
         prop_assert_eq!(got, header);
         prop_assert_eq!(decode_value::<(i64, String)>(args).unwrap(), (a, s));
@@ -129,7 +129,7 @@ proptest! {
 
     #[test]
     fn responses_round_trip(id: u64, value: Vec<u32>) {
-        let frame = ResponsePayload::encode(&value).unwrap().into_frame(id);
+        let frame = ResponsePayload::encode(&value).unwrap().into_frame(id).to_vec();
         let Frame::ResponseOk { id: got, payload } = decode(&frame).unwrap() else { panic!("not a response") };
         prop_assert_eq!(got, id);
         prop_assert_eq!(decode_value::<Vec<u32>>(payload).unwrap(), value);
