@@ -7,6 +7,7 @@
 //! why the connection closes, and returns.
 
 mod connection;
+mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -82,6 +83,11 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Sets [`max_in_flight`](Self::max_in_flight) (at least 1).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, u32::MAX as usize >> 3);
