@@ -345,12 +345,12 @@ fn client(service: &Service, names: &Names) -> TokenStream {
 
             /// A clone whose calls fail with a timeout error when they take longer than `timeout`.
             #vis fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
+                self.with_options(::core::clone::Clone::clone(&self.options).timeout(timeout))
             }
 
             /// A clone whose calls fail with a timeout error when not answered by `deadline`.
             #vis fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_deadline(deadline))
+                self.with_options(::core::clone::Clone::clone(&self.options).deadline(deadline))
             }
 
             /// A clone that makes its calls with `options`.

@@ -38,6 +38,9 @@ use crate::wire::{
 
 type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
 
+// What `ServerOptions::max_in_flight` allows fits the in-flight semaphore.
+const _: () = assert!(super::MAX_IN_FLIGHT <= Semaphore::MAX_PERMITS);
+
 /// Why the read loop stopped.
 enum End {
     /// The client closed the connection (or said goaway).
@@ -99,7 +102,7 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         out,
         info: Arc::new(info),
         running: Mutex::new(HashMap::new()),
-        stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+        stream_window: options.stream_window,
         peer_window,
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
@@ -107,8 +110,9 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
     let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
-    // The field is public, so clamp here too: 0 would never read, too many would panic.
-    let max_in_flight = options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    // At least 1 and at most `MAX_IN_FLIGHT` (the setter makes sure), which fits a semaphore and
+    // the `u32` of `acquire_many`.
+    let max_in_flight = options.max_in_flight;
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let watch = Watch::new(&options, max_in_flight, Instant::now());
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown, watch).await;
@@ -188,7 +192,7 @@ async fn handshake(
         goaway(out, CloseCode::Refused, &reason).await;
         return None;
     }
-    let window = options.stream_window.max(MIN_STREAM_WINDOW);
+    let window = options.stream_window;
     let (reply, service) = match wire::decode(&frame) {
         Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => {
             if hello.stream_window < MIN_STREAM_WINDOW {
