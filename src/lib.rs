@@ -43,6 +43,22 @@
 //! [`Streaming<T>`] of `Result<T, RpcError>` items, with flow control in both directions (see
 //! [`stream`](rpc_core::stream) and the README, "Streams").
 //!
+//! # What is where
+//!
+//! The crate root holds what a service's author and its callers use: the [`service`] macro,
+//! [`Server`] and [`ServerOptions`], [`ClientOptions`] and [`CallOptions`], the errors
+//! ([`RpcError`], [`CallError`], [`CloseCode`]), [`listen`] and [`connect`], [`Stream`] and
+//! [`Streaming`], [`CallContext`] (with [`PeerCredentials`], which a handler reads from it),
+//! [`Bytes`], [`serve_stdio`], [`shutdown_signal`] and [`raise_fd_limit`]; and, for hand-written
+//! clients and services, [`Client`], [`Service`], the descriptors and [`connect_service_with`].
+//!
+//! Below it is the layer those are built on, for code that writes a transport, speaks the
+//! protocol by hand or takes a connection apart: [`transport`] (the frame-moving traits and
+//! types: `Connection`, `ConnectionInfo`, `Listener`, `PeerCredentials`), [`wire`] (the frames
+//! and their encoding) and [`transports`] (the mechanisms, the address parser and their
+//! `TransportOptions`). [`listen`] and [`connect`] return that layer's types; a service needs
+//! them only to hand the listener to the server.
+//!
 //! # Options
 //!
 //! [`ServerOptions`], [`ClientOptions`], [`CallOptions`] and
@@ -67,7 +83,9 @@ pub use rpc_core::error::{CallError, RpcError};
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
 pub use rpc_core::stream::{Stream, StreamClosed, StreamSender};
-pub use rpc_core::transport::{Connection, ConnectionInfo, Listener, PeerCredentials};
+/// Also at [`transport::PeerCredentials`]: kept here because a handler reads it from
+/// [`CallContext::peer_credentials`].
+pub use rpc_core::transport::PeerCredentials;
 pub use rpc_core::wire::CloseCode;
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
