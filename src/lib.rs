@@ -30,29 +30,62 @@
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
 //! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a
-//! `spawn:` address serves with [`serve_stdio`]. Client method futures own their connection handle (`'static +
-//! Send`), so they can be stored or given to `tokio::spawn`; each call can carry its own deadline
-//! (`calc.with_timeout(d).add(1, 2)`). For a graceful stop on Ctrl-C/SIGTERM pass
-//! [`shutdown_signal()`] to [`Server::serve_until`]. With the `tarpc` feature,
-//! `rpc::tarpc` (the `rpc-tarpc` crate, also at `rpc::transports::tarpc`) runs
-//! existing `#[tarpc::service]` traits over every transport (see the README, "Coming from tarpc").
+//! `spawn:` address serves with [`serve_stdio`]. Client method futures own their connection
+//! handle (`'static + Send`), so they can be stored or given to `tokio::spawn`; each call can
+//! carry its own deadline (`calc.with_timeout(d).add(1, 2)`), and a client can have a default
+//! one for all its calls (`CalculatorClient::connect_with(addr, ClientOptions::new().call_timeout(d))`,
+//! see [`ClientOptions`]). For a graceful stop on Ctrl-C/SIGTERM pass [`shutdown_signal()`] to
+//! [`Server::serve_until`]. With the `tarpc` feature, `rpc::tarpc` (the `rpc-tarpc` crate,
+//! also at `rpc::transports::tarpc`) runs existing `#[tarpc::service]` traits over every
+//! transport (see the README, "Coming from tarpc").
 //!
 //! A method streams when an argument or its return type is a [`Stream<T>`]: the client gets a
 //! [`Streaming<T>`] of `Result<T, RpcError>` items, with flow control in both directions (see
 //! [`stream`](rpc_core::stream) and the README, "Streams").
 //!
+//! # What is where
+//!
+//! The crate root holds what a service's author and its callers use: the [`service`] macro,
+//! [`Server`] and [`ServerOptions`], [`ClientOptions`] and [`CallOptions`], the errors
+//! ([`RpcError`], [`CallError`], [`CloseCode`]), [`listen`] and [`connect`], [`Stream`] and
+//! [`Streaming`], [`CallContext`] (with [`PeerCredentials`], which a handler reads from it),
+//! [`Bytes`], [`serve_stdio`], [`shutdown_signal`] and [`raise_fd_limit`]; and, for hand-written
+//! clients and services, [`Client`], [`Service`], the descriptors and [`connect_service_with`].
+//!
+//! Below it is the layer those are built on, for code that writes a transport, speaks the
+//! protocol by hand or takes a connection apart: [`transport`] (the frame-moving traits and
+//! types: `Connection`, `ConnectionInfo`, `Listener`, `PeerCredentials`), [`wire`] (the frames
+//! and their encoding) and [`transports`] (the mechanisms, the address parser and their
+//! `TransportOptions`). [`listen`] and [`connect`] return that layer's types; a service needs
+//! them only to hand the listener to the server.
+//!
+//! # Options
+//!
+//! [`ServerOptions`], [`ClientOptions`], [`CallOptions`] and
+//! [`TransportOptions`](transports::TransportOptions) are built the same way: `new()` (the same
+//! as `Default`), then chained setters, each of which names its default. A setter panics, with a
+//! message naming the option, on a value nothing could work with (a stream window under the
+//! protocol's minimum, a frame limit of 0, no calls in flight, an `shm://` ring size that is not
+//! a power of two in range), so a mistake shows where it is made; a value larger than can be used
+//! is taken as the largest that can (`Duration::MAX` as "never").
+//!
 //! This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`, the
 //! mechanisms in `rpc-transports`.
 
+mod options;
+
 pub use bytes::Bytes;
-pub use rpc_core::client::{CallOptions, Client, ClientOptions, Streaming};
+pub use options::ClientOptions;
+pub use rpc_core::client::{CallOptions, Client, Streaming};
 pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
 pub use rpc_core::stream::{Stream, StreamClosed, StreamSender};
-pub use rpc_core::transport::{Connection, ConnectionInfo, Listener, PeerCredentials};
+/// Also at [`transport::PeerCredentials`]: kept here because a handler reads it from
+/// [`CallContext::peer_credentials`].
+pub use rpc_core::transport::PeerCredentials;
 pub use rpc_core::wire::CloseCode;
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;
@@ -71,12 +104,26 @@ pub mod transports {
 pub use rpc_tarpc as tarpc;
 pub use rpc_transports::{connect, listen};
 
-/// Connects to `addr` and performs the hello exchange for `service`.
+/// Connects to `addr` and performs the hello exchange for `service`, with default options:
+/// [`connect_service_with`]`(addr, service, ClientOptions::default())`.
 ///
 /// Generated clients call this from their `connect`; it is public for hand-written clients.
 pub async fn connect_service(addr: &str, service: &'static ServiceDescriptor) -> Result<Client, RpcError> {
-    let conn = rpc_transports::connect(addr).await?;
-    Client::handshake(conn, service, ClientOptions::default()).await
+    connect_service_with(addr, service, ClientOptions::default()).await
+}
+
+/// Connects to `addr` with the transport options in `options`, then performs the hello exchange
+/// for `service` with its engine options (see [`ClientOptions`]).
+///
+/// Generated clients call this from their `connect_with`; it is public for hand-written clients.
+pub async fn connect_service_with(
+    addr: &str,
+    service: &'static ServiceDescriptor,
+    options: ClientOptions,
+) -> Result<Client, RpcError> {
+    let (client, transport) = options.into_parts();
+    let conn = rpc_transports::connect_with(addr, &transport).await?;
+    Client::handshake(conn, service, client).await
 }
 
 /// Serves `server` over this process's stdin and stdout until the parent closes them (or dies):
@@ -187,5 +234,5 @@ pub mod __private {
     pub use rpc_core::wire::RemoteError;
     pub use serde;
 
-    pub use crate::connect_service;
+    pub use crate::{connect_service, connect_service_with, ClientOptions};
 }

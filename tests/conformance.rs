@@ -434,7 +434,7 @@ async fn unknown_method_from_a_hand_made_frame(addr: String, mode: Mode) {
 }
 
 /// Connects at the frame level and completes a valid hello for `Calculator`.
-async fn raw_hello(addr: &str) -> rpc::Connection {
+async fn raw_hello(addr: &str) -> rpc::transport::Connection {
     let mut conn = rpc::connect(addr).await.unwrap();
     let desc = CalculatorClient::DESCRIPTOR;
     let hello = wire::Hello {
@@ -558,7 +558,7 @@ async fn garbage_frames_close_only_that_connection(addr: String, mode: Mode) {
 }
 
 /// Reads until the server closes; a goaway frame may come first.
-async fn expect_closed(conn: &mut rpc::Connection) {
+async fn expect_closed(conn: &mut rpc::transport::Connection) {
     let read = async {
         loop {
             match rpc::transport::recv(&mut *conn.receiver).await {
@@ -821,7 +821,7 @@ async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode)
 
 /// Reads until the server closes the connection; returns the goaway's code and reason if one
 /// came.
-async fn closed_with(conn: &mut rpc::Connection) -> Option<(CloseCode, String)> {
+async fn closed_with(conn: &mut rpc::transport::Connection) -> Option<(CloseCode, String)> {
     let read = async {
         let mut reason = None;
         loop {

@@ -61,7 +61,7 @@ impl Target {
 
 /// A connection at the frame level: we choose every frame.
 struct FrameConn {
-    conn: rpc::Connection,
+    conn: rpc::transport::Connection,
     case: &'static str,
 }
 

@@ -102,6 +102,9 @@ fn client_calls(client: HygienicClient) {
     assert_send(&fallible);
     let _: &dyn ::core::future::Future<Output = ::core::result::Result<i64, ::rpc::CallError<::std::string::String>>> =
         &fallible;
+    let connect = HygienicClient::connect_with("mem://h", ::rpc::ClientOptions::new());
+    assert_send(&connect);
+    let _: &dyn ::core::future::Future<Output = ::core::result::Result<HygienicClient, ::rpc::RpcError>> = &connect;
     let timed = client.with_timeout(::std::time::Duration::from_millis(5));
     let unit = timed.unit();
     let _: &dyn ::core::future::Future<Output = ::core::result::Result<(), ::rpc::RpcError>> = &unit;

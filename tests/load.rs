@@ -170,12 +170,9 @@ async fn at_the_descriptor_limit(addr: &str, nofile: usize, per_connection: usiz
     let refused = loop {
         // Over sockets and FIFOs the connect completes (the backlog has room) and the hello is
         // what waits; over shm:// and mq:// the connect itself waits for the server's accept.
-        let attempt = async {
-            let conn = rpc::connect(&server.addr).await?;
-            rpc::Client::handshake(conn, CalculatorClient::DESCRIPTOR, impatient.clone()).await
-        };
+        let attempt = CalculatorClient::connect_with(&server.addr, impatient.clone());
         match tokio::time::timeout(Duration::from_secs(1), attempt).await {
-            Ok(Ok(client)) => clients.push(CalculatorClient::from_client(client)),
+            Ok(Ok(client)) => clients.push(client),
             Ok(Err(RpcError::Disconnected { reason, .. })) if reason.contains("no answer to the hello") => {
                 break reason
             }

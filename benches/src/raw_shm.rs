@@ -8,9 +8,8 @@
 use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes};
-use rpc::transport::{recv, send};
+use rpc::transport::{recv, send, Connection};
 use rpc::transports::TransportOptions;
-use rpc::Connection;
 
 /// The largest frame the raw shm row sends (the bulk message plus headroom).
 const MAX_FRAME: usize = 64 << 20;

@@ -52,41 +52,101 @@ const READ_BUDGET: usize = 64;
 /// How long a cancel that could not be written at once may keep trying.
 const CANCEL_LINGER: Duration = Duration::from_secs(5);
 
-/// Options for a client connection.
+/// The engine's options for one client connection, given to [`Client::handshake`]: how long
+/// the hello may take, the credit granted to streams, and the call options the client's calls
+/// start with.
+///
+/// Built like every options type of the framework: [`ClientOptions::new`] (the same as
+/// [`Default`]) and chained setters, each naming its default; a setter panics, with a message
+/// naming the option, on a value no connection could work with (its `# Panics` says which). The
+/// `rpc` facade's `ClientOptions`, taken by a generated client's `connect_with`, holds these
+/// together with the transport's options (the engine does not know transports).
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::ClientOptions;
+///
+/// let options = ClientOptions::new().handshake_timeout(Duration::from_secs(1)).call_timeout(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClientOptions {
-    /// How long to wait for the server's answer to the hello. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// The credit, in bytes of encoded items, this client grants each stream the server sends
-    /// it: how much of a stream may wait here for the caller to read it. Default 256 KiB; at
-    /// least 4 KiB.
-    pub stream_window: u32,
+    handshake_timeout: Duration,
+    stream_window: u32,
+    call_options: CallOptions,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10), stream_window: wire::DEFAULT_STREAM_WINDOW }
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            stream_window: wire::DEFAULT_STREAM_WINDOW,
+            call_options: CallOptions::new(),
+        }
     }
 }
 
 impl ClientOptions {
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for the server's answer to the hello; then the handshake fails with
+    /// [`RpcError::Disconnected`]. Default 10 s.
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
-    /// Sets [`stream_window`](Self::stream_window) (at least 4 KiB).
+    /// The credit, in bytes of encoded items, this client grants each stream the server sends
+    /// it: how much of a stream may wait here for the caller to read it. Default 256 KiB
+    /// ([`DEFAULT_STREAM_WINDOW`](wire::DEFAULT_STREAM_WINDOW)).
+    ///
+    /// # Panics
+    /// If `bytes` is below the protocol's minimum, [`MIN_STREAM_WINDOW`] (4 KiB).
+    #[must_use]
     pub fn stream_window(mut self, bytes: u32) -> Self {
-        self.stream_window = bytes.max(MIN_STREAM_WINDOW);
+        assert!(
+            bytes >= MIN_STREAM_WINDOW,
+            "ClientOptions::stream_window must be at least {MIN_STREAM_WINDOW} bytes, not {bytes}"
+        );
+        self.stream_window = bytes;
+        self
+    }
+
+    /// The call options every call of this client starts with: the client's default deadline.
+    /// A typed client starts from them ([`Client::default_call_options`]), and its
+    /// `with_timeout`, `with_deadline` and `with_options` change them for the calls of the clone
+    /// they return. Default [`CallOptions::new`]: no deadline.
+    #[must_use]
+    pub fn call_options(mut self, options: CallOptions) -> Self {
+        self.call_options = options;
+        self
+    }
+
+    /// Sets the timeout of the [`call_options`](Self::call_options): every call of this client
+    /// fails with [`RpcError::DeadlineExceeded`] if not answered within `timeout`, unless a call
+    /// is given another one. Default: none.
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_options = self.call_options.timeout(timeout);
         self
     }
 }
 
 /// Per-call options: a deadline, given as a timeout from the start of the call or an instant.
 ///
-/// The server is told how much time is left and stops the handler when it runs out.
+/// The server is told how much time is left and stops the handler when it runs out. Built like
+/// every options type of the framework: [`CallOptions::new`] (no deadline, the same as
+/// [`Default`]) and chained setters.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = rpc_core::CallOptions::new().timeout(Duration::from_millis(200));
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallOptions {
     timeout: Option<Duration>,
@@ -99,16 +159,35 @@ impl CallOptions {
         Self::default()
     }
 
-    /// Each call fails with [`RpcError::DeadlineExceeded`] if not answered within `timeout`.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+    /// Each call fails with [`RpcError::DeadlineExceeded`] if not answered within `timeout`
+    /// (replacing any timeout set before). `Duration::MAX` means no timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// Calls fail with [`RpcError::DeadlineExceeded`] if not answered by `deadline`.
-    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+    /// Calls fail with [`RpcError::DeadlineExceeded`] if not answered by `deadline` (replacing
+    /// any deadline set before). With a [`timeout`](Self::timeout) too, the earlier of the two
+    /// applies.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
+    }
+
+    /// The old name of [`CallOptions::timeout`].
+    #[deprecated(since = "0.1.0", note = "renamed to `CallOptions::timeout`, like the setters of the other options")]
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.timeout(timeout)
+    }
+
+    /// The old name of [`CallOptions::deadline`].
+    #[deprecated(since = "0.1.0", note = "renamed to `CallOptions::deadline`, like the setters of the other options")]
+    #[must_use]
+    pub fn with_deadline(self, deadline: Instant) -> Self {
+        self.deadline(deadline)
     }
 
     /// The deadline of a call starting at `now`: the earlier of the two limits.
@@ -152,6 +231,8 @@ struct Inner {
     stream_window: u32,
     /// The credit the server grants each stream this client sends.
     peer_window: u32,
+    /// What a typed client's calls start with.
+    call_options: CallOptions,
 }
 
 struct Inbound {
@@ -216,7 +297,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, RpcError> {
         let Connection { mut sender, mut receiver, info } = conn;
-        let stream_window = options.stream_window.max(MIN_STREAM_WINDOW);
+        let ClientOptions { handshake_timeout, stream_window, call_options } = options;
         let hello = Hello {
             service: service.name.to_owned(),
             methods: service
@@ -230,11 +311,11 @@ impl Client {
             transport::send(&mut *sender, Bytes::from(wire::encode_hello(&hello))).await?;
             transport::recv(&mut *receiver).await.map_err(RpcError::from)
         };
-        let reply = match tokio::time::timeout(options.handshake_timeout, exchange).await {
+        let reply = match tokio::time::timeout(handshake_timeout, exchange).await {
             Err(_) => {
                 return Err(RpcError::disconnected(format!(
                     "no answer to the hello from {} within {:?}",
-                    info.peer, options.handshake_timeout
+                    info.peer, handshake_timeout
                 )))
             }
             Ok(Err(e)) => return Err(e),
@@ -281,6 +362,7 @@ impl Client {
                 receiver: Mutex::new(receiver),
                 stream_window,
                 peer_window,
+                call_options,
             }),
         })
     }
@@ -288,6 +370,13 @@ impl Client {
     /// The service this client is bound to.
     pub fn service(&self) -> &'static ServiceDescriptor {
         self.inner.service
+    }
+
+    /// The call options this client was made with
+    /// ([`ClientOptions::call_options`]): a typed client makes its calls with them unless told
+    /// otherwise. [`Client::call`] and its siblings use the options they are given, not these.
+    pub fn default_call_options(&self) -> &CallOptions {
+        &self.inner.call_options
     }
 
     /// Facts about the underlying connection.
@@ -856,4 +945,44 @@ fn send_cancel(inner: &Arc<Inner>, id: u64) {
         // after every client handle is gone.
         let _ = tokio::time::timeout(CANCEL_LINGER, flush).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "ClientOptions::stream_window must be at least 4096 bytes, not 4095")]
+    fn a_stream_window_under_the_minimum_is_refused() {
+        let _ = ClientOptions::new().stream_window(MIN_STREAM_WINDOW - 1);
+    }
+
+    #[test]
+    fn setters_set() {
+        let options = ClientOptions::new().stream_window(MIN_STREAM_WINDOW).handshake_timeout(Duration::from_secs(1));
+        assert_eq!((options.stream_window, options.handshake_timeout), (MIN_STREAM_WINDOW, Duration::from_secs(1)));
+        let defaults = ClientOptions::default();
+        assert_eq!(defaults.stream_window, wire::DEFAULT_STREAM_WINDOW);
+        assert_eq!(defaults.call_options, CallOptions::new());
+    }
+
+    #[test]
+    fn the_call_timeout_keeps_a_default_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let timeout = Duration::from_secs(5);
+        let options = ClientOptions::new().call_options(CallOptions::new().deadline(deadline)).call_timeout(timeout);
+        assert_eq!(options.call_options, CallOptions::new().deadline(deadline).timeout(timeout));
+        // And each call takes the earlier of the two.
+        let now = Instant::now();
+        assert_eq!(options.call_options.deadline_from(now), Some(now + timeout));
+        assert_eq!(options.call_options.deadline_from(deadline), Some(deadline));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn the_old_call_option_names_still_work() {
+        let deadline = Instant::now();
+        let new = CallOptions::new().timeout(Duration::from_secs(1)).deadline(deadline);
+        assert_eq!(CallOptions::new().with_timeout(Duration::from_secs(1)).with_deadline(deadline), new);
+    }
 }

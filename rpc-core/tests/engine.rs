@@ -150,12 +150,26 @@ async fn deadline_is_enforced_and_the_handler_is_dropped() {
     let calc = Calc::default();
     let dropped = Arc::clone(&calc.dropped_sleeps);
     let (client, _server) = start(calc).await;
-    let opts = CallOptions::new().with_timeout(Duration::from_millis(50));
+    let opts = CallOptions::new().timeout(Duration::from_millis(50));
     let err = client.call::<_, ()>(m("sleep"), &(5_000u64,), &opts).await.unwrap_err();
     assert_eq!(err, RpcError::DeadlineExceeded);
     wait_for(|| dropped.load(Ordering::SeqCst) == 1).await;
     // The connection is still fine.
     assert_eq!(client.call::<_, i64>(m("add"), &(2i64, 2i64), &CallOptions::default()).await.unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_keeps_its_default_call_options() {
+    let (client_side, server_side) = pair(1 << 20);
+    let _server =
+        tokio::spawn(async move { Server::new().add_service(Calc::default()).serve_connection(server_side).await });
+    let options = ClientOptions::new().call_timeout(Duration::from_millis(50));
+    let client = Client::handshake(client_side, &CALC, options).await.unwrap();
+    assert_eq!(client.default_call_options(), &CallOptions::new().timeout(Duration::from_millis(50)));
+    // The untyped calls use the options they are given.
+    assert_eq!(client.call::<_, ()>(m("sleep"), &(200u64,), &CallOptions::new()).await, Ok(()));
+    let err = client.call::<_, ()>(m("sleep"), &(5_000u64,), client.default_call_options()).await.unwrap_err();
+    assert_eq!(err, RpcError::DeadlineExceeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,9 +277,9 @@ fn client(service: &Service, names: &Names) -> TokenStream {
 
     let doc = format!(
         " Client of the [`{ident}`] service: each method sends one call to the server and awaits its answer.\n\
-         \n Made by [`{client}::connect`] (or from an existing connection or client). Cloning is cheap: \
-         clones share the connection, and [`{client}::with_timeout`] and its siblings return such a clone \
-         with other call options."
+         \n Made by [`{client}::connect`] or [`{client}::connect_with`] (or from an existing connection or \
+         client). Cloning is cheap: clones share the connection, and [`{client}::with_timeout`] and its \
+         siblings return such a clone with other call options."
     );
     quote! {
         #[doc = #doc]
@@ -317,12 +317,23 @@ fn client(service: &Service, names: &Names) -> TokenStream {
             };
 
             /// Connects to the server at `addr` (e.g. `"tcp://127.0.0.1:4000"`) and checks that it
-            /// serves this service with the same methods.
+            /// serves this service with the same methods. The same as
+            /// [`connect_with`](Self::connect_with) with default options.
             #vis async fn connect(
                 addr: &::core::primitive::str,
             ) -> ::core::result::Result<Self, #private::RpcError> {
+                #client::connect_with(addr, ::core::default::Default::default()).await
+            }
+
+            /// Like [`connect`](Self::connect), with options: the handshake timeout, the stream
+            /// window, the default deadline of every call, and the transport's options (see
+            /// `rpc::ClientOptions`).
+            #vis async fn connect_with(
+                addr: &::core::primitive::str,
+                options: #private::ClientOptions,
+            ) -> ::core::result::Result<Self, #private::RpcError> {
                 ::core::result::Result::map(
-                    #private::connect_service(addr, #client::DESCRIPTOR).await,
+                    #private::connect_service_with(addr, #client::DESCRIPTOR, options).await,
                     #client::from_client,
                 )
             }
@@ -338,22 +349,27 @@ fn client(service: &Service, names: &Names) -> TokenStream {
                 )
             }
 
-            /// Wraps a client whose hello exchange was made with [`Self::DESCRIPTOR`].
+            /// Wraps a client whose hello exchange was made with [`Self::DESCRIPTOR`]. Its calls
+            /// start with the client's default call options.
             #vis fn from_client(client: #private::Client) -> Self {
-                #client { client, options: ::core::default::Default::default() }
+                let options = ::core::clone::Clone::clone(#private::Client::default_call_options(&client));
+                #client { client, options }
             }
 
-            /// A clone whose calls fail with a timeout error when they take longer than `timeout`.
+            /// A clone whose calls fail with a timeout error when they take longer than `timeout`
+            /// (instead of any timeout this client's calls had, such as the default one given
+            /// to [`connect_with`](Self::connect_with)).
             #vis fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
+                self.with_options(::core::clone::Clone::clone(&self.options).timeout(timeout))
             }
 
             /// A clone whose calls fail with a timeout error when not answered by `deadline`.
             #vis fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_deadline(deadline))
+                self.with_options(::core::clone::Clone::clone(&self.options).deadline(deadline))
             }
 
-            /// A clone that makes its calls with `options`.
+            /// A clone that makes its calls with `options`, instead of the ones this client makes
+            /// them with.
             #vis fn with_options(&self, options: #private::CallOptions) -> Self {
                 #client { client: ::core::clone::Clone::clone(&self.client), options }
             }

@@ -23,8 +23,9 @@ use crate::parse::ServiceArgs;
 ///
 /// The client's inherent methods and constant share one namespace with the methods generated
 /// from the trait, and `into_service` is a provided method of the trait itself.
-const RESERVED: [(&str, &str); 9] = [
+const RESERVED: [(&str, &str); 10] = [
     ("connect", "the generated `{client}::connect`"),
+    ("connect_with", "the generated `{client}::connect_with`"),
     ("from_connection", "the generated `{client}::from_connection`"),
     ("from_client", "the generated `{client}::from_client`"),
     ("with_timeout", "the generated `{client}::with_timeout`"),
@@ -659,9 +660,16 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names() {
-        for name in
-            ["connect", "from_connection", "from_client", "with_timeout", "with_deadline", "with_options", "rpc_client"]
-        {
+        for name in [
+            "connect",
+            "connect_with",
+            "from_connection",
+            "from_client",
+            "with_timeout",
+            "with_deadline",
+            "with_options",
+            "rpc_client",
+        ] {
             let ident = syn::Ident::new(name, Span::call_site());
             assert_one_error(
                 parse_quote! { trait Calc { fn #ident(&self); } },

@@ -23,11 +23,11 @@
 //! FIFOs get a 1 MiB kernel buffer where the OS allows (`F_SETPIPE_SZ` on Linux).
 //!
 //! `shm://`: nothing is created in `/dev/shm` or on disk, so nothing can leak. A waiting side
-//! polls its ring for up to [`TransportOptions::spin`] (adaptive) before it sleeps on a socket
+//! polls its ring for up to [`ShmOptions::spin`] (adaptive) before it sleeps on a socket
 //! the peer rings only when it knows we sleep, so calls between busy peers make no system
 //! calls. Every index and length read from the shared memory is checked before use; a peer
 //! that corrupts it fails its own connection with an `InvalidData` error. Frames larger than
-//! [`TransportOptions::ring_size`] stream through the ring in pieces.
+//! [`ShmOptions::ring_size`] stream through the ring in pieces.
 //!
 //! `mq://`: the kernel caps queue depth and message size (`/proc/sys/fs/mqueue`) and the bytes
 //! of all queues of one user (`RLIMIT_MSGQUEUE`, `ulimit -q`, often 800 KiB); each connection's
@@ -102,7 +102,7 @@ mod unix;
 mod watch;
 
 pub use address::{Address, SCHEMES};
-pub use options::{TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN};
+pub use options::{ShmOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN, MAX_RING_SIZE, MIN_RING_SIZE};
 
 use rpc_core::error::RpcError;
 use rpc_core::transport::{Connection, Listener};

@@ -1,91 +1,81 @@
-//! [`TransportOptions`]: the knobs shared by every mechanism.
+//! [`TransportOptions`], the knobs of the mechanisms, grouped by the mechanisms they affect; the
+//! `shm://` ones in a [`ShmOptions`] of their own.
 
 use std::time::Duration;
 
 use rpc_core::wire::DEFAULT_MAX_FRAME_LEN;
 
-/// Default [`TransportOptions::ring_size`]: 256 KiB per direction.
+/// Default [`ShmOptions::ring_size`]: 256 KiB per direction.
 pub const DEFAULT_RING_SIZE: usize = 256 * 1024;
-/// Default [`TransportOptions::spin`]: about what a ring round trip to a busy peer can take
-/// while still being worth not sleeping for (waking a sleeping peer costs 50-90 µs here).
+/// The smallest [`ShmOptions::ring_size`]: 4 KiB.
+pub const MIN_RING_SIZE: usize = 4096;
+/// The largest [`ShmOptions::ring_size`]: 64 MiB.
+pub const MAX_RING_SIZE: usize = 64 << 20;
+/// Default [`ShmOptions::spin`]: about what a ring round trip to a busy peer can take while
+/// still being worth not sleeping for (waking a sleeping peer costs 50-90 µs here).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
-/// Options for [`connect_with`](crate::connect_with) and [`listen_with`](crate::listen_with).
+// The range the setter allows is the range the rings support.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE == crate::shm::MAX_RING_LEN);
+
+/// Options for [`connect_with`](crate::connect_with) and [`listen_with`](crate::listen_with)
+/// (and, through the `rpc` facade's `ClientOptions`, for a generated client's `connect_with`).
 ///
-/// `#[non_exhaustive]`: build it from [`Default`] (or [`TransportOptions::new`]) and the
-/// builder-style setters, so new options can be added without breaking callers.
+/// They are grouped by the mechanisms they affect, in the order of the `impl` blocks below:
+///
+/// | setter | affects |
+/// |---|---|
+/// | [`max_frame_len`](Self::max_frame_len) | every mechanism |
+/// | [`mode`](Self::mode) | local endpoints this side creates: `unix://`, `fifo://`, `local://`, `shm://`, `mq://` |
+/// | [`shm`](Self::shm), a [`ShmOptions`] | `shm://` only: its rings and how long a side polls them |
+///
+/// Built like every options type of the framework: [`TransportOptions::new`] (the same as
+/// [`Default`]) and chained setters, each naming its default. A setter panics, with a message
+/// naming the option, on a value no mechanism could work with (its `# Panics` section says
+/// which); a value larger than a mechanism can use is taken as the largest it can.
 ///
 /// ```
-/// let options = rpc_transports::TransportOptions::new().max_frame_len(1 << 20).mode(0o660);
-/// assert_eq!(options.max_frame_len, 1 << 20);
+/// use std::time::Duration;
+/// use rpc_transports::{ShmOptions, TransportOptions};
+///
+/// let options = TransportOptions::new()
+///     .max_frame_len(1 << 20)
+///     .mode(0o660)
+///     .shm(ShmOptions::new().ring_size(1 << 20).spin(Duration::ZERO));
+/// # let _ = options;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct TransportOptions {
-    /// The largest frame this side sends or accepts, in bytes; larger frames are refused with an
-    /// error wrapping [`FrameTooLarge`](rpc_core::wire::FrameTooLarge). Byte-stream mechanisms
-    /// cap it at `u32::MAX` (the length prefix is 32 bits). Default:
-    /// [`DEFAULT_MAX_FRAME_LEN`].
-    pub max_frame_len: usize,
-    /// Who may connect to a local endpoint this side creates, as Unix permission bits (only the
-    /// `0o777` bits are used). Default `0o600`: the owner only.
-    ///
-    /// `unix://` sets these bits on the socket file, `fifo://` on the connect FIFO (listener) and
-    /// on each connection's private FIFO pair (client). `local://` on Linux lives in the abstract
-    /// namespace, which has no permissions, so the listener checks each client's credentials
-    /// instead: the same user and root always pass, the group passes if `0o020` is set, everyone
-    /// if `0o002` is set. `shm://` applies the same check to its setup socket. Ignored by
-    /// `tcp://` and `mem://`, and on Windows.
-    pub mode: u32,
-    /// `shm://` only, listener side: the size in bytes of each of a connection's two rings (a
-    /// power of two from 4 KiB to 64 MiB; frames larger than the ring stream through it in
-    /// pieces). Each connection maps `2 * ring_size + 4096` bytes. The client uses the size the
-    /// server offers. Default [`DEFAULT_RING_SIZE`].
-    pub ring_size: usize,
-    /// `shm://` only: the longest a side polls its ring for bytes (or room) before it sleeps.
-    /// Polling lets a busy peer's answer arrive in well under a microsecond instead of the tens
-    /// of microseconds a wake-up costs; the time actually spent adapts (it shrinks while the
-    /// peer is idle), and `Duration::ZERO` turns polling off. Default [`DEFAULT_SPIN`].
-    pub spin: Duration,
+    pub(crate) max_frame_len: usize,
+    pub(crate) mode: u32,
+    pub(crate) shm: ShmOptions,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        Self { max_frame_len: DEFAULT_MAX_FRAME_LEN, mode: 0o600, ring_size: DEFAULT_RING_SIZE, spin: DEFAULT_SPIN }
+        Self { max_frame_len: DEFAULT_MAX_FRAME_LEN, mode: 0o600, shm: ShmOptions::default() }
     }
 }
 
+/// # Every mechanism
 impl TransportOptions {
     /// The default options.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Sets [`max_frame_len`](Self::max_frame_len).
+    /// The largest frame this side sends or accepts, in bytes; larger frames are refused with an
+    /// error wrapping [`FrameTooLarge`](rpc_core::wire::FrameTooLarge). Values above `u32::MAX`
+    /// are taken as `u32::MAX` (the byte-stream mechanisms' length prefix is 32 bits, and every
+    /// mechanism uses the same limit). Default: [`DEFAULT_MAX_FRAME_LEN`].
+    ///
+    /// # Panics
+    /// If `max_frame_len` is 0: no frame would pass.
     #[must_use]
     pub fn max_frame_len(mut self, max_frame_len: usize) -> Self {
+        assert!(max_frame_len > 0, "TransportOptions::max_frame_len must be at least 1 byte");
         self.max_frame_len = max_frame_len;
-        self
-    }
-
-    /// Sets [`mode`](Self::mode).
-    #[must_use]
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Sets [`ring_size`](Self::ring_size).
-    #[must_use]
-    pub fn ring_size(mut self, ring_size: usize) -> Self {
-        self.ring_size = ring_size;
-        self
-    }
-
-    /// Sets [`spin`](Self::spin).
-    #[must_use]
-    pub fn spin(mut self, spin: Duration) -> Self {
-        self.spin = spin;
         self
     }
 
@@ -95,10 +85,126 @@ impl TransportOptions {
     pub(crate) fn effective_max_frame_len(&self) -> usize {
         self.max_frame_len.min(u32::MAX as usize)
     }
+}
+
+/// # Local endpoints: `unix://`, `fifo://`, `local://`, `shm://`, `mq://`
+impl TransportOptions {
+    /// Who may connect to a local endpoint this side creates, as Unix permission bits (only the
+    /// `0o777` bits are used). Default `0o600`: the owner only.
+    ///
+    /// `unix://` sets these bits on the socket file, `fifo://` on the connect FIFO (listener) and
+    /// on each connection's private FIFO pair (client), `mq://` on its queues. `local://` on
+    /// Linux lives in the abstract namespace, which has no permissions, so the listener checks
+    /// each client's credentials instead: the same user and root always pass, the group passes
+    /// if `0o020` is set, everyone if `0o002` is set. `shm://` applies the same check to its
+    /// setup socket. Ignored by `tcp://`, `spawn:` and `mem://`, and on Windows.
+    #[must_use]
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
 
     /// The permission bits that matter.
     #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn permission_bits(&self) -> u32 {
         self.mode & 0o777
+    }
+}
+
+/// # `shm://` only
+impl TransportOptions {
+    /// The options of `shm://` connections: the size of their rings and how long a side polls
+    /// them before it sleeps. Default [`ShmOptions::new`].
+    #[must_use]
+    pub fn shm(mut self, shm: ShmOptions) -> Self {
+        self.shm = shm;
+        self
+    }
+}
+
+/// The options of `shm://` alone, given to [`TransportOptions::shm`]; other mechanisms ignore
+/// them. Built like the other options: [`ShmOptions::new`] and chained setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmOptions {
+    pub(crate) ring_size: usize,
+    pub(crate) spin: Duration,
+}
+
+impl Default for ShmOptions {
+    fn default() -> Self {
+        Self { ring_size: DEFAULT_RING_SIZE, spin: DEFAULT_SPIN }
+    }
+}
+
+impl ShmOptions {
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Listener side: the size in bytes of each of a connection's two rings (frames larger than
+    /// the ring stream through it in pieces). Each connection maps `2 * ring_size + 4096` bytes.
+    /// The client uses the size the server offers. Default [`DEFAULT_RING_SIZE`].
+    ///
+    /// # Panics
+    /// If `bytes` is not a power of two from [`MIN_RING_SIZE`] (4 KiB) to [`MAX_RING_SIZE`]
+    /// (64 MiB).
+    #[must_use]
+    pub fn ring_size(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes.is_power_of_two() && (MIN_RING_SIZE..=MAX_RING_SIZE).contains(&bytes),
+            "ShmOptions::ring_size must be a power of two from {MIN_RING_SIZE} to {MAX_RING_SIZE} bytes, not {bytes}"
+        );
+        self.ring_size = bytes;
+        self
+    }
+
+    /// The longest a side polls its ring for bytes (or room) before it sleeps. Polling lets a
+    /// busy peer's answer arrive in well under a microsecond instead of the tens of microseconds
+    /// a wake-up costs; the time actually spent adapts (it shrinks while the peer is idle), and
+    /// `Duration::ZERO` turns polling off. Default [`DEFAULT_SPIN`].
+    #[must_use]
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_set_and_groups_stay_apart() {
+        let shm = ShmOptions::new().ring_size(MIN_RING_SIZE).spin(Duration::ZERO);
+        let options = TransportOptions::new().max_frame_len(10).mode(0o7660).shm(shm.clone());
+        assert_eq!((options.max_frame_len, options.permission_bits(), &options.shm), (10, 0o660, &shm));
+        assert_eq!(ShmOptions::new().ring_size(MAX_RING_SIZE).ring_size, MAX_RING_SIZE);
+        let defaults = TransportOptions::default();
+        assert_eq!((defaults.max_frame_len, defaults.mode), (DEFAULT_MAX_FRAME_LEN, 0o600));
+        assert_eq!((defaults.shm.ring_size, defaults.shm.spin), (DEFAULT_RING_SIZE, DEFAULT_SPIN));
+    }
+
+    #[test]
+    fn frame_limits_beyond_the_length_prefix_are_capped() {
+        assert_eq!(TransportOptions::new().max_frame_len(usize::MAX).effective_max_frame_len(), u32::MAX as usize);
+    }
+
+    #[test]
+    #[should_panic(expected = "TransportOptions::max_frame_len must be at least 1 byte")]
+    fn a_zero_frame_limit_is_refused() {
+        let _ = TransportOptions::new().max_frame_len(0);
+    }
+
+    #[test]
+    fn ring_sizes_outside_the_range_are_refused() {
+        for bad in [0, 1, MIN_RING_SIZE / 2, MIN_RING_SIZE + 1, 3 * MIN_RING_SIZE, 2 * MAX_RING_SIZE, usize::MAX] {
+            let refused = std::panic::catch_unwind(|| ShmOptions::new().ring_size(bad)).unwrap_err();
+            let message = refused.downcast_ref::<String>().expect("a formatted message");
+            assert_eq!(
+                message,
+                &format!("ShmOptions::ring_size must be a power of two from 4096 to 67108864 bytes, not {bad}")
+            );
+        }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::watch::{Stall, Watch};
 use super::ServerOptions;
 use crate::client::frame_name;
 use crate::context::CallContext;
@@ -37,6 +38,9 @@ use crate::wire::{
 
 type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
 
+// What `ServerOptions::max_in_flight` allows fits the in-flight semaphore.
+const _: () = assert!(super::MAX_IN_FLIGHT <= Semaphore::MAX_PERMITS);
+
 /// Why the read loop stopped.
 enum End {
     /// The client closed the connection (or said goaway).
@@ -49,6 +53,15 @@ enum End {
     /// The client stopped reading its answers: nothing more can reach it, so the connection is
     /// dropped at once (the reason goes out only if there happens to be room for it).
     Stalled(String),
+}
+
+impl From<Stall> for End {
+    fn from(stall: Stall) -> End {
+        match stall {
+            Stall::Send { .. } => End::Stalled(stall.reason()),
+            Stall::Frame { .. } | Stall::Idle { .. } => End::Fault(stall.code(), stall.reason()),
+        }
+    }
 }
 
 impl End {
@@ -89,7 +102,7 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         out,
         info: Arc::new(info),
         running: Mutex::new(HashMap::new()),
-        stream_window: options.stream_window.max(MIN_STREAM_WINDOW),
+        stream_window: options.stream_window,
         peer_window,
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
@@ -97,10 +110,11 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
     let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
-    // The field is public, so clamp here too: 0 would never read, too many would panic.
-    let max_in_flight = options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    // At least 1 and at most `MAX_IN_FLIGHT` (the setter makes sure), which fits a semaphore and
+    // the `u32` of `acquire_many`.
+    let max_in_flight = options.max_in_flight;
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let watch = Watch::new(&options, max_in_flight);
+    let watch = Watch::new(&options, max_in_flight, Instant::now());
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown, watch).await;
     let goaway = match end {
         // Nobody will read the answers: stop the handlers now, say nothing.
@@ -178,7 +192,7 @@ async fn handshake(
         goaway(out, CloseCode::Refused, &reason).await;
         return None;
     }
-    let window = options.stream_window.max(MIN_STREAM_WINDOW);
+    let window = options.stream_window;
     let (reply, service) = match wire::decode(&frame) {
         Ok(Frame::Hello { hello: Some(hello), version: PROTOCOL_VERSION }) => {
             if hello.stream_window < MIN_STREAM_WINDOW {
@@ -296,7 +310,7 @@ async fn read_loop(
 ) -> End {
     // One timer for the connection's life, re-armed only when it fires: a busy connection pays
     // a counter increment per frame, no timer registration.
-    let timer = tokio::time::sleep_until(watch.next_check);
+    let timer = tokio::time::sleep_until(watch.next_check());
     tokio::pin!(timer);
     loop {
         // Take the permit before reading, so a client at its limit is simply not read from;
@@ -312,12 +326,13 @@ async fn read_loop(
                 () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
                 // Every call is running or waiting to be answered: only the send timeout applies.
                 () = &mut timer => {
-                    let running = watch.max_in_flight - permits.available_permits();
+                    let running = watch.max_in_flight() - permits.available_permits();
                     conn.out.nudge();
-                    if let Some(end) = watch.check(running, 0, conn.out.progress()) {
-                        return end;
+                    let progress = conn.out.progress();
+                    if let Some(stall) = watch.check(Instant::now(), running, 0, progress) {
+                        return stall.into();
                     }
-                    timer.as_mut().reset(watch.next_check);
+                    timer.as_mut().reset(watch.next_check());
                     continue;
                 }
             },
@@ -349,16 +364,17 @@ async fn read_loop(
             // Polled after `recv` found nothing whole to read, so what the receiver holds now is
             // the beginning of a frame. (`- 1`: the permit taken for the next request.)
             () = &mut timer => {
-                let running = watch.max_in_flight - permits.available_permits() - usize::from(permit.is_some());
+                let running = watch.max_in_flight() - permits.available_permits() - usize::from(permit.is_some());
                 conn.out.nudge();
-                if let Some(end) = watch.check(running, receiver.partial_frame_len(), conn.out.progress()) {
-                    return end;
+                let (partial_len, progress) = (receiver.partial_frame_len(), conn.out.progress());
+                if let Some(stall) = watch.check(Instant::now(), running, partial_len, progress) {
+                    return stall.into();
                 }
-                timer.as_mut().reset(watch.next_check);
+                timer.as_mut().reset(watch.next_check());
                 continue;
             }
         };
-        watch.frames += 1;
+        watch.frame_received();
         match wire::decode(&frame) {
             // Ids are unique among a client's calls in flight. A reused id would take the running
             // call's entry, and that call could then be neither cancelled nor stopped when the
@@ -431,122 +447,6 @@ struct Running {
     /// Credit for the stream this server sends, for a method that returns one.
     window: Option<Arc<SendWindow>>,
 }
-
-/// Watches a connection for stalls: a partial frame that stops growing or (with an idle timeout)
-/// no traffic at all while none of its calls runs, and answers that stop leaving because the
-/// client does not read them.
-struct Watch {
-    frame_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    send_timeout: Duration,
-    max_in_flight: usize,
-    /// Since when nothing has come in: no frame, no call running, no new byte of a partial frame.
-    quiet_since: Instant,
-    /// Since when the partial frame has not grown (calls running do not count here: a client
-    /// must not hold half a frame, and its buffer, for as long as it keeps one slow call going).
-    frame_since: Instant,
-    /// The partial frame's length at the last check.
-    partial_len: usize,
-    /// Frames received so far, and at the last check.
-    frames: u64,
-    frames_at_check: u64,
-    /// Since when answers have been waiting without a byte leaving (or nothing was waiting).
-    send_quiet_since: Instant,
-    /// The transport's written-bytes counter at the last check.
-    written: u64,
-    next_check: Instant,
-    /// A call was running at the last check: it may have ended only just now, so the quiet
-    /// time is counted from this check, not the one before.
-    was_running: bool,
-}
-
-impl Watch {
-    fn new(options: &ServerOptions, max_in_flight: usize) -> Self {
-        let now = Instant::now();
-        // `Duration::MAX` is a natural way to say "never"; added to an `Instant` it would panic.
-        let cap = |d: Duration| d.min(MAX_TIMEOUT);
-        let mut watch = Watch {
-            frame_timeout: cap(options.frame_timeout),
-            idle_timeout: options.idle_timeout.map(cap),
-            send_timeout: cap(options.send_timeout),
-            max_in_flight,
-            quiet_since: now,
-            frame_since: now,
-            partial_len: 0,
-            frames: 0,
-            frames_at_check: 0,
-            send_quiet_since: now,
-            written: 0,
-            next_check: now,
-            was_running: false,
-        };
-        watch.next_check = watch.plan(now, 0);
-        watch
-    }
-
-    /// Called when `next_check` has passed: why to close the connection, or `None` (and a new
-    /// `next_check`). Quiet times start at the check that first saw the quiet, so a stall is
-    /// noticed one to two timeouts after it began.
-    fn check(&mut self, running: usize, partial_len: usize, (unsent, written): (usize, u64)) -> Option<End> {
-        let now = Instant::now();
-        if unsent == 0 || written != self.written {
-            self.send_quiet_since = now;
-            self.written = written;
-        }
-        if unsent > 0 && now.saturating_duration_since(self.send_quiet_since) >= self.send_timeout {
-            return Some(End::Stalled(format!(
-                "the client read none of {unsent} bytes of answers for {} ms (the send timeout)",
-                self.send_timeout.as_millis()
-            )));
-        }
-        let ran = std::mem::replace(&mut self.was_running, running > 0);
-        let input = partial_len != self.partial_len || self.frames != self.frames_at_check;
-        if input {
-            self.frame_since = now;
-        }
-        if running > 0 || ran || input {
-            self.quiet_since = now;
-        }
-        self.partial_len = partial_len;
-        self.frames_at_check = self.frames;
-        let quiet = now.saturating_duration_since(self.quiet_since);
-        if partial_len > 0 && now.saturating_duration_since(self.frame_since) >= self.frame_timeout {
-            return Some(End::Fault(
-                CloseCode::FrameTimeout,
-                format!(
-                    "{partial_len} bytes of a frame, then nothing for {} ms (the frame timeout)",
-                    self.frame_timeout.as_millis()
-                ),
-            ));
-        }
-        if let Some(idle) = self.idle_timeout.filter(|idle| partial_len == 0 && quiet >= *idle) {
-            return Some(End::Fault(
-                CloseCode::IdleTimeout,
-                format!("idle for {} ms (the idle timeout)", idle.as_millis()),
-            ));
-        }
-        self.next_check = self.plan(now, unsent);
-        None
-    }
-
-    /// When to look again: when the partial frame, the idle time or the unsent answers would run
-    /// out, and at least once per frame and send timeout, since either stall may begin any time.
-    fn plan(&self, now: Instant, unsent: usize) -> Instant {
-        let mut next =
-            if self.partial_len > 0 { self.frame_since + self.frame_timeout } else { now + self.frame_timeout };
-        if let Some(idle) = self.idle_timeout.filter(|_| self.partial_len == 0) {
-            next = next.min(self.quiet_since + idle);
-        }
-        next = next.min(if unsent > 0 { self.send_quiet_since + self.send_timeout } else { now + self.send_timeout });
-        next.max(now + MIN_CHECK_INTERVAL)
-    }
-}
-
-/// Longer timeouts are taken as this (a century: never, in practice).
-const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Timers never fire in a tighter loop than this, whatever the options say.
-const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 
 impl Conn {
     /// Flushes answers that inline calls queued without flushing. Never ready: it only makes

@@ -7,6 +7,7 @@
 //! why the connection closes, and returns.
 
 mod connection;
+mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,50 +21,39 @@ use tokio_util::sync::CancellationToken;
 use crate::service::Service;
 use crate::transport::{Connection, Listener};
 
-/// Limits and timeouts of a server.
+/// The most calls [`ServerOptions::max_in_flight`] lets one connection run at once; larger
+/// values are taken as this.
+pub const MAX_IN_FLIGHT: usize = u32::MAX as usize >> 3;
+
+/// Limits and timeouts of a server, given to [`Server::with_options`].
+///
+/// Like every options type of the framework ([`ClientOptions`](crate::client::ClientOptions),
+/// [`CallOptions`](crate::client::CallOptions), and the transports' `TransportOptions`), it
+/// starts from [`ServerOptions::new`] (the same as [`Default`]) and is changed by chained
+/// setters, each of which names its default. A setter panics, with a message naming the option,
+/// on a value no connection could work with (its `# Panics` section says which); a value larger
+/// than the engine can use is taken as the largest it can (`Duration::MAX` means "never").
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::ServerOptions;
+///
+/// let options = ServerOptions::new()
+///     .max_in_flight(64)
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .same_uid_only(true);
+/// # let _ = rpc_core::Server::new().with_options(options);
+/// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServerOptions {
-    /// Calls one connection may have running at once. When reached, the server stops reading
-    /// that connection until a call finishes (backpressure; memory stays bounded). Default 1024.
-    pub max_in_flight: usize,
-    /// How long a new connection may take to send its hello (a client that sends nothing, or
-    /// part of a hello, is closed after this). Default 10 s.
-    pub handshake_timeout: Duration,
-    /// How long a connection may hold part of a frame without sending more of it (whether or
-    /// not some of its calls are running); then it gets a goaway and is closed, so a peer that
-    /// stalls in the middle of a frame does not keep its buffer and task forever. Any new byte
-    /// restarts the clock, and so does the server pausing its reads for backpressure. A stall
-    /// is noticed between one and two timeouts after it began. Default 30 s.
-    pub frame_timeout: Duration,
-    /// How long a connection may stay idle (no frame received and no call running) before it
-    /// gets a goaway and is closed; `None` keeps idle connections open. Default `None`: clients
-    /// do not reconnect by themselves, and an idle connection costs only a descriptor, a task
-    /// and a few KiB. Set it when many clients may vanish without closing (hosts that go away
-    /// without a TCP reset). An idle connection is noticed between one and two timeouts after
-    /// it fell idle.
-    pub idle_timeout: Option<Duration>,
-    /// How long answers may wait for a client that does not read them: when answers are queued
-    /// and not one byte of them has left for this long, the connection is closed. (Before that,
-    /// backpressure keeps memory bounded: the server stops reading a connection whose
-    /// [`max_in_flight`](Self::max_in_flight) calls all wait to be answered.) Noticed between one
-    /// and two timeouts after the client stopped reading. Default 30 s.
-    pub send_timeout: Duration,
-    /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
-    pub shutdown_grace: Duration,
-    /// Serve only clients that run as this process's own (effective) user, whatever the
-    /// listener's mode would let connect (root too is refused unless the server runs as root).
-    /// The peer's user comes from the connection's
-    /// [`peer_credentials`](crate::transport::ConnectionInfo::peer_credentials): a transport that
-    /// cannot tell (`tcp://`, `fifo://`, `mq://`) has every connection refused. A refused client is told
-    /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
-    /// naming both users) and closed. Default `false`.
-    pub same_uid_only: bool,
-    /// The credit, in bytes of encoded items, the server grants each stream a client sends it
-    /// (a method's `Stream<T>` argument): how much of it may wait here for the handler to read.
-    /// A client that has sent this much waits until the handler takes some. Default 256 KiB;
-    /// at least 4 KiB.
-    pub stream_window: u32,
+    max_in_flight: usize,
+    handshake_timeout: Duration,
+    frame_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    send_timeout: Duration,
+    shutdown_grace: Duration,
+    same_uid_only: bool,
+    stream_window: u32,
 }
 
 impl Default for ServerOptions {
@@ -82,49 +72,97 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
-    /// Sets [`max_in_flight`](Self::max_in_flight) (at least 1).
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls one connection may have running at once. When reached, the server stops reading
+    /// that connection until a call finishes (backpressure; memory stays bounded). Default 1024;
+    /// values above [`MAX_IN_FLIGHT`] are taken as that.
+    ///
+    /// # Panics
+    /// If `n` is 0: such a connection could never run a call.
+    #[must_use]
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.clamp(1, u32::MAX as usize >> 3);
+        assert!(n > 0, "ServerOptions::max_in_flight must be at least 1");
+        self.max_in_flight = n.min(MAX_IN_FLIGHT);
         self
     }
 
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    /// How long a new connection may take to send its hello (a client that sends nothing, or
+    /// part of a hello, is closed after this). Default 10 s.
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
-    /// Sets [`frame_timeout`](Self::frame_timeout).
+    /// How long a connection may hold part of a frame without sending more of it (whether or
+    /// not some of its calls are running); then it gets a goaway and is closed, so a peer that
+    /// stalls in the middle of a frame does not keep its buffer and task forever. Any new byte
+    /// restarts the clock, and so does the server pausing its reads for backpressure. A stall
+    /// is noticed between one and two timeouts after it began. Default 30 s.
+    #[must_use]
     pub fn frame_timeout(mut self, timeout: Duration) -> Self {
         self.frame_timeout = timeout;
         self
     }
 
-    /// Sets [`idle_timeout`](Self::idle_timeout).
+    /// How long a connection may stay idle (no frame received and no call running) before it
+    /// gets a goaway and is closed; `None` keeps idle connections open. Default `None`: clients
+    /// do not reconnect by themselves, and an idle connection costs only a descriptor, a task
+    /// and a few KiB. Set it when many clients may vanish without closing (hosts that go away
+    /// without a TCP reset). An idle connection is noticed between one and two timeouts after
+    /// it fell idle.
+    #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
-    /// Sets [`send_timeout`](Self::send_timeout).
+    /// How long answers may wait for a client that does not read them: when answers are queued
+    /// and not one byte of them has left for this long, the connection is closed. (Before that,
+    /// backpressure keeps memory bounded: the server stops reading a connection whose
+    /// [`max_in_flight`](Self::max_in_flight) calls all wait to be answered.) Noticed between one
+    /// and two timeouts after the client stopped reading. Default 30 s.
+    #[must_use]
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;
         self
     }
 
-    /// Sets [`shutdown_grace`](Self::shutdown_grace).
+    /// How long in-flight calls may take to finish after shutdown starts. Default 10 s.
+    #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
     }
 
-    /// Sets [`stream_window`](Self::stream_window) (at least 4 KiB).
+    /// The credit, in bytes of encoded items, the server grants each stream a client sends it
+    /// (a method's `Stream<T>` argument): how much of it may wait here for the handler to read.
+    /// A client that has sent this much waits until the handler takes some. Default 256 KiB
+    /// ([`DEFAULT_STREAM_WINDOW`](crate::wire::DEFAULT_STREAM_WINDOW)).
+    ///
+    /// # Panics
+    /// If `bytes` is below the protocol's minimum,
+    /// [`MIN_STREAM_WINDOW`](crate::wire::MIN_STREAM_WINDOW) (4 KiB).
+    #[must_use]
     pub fn stream_window(mut self, bytes: u32) -> Self {
-        self.stream_window = bytes.max(crate::wire::MIN_STREAM_WINDOW);
+        let min = crate::wire::MIN_STREAM_WINDOW;
+        assert!(bytes >= min, "ServerOptions::stream_window must be at least {min} bytes, not {bytes}");
+        self.stream_window = bytes;
         self
     }
 
-    /// Sets [`same_uid_only`](Self::same_uid_only).
+    /// Serve only clients that run as this process's own (effective) user, whatever the
+    /// listener's mode would let connect (root too is refused unless the server runs as root).
+    /// The peer's user comes from the connection's
+    /// [`peer_credentials`](crate::transport::ConnectionInfo::peer_credentials): a transport that
+    /// cannot tell (`tcp://`, `fifo://`, `mq://`) has every connection refused. A refused client is told
+    /// why (its connect fails with [`RpcError::Disconnected`](crate::RpcError::Disconnected)
+    /// naming both users) and closed. Default `false`.
+    #[must_use]
     pub fn same_uid_only(mut self, same_uid_only: bool) -> Self {
         self.same_uid_only = same_uid_only;
         self
@@ -251,4 +289,34 @@ fn effective_uid() -> Option<u32> {
 /// accepts again; after any other error it stops.
 pub fn is_transient(err: &io::Error) -> bool {
     crate::transport::transient::is_transient(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "ServerOptions::max_in_flight must be at least 1")]
+    fn no_calls_in_flight_is_refused() {
+        let _ = ServerOptions::new().max_in_flight(0);
+    }
+
+    #[test]
+    fn in_flight_limits_beyond_the_engine_are_capped() {
+        assert_eq!(ServerOptions::new().max_in_flight(usize::MAX).max_in_flight, MAX_IN_FLIGHT);
+        assert_eq!(ServerOptions::new().max_in_flight(1).max_in_flight, 1);
+        assert_eq!(ServerOptions::default().max_in_flight, 1024);
+    }
+
+    #[test]
+    #[should_panic(expected = "ServerOptions::stream_window must be at least 4096 bytes, not 100")]
+    fn a_stream_window_under_the_minimum_is_refused() {
+        let _ = ServerOptions::new().stream_window(100);
+    }
+
+    #[test]
+    fn the_smallest_stream_window_is_accepted() {
+        let min = crate::wire::MIN_STREAM_WINDOW;
+        assert_eq!(ServerOptions::new().stream_window(min).stream_window, min);
+    }
 }

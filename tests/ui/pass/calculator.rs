@@ -55,7 +55,7 @@ async fn client_side() -> Result<(), Box<dyn std::error::Error>> {
     let version: String = calc.with_timeout(Duration::from_millis(50)).version().await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     let (): () = calc.with_deadline(deadline).ping().await?;
-    let options = rpc::CallOptions::default().with_timeout(Duration::from_secs(1));
+    let options = rpc::CallOptions::default().timeout(Duration::from_secs(1));
     let configured = calc.with_options(options);
     let future = configured.add(sum?, version.len() as i64);
     assert_send(&future);

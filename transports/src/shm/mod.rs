@@ -17,9 +17,9 @@
 //! every other mechanism.
 //!
 //! **Waiting and liveness.** See [`halves`]: a side spins briefly (adaptive, at most
-//! [`TransportOptions::spin`]) and then sleeps on a Unix socket that the peer rings only when it
-//! knows we sleep; the same sockets report the peer's exit as EOF, so pending calls fail as soon
-//! as a peer dies.
+//! [`ShmOptions::spin`](crate::ShmOptions::spin)) and then sleeps on a Unix socket that the peer
+//! rings only when it knows we sleep; the same sockets report the peer's exit as EOF, so pending
+//! calls fail as soon as a peer dies.
 //!
 //! **Trust.** The peer may be hostile: every index read from the mapping is checked before use,
 //! bytes are copied out before they are looked at, and the only unsafe code is in [`region`].
@@ -75,12 +75,12 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
 }
 
 pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmListener> {
-    if !region::valid_ring_len(options.ring_size) {
+    if !region::valid_ring_len(options.shm.ring_size) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "ring_size must be a power of two from {MIN_RING_LEN} to {MAX_RING_LEN} bytes, not {}",
-                options.ring_size
+                options.shm.ring_size
             ),
         ));
     }
@@ -125,7 +125,7 @@ impl Parts {
 impl ShmListener {
     /// Sets up the connection of an accepted client (no await: `accept` stays cancel-safe).
     fn serve(&self, stream: UnixStream) -> PendingAccept<UnixStream> {
-        let parts = match Parts::new(self.options.ring_size, &stream) {
+        let parts = match Parts::new(self.options.shm.ring_size, &stream) {
             Ok(parts) => parts,
             Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(stream, e),
             Err(e) => return PendingAccept::Failed(e),
@@ -144,7 +144,7 @@ impl ShmListener {
         // when the receiver drains the bell).
         region::refuse_passed_fds(&stream);
         region::refuse_passed_fds(&ours);
-        match setup::send(&stream, self.options.ring_size, &memfd, &OwnedFd::from(theirs)) {
+        match setup::send(&stream, self.options.shm.ring_size, &memfd, &OwnedFd::from(theirs)) {
             Ok(()) => {}
             // The client's problem (it left, or stuffed its own socket): not the server's.
             Err(e)
@@ -278,11 +278,11 @@ fn connection(
         ring::Writer::new(Arc::clone(&region), out),
         Arc::clone(&data_bell),
         // Waiting for room happens under the engine's send lock: spin less there.
-        Waiter::new(Arc::clone(&room_bell), Spin::new(options.spin / 8), sender_peer),
+        Waiter::new(Arc::clone(&room_bell), Spin::new(options.shm.spin / 8), sender_peer),
     );
     let reader = ShmReader::new(
         ring::Reader::new(region, inn),
-        Waiter::new(data_bell, Spin::new(options.spin), receiver_peer),
+        Waiter::new(data_bell, Spin::new(options.shm.spin), receiver_peer),
         room_bell,
     );
     let (sender, receiver) = framed(reader, writer, max_frame_len);
@@ -316,7 +316,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn frames_larger_than_the_ring_cross_both_ways() {
-        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let options = TransportOptions::default().shm(crate::ShmOptions::new().ring_size(MIN_RING_LEN));
         let (mut client, mut server) = pair(&options).await;
         let big = Bytes::from((0..4 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>());
         let echo = tokio::spawn(async move {
@@ -443,7 +443,8 @@ mod hostile_peer {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scribbling_peers_fail_only_their_own_connections() {
         let name = format!("shm-hostile-{}", std::process::id());
-        let options = TransportOptions::default().ring_size(MIN_RING_LEN).max_frame_len(1 << 20);
+        let options =
+            TransportOptions::default().shm(crate::ShmOptions::new().ring_size(MIN_RING_LEN)).max_frame_len(1 << 20);
         let hostile = 16;
         let server = echo_server(listen(&name, &options).unwrap(), hostile + 1);
         for seed in 0..hostile as u64 {
@@ -486,7 +487,7 @@ mod review {
             return;
         }
         let name = format!("shm-review-smuggle-{}", std::process::id());
-        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let options = TransportOptions::default().shm(crate::ShmOptions::new().ring_size(MIN_RING_LEN));
         let mut listener = listen(&name, &options).unwrap();
         let client = async {
             let stream = abstract_ns::connect_stream(&setup_name(&name)).await.unwrap();
@@ -515,7 +516,7 @@ mod review {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clients_that_never_read_their_setup_do_not_stop_the_listener() {
         let name = format!("shm-review-inflight-{}", std::process::id());
-        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let options = TransportOptions::default().shm(crate::ShmOptions::new().ring_size(MIN_RING_LEN));
         let mut listener = listen(&name, &options).unwrap();
         let mut silent = Vec::new();
         for _ in 0..200 {
@@ -538,7 +539,7 @@ mod review {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bell_that_does_not_lead_to_the_server_is_refused() {
         let name = format!("shm-review-udp-{}", std::process::id());
-        let options = TransportOptions::default().ring_size(MIN_RING_LEN);
+        let options = TransportOptions::default().shm(crate::ShmOptions::new().ring_size(MIN_RING_LEN));
         let fake = AbstractSocket::bind(&setup_name(&name), &options).unwrap();
         let server = async {
             let stream = fake.accept().await.unwrap();
