@@ -9,7 +9,8 @@
 //!
 //! Options: `--quick`, `--reps N`, `--pin` (client and server on different CPUs), `--pin-same`
 //! (both on one CPU), `--only a,b` (transport names), `--json PATH` (default
-//! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`).
+//! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`), `--sweep-svg
+//! PATH` (the payload sweep's chart, default `target/bench/sweep.svg`).
 //!
 //! Each server is this binary re-executed as
 //! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N]`;
