@@ -5,7 +5,9 @@
 //! socket, what `local://` uses on Linux), `fifo:/abs/stem` (a pair of named FIFOs,
 //! `stem.c2s` and `stem.s2c`), `spawn:` or `spawn:N` (no listener: the client starts this binary
 //! as its child and talks over the child's stdin/stdout; `N` is the CPU the child pins itself to),
-//! `mq:name` (Linux: a pair of POSIX message queues `/name.c2s` and `/name.s2c`).
+//! `mq:name` (Linux: a pair of POSIX message queues `/name.c2s` and `/name.s2c`), `shm:name` (our
+//! `shm://` transport's frames, see `raw_shm.rs`), `spin:name` (Linux: a plain shared-memory
+//! ping-pong set up over the abstract socket `name`, see `raw_spin.rs`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,9 @@ pub enum Endpoint {
     /// Frames through our own `shm://name` transport (shared memory has no OS primitive to
     /// compare with; see `raw_shm.rs`).
     Shm(String),
+    /// A plain shared-memory ping-pong (Linux): a memfd mapping with a mailbox per direction,
+    /// handed over on the abstract Unix socket `name` (see `raw_spin.rs`).
+    Spin(String),
     /// No server to start: each client connection spawns this binary as a child (pinned to the
     /// given CPU, if any) and talks to it over its stdin and stdout.
     Spawn(Option<usize>),
@@ -41,6 +46,7 @@ impl Endpoint {
             "abstract" => Ok(Self::Abstract(rest.to_owned())),
             "fifo" => Ok(Self::Fifo(rest.into())),
             "shm" => Ok(Self::Shm(rest.to_owned())),
+            "spin" => Ok(Self::Spin(rest.to_owned())),
             "mq" => Ok(Self::Mq(rest.to_owned())),
             "spawn" if rest.is_empty() => Ok(Self::Spawn(None)),
             "spawn" => Ok(Self::Spawn(Some(rest.parse().map_err(|e| format!("bad CPU in {s:?}: {e}"))?))),
@@ -83,6 +89,7 @@ impl fmt::Display for Endpoint {
             Self::Abstract(name) => write!(f, "abstract:{name}"),
             Self::Fifo(stem) => write!(f, "fifo:{}", stem.display()),
             Self::Shm(name) => write!(f, "shm:{name}"),
+            Self::Spin(name) => write!(f, "spin:{name}"),
             Self::Spawn(None) => write!(f, "spawn:"),
             Self::Spawn(Some(cpu)) => write!(f, "spawn:{cpu}"),
             Self::Mq(name) => write!(f, "mq:{name}"),
@@ -102,6 +109,7 @@ mod tests {
             "abstract:rpc-bench-1",
             "fifo:/tmp/x",
             "shm:rpc-bench-1",
+            "spin:rpc-bench-1",
             "spawn:",
             "spawn:1",
             "mq:rpc-bench-1",

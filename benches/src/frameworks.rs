@@ -79,9 +79,12 @@ pub async fn serve_tarpc(endpoint: &Endpoint) -> Result<(), BoxError> {
                 spawn_tarpc_stream(stream);
             }
         }
-        Endpoint::Abstract(_) | Endpoint::Fifo(_) | Endpoint::Spawn(_) | Endpoint::Shm(_) | Endpoint::Mq(_) => {
-            Err("tarpc is measured over TCP and Unix socket files only".into())
-        }
+        Endpoint::Abstract(_)
+        | Endpoint::Fifo(_)
+        | Endpoint::Spawn(_)
+        | Endpoint::Shm(_)
+        | Endpoint::Spin(_)
+        | Endpoint::Mq(_) => Err("tarpc is measured over TCP and Unix socket files only".into()),
     }
 }
 
@@ -146,7 +149,12 @@ pub async fn connect_tarpc(endpoint: &Endpoint) -> Result<Tarpc, BoxError> {
             let transport = tarpc::serde_transport::new(Framed::new(stream, codec()), Bincode::default());
             TarpcBenchClient::new(config, transport).spawn()
         }
-        Endpoint::Abstract(_) | Endpoint::Fifo(_) | Endpoint::Spawn(_) | Endpoint::Shm(_) | Endpoint::Mq(_) => {
+        Endpoint::Abstract(_)
+        | Endpoint::Fifo(_)
+        | Endpoint::Spawn(_)
+        | Endpoint::Shm(_)
+        | Endpoint::Spin(_)
+        | Endpoint::Mq(_) => {
             return Err(io::Error::new(io::ErrorKind::Unsupported, format!("tarpc over {endpoint}")).into())
         }
     };

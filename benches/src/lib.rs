@@ -9,7 +9,8 @@
 //!
 //! Options: `--quick`, `--reps N`, `--pin` (client and server on different CPUs), `--pin-same`
 //! (both on one CPU), `--only a,b` (transport names), `--json PATH` (default
-//! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`).
+//! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`), `--sweep-svg
+//! PATH` (the payload sweep's chart, default `target/bench/sweep.svg`).
 //!
 //! Each server is this binary re-executed as
 //! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N]`;
@@ -25,8 +26,14 @@
 //!
 //! Adding a transport is one entry in [`transports`]: its name, our address for it, the raw
 //! primitive to compare with (an `Endpoint`, see `endpoint.rs`; a new kind of primitive adds a
-//! variant there and a ping-pong in `raw.rs`), tarpc's endpoint if tarpc can run over the
-//! same primitive, and whether to run tarpc over our transport for it too (`tarpc_on_ours`).
+//! variant there and a ping-pong in `raw.rs`), optionally a second raw column for a layer of the
+//! transport's own (`ring`: the `shm` row's ring without the engine), tarpc's endpoint if tarpc
+//! can run over the same primitive, and whether to run tarpc over our transport for it too
+//! (`tarpc_on_ours`).
+//!
+//! Besides the fixed-size figures, every raw, ring and ours side runs a payload sweep (echoes of
+//! 64 B to 16 MiB, see `measure::SWEEP_SIZES`), and each repetition measures this machine's
+//! memcpy rate, which the `shm` 1 MiB echo is reported against.
 
 #[cfg(unix)]
 mod endpoint;
@@ -40,6 +47,8 @@ mod pin;
 mod raw;
 #[cfg(target_os = "linux")]
 mod raw_shm;
+#[cfg(target_os = "linux")]
+mod raw_spin;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
@@ -63,6 +72,11 @@ fn announce(addr: &dyn std::fmt::Display) {
     let _ = out.flush();
 }
 
+/// A raw server for a row: its endpoint for a server given a unique name, and how it is
+/// described in the output.
+#[cfg(unix)]
+pub type Primitive = (fn(&str) -> Endpoint, &'static str);
+
 /// One row of every table.
 #[cfg(unix)]
 pub struct Transport {
@@ -71,7 +85,10 @@ pub struct Transport {
     /// Our address for a server given a unique name (a path stem or socket name).
     pub ours: fn(&str) -> String,
     /// The bare OS primitive ours is compared with, and how it is described in the output.
-    pub raw: (fn(&str) -> Endpoint, &'static str),
+    pub raw: Primitive,
+    /// A second raw column between the primitive and ours, if the transport has a layer of its
+    /// own worth measuring without the engine (`shm`: our ring), and how it is described.
+    pub ring: Option<Primitive>,
     /// tarpc over the same primitive, if tarpc has a transport for it.
     pub tarpc: Option<fn(&str) -> Endpoint>,
     /// Also measure tarpc's engine over *our* transport for this row's address
@@ -108,6 +125,7 @@ pub fn transports() -> Vec<Transport> {
             name: "tcp",
             ours: |_| "tcp://127.0.0.1:0".to_owned(),
             raw: (|_| Endpoint::Tcp("127.0.0.1:0".to_owned()), "TCP over loopback, TCP_NODELAY"),
+            ring: None,
             tarpc: Some(|_| Endpoint::Tcp("127.0.0.1:0".to_owned())),
             spawned: false,
             tarpc_on_ours: true,
@@ -116,6 +134,7 @@ pub fn transports() -> Vec<Transport> {
             name: "local",
             ours: |name| format!("local://{name}"),
             raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
+            ring: None,
             tarpc: None,
             spawned: false,
             tarpc_on_ours: true,
@@ -125,9 +144,14 @@ pub fn transports() -> Vec<Transport> {
             name: "shm",
             ours: |name| format!("shm://{name}"),
             raw: (
-                |name| Endpoint::Shm(name.to_owned()),
-                "our shm:// transport's frames without the RPC engine (the ring is the primitive)",
+                |name| Endpoint::Spin(name.to_owned()),
+                "two processes spinning on atomics in a shared memfd mapping, a mailbox per direction \
+                 (no tokio, no ring, no framing; after 256 PAUSEs a waiter yields its CPU between checks)",
             ),
+            ring: Some((
+                |name| Endpoint::Shm(name.to_owned()),
+                "our shm:// transport's frames (ring, framing, wake-ups) without the RPC engine",
+            )),
             tarpc: None,
             tarpc_on_ours: true,
             spawned: false,
@@ -136,6 +160,7 @@ pub fn transports() -> Vec<Transport> {
             name: "unix",
             ours: |name| format!("unix://{}", sock_path(name).display()),
             raw: (|name| Endpoint::Unix(sock_path(name)), "Unix stream socket file"),
+            ring: None,
             tarpc: Some(|name| Endpoint::Unix(sock_path(name))),
             spawned: false,
             tarpc_on_ours: true,
@@ -147,6 +172,7 @@ pub fn transports() -> Vec<Transport> {
                 |name| Endpoint::Fifo(std::env::temp_dir().join(name)),
                 "a pair of named FIFOs (mkfifo), one per direction",
             ),
+            ring: None,
             tarpc: None,
             spawned: false,
             tarpc_on_ours: false,
@@ -155,6 +181,7 @@ pub fn transports() -> Vec<Transport> {
             name: "spawn",
             ours: spawn_ours,
             raw: (|_| Endpoint::Spawn(None), "the stdin/stdout pipes of a child process (this binary)"),
+            ring: None,
             tarpc: None,
             spawned: true,
             tarpc_on_ours: false,
@@ -167,6 +194,7 @@ pub fn transports() -> Vec<Transport> {
                 |name| Endpoint::Mq(name.to_owned()),
                 "a pair of POSIX message queues, 4 messages of 2 KiB (the shape mq:// gives a connection)",
             ),
+            ring: None,
             tarpc: None,
             spawned: false,
             tarpc_on_ours: true,

@@ -40,7 +40,30 @@ pub struct Config {
     pub raw_chunks: usize,
     /// Timed `add` calls beside a saturating stream of chunks.
     pub beside_calls: usize,
+    /// Untimed echoes before each payload size of the sweep ([`SWEEP_SIZES`]).
+    pub sweep_warmup: [usize; SWEEP_SIZES.len()],
+    /// Timed echoes at each payload size of the sweep: fewer at the large sizes, so each size
+    /// costs about the same time.
+    pub sweep_calls: [usize; SWEEP_SIZES.len()],
+    /// The largest payload of the sweep (smaller than the largest of [`SWEEP_SIZES`] skips the
+    /// sizes above it, for every side).
+    pub sweep_max: usize,
+    /// Timed copies of [`MEMCPY_SIZE`] bytes for the machine's memcpy rate.
+    pub memcpy_copies: usize,
 }
+
+impl Config {
+    /// The sweep's sizes this configuration runs, with their index in [`SWEEP_SIZES`].
+    pub fn sweep_sizes(&self) -> impl Iterator<Item = (usize, &usize)> + '_ {
+        SWEEP_SIZES.iter().enumerate().filter(|&(_, &size)| size <= self.sweep_max)
+    }
+}
+
+/// The payload sizes of the echo sweep, in bytes: 64 B, 4 KiB, 64 KiB, 1 MiB, 16 MiB.
+pub const SWEEP_SIZES: [usize; 5] = [64, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
+
+/// The buffer size of the memcpy measurement (larger than the caches, like the bulk echoes).
+pub const MEMCPY_SIZE: usize = 16 << 20;
 
 impl Config {
     /// The measuring mode.
@@ -55,6 +78,10 @@ impl Config {
             chunk_size: 64 << 10,
             raw_chunks: 2048,
             beside_calls: 2_000,
+            sweep_warmup: [200, 200, 50, 5, 1],
+            sweep_calls: [2_000, 2_000, 500, 100, 8],
+            sweep_max: usize::MAX,
+            memcpy_copies: 20,
         }
     }
 
@@ -70,6 +97,12 @@ impl Config {
             chunk_size: 64 << 10,
             raw_chunks: 4,
             beside_calls: 10,
+            // Up to 1 MiB: one 16 MiB echo per side would add about a second to --quick (half
+            // of what it took before the sweep), and a 16 MiB frame is the conformance tests' job.
+            sweep_warmup: [1, 1, 0, 0, 0],
+            sweep_calls: [5, 5, 2, 1, 1],
+            sweep_max: 1 << 20,
+            memcpy_copies: 3,
         }
     }
 }
@@ -124,6 +157,71 @@ pub struct StreamResult {
     pub beside: LatencyStats,
     /// What that stream moved meanwhile, MB/s: evidence that it did saturate the connection.
     pub beside_stream_mb_s: f64,
+}
+
+/// One payload size of the echo sweep.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepPoint {
+    /// Payload bytes of each echo (request and answer alike).
+    pub size: usize,
+    /// Timed echoes.
+    pub calls: usize,
+    /// Their round trips.
+    pub latency: LatencyStats,
+    /// MB/s of payload over the timed echoes, each echoed message counted once.
+    pub mb_s: f64,
+}
+
+impl SweepPoint {
+    /// The figures of `samples`, the round trips of consecutive echoes of `size` bytes.
+    pub fn from_samples(size: usize, samples: &mut [Duration]) -> Self {
+        let total: Duration = samples.iter().sum();
+        let calls = samples.len();
+        Self { size, calls, latency: LatencyStats::from_samples(samples), mb_s: mb_per_s(size, calls, total) }
+    }
+}
+
+/// The payload sweep over `client`: for each of [`SWEEP_SIZES`] (up to [`Config::sweep_max`]),
+/// warm-up echoes, then timed ones, each answer sent again (the loop allocates only what the
+/// framework does).
+pub async fn sweep<C: Probe>(client: &C, config: &Config) -> Result<Vec<SweepPoint>, BoxError> {
+    let mut points = Vec::with_capacity(SWEEP_SIZES.len());
+    for (i, &size) in config.sweep_sizes() {
+        let expected = vec![0x5au8; size];
+        let mut data = ByteBuf::from(expected.clone());
+        for _ in 0..config.sweep_warmup[i] {
+            data = client.echo(data).await?;
+        }
+        let mut samples = Vec::with_capacity(config.sweep_calls[i]);
+        for _ in 0..config.sweep_calls[i] {
+            let start = Instant::now();
+            data = client.echo(data).await?;
+            samples.push(start.elapsed());
+        }
+        if data.as_slice() != expected.as_slice() {
+            return Err(format!("the {size}-byte echo returned different bytes").into());
+        }
+        points.push(SweepPoint::from_samples(size, &mut samples));
+    }
+    Ok(points)
+}
+
+/// This machine's memcpy rate, MB/s: the median of `copies` copies of [`MEMCPY_SIZE`] bytes
+/// between two buffers faulted in beforehand.
+pub fn memcpy_mb_s(copies: usize) -> f64 {
+    let src = vec![0x5au8; MEMCPY_SIZE];
+    let mut dst = vec![0u8; MEMCPY_SIZE];
+    dst.copy_from_slice(&src);
+    let mut rates: Vec<f64> = (0..copies.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+            mb_per_s(MEMCPY_SIZE, 1, start.elapsed())
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }
 
 /// In-flight depths of the single-connection pipelined runs.
@@ -302,5 +400,14 @@ mod tests {
         let stats = LatencyStats::from_samples(&mut samples);
         assert_eq!(stats.median_us.round(), 51.0);
         assert_eq!(stats.p99_us.round(), 99.0);
+    }
+
+    #[test]
+    fn sweep_point_rate_counts_each_echo_once() {
+        let mut samples = vec![Duration::from_millis(1); 4];
+        let point = SweepPoint::from_samples(1_000_000, &mut samples);
+        assert_eq!((point.size, point.calls), (1_000_000, 4));
+        assert!((point.mb_s - 1000.0).abs() < 1e-6, "{}", point.mb_s);
+        assert!(memcpy_mb_s(1) > 0.0);
     }
 }

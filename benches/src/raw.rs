@@ -33,7 +33,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use crate::endpoint::{fifo_path, Endpoint};
-use crate::measure::{Config, LatencyStats};
+use crate::measure::{Config, LatencyStats, SweepPoint, SWEEP_SIZES};
 
 /// The bit of the size announcement that asks for one-way bulk (see the module documentation).
 pub const ONE_WAY: u64 = 1 << 63;
@@ -78,8 +78,16 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
         }
         #[cfg(target_os = "linux")]
         Endpoint::Shm(name) => crate::raw_shm::serve(name, || crate::announce(endpoint))?,
+        #[cfg(target_os = "linux")]
+        Endpoint::Spin(name) => {
+            let listener = bind_abstract(name)?;
+            crate::announce(endpoint);
+            crate::raw_spin::serve(listener)?;
+        }
         #[cfg(not(target_os = "linux"))]
-        Endpoint::Shm(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "shm:// is Linux only")),
+        Endpoint::Shm(_) | Endpoint::Spin(_) => {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "shared memory is Linux only here"))
+        }
         Endpoint::Spawn(_) => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "spawn: has no listener; see serve_stdio"))
         }
@@ -259,13 +267,14 @@ fn bind_abstract(_: &str) -> io::Result<UnixListener> {
 }
 
 #[cfg(target_os = "linux")]
-fn connect_abstract(name: &str) -> io::Result<UnixStream> {
+pub(crate) fn connect_abstract(name: &str) -> io::Result<UnixStream> {
     use std::os::linux::net::SocketAddrExt;
     UnixStream::connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn connect_abstract(_: &str) -> io::Result<UnixStream> {
+#[allow(dead_code)]
+pub(crate) fn connect_abstract(_: &str) -> io::Result<UnixStream> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "abstract Unix sockets are Linux-only"))
 }
 
@@ -427,7 +436,9 @@ mod mq {
     }
 }
 
-fn echo_loop<S: Read + Write>(mut stream: S) -> io::Result<()> {
+/// The raw server's side of a connection: reads the size announcement, then echoes messages of
+/// that size (or sends one-way bulk, see [`ONE_WAY`]) until the client hangs up.
+pub(crate) fn echo_loop<S: Read + Write>(mut stream: S) -> io::Result<()> {
     let mut size = [0u8; 8];
     stream.read_exact(&mut size)?;
     let size = u64::from_le_bytes(size);
@@ -479,8 +490,13 @@ fn connect(endpoint: &Endpoint, header: u64) -> io::Result<Box<dyn Stream>> {
         Endpoint::Spawn(cpu) => Box::new(SpawnClient::connect(*cpu)?),
         #[cfg(target_os = "linux")]
         Endpoint::Shm(name) => Box::new(crate::raw_shm::Client::connect(name)?),
+        // The mapping is sized from the announcement, which it then carries like any message.
+        #[cfg(target_os = "linux")]
+        Endpoint::Spin(name) => Box::new(crate::raw_spin::Spin::connect(name, header)?),
         #[cfg(not(target_os = "linux"))]
-        Endpoint::Shm(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "shm:// is Linux only")),
+        Endpoint::Shm(_) | Endpoint::Spin(_) => {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "shared memory is Linux only here"))
+        }
         #[cfg(target_os = "linux")]
         Endpoint::Mq(name) => Box::new(mq::Client::connect(name)?),
         #[cfg(not(target_os = "linux"))]
@@ -498,10 +514,13 @@ pub struct RawResult {
     pub bulk_mb_s: f64,
     /// One-way messages of [`Config::chunk_size`] from the server, MB/s of payload.
     pub one_way_mb_s: f64,
+    /// Echoes at each of [`SWEEP_SIZES`].
+    pub sweep: Vec<SweepPoint>,
 }
 
-/// Measures 16-byte round trips, then 1 MiB echoes, then one-way bulk in chunks, against a raw
-/// server at `endpoint`.
+/// Measures 16-byte round trips, then 1 MiB echoes, then one-way bulk in chunks, then the
+/// payload sweep (a connection per size, up to [`Config::sweep_max`]), against a raw server at
+/// `endpoint`.
 pub fn measure(endpoint: &Endpoint, config: &Config) -> io::Result<RawResult> {
     let mut stream = connect(endpoint, 16)?;
     let mut buf = [7u8; 16];
@@ -555,5 +574,28 @@ pub fn measure(endpoint: &Endpoint, config: &Config) -> io::Result<RawResult> {
     if chunk.iter().any(|&b| b != 0x5a) {
         return Err(io::Error::other("raw one-way bulk returned different bytes"));
     }
-    Ok(RawResult { latency, bulk_mb_s, one_way_mb_s })
+    drop(stream);
+
+    let mut sweep = Vec::with_capacity(SWEEP_SIZES.len());
+    for (i, &size) in config.sweep_sizes() {
+        let mut stream = connect(endpoint, size as u64)?;
+        let out = vec![0x5au8; size];
+        let mut back = vec![0u8; size];
+        for _ in 0..config.sweep_warmup[i] {
+            stream.write_all(&out)?;
+            stream.read_exact(&mut back)?;
+        }
+        let mut samples = Vec::with_capacity(config.sweep_calls[i]);
+        for _ in 0..config.sweep_calls[i] {
+            let start = Instant::now();
+            stream.write_all(&out)?;
+            stream.read_exact(&mut back)?;
+            samples.push(start.elapsed());
+        }
+        if back != out {
+            return Err(io::Error::other(format!("raw {size}-byte echo returned different bytes")));
+        }
+        sweep.push(SweepPoint::from_samples(size, &mut samples));
+    }
+    Ok(RawResult { latency, bulk_mb_s, one_way_mb_s, sweep })
 }

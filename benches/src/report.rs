@@ -1,5 +1,6 @@
-//! Collecting the figures of every repetition, and presenting them: tables on stdout, JSON and an
-//! SVG chart of latency per transport.
+//! Collecting the figures of every repetition, and presenting them: tables on stdout, JSON, an
+//! SVG chart of latency per transport, and an SVG chart of the payload sweep (echo latency
+//! against payload size, both on log scales, one line per transport and side).
 //!
 //! Every cell is the median over the repetitions with the min–max spread; ratios are taken
 //! between those medians.
@@ -8,6 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
+
+use crate::measure::{SweepPoint, MEMCPY_SIZE, SWEEP_SIZES};
 
 /// One figure of the output tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +112,8 @@ pub enum Target {
     AtMost(f64),
     /// Ours at least this fraction of raw.
     OfRaw(f64),
+    /// Ours (MB/s) at least this fraction of this machine's memcpy rate.
+    OfMemcpy(f64),
 }
 
 /// One goal checked against a run: `(transport, metric, target, ours' median, met)`, `met`
@@ -119,6 +124,7 @@ pub type GoalCheck = (&'static str, Metric, Target, Option<f64>, Option<bool>);
 pub const GOALS: &[(&str, Metric, Target)] = &[
     ("shm", Metric::StreamSmall, Target::AtLeast(5.0)),
     ("unix", Metric::StreamSmall, Target::AtLeast(2.0)),
+    ("shm", Metric::Bulk, Target::OfMemcpy(1.0 / 6.0)),
     ("tcp", Metric::StreamChunks, Target::OfRaw(0.7)),
     ("local", Metric::StreamChunks, Target::OfRaw(0.7)),
     ("unix", Metric::StreamChunks, Target::OfRaw(0.7)),
@@ -136,6 +142,7 @@ impl Target {
             Target::AtLeast(v) => format!("≥ {}", fmt_num(v)),
             Target::AtMost(v) => format!("≤ {}", fmt_num(v)),
             Target::OfRaw(f) => format!("≥ {:.0} % of raw", f * 100.0),
+            Target::OfMemcpy(f) => format!("≥ 1/{:.0} of memcpy", 1.0 / f),
         }
     }
 }
@@ -143,8 +150,12 @@ impl Target {
 /// Who produced a figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
-    /// The bare OS primitive.
+    /// The bare OS primitive (`shm`: two processes spinning on shared atomics).
     Raw,
+    /// The transport's own layer without the RPC engine, where a row has one (`shm`: our ring,
+    /// framing and wake-ups): between it and `Raw` is what the ring costs, between `Ours` and
+    /// it what the engine costs.
+    Ring,
     /// This framework.
     Ours,
     /// tarpc over its own serde transport.
@@ -155,15 +166,79 @@ pub enum Side {
 }
 
 impl Side {
-    const ALL: [Side; 4] = [Side::Raw, Side::Ours, Side::Tarpc, Side::TarpcOnOurs];
+    const ALL: [Side; 5] = [Side::Raw, Side::Ring, Side::Ours, Side::Tarpc, Side::TarpcOnOurs];
 
     fn key(self) -> &'static str {
         match self {
             Side::Raw => "raw",
+            Side::Ring => "ring",
             Side::Ours => "ours",
             Side::Tarpc => "tarpc",
             Side::TarpcOnOurs => "tarpc_on_ours",
         }
+    }
+
+    /// The column or row heading in the tables.
+    fn label(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Ring => "ring (no engine)",
+            Side::Ours => "ours",
+            Side::Tarpc => "tarpc",
+            Side::TarpcOnOurs => "tarpc-on-ours",
+        }
+    }
+}
+
+/// One figure of a payload-sweep point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepStat {
+    /// Echo round trip, median (µs).
+    Median,
+    /// Echo round trip, p99 (µs).
+    P99,
+    /// MB/s of payload.
+    Rate,
+}
+
+impl SweepStat {
+    const ALL: [SweepStat; 3] = [SweepStat::Median, SweepStat::P99, SweepStat::Rate];
+
+    fn key(self) -> &'static str {
+        match self {
+            SweepStat::Median => "median_us",
+            SweepStat::P99 => "p99_us",
+            SweepStat::Rate => "mb_s",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            SweepStat::Median => "Payload sweep: echo round trip by payload size, median (µs) — lower is better",
+            SweepStat::P99 => {
+                "Payload sweep: echo round trip, p99 (µs; of 50 echoes or fewer, the largest) — lower is better"
+            }
+            SweepStat::Rate => {
+                "Payload sweep: echo MB/s of payload (each echoed message counted once) — higher is better"
+            }
+        }
+    }
+
+    fn of(self, point: &SweepPoint) -> f64 {
+        match self {
+            SweepStat::Median => point.latency.median_us,
+            SweepStat::P99 => point.latency.p99_us,
+            SweepStat::Rate => point.mb_s,
+        }
+    }
+}
+
+/// `64 B`, `4 KiB`, `16 MiB`: a payload size in the sweep's headings.
+pub fn fmt_size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
     }
 }
 
@@ -206,12 +281,63 @@ pub struct Results {
     /// Wall time of the whole run, seconds (filled in at the end).
     pub elapsed_s: f64,
     values: HashMap<(&'static str, Metric, Side), Vec<f64>>,
+    /// Each repetition's sweep point per transport, side and payload size.
+    sweep: HashMap<(&'static str, Side, usize), Vec<SweepPoint>>,
+    /// Each repetition's memcpy rate, MB/s.
+    memcpy: Vec<f64>,
 }
 
 impl Results {
     /// No figures yet.
     pub fn new(transports: Vec<&'static str>, reps: usize, quick: bool, pinning: String, machine: String) -> Self {
-        Self { transports, reps, quick, pinning, machine, notes: Vec::new(), elapsed_s: 0.0, values: HashMap::new() }
+        Self {
+            transports,
+            reps,
+            quick,
+            pinning,
+            machine,
+            notes: Vec::new(),
+            elapsed_s: 0.0,
+            values: HashMap::new(),
+            sweep: HashMap::new(),
+            memcpy: Vec::new(),
+        }
+    }
+
+    /// Records one repetition's payload sweep of one side.
+    pub fn push_sweep(&mut self, transport: &'static str, side: Side, points: &[SweepPoint]) {
+        for point in points {
+            self.sweep.entry((transport, side, point.size)).or_default().push(*point);
+        }
+    }
+
+    /// Records one repetition's memcpy rate (MB/s).
+    pub fn push_memcpy(&mut self, mb_s: f64) {
+        self.memcpy.push(mb_s);
+    }
+
+    /// The memcpy rate over the repetitions.
+    pub fn memcpy(&self) -> Option<Summary> {
+        summarize(&self.memcpy)
+    }
+
+    /// The summary of one sweep figure, if it was measured.
+    pub fn get_sweep(&self, transport: &str, side: Side, size: usize, stat: SweepStat) -> Option<Summary> {
+        let key = self.sweep.keys().find(|(t, s, z)| *t == transport && *s == side && *z == size)?;
+        summarize(&self.sweep[key].iter().map(|p| stat.of(p)).collect::<Vec<_>>())
+    }
+
+    fn sweep_ratio(&self, transport: &str, size: usize, stat: SweepStat, other: Side) -> Option<f64> {
+        let ours = self.get_sweep(transport, Side::Ours, size, stat)?.median;
+        let other = self.get_sweep(transport, other, size, stat)?.median;
+        (other > 0.0).then(|| ours / other)
+    }
+
+    /// Ours' `metric` (MB/s) on `transport` as a fraction of the memcpy rate.
+    pub fn of_memcpy(&self, transport: &str, metric: Metric) -> Option<f64> {
+        let ours = self.get(transport, metric, Side::Ours)?.median;
+        let memcpy = self.memcpy()?.median;
+        (memcpy > 0.0).then(|| ours / memcpy)
     }
 
     /// Records one repetition's figure.
@@ -236,6 +362,7 @@ impl Results {
                     Target::AtLeast(v) => ours.map(|o| o >= v),
                     Target::AtMost(v) => ours.map(|o| o <= v),
                     Target::OfRaw(f) => self.ratio(t, m, Side::Raw).map(|r| r >= f),
+                    Target::OfMemcpy(f) => self.of_memcpy(t, m).map(|r| r >= f),
                 };
                 (t, m, target, ours, met)
             })
@@ -262,35 +389,58 @@ impl Results {
         for (what, note) in &self.notes {
             let _ = writeln!(out, "{what}: {note}");
         }
+        if let Some(m) = self.memcpy() {
+            let _ = writeln!(
+                out,
+                "memcpy: {} MB/s copying {} buffers (each repetition: the median of its copies; here the median of the repetitions [min–max])",
+                fmt_summary(m),
+                fmt_size(MEMCPY_SIZE)
+            );
+        }
         for metric in Metric::ALL {
             let better = if metric.lower_is_better() { "lower is better" } else { "higher is better" };
             let _ = writeln!(out, "\n## {} — {better}", metric.title());
             let _ = writeln!(
                 out,
-                "{:<10} {:>24} {:>24} {:>24} {:>24} {:>9} {:>10} {:>18}",
-                "transport", "raw", "ours", "tarpc", "tarpc-on-ours", "ours/raw", "ours/tarpc", "ours/tarpc-on-ours"
+                "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18}",
+                "transport",
+                "raw",
+                "ring (no engine)",
+                "ours",
+                "tarpc",
+                "tarpc-on-ours",
+                "ours/raw",
+                "ours/ring",
+                "ours/tarpc",
+                "ours/tarpc-on-ours"
             );
             for &t in &self.transports {
                 let cell = |side| self.get(t, metric, side).map_or_else(|| "—".to_owned(), fmt_summary);
                 let ratio = |side| self.ratio(t, metric, side).map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>24} {:>24} {:>24} {:>24} {:>9} {:>10} {:>18}",
+                    "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18}",
                     t,
                     cell(Side::Raw),
+                    cell(Side::Ring),
                     cell(Side::Ours),
                     cell(Side::Tarpc),
                     cell(Side::TarpcOnOurs),
                     ratio(Side::Raw),
+                    ratio(Side::Ring),
                     ratio(Side::Tarpc),
                     ratio(Side::TarpcOnOurs)
                 );
             }
         }
+        out += &self.sweep_tables();
         let _ = writeln!(out);
-        for (other, name) in
-            [(Side::Raw, "ours/raw"), (Side::Tarpc, "ours/tarpc"), (Side::TarpcOnOurs, "ours/tarpc-on-ours")]
-        {
+        for (other, name) in [
+            (Side::Raw, "ours/raw"),
+            (Side::Ring, "ours/ring"),
+            (Side::Tarpc, "ours/tarpc"),
+            (Side::TarpcOnOurs, "ours/tarpc-on-ours"),
+        ] {
             match self.slowest(other) {
                 Some((t, m, slowdown)) => {
                     let _ = writeln!(
@@ -316,6 +466,9 @@ impl Results {
                 Target::OfRaw(_) => {
                     self.ratio(t, m, Side::Raw).map_or_else(String::new, |r| format!(" = {:.0} % of raw", r * 100.0))
                 }
+                Target::OfMemcpy(_) => self.of_memcpy(t, m).map_or_else(String::new, |r| {
+                    format!(" = 1/{:.1} of memcpy ({} MB/s)", 1.0 / r, fmt_num(self.memcpy().map_or(0.0, |m| m.median)))
+                }),
                 _ => String::new(),
             };
             let verdict = match met {
@@ -326,6 +479,67 @@ impl Results {
             let _ = writeln!(out, "  {t:<6} {:<40} {} (goal {}): {verdict}", m.key(), ours + &ratio, target.describe());
         }
         let _ = writeln!(out, "total time: {:.1} s", self.elapsed_s);
+        out
+    }
+
+    /// The sweep's three tables (median, p99, MB/s): a row per transport and side, a column per
+    /// payload size, and ours' ratio to each raw side below them.
+    fn sweep_tables(&self) -> String {
+        let mut out = String::new();
+        if self.sweep.is_empty() {
+            return out;
+        }
+        for stat in SweepStat::ALL {
+            let _ = writeln!(out, "\n## {}", stat.title());
+            let _ = write!(out, "{:<10} {:<18}", "transport", "side");
+            for &size in &SWEEP_SIZES {
+                let _ = write!(out, " {:>20}", fmt_size(size));
+            }
+            let _ = writeln!(out);
+            for &t in &self.transports {
+                let measured = |side| SWEEP_SIZES.iter().any(|&z| self.get_sweep(t, side, z, stat).is_some());
+                for side in Side::ALL.into_iter().filter(|&side| measured(side)) {
+                    let _ = write!(out, "{t:<10} {:<18}", side.label());
+                    for &size in &SWEEP_SIZES {
+                        let cell = self.get_sweep(t, side, size, stat).map_or_else(|| "—".to_owned(), fmt_summary);
+                        let _ = write!(out, " {cell:>20}");
+                    }
+                    let _ = writeln!(out);
+                }
+                for other in [Side::Raw, Side::Ring].into_iter().filter(|&side| measured(side) && measured(Side::Ours))
+                {
+                    let _ = write!(out, "{t:<10} {:<18}", format!("ours/{}", other.key()));
+                    for &size in &SWEEP_SIZES {
+                        let r = self
+                            .sweep_ratio(t, size, stat, other)
+                            .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
+                        let _ = write!(out, " {r:>20}");
+                    }
+                    let _ = writeln!(out);
+                }
+            }
+        }
+        if let (Some(memcpy), Some(shm)) = (self.memcpy(), self.get("shm", Metric::Bulk, Side::Ours)) {
+            let _ = write!(
+                out,
+                "\nshm 1 MiB echo, ours: {} MB/s in the bulk table = 1/{:.1} of memcpy ({} MB/s, {} buffers; the goal's figure)",
+                fmt_num(shm.median),
+                memcpy.median / shm.median,
+                fmt_num(memcpy.median),
+                fmt_size(MEMCPY_SIZE)
+            );
+            // The sweep's 1 MiB point runs on a fresh connection, the bulk figure after the
+            // pipelined runs: both are shown, so a gap between them is visible.
+            if let Some(point) = self.get_sweep("shm", Side::Ours, 1 << 20, SweepStat::Rate) {
+                let _ = write!(
+                    out,
+                    "; {} MB/s in the sweep = 1/{:.1}",
+                    fmt_num(point.median),
+                    memcpy.median / point.median
+                );
+            }
+            let _ = writeln!(out);
+        }
         out
     }
 
@@ -364,6 +578,7 @@ impl Results {
                     row.insert(side.key().into(), value);
                 }
                 row.insert("ours_over_raw".into(), json!(self.ratio(t, m, Side::Raw)));
+                row.insert("ours_over_ring".into(), json!(self.ratio(t, m, Side::Ring)));
                 row.insert("ours_over_tarpc".into(), json!(self.ratio(t, m, Side::Tarpc)));
                 row.insert("ours_over_tarpc_on_ours".into(), json!(self.ratio(t, m, Side::TarpcOnOurs)));
                 rows.push(Value::Object(row));
@@ -377,6 +592,41 @@ impl Results {
                 json!({ "transport": t, "metric": m.key(), "goal": target.describe(), "ours": ours, "met": met })
             })
             .collect();
+        let summary = |s: Summary| json!({ "median": s.median, "min": s.min, "max": s.max });
+        let mut points = Vec::new();
+        for &t in &self.transports {
+            for side in Side::ALL {
+                for &size in &SWEEP_SIZES {
+                    let Some(reps) = self.sweep.get(&(t, side, size)) else { continue };
+                    let mut point = serde_json::Map::new();
+                    point.insert("transport".into(), json!(t));
+                    point.insert("side".into(), json!(side.key()));
+                    point.insert("payload_bytes".into(), json!(size));
+                    point.insert("calls".into(), json!(reps.iter().map(|p| p.calls).collect::<Vec<_>>()));
+                    for stat in SweepStat::ALL {
+                        let values: Vec<f64> = reps.iter().map(|p| stat.of(p)).collect();
+                        let mut cell = summarize(&values).map_or(Value::Null, summary);
+                        cell["reps"] = json!(values);
+                        point.insert(stat.key().into(), cell);
+                    }
+                    if side != Side::Ours {
+                        for stat in [SweepStat::Median, SweepStat::Rate] {
+                            let key = format!("ours_over_this_{}", stat.key());
+                            point.insert(key, json!(self.sweep_ratio(t, size, stat, side)));
+                        }
+                    }
+                    points.push(Value::Object(point));
+                }
+            }
+        }
+        let memcpy = self.memcpy().map_or(Value::Null, |m| {
+            json!({
+                "buffer_bytes": MEMCPY_SIZE,
+                "mb_s": summary(m),
+                "reps": self.memcpy,
+                "shm_bulk_1mib_echo_over_memcpy": self.of_memcpy("shm", Metric::Bulk),
+            })
+        });
         json!({
             "tool": "rpc-bench",
             "quick": self.quick,
@@ -387,6 +637,8 @@ impl Results {
             "elapsed_s": self.elapsed_s,
             "transports": self.transports,
             "rows": rows,
+            "sweep": { "sizes_bytes": SWEEP_SIZES, "points": points },
+            "memcpy": memcpy,
             "goals": goals,
         })
     }
@@ -398,8 +650,13 @@ impl Results {
         const LEFT: f64 = 130.0;
         const WIDTH: f64 = 900.0;
         const PLOT: f64 = 560.0;
-        let colors =
-            [(Side::Raw, "#9e9e9e"), (Side::Ours, "#1f77b4"), (Side::Tarpc, "#ff7f0e"), (Side::TarpcOnOurs, "#2ca02c")];
+        let colors = [
+            (Side::Raw, "#9e9e9e"),
+            (Side::Ring, "#8c564b"),
+            (Side::Ours, "#1f77b4"),
+            (Side::Tarpc, "#ff7f0e"),
+            (Side::TarpcOnOurs, "#2ca02c"),
+        ];
         // Scale to the largest median, not p99: one outlier p99 would flatten every bar.
         let scale_max = self
             .transports
@@ -455,7 +712,7 @@ impl Results {
 <rect width="100%" height="100%" fill="white"/>
 <text x="10" y="22" font-size="16" font-weight="bold">Round trip per transport (median bar, p99 tick), µs — lower is better</text>
 <text x="10" y="42" font-size="12">{} repetitions; pinning: {}{}</text>
-{body}<text x="10" y="{:.0}" font-size="11">grey: raw OS primitive, blue: ours, orange: tarpc, green: tarpc over our transport</text>
+{body}<text x="10" y="{:.0}" font-size="11">grey: raw OS primitive (shm: spinning on shared atomics), brown: shm ring without the engine, blue: ours, orange: tarpc, green: tarpc over our transport</text>
 </svg>
 "#,
             self.reps,
@@ -463,6 +720,169 @@ impl Results {
             if self.quick { "; QUICK mode, figures mean nothing" } else { "" },
             height - 10.0
         )
+    }
+
+    /// The payload sweep as a line chart: median echo round trip (log scale) against payload size
+    /// (log scale), one colour per transport; ours solid, the raw primitive dashed, the `shm`
+    /// ring without the engine dotted. Hovering a point shows its median, p99 and MB/s.
+    pub fn sweep_svg(&self) -> String {
+        const LEFT: f64 = 80.0;
+        const TOP: f64 = 70.0;
+        const PLOT_W: f64 = 620.0;
+        const PLOT_H: f64 = 420.0;
+        const WIDTH: f64 = 960.0;
+        const PALETTE: [&str; 10] = [
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf",
+        ];
+        let styles = [(Side::Ours, "", 2.5), (Side::Raw, "6 4", 1.5), (Side::Ring, "2 3", 1.5)];
+        let medians: Vec<f64> = self
+            .sweep
+            .keys()
+            .filter_map(|&(t, side, size)| self.get_sweep(t, side, size, SweepStat::Median))
+            .map(|s| s.median)
+            .filter(|&v| v > 0.0)
+            .collect();
+        let (lo, hi) = match (medians.iter().copied().reduce(f64::min), medians.iter().copied().reduce(f64::max)) {
+            (Some(min), Some(max)) => {
+                let (lo, hi) = (min.log10().floor(), max.log10().ceil());
+                (lo, if hi > lo { hi } else { lo + 1.0 })
+            }
+            _ => (0.0, 1.0),
+        };
+        let (first, last) = (SWEEP_SIZES[0] as f64, SWEEP_SIZES[SWEEP_SIZES.len() - 1] as f64);
+        let x = |size: usize| LEFT + (size as f64 / first).log2() / (last / first).log2() * PLOT_W;
+        let y = |us: f64| TOP + PLOT_H - (us.max(1e-12).log10() - lo) / (hi - lo) * PLOT_H;
+        let mut body = String::new();
+        // Grid and axis labels.
+        let mut decade = lo;
+        while decade <= hi {
+            let gy = y(10f64.powf(decade));
+            let _ = writeln!(
+                body,
+                r##"<line x1="{LEFT}" x2="{:.0}" y1="{gy:.1}" y2="{gy:.1}" stroke="#dddddd"/><text x="{:.0}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+                LEFT + PLOT_W,
+                LEFT - 6.0,
+                gy + 4.0,
+                fmt_decade_us(decade as i32)
+            );
+            decade += 1.0;
+        }
+        for &size in &SWEEP_SIZES {
+            let gx = x(size);
+            let _ = writeln!(
+                body,
+                r##"<line x1="{gx:.1}" x2="{gx:.1}" y1="{TOP}" y2="{:.0}" stroke="#dddddd"/><text x="{gx:.1}" y="{:.0}" font-size="11" text-anchor="middle">{}</text>"##,
+                TOP + PLOT_H,
+                TOP + PLOT_H + 16.0,
+                fmt_size(size)
+            );
+        }
+        let _ = writeln!(
+            body,
+            r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" stroke="black"/>
+<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="middle">payload per echo (log scale)</text>
+<text x="16" y="{:.0}" font-size="12" text-anchor="middle" transform="rotate(-90 16 {:.0})">echo round trip, median (log scale)</text>"##,
+            LEFT + PLOT_W / 2.0,
+            TOP + PLOT_H + 36.0,
+            TOP + PLOT_H / 2.0,
+            TOP + PLOT_H / 2.0
+        );
+        // One line per transport and side, a legend entry per transport.
+        let mut legend_y = TOP + 10.0;
+        for (i, &t) in self.transports.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let mut drawn = false;
+            for (side, dash, width) in styles {
+                let points: Vec<(usize, Summary)> = SWEEP_SIZES
+                    .iter()
+                    .filter_map(|&size| self.get_sweep(t, side, size, SweepStat::Median).map(|m| (size, m)))
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                drawn = true;
+                let path: Vec<String> =
+                    points.iter().map(|&(size, m)| format!("{:.1},{:.1}", x(size), y(m.median))).collect();
+                let _ = writeln!(
+                    body,
+                    r##"<polyline points="{}" fill="none" stroke="{color}" stroke-width="{width}" stroke-dasharray="{dash}"/>"##,
+                    path.join(" ")
+                );
+                for (size, m) in points {
+                    let p99 = self.get_sweep(t, side, size, SweepStat::P99).map_or(f64::NAN, |s| s.median);
+                    let rate = self.get_sweep(t, side, size, SweepStat::Rate).map_or(f64::NAN, |s| s.median);
+                    let _ = writeln!(
+                        body,
+                        r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{t} {}, {}: median {} µs, p99 {} µs, {} MB/s</title></circle>"##,
+                        x(size),
+                        y(m.median),
+                        side.label(),
+                        fmt_size(size),
+                        fmt_num(m.median),
+                        fmt_num(p99),
+                        fmt_num(rate)
+                    );
+                }
+            }
+            if drawn {
+                let lx = LEFT + PLOT_W + 30.0;
+                let _ = writeln!(
+                    body,
+                    r##"<line x1="{lx:.0}" x2="{:.0}" y1="{legend_y:.0}" y2="{legend_y:.0}" stroke="{color}" stroke-width="2.5"/><text x="{:.0}" y="{:.0}">{t}</text>"##,
+                    lx + 30.0,
+                    lx + 38.0,
+                    legend_y + 4.0
+                );
+                legend_y += 20.0;
+            }
+        }
+        legend_y += 10.0;
+        for (side, dash, width) in styles {
+            let lx = LEFT + PLOT_W + 30.0;
+            let what = match side {
+                Side::Ours => "ours (echo call)",
+                Side::Raw => "raw primitive",
+                _ => "shm ring, no engine",
+            };
+            let _ = writeln!(
+                body,
+                r##"<line x1="{lx:.0}" x2="{:.0}" y1="{legend_y:.0}" y2="{legend_y:.0}" stroke="black" stroke-width="{width}" stroke-dasharray="{dash}"/><text x="{:.0}" y="{:.0}" font-size="12">{what}</text>"##,
+                lx + 30.0,
+                lx + 38.0,
+                legend_y + 4.0
+            );
+            legend_y += 18.0;
+        }
+        let height = TOP + PLOT_H + 70.0;
+        let memcpy = self.memcpy().map_or_else(String::new, |m| {
+            format!("; memcpy {} MB/s ({} buffers)", fmt_num(m.median), fmt_size(MEMCPY_SIZE))
+        });
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="22" font-size="16" font-weight="bold">Echo round trip against payload size (median, both axes log scale) — lower is better</text>
+<text x="10" y="42" font-size="12">{} repetitions; pinning: {}{memcpy}{}</text>
+{body}<text x="10" y="{:.0}" font-size="11">raw: the bare OS primitive's echo (shm: a spinning shared-memory mailbox); each point's tooltip gives median, p99 and MB/s</text>
+</svg>
+"#,
+            self.reps,
+            // The first clause only ("none", "client on CPU 0, servers on CPU 1"): the tables
+            // carry the whole sentence.
+            xml_escape(self.pinning.split([':', '(']).next().unwrap_or_default().trim()),
+            if self.quick { "; QUICK mode, figures mean nothing" } else { "" },
+            height - 10.0
+        )
+    }
+}
+
+/// `0.1 µs`, `1 µs`, `10 ms`: a power of ten of microseconds, for the sweep chart's axis.
+fn fmt_decade_us(exp: i32) -> String {
+    match exp {
+        e if e < 0 => format!("{} µs", 10f64.powi(e)),
+        e if e < 3 => format!("{} µs", 10i64.pow(e as u32)),
+        e if e < 6 => format!("{} ms", 10i64.pow(e as u32 - 3)),
+        e => format!("{} s", 10i64.pow(e as u32 - 6)),
     }
 }
 
@@ -508,5 +928,37 @@ mod tests {
         assert_eq!(slowdown, 4.0);
         assert!(r.svg().starts_with("<svg"));
         assert_eq!(r.json()["rows"].as_array().unwrap().len(), Metric::ALL.len());
+    }
+
+    #[test]
+    fn sweep_and_memcpy_are_reported() {
+        use crate::measure::LatencyStats;
+        let mut r = Results::new(vec!["shm"], 1, true, "none".into(), "test".into());
+        let point = |size, median_us, mb_s| SweepPoint {
+            size,
+            calls: 3,
+            latency: LatencyStats { median_us, p99_us: median_us * 2.0 },
+            mb_s,
+        };
+        r.push_sweep("shm", Side::Ours, &[point(64, 2.0, 30.0), point(16 << 20, 8000.0, 2000.0)]);
+        r.push_sweep("shm", Side::Raw, &[point(64, 0.2, 300.0), point(16 << 20, 4000.0, 4000.0)]);
+        r.push_memcpy(12_000.0);
+        r.push("shm", Metric::Bulk, Side::Ours, 3_000.0);
+        assert_eq!(r.get_sweep("shm", Side::Ours, 64, SweepStat::P99).unwrap().median, 4.0);
+        assert_eq!(r.sweep_ratio("shm", 64, SweepStat::Median, Side::Raw), Some(10.0));
+        let tables = r.tables();
+        assert!(tables.contains("16 MiB") && tables.contains("ours/raw"), "{tables}");
+        assert!(tables.contains("3000 MB/s in the bulk table = 1/4.0 of memcpy"), "{tables}");
+        let goal = r.goals().into_iter().find(|g| matches!(g.2, Target::OfMemcpy(_))).unwrap();
+        assert_eq!(goal.4, Some(true));
+        let json = r.json();
+        assert_eq!(json["sweep"]["points"].as_array().unwrap().len(), 4);
+        assert_eq!(json["memcpy"]["shm_bulk_1mib_echo_over_memcpy"], 0.25);
+        let svg = r.sweep_svg();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.ends_with("</svg>\n"));
+        assert_eq!(fmt_size(64), "64 B");
+        assert_eq!(fmt_size(16 << 20), "16 MiB");
+        assert_eq!(fmt_decade_us(-1), "0.1 µs");
+        assert_eq!(fmt_decade_us(4), "10 ms");
     }
 }

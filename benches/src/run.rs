@@ -10,13 +10,13 @@ use tokio::task::LocalSet;
 
 use crate::endpoint::Endpoint;
 use crate::frameworks::{self, OURS_ENCODING, TARPC_ENCODING, TARPC_ON_OURS_ENCODING};
-use crate::measure::{self, Config, FrameworkResult};
-use crate::report::{Metric, Results, Side};
+use crate::measure::{self, Config, FrameworkResult, SweepPoint, MEMCPY_SIZE, SWEEP_SIZES};
+use crate::report::{fmt_size, Metric, Results, Side};
 use crate::service::BoxError;
 use crate::{pin, raw, transports};
 
 const USAGE: &str =
-    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--only tcp,unix,...] [--json PATH] [--svg PATH]";
+    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]";
 
 struct Args {
     quick: bool,
@@ -26,6 +26,7 @@ struct Args {
     only: Option<Vec<String>>,
     json: PathBuf,
     svg: PathBuf,
+    sweep_svg: PathBuf,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> {
@@ -37,6 +38,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> 
         only: None,
         json: "target/bench/results.json".into(),
         svg: "target/bench/latency.svg".into(),
+        sweep_svg: "target/bench/sweep.svg".into(),
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
@@ -48,6 +50,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> 
             "--only" => parsed.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--json" => parsed.json = value()?.into(),
             "--svg" => parsed.svg = value()?.into(),
+            "--sweep-svg" => parsed.sweep_svg = value()?.into(),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -248,6 +251,9 @@ fn client(args: Args) -> Result<(), BoxError> {
     }
     for t in &selected {
         results.notes.push((format!("raw {}", t.name), format!("{}, blocking 16-byte ping-pong", t.raw.1)));
+        if let Some((_, ring)) = t.ring {
+            results.notes.push((format!("ring {}", t.name), format!("{ring}, blocking 16-byte ping-pong")));
+        }
     }
     results.notes.push((
         "counts".into(),
@@ -273,10 +279,34 @@ fn client(args: Args) -> Result<(), BoxError> {
             config.chunk_size >> 10
         ),
     ));
+    let sweep_counts: Vec<String> = config
+        .sweep_sizes()
+        .map(|(i, &size)| format!("{} {}+{}", fmt_size(size), config.sweep_warmup[i], config.sweep_calls[i]))
+        .collect();
+    results.notes.push((
+        "sweep".into(),
+        format!(
+            "echo(ByteBuf) for ours, the raw echo for raw and ring; ours on one connection, raw and ring on one per size; \
+             warm-up + timed echoes per size: {}{}; every frame fits the default max_frame_len (32 MiB), so no limit is raised",
+            sweep_counts.join(", "),
+            if config.sweep_max < SWEEP_SIZES[SWEEP_SIZES.len() - 1] { " (--quick stops at 1 MiB)" } else { "" }
+        ),
+    ));
+    results.notes.push((
+        "memcpy".into(),
+        format!(
+            "the client copies a {} buffer into another {} times per repetition (both faulted in first), on the client's CPU; the median copy is the repetition's figure",
+            fmt_size(MEMCPY_SIZE),
+            config.memcpy_copies
+        ),
+    ));
     eprintln!("rpc-bench: {} repetition(s) over {:?}; {}", reps, results.transports, results.pinning);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for rep in 1..=reps {
+        let memcpy = measure::memcpy_mb_s(config.memcpy_copies);
+        eprintln!("[{rep}/{reps}] memcpy of {}: {memcpy:.0} MB/s", fmt_size(MEMCPY_SIZE));
+        results.push_memcpy(memcpy);
         for t in &selected {
             let tag = format!("[{rep}/{reps}] {:<6}", t.name);
 
@@ -299,14 +329,17 @@ fn client(args: Args) -> Result<(), BoxError> {
             };
             let r = raw::measure(&endpoint, &config).map_err(|e| format!("{tag} raw: {e}"))?;
             server.map(ServerProcess::stop).transpose()?;
-            eprintln!(
-                "{tag} raw           : round trip {:.1} µs median, {:.1} µs p99; 1 MiB echo {:.0} MB/s; one-way 64 KiB {:.0} MB/s",
-                r.latency.median_us, r.latency.p99_us, r.bulk_mb_s, r.one_way_mb_s
-            );
-            results.push(t.name, Metric::LatencyMedian, Side::Raw, r.latency.median_us);
-            results.push(t.name, Metric::LatencyP99, Side::Raw, r.latency.p99_us);
-            results.push(t.name, Metric::Bulk, Side::Raw, r.bulk_mb_s);
-            results.push(t.name, Metric::StreamChunks, Side::Raw, r.one_way_mb_s);
+            record_raw(&mut results, &tag, t.name, Side::Raw, &r);
+
+            if let Some((ring, _)) = t.ring {
+                let endpoint = ring(&unique_name());
+                let server = ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?
+                    .with_queues(endpoint.queues());
+                let r = raw::measure(&Endpoint::parse(&server.addr)?, &config)
+                    .map_err(|e| format!("{tag} ring (no engine): {e}"))?;
+                server.stop()?;
+                record_raw(&mut results, &tag, t.name, Side::Ring, &r);
+            }
 
             let mut addr = (t.ours)(&unique_name());
             let server = if t.spawned {
@@ -325,8 +358,13 @@ fn client(args: Args) -> Result<(), BoxError> {
             let r = runtime
                 .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
                 .map_err(|e| format!("{tag} ours: {e}"))?;
+            // On a connection of its own, so the sweep starts without the streams' leftovers.
+            let sweep = runtime
+                .block_on(LocalSet::new().run_until(async { measure::sweep(&connect().await?, &config).await }))
+                .map_err(|e| format!("{tag} ours sweep: {e}"))?;
             server.map(ServerProcess::stop).transpose()?;
             record(&mut results, &tag, t.name, Side::Ours, &r);
+            record_sweep(&mut results, &tag, t.name, Side::Ours, &sweep);
 
             if let Some(tarpc) = t.tarpc {
                 let endpoint = tarpc(&unique_name());
@@ -361,7 +399,8 @@ fn client(args: Args) -> Result<(), BoxError> {
     print!("{}", results.tables());
     write_file(&args.json, serde_json::to_string_pretty(&results.json())? + "\n")?;
     write_file(&args.svg, results.svg())?;
-    eprintln!("rpc-bench: wrote {} and {}", args.json.display(), args.svg.display());
+    write_file(&args.sweep_svg, results.sweep_svg())?;
+    eprintln!("rpc-bench: wrote {}, {} and {}", args.json.display(), args.svg.display(), args.sweep_svg.display());
     Ok(())
 }
 
@@ -374,6 +413,34 @@ fn server_files(addr: &str) -> Vec<PathBuf> {
 /// The connect queue our server creates for an `mq://` address, for cleanup (as above).
 fn server_queues(addr: &str) -> Vec<String> {
     addr.strip_prefix("mq://").map(|name| format!("/{name}")).into_iter().collect()
+}
+
+/// Records a raw side (the primitive, or the ring without the engine).
+fn record_raw(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &raw::RawResult) {
+    let name = if side == Side::Ring { "ring (no engine)" } else { "raw" };
+    eprintln!(
+        "{tag} {name:<13} : round trip {:.2} µs median, {:.2} µs p99; 1 MiB echo {:.0} MB/s; one-way 64 KiB {:.0} MB/s",
+        r.latency.median_us, r.latency.p99_us, r.bulk_mb_s, r.one_way_mb_s
+    );
+    results.push(transport, Metric::LatencyMedian, side, r.latency.median_us);
+    results.push(transport, Metric::LatencyP99, side, r.latency.p99_us);
+    results.push(transport, Metric::Bulk, side, r.bulk_mb_s);
+    results.push(transport, Metric::StreamChunks, side, r.one_way_mb_s);
+    record_sweep(results, tag, transport, side, &r.sweep);
+}
+
+fn record_sweep(results: &mut Results, tag: &str, transport: &'static str, side: Side, sweep: &[SweepPoint]) {
+    let name = match side {
+        Side::Ours => "ours",
+        Side::Ring => "ring (no engine)",
+        _ => "raw",
+    };
+    let points: Vec<String> = sweep
+        .iter()
+        .map(|p| format!("{} {:.1} µs/{:.0} MB/s", fmt_size(p.size), p.latency.median_us, p.mb_s))
+        .collect();
+    eprintln!("{tag} {name:<13} : sweep (median, MB/s) {}", points.join("; "));
+    results.push_sweep(transport, side, sweep);
 }
 
 fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side, r: &FrameworkResult) {

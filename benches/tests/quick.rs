@@ -1,6 +1,7 @@
-//! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ours, tarpc,
-//! tarpc-on-ours) must work end to end and produce figures, the streaming rows included.
-//! Nothing is asserted about speed (nor whether a goal is met).
+//! Runs `rpc-bench --quick` as CI does: every transport and every side (raw, ring, ours, tarpc,
+//! tarpc-on-ours) must work end to end and produce figures, the streaming rows, the payload
+//! sweep and the memcpy rate included. Nothing is asserted about speed (nor whether a goal is
+//! met).
 
 #![cfg(unix)]
 
@@ -12,12 +13,15 @@ fn quick_mode_measures_every_path() {
     std::fs::create_dir_all(&dir).unwrap();
     let json_path = dir.join("results.json");
     let svg_path = dir.join("latency.svg");
+    let sweep_svg_path = dir.join("sweep.svg");
     let child = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
         .arg("--quick")
         .arg("--json")
         .arg(&json_path)
         .arg("--svg")
         .arg(&svg_path)
+        .arg("--sweep-svg")
+        .arg(&sweep_svg_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,7 +53,7 @@ fn quick_mode_measures_every_path() {
             if !row["raw"].is_null() {
                 assert!(positive(&row["raw"]), "{transport}: zero raw figure in {row}");
             }
-            for side in ["tarpc", "tarpc_on_ours"] {
+            for side in ["ring", "tarpc", "tarpc_on_ours"] {
                 if !row[side].is_null() {
                     assert!(positive(&row[side]), "{transport}: zero {side} figure in {row}");
                 }
@@ -94,8 +98,41 @@ fn quick_mode_measures_every_path() {
             "{transport}: no tarpc-on-ours figures"
         );
     }
-    let svg = std::fs::read_to_string(&svg_path).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
+    // The payload sweep: every side at every size up to 1 MiB (--quick leaves out 16 MiB) on
+    // every transport, the ring on the shm row.
+    let sizes: Vec<u64> =
+        json["sweep"]["sizes_bytes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(sizes, [64, 4 << 10, 64 << 10, 1 << 20, 16 << 20]);
+    let points = json["sweep"]["points"].as_array().unwrap();
+    let point = |transport: &str, side: &str, size: u64| {
+        points.iter().find(|p| p["transport"] == transport && p["side"] == side && p["payload_bytes"] == size)
+    };
+    for transport in &transports {
+        for &size in sizes.iter().filter(|&&size| size <= 1 << 20) {
+            for side in ["raw", "ours"] {
+                let p =
+                    point(transport, side, size).unwrap_or_else(|| panic!("{transport}: no {side} sweep at {size} B"));
+                for stat in ["median_us", "p99_us", "mb_s"] {
+                    assert!(positive(&p[stat]), "{transport}: {stat} of {p}");
+                }
+            }
+        }
+    }
+    if transports.contains(&"shm") {
+        assert!(point("shm", "ring", 64).is_some_and(|p| positive(&p["median_us"])), "no ring sweep on shm");
+        let shm_latency = rows.iter().find(|r| r["transport"] == "shm" && r["metric"] == "latency_median_us").unwrap();
+        assert!(positive(&shm_latency["raw"]) && positive(&shm_latency["ring"]), "shm raw/ring: {shm_latency}");
+        assert!(
+            goals.iter().any(|g| g["transport"] == "shm" && g["goal"].as_str().unwrap().contains("memcpy")),
+            "no memcpy goal in {goals:?}"
+        );
+    }
+    assert!(positive(&json["memcpy"]["mb_s"]), "no memcpy rate: {}", json["memcpy"]);
+    assert!(stdout.contains("Payload sweep"), "no sweep tables printed:\n{stdout}");
+    for path in [&svg_path, &sweep_svg_path] {
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{}", path.display());
+    }
     // Every socket file the servers of this run created is gone.
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
