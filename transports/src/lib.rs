@@ -13,7 +13,7 @@
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
 //! | `fifo:///dir/name` | named FIFOs: a connect FIFO at the path (mode 0600), a private FIFO pair per connection, unlinked as soon as both sides opened it (see the `fifo` module notes below) | same machine, file permissions | Unix |
 //! | `spawn:/path/to/program?arg1&arg2` | a child process started by `connect`, spoken to over its stdin/stdout pipes; the parent owns its lifetime. Arguments are `&`-separated and %-decoded; a bare program name is looked up in `PATH`. See [`spawn`] for the child's side and the rules | the parent and its child | Unix |
-//! | `mq://name` | POSIX message queues: a connect queue `/name` (mode 0600), a private queue pair per connection, unlinked as soon as both sides opened it; frames larger than one message are split; a peer that dies is noticed through a pidfd (see the `mq` module notes below) | same machine, same user | Linux |
+//! | `mq://name` | POSIX message queues: a connect queue `/name` (mode 0600), a private queue pair per connection, unlinked as soon as both sides opened it; the framed byte stream goes in messages (frames larger than one message span several); a peer that dies is noticed through a pidfd (see the `mq` module notes below) | same machine, same user | Linux |
 //! | `mem://name` | in-process channels | same process | all |
 //!
 //! `fifo://`: many clients may connect at once; each writes one 64-byte connect record into the

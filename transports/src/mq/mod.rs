@@ -1,6 +1,6 @@
 //! `mq://name`: POSIX message queues (Linux). The listener owns a well-known *connect queue*
 //! `/name`; each connection gets a *private pair* of queues, one per direction, which carry
-//! frames split into messages (see [`conn`] for the message format and liveness).
+//! the framed byte stream in messages (see [`conn`] for the message format and liveness).
 //!
 //! # The handshake
 //!
@@ -37,7 +37,7 @@
 //! of the user, in every process), and the number of queues (`queues_max`, 256 by default). The
 //! limits are read at run time and each private queue is created with the first of [`SHAPES`]
 //! that fits them and the remaining budget (at least 2 messages: one is always kept free for the
-//! connection's end, see [`conn`]); frames larger than one message are split. Errors name the
+//! connection's end, see [`conn`]); frames larger than one message span several. Errors name the
 //! limit that was hit.
 //!
 //! # What can be left behind
