@@ -95,6 +95,7 @@ mod rendezvous;
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
+mod spin;
 mod tcp;
 #[cfg(unix)]
 mod unix;

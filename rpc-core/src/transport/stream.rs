@@ -27,7 +27,7 @@ use crate::wire::LengthDelimited;
 /// Frames up to this size are copied into the coalescing buffer; larger ones are queued as is.
 const COALESCE_MAX: usize = 16 * 1024;
 /// At most this many queued chunks go into one vectored write (well under every `IOV_MAX`).
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 32;
 
 /// Wraps the two halves of a byte stream as frame halves with the given maximum frame length.
 pub fn framed<R, W>(read: R, write: W, max_frame_len: usize) -> (StreamSender<W>, StreamReceiver<R>)
@@ -118,6 +118,18 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
         Poll::Ready(Ok(()))
     }
 
+    /// Queues `head` (a length prefix, or what is left of it) and then `body`.
+    fn enqueue(&mut self, head: &[u8], body: Bytes) {
+        self.coalesce.put_slice(head);
+        self.queued += head.len() + body.len();
+        if body.len() <= COALESCE_MAX {
+            self.coalesce.put_slice(&body);
+        } else {
+            self.seal_coalesced();
+            self.queue.push_back(body);
+        }
+    }
+
     fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.write_queued(|io, slices| Pin::new(io).poll_write_vectored(cx, slices))
     }
@@ -133,22 +145,33 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
 
     fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
         let prefix = self.codec.prefix(frame.len())?;
-        self.coalesce.put_slice(&prefix);
-        self.queued += prefix.len() + frame.len();
-        if frame.len() <= COALESCE_MAX {
-            self.coalesce.put_slice(&frame);
-        } else {
-            self.seal_coalesced();
-            self.queue.push_back(frame);
-        }
-        if let Some(try_write) = self.try_write {
+        let Some(try_write) = self.try_write else {
+            self.enqueue(&prefix, frame);
+            return Ok(());
+        };
+        if !self.queue.is_empty() || !self.coalesce.is_empty() {
+            // Frames before this one wait: they leave first.
+            self.enqueue(&prefix, frame);
             let written = self.write_queued(|io, slices| match try_write(io, slices) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
                 other => Poll::Ready(other),
             });
-            if let Poll::Ready(Err(e)) = written {
-                return Err(e);
-            }
+            return match written {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        }
+        // Nothing waits: write straight from the frame, and queue only what did not fit.
+        let n = match try_write(&mut self.io, &[IoSlice::new(&prefix), IoSlice::new(&frame)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        self.written += n as u64;
+        if n < prefix.len() {
+            self.enqueue(&prefix[n..], frame);
+        } else if n < prefix.len() + frame.len() {
+            self.enqueue(&[], frame.slice(n - prefix.len()..));
         }
         Ok(())
     }
@@ -281,5 +304,77 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut a, &[10, 0, 0, 0, 1, 2]).await.unwrap();
         drop(a);
         assert_eq!(recv(&mut rx).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A sink that takes at most `room` bytes until the test gives it more.
+    #[derive(Default)]
+    struct Tight {
+        out: Vec<u8>,
+        room: usize,
+    }
+
+    impl Tight {
+        fn try_write(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for slice in slices {
+                let take = slice.len().min(self.room - n);
+                self.out.extend_from_slice(&slice[..take]);
+                n += take;
+            }
+            self.room -= n;
+            Ok(n)
+        }
+    }
+
+    impl AsyncWrite for Tight {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            match self.get_mut().try_write(&[IoSlice::new(buf)]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn write_through_writes_what_fits_at_once_and_keeps_the_order() {
+        let codec = LengthDelimited::new(1 << 20);
+        let mut tx = StreamSender::new(Tight { room: 6, ..Tight::default() }, codec).write_through(Tight::try_write);
+        let frames: Vec<Bytes> = vec![
+            Bytes::from_static(b"ab"),   // 6 bytes: fits exactly
+            Bytes::from_static(b"cdef"), // nothing fits: all queued
+            Bytes::from(vec![9u8; 20_000]),
+            Bytes::new(),
+        ];
+        tx.start_send(frames[0].clone()).unwrap();
+        assert_eq!((tx.unsent_len(), tx.bytes_written()), (0, 6), "written straight from the frame");
+        tx.start_send(frames[1].clone()).unwrap();
+        assert_eq!(tx.unsent_len(), 8);
+        tx.get_mut().room = 10;
+        tx.start_send(frames[2].clone()).unwrap();
+        assert_eq!((tx.unsent_len(), tx.bytes_written()), (8 + 20_004 - 10, 16), "queued frames first");
+        tx.get_mut().room = usize::MAX / 2;
+        tx.start_send(frames[3].clone()).unwrap();
+        assert_eq!(tx.unsent_len(), 0);
+        // Cut short inside a prefix: the rest of it is queued before the frame.
+        tx.get_mut().room = 2;
+        tx.start_send(Bytes::from_static(b"xyz")).unwrap();
+        assert_eq!(tx.unsent_len(), 5);
+        tx.get_mut().room = usize::MAX / 2;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(tx.poll_flush(&mut cx).is_ready());
+        let mut buf = BytesMut::from(&tx.get_ref().out[..]);
+        for frame in frames.iter().chain([&Bytes::from_static(b"xyz")]) {
+            assert_eq!(&codec.decode(&mut buf).unwrap().unwrap(), frame);
+        }
+        assert!(buf.is_empty());
     }
 }
