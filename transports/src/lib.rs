@@ -95,6 +95,7 @@ mod rendezvous;
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod spin;
 mod tcp;
 #[cfg(unix)]

@@ -4,17 +4,13 @@
 //! (one per direction) carrying whole frames as [`Bytes`] (no copy, no framing) and hands the
 //! server's end to the listener. Each direction is bounded by the bytes queued in it, not by a
 //! frame count, so that backpressure means the same as on a socket: `poll_ready` is pending
-//! while more than [`HIGH_WATER`] bytes wait for the peer to read them. A receiver with nothing
-//! to read polls for a frame for up to [`SPIN`] (adaptive, see [`crate::spin`]) before its task
-//! sleeps: the peer is another task of this process, usually on another thread, and waking a
-//! sleeping thread costs more than the call.
+//! while more than [`HIGH_WATER`] bytes wait for the peer to read them.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -23,13 +19,10 @@ use rpc_core::wire::FrameTooLarge;
 use tokio::sync::mpsc;
 
 use crate::options::TransportOptions;
-use crate::spin::{Spin, Spun};
 
 /// Connections a listener may hold before it accepts them; `connect` fails beyond that, as a
 /// socket's backlog would.
 const BACKLOG: usize = 1024;
-/// How long a receiver polls for a frame before its task sleeps (see [`crate::spin`]).
-const SPIN: Duration = Duration::from_micros(50);
 /// What a frame costs on top of its bytes, so that a flood of empty frames is bounded too.
 const FRAME_COST: usize = 64;
 
@@ -150,10 +143,7 @@ impl Ends {
 fn channel() -> (MemSender, MemReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let flow = Arc::new(Flow::default());
-    (
-        MemSender { tx: Some(tx), flow: Arc::clone(&flow), max_frame_len: 0 },
-        MemReceiver { rx, flow, max_frame_len: 0, spin: Spin::new(SPIN) },
-    )
+    (MemSender { tx: Some(tx), flow: Arc::clone(&flow), max_frame_len: 0 }, MemReceiver { rx, flow, max_frame_len: 0 })
 }
 
 /// Shared by the two ends of one direction.
@@ -229,36 +219,11 @@ struct MemReceiver {
     rx: mpsc::UnboundedReceiver<Bytes>,
     flow: Arc<Flow>,
     max_frame_len: usize,
-    spin: Spin,
-}
-
-impl MemReceiver {
-    /// The next frame, polling for one for a while before the task sleeps: the peer is
-    /// usually another thread of this process that answers within microseconds, and waking
-    /// a sleeping thread would cost more than the whole call.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        loop {
-            if let Poll::Ready(frame) = self.rx.poll_recv(cx) {
-                self.spin.done();
-                return Poll::Ready(frame);
-            }
-            // Counted before the frame is sent: non-zero means a frame is on its way.
-            match self.spin.spin(|| self.flow.queued.load(Ordering::Relaxed) > 0) {
-                Spun::Ready => {}
-                Spun::Yield => {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                // The channel has our waker (registered by `poll_recv` above).
-                Spun::Spent => return Poll::Pending,
-            }
-        }
-    }
 }
 
 impl FrameReceiver for MemReceiver {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        let Some(frame) = ready!(self.poll_frame(cx)) else {
+        let Some(frame) = ready!(self.rx.poll_recv(cx)) else {
             // Every sender is gone (closed or dropped) and the queue is drained.
             return Poll::Ready(Ok(None));
         };

@@ -1,7 +1,7 @@
 //! Polling for a peer in another thread or process before sleeping: waking a sleeping thread
 //! across cores costs tens of microseconds here, while polling for a few microseconds first
-//! catches an answer from a busy peer in well under one. Used by the transports whose peer
-//! publishes without a system call (`shm://` rings, `mem://` channels).
+//! catches an answer from a busy peer in well under one. Used by `shm://`, whose peer publishes
+//! without a system call.
 //!
 //! The spin happens inside `poll_*`, in the task that needs the bytes (a handoff through another
 //! thread would cost the same tens of microseconds), in slices of a few microseconds: between
