@@ -4,7 +4,10 @@
 //! works like tokio-util's codecs: it returns `Ok(None)` until a whole frame is buffered, and it
 //! rejects an announced length above the maximum *before* reserving anything, so a peer cannot
 //! make us allocate what its prefix claims. While a frame is arriving, the buffer grows with the
-//! bytes actually received, at most [`MAX_RESERVE_STEP`] ahead of them.
+//! bytes actually received: at most [`MAX_RESERVE_STEP`] ahead of them, or as many bytes as
+//! have arrived, whichever is more. (Growing a large frame 64 KiB at a time copied it over and
+//! over; growing it by what arrived keeps the copies to about one frame, and a peer still cannot
+//! make us hold more than twice what it sent.)
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -75,14 +78,15 @@ impl LengthDelimited {
     }
 
     /// How many bytes to reserve in `buf` before the next read: enough for the rest of the frame
-    /// being received, but never more than [`MAX_RESERVE_STEP`] (the buffer then grows as bytes
-    /// actually arrive), and never based on a length above the maximum.
+    /// being received, but never more than [`MAX_RESERVE_STEP`] or the bytes already in `buf`,
+    /// whichever is larger (the buffer then grows as bytes actually arrive, geometrically for a
+    /// large frame), and never based on a length above the maximum.
     pub fn reserve_hint(&self, buf: &BytesMut) -> usize {
         let missing = match self.announced(buf) {
             Ok(Some(len)) => (LENGTH_PREFIX_LEN + len).saturating_sub(buf.len()),
             _ => LENGTH_PREFIX_LEN,
         };
-        missing.clamp(4096, MAX_RESERVE_STEP)
+        missing.clamp(4096, MAX_RESERVE_STEP.max(buf.len()))
     }
 
     fn announced(&self, buf: &[u8]) -> Result<Option<usize>, FrameTooLarge> {
@@ -155,6 +159,10 @@ mod tests {
         let mut small = BytesMut::from(&10u32.to_le_bytes()[..]);
         small.extend_from_slice(b"abc");
         assert_eq!(codec.reserve_hint(&small), 4096);
+        // With 1 MiB of a 16 MiB frame in, up to as much again: growth by doubling, never more.
+        let mut half = BytesMut::from(&(16u32 * 1024 * 1024).to_le_bytes()[..]);
+        half.resize(1 << 20, 0);
+        assert_eq!(codec.reserve_hint(&half), 1 << 20);
     }
 
     proptest! {
@@ -181,7 +189,7 @@ mod tests {
             let codec = LengthDelimited::new(256);
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = codec.decode(&mut buf) {}
-            prop_assert!(codec.reserve_hint(&buf) <= MAX_RESERVE_STEP);
+            prop_assert!(codec.reserve_hint(&buf) <= MAX_RESERVE_STEP.max(buf.len()));
         }
     }
 }
