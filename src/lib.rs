@@ -74,7 +74,7 @@
 
 mod options;
 
-pub use bytes::Bytes;
+pub use rpc_core::bytes::Bytes;
 pub use options::ClientOptions;
 pub use rpc_core::client::{CallOptions, Client, Streaming};
 pub use rpc_core::context::{self, CallContext};

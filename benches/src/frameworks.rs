@@ -21,7 +21,7 @@ use crate::service::{
 };
 
 /// What each framework puts on the wire, printed with the results.
-pub const OURS_ENCODING: &str = "postcard (the rpc wire format), bulk argument serde_bytes::ByteBuf";
+pub const OURS_ENCODING: &str = "postcard (the rpc wire format), bulk argument rpc::Bytes (received without a copy)";
 /// See [`OURS_ENCODING`].
 pub const TARPC_ENCODING: &str =
     "tarpc 0.37 serde transport, bincode 1 via tokio-serde, LengthDelimitedCodec, bulk argument serde_bytes::ByteBuf, TCP_NODELAY set";

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_bytes::ByteBuf;
 
 use crate::service::{BoxError, Items, Probe};
 
@@ -188,7 +187,7 @@ pub async fn sweep<C: Probe>(client: &C, config: &Config) -> Result<Vec<SweepPoi
     let mut points = Vec::with_capacity(SWEEP_SIZES.len());
     for (i, &size) in config.sweep_sizes() {
         let expected = vec![0x5au8; size];
-        let mut data = ByteBuf::from(expected.clone());
+        let mut data = C::Payload::from(expected.clone());
         for _ in 0..config.sweep_warmup[i] {
             data = client.echo(data).await?;
         }
@@ -198,7 +197,7 @@ pub async fn sweep<C: Probe>(client: &C, config: &Config) -> Result<Vec<SweepPoi
             data = client.echo(data).await?;
             samples.push(start.elapsed());
         }
-        if data.as_slice() != expected.as_slice() {
+        if data.as_ref() != expected.as_slice() {
             return Err(format!("the {size}-byte echo returned different bytes").into());
         }
         points.push(SweepPoint::from_samples(size, &mut samples));
@@ -375,7 +374,7 @@ async fn throughput<C: Probe>(clients: &[C], depth: usize, duration: Duration) -
 }
 
 async fn bulk<C: Probe>(client: &C, config: &Config) -> Result<f64, BoxError> {
-    let mut data = ByteBuf::from(vec![0x5au8; config.bulk_size]);
+    let mut data = C::Payload::from(vec![0x5au8; config.bulk_size]);
     // Warm-up echo; afterwards each answer is sent again, so the loop allocates only what the
     // frameworks allocate themselves.
     data = client.echo(data).await?;
@@ -384,7 +383,7 @@ async fn bulk<C: Probe>(client: &C, config: &Config) -> Result<f64, BoxError> {
         data = client.echo(data).await?;
     }
     let elapsed = start.elapsed();
-    if data.len() != config.bulk_size || data.iter().any(|&b| b != 0x5a) {
+    if data.as_ref().len() != config.bulk_size || data.as_ref().iter().any(|&b| b != 0x5a) {
         return Err("echo returned different bytes".into());
     }
     Ok(mb_per_s(config.bulk_size, config.bulk_calls, elapsed))

@@ -286,7 +286,7 @@ fn client(args: Args) -> Result<(), BoxError> {
     results.notes.push((
         "sweep".into(),
         format!(
-            "echo(ByteBuf) for ours, the raw echo for raw and ring; ours on one connection, raw and ring on one per size; \
+            "echo(rpc::Bytes) for ours, the raw echo for raw and ring; ours on one connection, raw and ring on one per size; \
              warm-up + timed echoes per size: {}{}; every frame fits the default max_frame_len (32 MiB), so no limit is raised",
             sweep_counts.join(", "),
             if config.sweep_max < SWEEP_SIZES[SWEEP_SIZES.len() - 1] { " (--quick stops at 1 MiB)" } else { "" }

@@ -32,8 +32,8 @@ pub type Items = LocalBoxStream<'static, Result<usize, BoxError>>;
 pub trait Bench {
     /// Adds two numbers.
     async fn add(&self, a: i64, b: i64) -> i64;
-    /// Returns its argument.
-    async fn echo(&self, data: ByteBuf) -> ByteBuf;
+    /// Returns its argument (received without a copy out of the request, see `rpc::Bytes`).
+    async fn echo(&self, data: rpc::Bytes) -> rpc::Bytes;
     /// `n` 16-byte items (`u64::MAX`: until the caller drops the stream), all ready at once, so
     /// the stream runs as fast as the engine and the transport move them.
     async fn small_items(&self, n: u64) -> rpc::Stream<SmallItem>;
@@ -51,7 +51,7 @@ impl Bench for BenchImpl {
         a.wrapping_add(b)
     }
 
-    async fn echo(&self, data: ByteBuf) -> ByteBuf {
+    async fn echo(&self, data: rpc::Bytes) -> rpc::Bytes {
         data
     }
 
@@ -95,10 +95,12 @@ impl TarpcBench for TarpcImpl {
 /// What the measurement loops need from a client: cheap to clone (a handle on one
 /// connection), and the calls. Errors are boxed only on the failure path.
 pub trait Probe: Clone + 'static {
+    /// The framework's own type for a byte payload (what its users would write).
+    type Payload: From<Vec<u8>> + AsRef<[u8]>;
     /// `a + b` computed by the server.
     fn add(&self, a: i64, b: i64) -> impl Future<Output = Result<i64, BoxError>>;
     /// `data` sent to the server and back.
-    fn echo(&self, data: ByteBuf) -> impl Future<Output = Result<ByteBuf, BoxError>>;
+    fn echo(&self, data: Self::Payload) -> impl Future<Output = Result<Self::Payload, BoxError>>;
     /// An endless server stream of 16-byte items, or `None` if the framework has no streams.
     fn small_items(&self) -> impl Future<Output = Result<Option<Items>, BoxError>> {
         async { Ok(None) }
@@ -115,11 +117,13 @@ pub trait Probe: Clone + 'static {
 pub struct Ours(pub BenchClient);
 
 impl Probe for Ours {
+    type Payload = rpc::Bytes;
+
     async fn add(&self, a: i64, b: i64) -> Result<i64, BoxError> {
         Ok(self.0.add(a, b).await?)
     }
 
-    async fn echo(&self, data: ByteBuf) -> Result<ByteBuf, BoxError> {
+    async fn echo(&self, data: rpc::Bytes) -> Result<rpc::Bytes, BoxError> {
         Ok(self.0.echo(data).await?)
     }
 
@@ -142,6 +146,8 @@ impl Probe for Ours {
 pub struct Tarpc(pub TarpcBenchClient);
 
 impl Probe for Tarpc {
+    type Payload = ByteBuf;
+
     async fn add(&self, a: i64, b: i64) -> Result<i64, BoxError> {
         Ok(self.0.add(context::current(), a, b).await?)
     }

@@ -525,12 +525,11 @@ async fn within<T>(
 fn decode_answer<R: DeserializeOwned>(
     service: &ServiceDescriptor,
     method: &MethodDescriptor,
-    frame: &[u8],
+    frame: &Bytes,
 ) -> Result<R, RpcError> {
     match wire::decode(frame) {
-        Ok(Frame::ResponseOk { payload, .. }) => {
-            wire::decode_value(payload).map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name)))
-        }
+        Ok(Frame::ResponseOk { payload, .. }) => crate::bytes::decoding_from(frame, || wire::decode_value(payload))
+            .map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name))),
         Ok(Frame::ResponseErr { error, .. }) => Err(remote_error(service, method, error)),
         Ok(other) => Err(RpcError::Protocol(format!("expected a response, got {}", frame_name(&other)))),
         Err(e) => Err(RpcError::Protocol(e.to_string())),
@@ -976,6 +975,17 @@ mod tests {
         let now = Instant::now();
         assert_eq!(options.call_options.deadline_from(now), Some(now + timeout));
         assert_eq!(options.call_options.deadline_from(deadline), Some(deadline));
+    }
+
+    #[test]
+    fn a_byte_payload_in_an_answer_shares_the_frame() {
+        static METHOD: MethodDescriptor = MethodDescriptor { name: "m", id: 1, signature: "() -> Bytes" };
+        static SERVICE: ServiceDescriptor = ServiceDescriptor { name: "S", methods: &[] };
+        let payload = crate::bytes::Bytes::from(vec![9u8; 8192]);
+        let frame = wire::ResponsePayload::encode(&payload).unwrap().into_frame(3);
+        let answer: crate::bytes::Bytes = decode_answer(&SERVICE, &METHOD, &frame).unwrap();
+        assert_eq!(answer, payload);
+        assert!(frame.as_ptr_range().contains(&answer.as_ptr()), "the answer was copied out of its frame");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bytes;
 pub mod client;
 pub mod context;
 pub mod descriptor;

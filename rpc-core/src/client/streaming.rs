@@ -241,9 +241,8 @@ impl<T: DeserializeOwned> FuturesStream for Streaming<T> {
                 return Poll::Ready(None);
             }
             if let Some(cursor) = &mut this.current {
-                if let Some(item) = cursor.next_item() {
-                    let item = wire::decode_value::<T>(item)
-                        .map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
+                if let Some(item) = cursor.next_item::<T>() {
+                    let item = item.map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
                     if item.is_err() {
                         this.finish();
                     }

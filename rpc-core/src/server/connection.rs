@@ -386,7 +386,7 @@ async fn read_loop(
             }
             Ok(Frame::Request { header, args }) => {
                 match permit.or_else(|| Arc::clone(permits).try_acquire_owned().ok()) {
-                    Some(permit) => conn.start_call(header, args, permit).await,
+                    Some(permit) => conn.start_call(header, &frame, args, permit).await,
                     // At the limit while streams run: reading on is what keeps those streams
                     // going, so a new call is refused instead of waiting for a permit.
                     None => {
@@ -489,14 +489,23 @@ impl Conn {
         }
     }
 
-    /// Starts one call: polls it once here and moves it to its own task only if it must wait.
-    async fn start_call(self: &Arc<Self>, header: RequestHeader, args: &[u8], permit: OwnedSemaphorePermit) {
+    /// Starts one call (its `args` are part of `frame`): polls it once here and moves it to its
+    /// own task only if it must wait.
+    async fn start_call(
+        self: &Arc<Self>,
+        header: RequestHeader,
+        frame: &Bytes,
+        args: &[u8],
+        permit: OwnedSemaphorePermit,
+    ) {
         let id = header.id;
         let mut setup = CallSetup::new(id, self.stream_window, &self.out);
-        // Decoding runs user `Deserialize` impls, which may panic.
-        let dispatch =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(header.method, args, &mut setup)))
-                .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
+        // Decoding runs user `Deserialize` impls, which may panic. Byte payloads among the
+        // arguments share `frame` (see `crate::bytes`).
+        let dispatch = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::bytes::decoding_from(frame, || self.service.call(header.method, args, &mut setup))
+        }))
+        .unwrap_or_else(|panic| Err(RemoteError::Panic(panic_message(&*panic))));
         let inbox = setup.take_inbox();
         let timeout = header.timeout_us.map(Duration::from_micros);
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));

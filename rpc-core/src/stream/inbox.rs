@@ -176,8 +176,8 @@ impl<T: DeserializeOwned> FuturesStream for Incoming<T> {
                 return Poll::Ready(None);
             }
             if let Some(cursor) = &mut this.current {
-                if let Some(item) = cursor.next_item() {
-                    match wire::decode_value::<T>(item) {
+                if let Some(item) = cursor.next_item::<T>() {
+                    match item {
                         Ok(item) => return Poll::Ready(Some(item)),
                         Err(e) => {
                             this.done = true;

@@ -218,15 +218,39 @@ impl Cursor {
         Cursor { frame, pos: crate::wire::STREAM_ITEMS_HEADER_LEN }
     }
 
-    /// The next item's bytes; `None` after the last.
-    pub(crate) fn next_item(&mut self) -> Option<&[u8]> {
+    /// The next item, decoded (byte payloads in it share the frame, see [`crate::bytes`]);
+    /// `None` after the last.
+    pub(crate) fn next_item<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, postcard::Error>> {
         let (item, next) = crate::wire::item_at(&self.frame, self.pos)?;
         self.pos = next;
-        Some(item)
+        Some(crate::bytes::decoding_from(&self.frame, || crate::wire::decode_value(item)))
     }
 
     /// The frame's length, the credit it used.
     pub(crate) fn frame_len(&self) -> usize {
         self.frame.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+    use crate::bytes::Bytes;
+
+    #[test]
+    fn byte_items_share_their_frame() {
+        let mut writer = crate::wire::ItemsWriter::new(1);
+        writer.push(&Bytes::from(vec![1u8; 1000])).unwrap();
+        writer.push(&Bytes::from(vec![2u8; 3])).unwrap();
+        let frame = bytes::Bytes::from(writer.finish());
+        let mut cursor = Cursor::new(frame.clone());
+        let long: Bytes = cursor.next_item().unwrap().unwrap();
+        let short: Bytes = cursor.next_item().unwrap().unwrap();
+        assert!(cursor.next_item::<Bytes>().is_none());
+        assert_eq!(long, vec![1u8; 1000]);
+        assert_eq!(short, vec![2u8; 3]);
+        let inside = frame.as_ptr_range();
+        assert!(inside.contains(&long.as_ptr()), "a long item was copied out of its frame");
+        assert!(!inside.contains(&short.as_ptr()), "a short item shares its frame");
     }
 }
