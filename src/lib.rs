@@ -74,8 +74,8 @@
 
 mod options;
 
-pub use rpc_core::bytes::Bytes;
 pub use options::ClientOptions;
+pub use rpc_core::bytes::Bytes;
 pub use rpc_core::client::{CallOptions, Client, Streaming};
 pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};

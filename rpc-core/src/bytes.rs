@@ -249,8 +249,7 @@ mod tests {
     fn a_payload_decoded_from_its_frame_shares_it() {
         let payload = vec![7u8; 4096];
         let frame = encoded(&(1u32, Bytes::from(payload.clone()), 2u32));
-        let (a, data, b): (u32, Bytes, u32) =
-            decoding_from(&frame, || crate::wire::decode_value(&frame)).unwrap();
+        let (a, data, b): (u32, Bytes, u32) = decoding_from(&frame, || crate::wire::decode_value(&frame)).unwrap();
         assert_eq!((a, b), (1, 2));
         assert_eq!(data, payload);
         let inside = frame.as_ptr_range();

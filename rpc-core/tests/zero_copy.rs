@@ -47,7 +47,8 @@ async fn a_byte_argument_shares_the_received_frame() {
         assert_eq!(answer, (true, sum), "{len} bytes");
     }
     // Shorter ones are copied (so they do not keep a frame alive).
-    let answer: (bool, u64) = client.call(inspect, &(Bytes::from(vec![1u8; SHARE_MIN - 1]),), &CallOptions::new()).await.unwrap();
+    let answer: (bool, u64) =
+        client.call(inspect, &(Bytes::from(vec![1u8; SHARE_MIN - 1]),), &CallOptions::new()).await.unwrap();
     assert_eq!(answer, (false, SHARE_MIN as u64 - 1));
     drop(client);
     server.await.unwrap();

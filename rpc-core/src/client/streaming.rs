@@ -242,7 +242,8 @@ impl<T: DeserializeOwned> FuturesStream for Streaming<T> {
             }
             if let Some(cursor) = &mut this.current {
                 if let Some(item) = cursor.next_item::<T>() {
-                    let item = item.map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
+                    let item = item
+                        .map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
                     if item.is_err() {
                         this.finish();
                     }
