@@ -76,13 +76,15 @@ mod options;
 
 pub use options::ClientOptions;
 pub use rpc_core::bytes::Bytes;
-pub use rpc_core::client::{CallOptions, Client, Streaming};
+pub use rpc_core::client::{CallOptions, Client, Request, Streaming};
 pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
+pub use rpc_core::layer;
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
 pub use rpc_core::stream::{Stream, StreamClosed, StreamSender};
+pub use rpc_core::telemetry::{self, ServerStats};
 /// Also at [`transport::PeerCredentials`]: kept here because a handler reads it from
 /// [`CallContext::peer_credentials`].
 pub use rpc_core::transport::PeerCredentials;

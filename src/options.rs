@@ -88,6 +88,15 @@ impl ClientOptions {
         self
     }
 
+    /// Sends each call's trace context with its request, so the server's call span names the
+    /// client's as its parent (see the README, "Logging and tracing"). Default `false`.
+    /// (See [`rpc_core::client::ClientOptions::propagate_trace_context`].)
+    #[must_use]
+    pub fn propagate_trace_context(mut self, propagate: bool) -> Self {
+        self.client = self.client.propagate_trace_context(propagate);
+        self
+    }
+
     /// The options of the transport the address names: the frame limit, the permissions of
     /// local endpoints, the `shm://` rings. Default [`TransportOptions::new`].
     #[must_use]

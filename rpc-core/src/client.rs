@@ -22,6 +22,7 @@
 //! answers of the other calls on the same connection until it is polled again or dropped.
 
 mod streaming;
+mod tower_service;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -39,13 +40,16 @@ use crate::error::{CallError, RpcError};
 use crate::outbound::SharedSender;
 use crate::stream::flow::{RecvWindow, SendWindow};
 use crate::stream::EncodedStream;
+use crate::telemetry;
 use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
 use crate::wire::{
     self, Frame, Hello, HelloReply, MethodSignature, RemoteError, RequestHeader, Route, MIN_STREAM_WINDOW,
     PROTOCOL_VERSION,
 };
+use tracing::Instrument;
 
 pub use streaming::Streaming;
+pub use tower_service::Request;
 
 /// How many frames the reader handles in one poll before yielding to the runtime.
 const READ_BUDGET: usize = 64;
@@ -74,6 +78,7 @@ pub struct ClientOptions {
     handshake_timeout: Duration,
     stream_window: u32,
     call_options: CallOptions,
+    propagate_trace_context: bool,
 }
 
 impl Default for ClientOptions {
@@ -82,6 +87,7 @@ impl Default for ClientOptions {
             handshake_timeout: Duration::from_secs(10),
             stream_window: wire::DEFAULT_STREAM_WINDOW,
             call_options: CallOptions::new(),
+            propagate_trace_context: false,
         }
     }
 }
@@ -132,6 +138,17 @@ impl ClientOptions {
     #[must_use]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_options = self.call_options.timeout(timeout);
+        self
+    }
+
+    /// Sends each call's trace context with its request (24 bytes more per request), so the
+    /// server's call span names this client's call span as its parent (see
+    /// [`crate::telemetry`]). Needs a server of this version or newer: an older one closes the
+    /// connection at the first call, as for any frame it does not know. Default `false`: requests
+    /// carry nothing for tracing.
+    #[must_use]
+    pub fn propagate_trace_context(mut self, propagate: bool) -> Self {
+        self.propagate_trace_context = propagate;
         self
     }
 }
@@ -233,6 +250,8 @@ struct Inner {
     peer_window: u32,
     /// What a typed client's calls start with.
     call_options: CallOptions,
+    /// Whether requests carry a trace context.
+    propagate_trace_context: bool,
 }
 
 struct Inbound {
@@ -297,7 +316,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, RpcError> {
         let Connection { mut sender, mut receiver, info } = conn;
-        let ClientOptions { handshake_timeout, stream_window, call_options } = options;
+        let ClientOptions { handshake_timeout, stream_window, call_options, propagate_trace_context } = options;
         let hello = Hello {
             service: service.name.to_owned(),
             methods: service
@@ -363,6 +382,7 @@ impl Client {
                 stream_window,
                 peer_window,
                 call_options,
+                propagate_trace_context,
             }),
         })
     }
@@ -418,12 +438,19 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started } = self.prepare(method, args, options);
+        let call_span = span.clone();
         async move {
-            let (id, frame) = request?;
-            let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
-            decode_answer(inner.service, method, &answer)
+            let result = async {
+                let (id, frame) = request?;
+                let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
+                decode_answer(inner.service, method, &answer)
+            }
+            .await;
+            telemetry::client_call_finished(&call_span, started, &result);
+            result
         }
+        .instrument(span)
     }
 
     /// What every call does before its future runs: fixes the deadline and encodes the request.
@@ -435,8 +462,31 @@ impl Client {
     ) -> Prepared {
         let started = Instant::now();
         let deadline = options.deadline_from(started);
-        let request = self.encode_request(method, args, deadline, started);
-        Prepared { inner: Arc::clone(&self.inner), request, deadline }
+        let info = &self.inner.info;
+        let span = tracing::debug_span!(
+            "rpc.client.call",
+            service = self.inner.service.name,
+            method = method.name,
+            call_id = tracing::field::Empty,
+            transport = info.transport,
+            peer = %info.peer,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
+        let trace = self.inner.propagate_trace_context.then(telemetry::new_trace_context);
+        let request = self.encode_request(method, args, deadline, started, trace);
+        if !span.is_disabled() {
+            if let Ok((id, _)) = &request {
+                span.record("call_id", id);
+            }
+            if let Some(trace) = trace {
+                span.record("trace_id", telemetry::trace_id_hex(trace.trace_id));
+                span.record("span_id", telemetry::span_id_hex(trace.span_id));
+            }
+        }
+        Prepared { inner: Arc::clone(&self.inner), request, deadline, span, started }
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
@@ -461,11 +511,12 @@ impl Client {
         args: &A,
         deadline: Option<Instant>,
         now: Instant,
+        trace: Option<wire::TraceContext>,
     ) -> Result<(u64, Bytes), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         // The server gets the time left, not our clock's reading: clocks of two hosts differ.
         let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
-        let frame = wire::encode_request(RequestHeader { id, method: method.id, timeout_us }, args)
+        let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
             .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
         let max = self.inner.info.max_frame_len;
         if frame.len() > max {
@@ -480,6 +531,9 @@ struct Prepared {
     inner: Arc<Inner>,
     request: Result<(u64, Bytes), RpcError>,
     deadline: Option<Instant>,
+    /// The call's span (`rpc.client.call`), disabled unless a subscriber wants it.
+    span: tracing::Span,
+    started: Instant,
 }
 
 /// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart.
@@ -552,6 +606,7 @@ fn remote_error(service: &ServiceDescriptor, method: &MethodDescriptor, error: R
         RemoteError::Panic(message) => RpcError::RemotePanic { message },
         RemoteError::Overloaded => RpcError::Overloaded,
         RemoteError::ResponseTooLarge { size, max } => RpcError::FrameTooLarge { size, max },
+        RemoteError::Rejected(message) => RpcError::Rejected { message },
     }
 }
 

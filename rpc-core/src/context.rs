@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::transport::{ConnectionInfo, PeerCredentials};
+use crate::wire::TraceContext;
 
 tokio::task_local! {
     static CURRENT: CallContext;
@@ -40,6 +41,7 @@ pub struct CallContext {
     id: u64,
     method: u32,
     deadline: Option<Instant>,
+    trace: Option<TraceContext>,
 }
 
 impl CallContext {
@@ -94,8 +96,21 @@ impl CallContext {
         self.method
     }
 
-    pub(crate) fn new(connection: Arc<ConnectionInfo>, id: u64, method: u32, deadline: Option<Instant>) -> Self {
-        CallContext { connection, id, method, deadline }
+    /// The caller's trace context, if its client propagates one
+    /// ([`ClientOptions::propagate_trace_context`](crate::client::ClientOptions::propagate_trace_context)).
+    /// Calls this handler makes with a propagating client continue the same trace.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        self.trace
+    }
+
+    pub(crate) fn new(
+        connection: Arc<ConnectionInfo>,
+        id: u64,
+        method: u32,
+        deadline: Option<Instant>,
+        trace: Option<TraceContext>,
+    ) -> Self {
+        CallContext { connection, id, method, deadline, trace }
     }
 
     /// Makes `self` current while `future` is polled.
@@ -116,7 +131,7 @@ mod tests {
             2,
             Some(3),
         ))));
-        let ctx = CallContext::new(info, 9, 4, None);
+        let ctx = CallContext::new(info, 9, 4, None, None);
         let seen = ctx
             .scope(async {
                 tokio::task::yield_now().await;

@@ -78,6 +78,13 @@ pub enum RpcError {
     /// The server refused the call because it is at its limit.
     #[error("server overloaded")]
     Overloaded,
+    /// A server middleware layer (see `Server::layer`) refused the call, e.g. an auth layer; the
+    /// message is the layer's error.
+    #[error("call rejected by the server: {message}")]
+    Rejected {
+        /// The layer's error, as text.
+        message: String,
+    },
     /// An I/O error from the transport or while connecting.
     #[error("I/O error: {0}")]
     Io(#[source] Arc<io::Error>),

@@ -17,10 +17,12 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layer;
 mod outbound;
 pub mod server;
 pub mod service;
 pub mod stream;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;
 
@@ -29,3 +31,4 @@ pub use context::CallContext;
 pub use error::{CallError, RpcError};
 pub use server::{Server, ServerOptions};
 pub use stream::{Stream, StreamSender};
+pub use telemetry::ServerStats;

@@ -11,6 +11,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
@@ -25,6 +28,7 @@ use crate::stream::inbox::CreditReturn;
 use crate::stream::pump::{Pump, PumpError};
 use crate::stream::{Cursor, EncodedStream};
 use crate::wire::{self, Frame, Route};
+use tracing::Instrument;
 
 impl Client {
     /// Calls a method that returns a stream; `outgoing` is its stream argument, if it takes
@@ -41,52 +45,16 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         T: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started } = self.prepare(method, args, options);
+        let call_span = span.clone();
         async move {
-            let (id, frame) = request?;
-            let opened = within(deadline, async {
-                let mut call = PendingCall::register(&inner, id, outgoing.is_some(), true)?;
-                let seq = call.enqueue(frame).await?;
-                if let Some(outgoing) = outgoing {
-                    call.start_pump(outgoing);
-                }
-                let head = call.head(seq).await?;
-                Ok((call.into_parts(), head))
-            })
-            .await;
-            let (pump, (route, head)) = opened?;
-            let mut streaming = Streaming {
-                inner,
-                id,
-                method,
-                current: None,
-                done: false,
-                removed: false,
-                deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
-                credit: CreditReturn::default(),
-                pump,
-                _item: PhantomData,
-            };
-            let head = match (route, wire::decode(&head)) {
-                (Route::Response, Ok(Frame::ResponseOk { payload, .. })) => {
-                    wire::decode_value::<()>(payload).map_err(|_| {
-                        RpcError::Protocol(format!("the head of the stream of `{}` has a payload", method.name))
-                    })
-                }
-                (Route::Response, Ok(Frame::ResponseErr { error, .. })) => {
-                    Err(remote_error(streaming.inner.service, method, error))
-                }
-                _ => Err(RpcError::Protocol(format!("the stream of `{}` began without its head", method.name))),
-            };
-            match head {
-                Ok(()) => Ok(streaming),
-                Err(e) => {
-                    // The call is over; nothing to cancel.
-                    streaming.done = true;
-                    Err(e)
-                }
-            }
+            let opened = open_streaming(inner, method, request, outgoing, deadline).await;
+            // The span covers the opening of the call, until the server's handler returned
+            // its stream.
+            crate::telemetry::client_call_finished(&call_span, started, &opened);
+            opened
         }
+        .instrument(span)
     }
 
     /// Calls a method that takes a stream argument (`outgoing`) and answers with one value.
@@ -118,6 +86,56 @@ impl Client {
         E: DeserializeOwned + 'static,
     {
         split_app(self.call_sending::<A, Result<T, E>>(method, args, outgoing, options))
+    }
+}
+
+/// The part of [`Client::call_streaming`] its span measures: the request, up to the stream's head.
+async fn open_streaming<T: DeserializeOwned + 'static>(
+    inner: Arc<Inner>,
+    method: &'static MethodDescriptor,
+    request: Result<(u64, Bytes), RpcError>,
+    outgoing: Option<EncodedStream>,
+    deadline: Option<Instant>,
+) -> Result<Streaming<T>, RpcError> {
+    let (id, frame) = request?;
+    let opened = within(deadline, async {
+        let mut call = PendingCall::register(&inner, id, outgoing.is_some(), true)?;
+        let seq = call.enqueue(frame).await?;
+        if let Some(outgoing) = outgoing {
+            call.start_pump(outgoing);
+        }
+        let head = call.head(seq).await?;
+        Ok((call.into_parts(), head))
+    })
+    .await;
+    let (pump, (route, head)) = opened?;
+    let mut streaming = Streaming {
+        inner,
+        id,
+        method,
+        current: None,
+        done: false,
+        removed: false,
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+        credit: CreditReturn::default(),
+        pump,
+        _item: PhantomData,
+    };
+    let head = match (route, wire::decode(&head)) {
+        (Route::Response, Ok(Frame::ResponseOk { payload, .. })) => wire::decode_value::<()>(payload)
+            .map_err(|_| RpcError::Protocol(format!("the head of the stream of `{}` has a payload", method.name))),
+        (Route::Response, Ok(Frame::ResponseErr { error, .. })) => {
+            Err(remote_error(streaming.inner.service, method, error))
+        }
+        _ => Err(RpcError::Protocol(format!("the stream of `{}` began without its head", method.name))),
+    };
+    match head {
+        Ok(()) => Ok(streaming),
+        Err(e) => {
+            // The call is over; nothing to cancel.
+            streaming.done = true;
+            Err(e)
+        }
     }
 }
 

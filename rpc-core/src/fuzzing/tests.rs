@@ -34,6 +34,11 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
             wire::encode_request(RequestHeader { id: id % 8, method: method_id("sleep"), timeout_us: None }, &(ms,))
                 .unwrap().to_vec()
         }),
+        2 => (any::<u64>(), any::<u128>(), any::<u64>(), any::<i64>()).prop_map(|(id, trace_id, span_id, a)| {
+            let trace = wire::TraceContext { trace_id, span_id };
+            let header = RequestHeader { id: id % 8, method: method_id("add"), timeout_us: None };
+            wire::encode_traced_request(header, Some(trace), &(a, a)).unwrap().to_vec()
+        }),
         2 => (0u64..8).prop_map(wire::encode_cancel),
         1 => Just(wire::encode_hello(&valid_hello())),
         1 => (any::<u16>(), ".{0,12}").prop_map(|(code, reason)| wire::encode_goaway(wire::CloseCode::from_u16(code), &reason)),
@@ -156,6 +161,13 @@ fn seeds() -> Vec<Seed> {
             .to_vec();
     let unknown = request(4, 0xdead_beef, &|h| wire::encode_request(h, &()).unwrap().to_vec());
     let bad_args = request(5, method_id("add"), &|h| wire::encode_request(h, &(1u8,)).unwrap().to_vec());
+    let traced = wire::encode_traced_request(
+        RequestHeader { id: 8, method: method_id("add"), timeout_us: None },
+        Some(wire::TraceContext { trace_id: 0x5eed, span_id: 0x5a11 }),
+        &(3i64, 4i64),
+    )
+    .unwrap()
+    .to_vec();
     let cancel = wire::encode_cancel(3);
     let goaway = wire::encode_goaway(wire::CloseCode::Normal, "bye");
     let count = request(6, method_id("count"), &|h| wire::encode_request(h, &(5u32,)).unwrap().to_vec());
@@ -196,6 +208,7 @@ fn seeds() -> Vec<Seed> {
         ("request-sleep-deadline", &sleep),
         ("request-unknown-method", &unknown),
         ("request-bad-args", &bad_args),
+        ("traced-request-add", &traced),
         ("cancel", &cancel),
         ("goaway", &goaway),
         ("response-ok", &ok),
@@ -228,6 +241,7 @@ fn seeds() -> Vec<Seed> {
 
     // Flag bit 0: the harness sends a valid hello first; bit 1: the bytes arrive in pieces.
     seeds.push(("server_input", "calls", with_flags(1, framed(&[&add, &echo, &unknown, &bad_args]))));
+    seeds.push(("server_input", "traced-call", with_flags(1, framed(&[&traced, &add]))));
     seeds.push(("server_input", "sleep-then-cancel", with_flags(1, framed(&[&sleep, &cancel, &add]))));
     seeds.push(("server_input", "calls-in-3-byte-pieces", with_flags(0b1011, framed(&[&add, &sleep, &echo]))));
     seeds.push(("server_input", "own-hello-then-call", with_flags(0, framed(&[&hello, &add]))));

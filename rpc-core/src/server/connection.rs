@@ -33,10 +33,17 @@ use crate::stream::pump::{Pump, PumpError};
 use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
 use crate::wire::{
     self, CloseCode, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, MIN_STREAM_WINDOW,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, RESPONSE_HEADER_LEN,
 };
 
-type Services = Arc<HashMap<&'static str, Arc<dyn Service>>>;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::layer::Middleware;
+use crate::telemetry::{self, Counters};
+use crate::wire::TraceContext;
+
+type Services = HashMap<&'static str, Arc<dyn Service>>;
 
 // What `ServerOptions::max_in_flight` allows fits the in-flight semaphore.
 const _: () = assert!(super::MAX_IN_FLIGHT <= Semaphore::MAX_PERMITS);
@@ -86,17 +93,48 @@ struct Conn {
     task: Option<tokio::task::Id>,
     /// Sequence number of the last answer queued by an inline call and not yet flushed (0: none).
     unflushed: AtomicU64,
+    /// The layers calls run behind, if the server has any.
+    middleware: Option<Middleware>,
+    /// The server's counters.
+    counters: Arc<Counters>,
+    /// The connection's span, parent of its calls' spans.
+    span: tracing::Span,
 }
 
-pub(super) async fn serve(services: Services, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
+pub(super) async fn serve(shared: Arc<Shared>, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
+    let span = tracing::info_span!(
+        "rpc.connection",
+        transport = conn.info.transport,
+        peer = %conn.info.peer,
+        service = tracing::field::Empty,
+    );
+    let transport = conn.info.transport;
+    shared.counters.connection_opened(transport);
+    let code = serve_connection(&shared, options, conn, shutdown, span.clone()).instrument(span).await;
+    shared.counters.connection_closed(transport, code);
+}
+
+/// Serves one connection; returns the code it was closed with, if it was closed for a reason.
+async fn serve_connection(
+    shared: &Shared,
+    options: ServerOptions,
+    conn: Connection,
+    shutdown: CancellationToken,
+    span: tracing::Span,
+) -> Option<CloseCode> {
     let Connection { sender, mut receiver, info } = conn;
+    tracing::debug!(peer = %info.peer, "connection accepted");
     let out = Arc::new(SharedSender::new(sender));
-    let Some((service, peer_window)) = handshake(&services, &options, &info, &out, &mut *receiver, &shutdown).await
-    else {
-        // Bounded like every other farewell: the peer may not be reading.
-        let _ = tokio::time::timeout(LINGER, out.close()).await;
-        return;
-    };
+    let (service, peer_window) =
+        match handshake(&shared.services, &options, &info, &out, &mut *receiver, &shutdown).await {
+            Ok(bound) => bound,
+            Err(code) => {
+                // Bounded like every other farewell: the peer may not be reading.
+                let _ = tokio::time::timeout(LINGER, out.close()).await;
+                return code;
+            }
+        };
+    span.record("service", service.descriptor().name);
     let conn = Arc::new(Conn {
         service,
         out,
@@ -106,6 +144,9 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
         peer_window,
         task: tokio::task::try_id(),
         unflushed: AtomicU64::new(0),
+        middleware: shared.middleware.clone(),
+        counters: Arc::clone(&shared.counters),
+        span,
     });
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
@@ -116,30 +157,43 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let watch = Watch::new(&options, max_in_flight, Instant::now());
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown, watch).await;
+    let peer = conn.info.peer.as_str();
     let goaway = match end {
         // Nobody will read the answers: stop the handlers now, say nothing.
         End::PeerClosed => {
+            tracing::debug!(peer, "connection closed by the peer");
             conn.abort_all(false);
             None
         }
         End::Shutdown => {
+            let running = max_in_flight - permits.available_permits();
+            if running > 0 {
+                tracing::info!(peer, running, "shutdown: waiting for the connection's calls to finish");
+            }
             let all = permits.acquire_many(max_in_flight as u32);
             if tokio::time::timeout(options.shutdown_grace, all).await.is_err() {
+                let running = max_in_flight - permits.available_permits();
+                tracing::info!(peer, running, "shutdown: grace period over, cancelling the calls still running");
                 conn.abort_all(true);
             }
-            Some((CloseCode::ShuttingDown, "server shutting down".to_owned()))
+            let reason = "server shutting down";
+            telemetry::connection_closed(peer, CloseCode::ShuttingDown, reason);
+            Some((CloseCode::ShuttingDown, reason.to_owned()))
         }
         End::Fault(code, reason) => {
+            telemetry::connection_closed(peer, code, &reason);
             conn.abort_all(false);
             Some((code, reason))
         }
         End::Stalled(reason) => {
+            telemetry::connection_closed(peer, CloseCode::SendTimeout, &reason);
             conn.abort_all(false);
             conn.out.try_enqueue_now(Bytes::from(wire::encode_goaway(CloseCode::SendTimeout, &reason)));
             conn.out.shut();
-            return;
+            return Some(CloseCode::SendTimeout);
         }
     };
+    let code = goaway.as_ref().map(|(code, _)| *code);
     // A client that stopped reading must not keep this task (and its buffers) forever.
     let farewell = async {
         if let Some((code, reason)) = goaway {
@@ -151,12 +205,14 @@ pub(super) async fn serve(services: Services, options: ServerOptions, conn: Conn
     // Handler tasks that finished their call but still wait to send its answer hold the
     // connection; they give up now.
     conn.out.shut();
+    code
 }
 
 /// How long a closing connection may take to deliver its last frames.
 const LINGER: Duration = Duration::from_secs(5);
 
-/// Reads the client's hello and answers it; returns the service the connection is bound to.
+/// Reads the client's hello and answers it; returns the service the connection is bound to, or
+/// the code it was closed with (`None`: it just ended).
 async fn handshake(
     services: &Services,
     options: &ServerOptions,
@@ -164,16 +220,26 @@ async fn handshake(
     out: &SharedSender,
     receiver: &mut dyn FrameReceiver,
     shutdown: &CancellationToken,
-) -> Option<(Arc<dyn Service>, u32)> {
+) -> Result<(Arc<dyn Service>, u32), Option<CloseCode>> {
+    let close = |code: CloseCode, reason: String| async move {
+        telemetry::connection_closed(&info.peer, code, &reason);
+        goaway(out, code, &reason).await;
+        Err::<(Arc<dyn Service>, u32), _>(Some(code))
+    };
     let frame = tokio::select! {
-        () = shutdown.cancelled() => return None,
+        () = shutdown.cancelled() => {
+            tracing::debug!(peer = %info.peer, "closed during the hello: server shutting down");
+            return Err(None);
+        }
         read = tokio::time::timeout(options.handshake_timeout, transport::recv(receiver)) => match read {
             Ok(Ok(Some(frame))) => frame,
             Err(_) => {
-                goaway(out, CloseCode::HandshakeTimeout, "no hello within the handshake timeout").await;
-                return None;
+                return close(CloseCode::HandshakeTimeout, "no hello within the handshake timeout".to_owned()).await;
             }
-            Ok(Ok(None)) => return None,
+            Ok(Ok(None)) => {
+                tracing::debug!(peer = %info.peer, "connection closed by the peer before its hello");
+                return Err(None);
+            }
             // Too large, or cut off mid-frame: say so if the client still listens.
             Ok(Err(e)) => {
                 let e = RpcError::from(e);
@@ -181,16 +247,14 @@ async fn handshake(
                     RpcError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
                     _ => CloseCode::ProtocolViolation,
                 };
-                goaway(out, code, &format!("expected a hello: {e}")).await;
-                return None;
+                return close(code, format!("expected a hello: {e}")).await;
             }
         },
     };
     // Refused only now, after reading the client's hello: a client whose hello is still being
     // written when we close would see a broken pipe instead of our reason.
     if let Err(reason) = admit(options, info) {
-        goaway(out, CloseCode::Refused, &reason).await;
-        return None;
+        return close(CloseCode::Refused, reason).await;
     }
     let window = options.stream_window;
     let (reply, service) = match wire::decode(&frame) {
@@ -200,26 +264,36 @@ async fn handshake(
                     "the hello's stream window of {} bytes is below the minimum of {MIN_STREAM_WINDOW}",
                     hello.stream_window
                 );
-                goaway(out, CloseCode::ProtocolViolation, &reason).await;
-                return None;
+                return close(CloseCode::ProtocolViolation, reason).await;
             }
             let (reply, service) = answer_hello(services, &hello, window);
+            if service.is_none() {
+                tracing::info!(peer = %info.peer, service = %telemetry_shown(&hello.service), reply = ?reply, "hello refused");
+            }
             (reply, service.map(|s| (s, hello.stream_window)))
         }
-        Ok(Frame::Hello { .. }) => (HelloReply::VersionMismatch, None),
+        Ok(Frame::Hello { version, .. }) => {
+            tracing::info!(peer = %info.peer, version, ours = PROTOCOL_VERSION, "hello refused: protocol version mismatch");
+            (HelloReply::VersionMismatch, None)
+        }
         Ok(other) => {
             let reason = format!("expected a hello, got {}", frame_name(&other));
-            goaway(out, CloseCode::ProtocolViolation, &reason).await;
-            return None;
+            return close(CloseCode::ProtocolViolation, reason).await;
         }
-        Err(e) => {
-            goaway(out, CloseCode::ProtocolViolation, &format!("expected a hello: {e}")).await;
-            return None;
-        }
+        Err(e) => return close(CloseCode::ProtocolViolation, format!("expected a hello: {e}")).await,
     };
     // Bounded like every send of the handshake: a client that does not read cannot keep us.
-    tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_hello_reply(&reply)))).await.ok()?.ok()?;
-    service
+    let sent = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_hello_reply(&reply)))).await;
+    if !matches!(sent, Ok(Ok(_))) {
+        tracing::debug!(peer = %info.peer, "the hello reply could not be sent");
+        return Err(None);
+    }
+    service.ok_or(None)
+}
+
+/// A client's service name as logged: cut like everything quoted back to it.
+fn telemetry_shown(name: &str) -> std::borrow::Cow<'_, str> {
+    shown(name)
 }
 
 /// Tells the client why its connection closes, if it reads within [`LINGER`].
@@ -375,6 +449,7 @@ async fn read_loop(
             }
         };
         watch.frame_received();
+        conn.counters.received(frame.len());
         match wire::decode(&frame) {
             // Ids are unique among a client's calls in flight. A reused id would take the running
             // call's entry, and that call could then be neither cancelled nor stopped when the
@@ -384,12 +459,13 @@ async fn read_loop(
             Ok(Frame::Request { header, .. }) if conn.lock_running().contains_key(&header.id) => {
                 return End::violation(format!("the client reused call id {} while that call was running", header.id))
             }
-            Ok(Frame::Request { header, args }) => {
+            Ok(Frame::Request { header, args, trace }) => {
                 match permit.or_else(|| Arc::clone(permits).try_acquire_owned().ok()) {
-                    Some(permit) => conn.start_call(header, &frame, args, permit).await,
+                    Some(permit) => conn.start_call(header, trace, &frame, args, permit).await,
                     // At the limit while streams run: reading on is what keeps those streams
                     // going, so a new call is refused instead of waiting for a permit.
                     None => {
+                        tracing::debug!(call_id = header.id, "call refused: at the in-flight limit while streams run");
                         let refusal = wire::encode_response_err(header.id, &RemoteError::Overloaded);
                         let mut refusal = Some(Bytes::from(refusal));
                         if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut refusal)).await {
@@ -494,11 +570,34 @@ impl Conn {
     async fn start_call(
         self: &Arc<Self>,
         header: RequestHeader,
+        trace: Option<TraceContext>,
         frame: &Bytes,
         args: &[u8],
         permit: OwnedSemaphorePermit,
     ) {
         let id = header.id;
+        let descriptor = self.service.descriptor();
+        let method_name = descriptor.method(header.method).map_or("<unknown>", |m| m.name);
+        let span = tracing::debug_span!(
+            parent: &self.span,
+            "rpc.server.call",
+            service = descriptor.name,
+            method = method_name,
+            call_id = id,
+            transport = self.info.transport,
+            peer = %self.info.peer,
+            trace_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
+        if let (Some(trace), false) = (trace, span.is_disabled()) {
+            span.record("trace_id", telemetry::trace_id_hex(trace.trace_id));
+            span.record("parent_span_id", telemetry::span_id_hex(trace.span_id));
+        }
+        // Timed only when someone looks: the span (its duration) or the metrics (the histogram).
+        let started = (cfg!(feature = "metrics") || !span.is_disabled()).then(std::time::Instant::now);
+        self.counters.call_started(descriptor.name, method_name);
         let mut setup = CallSetup::new(id, self.stream_window, &self.out);
         // Decoding runs user `Deserialize` impls, which may panic. Byte payloads among the
         // arguments share `frame` (see `crate::bytes`).
@@ -509,55 +608,65 @@ impl Conn {
         let inbox = setup.take_inbox();
         let timeout = header.timeout_us.map(Duration::from_micros);
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
-        let context = CallContext::new(Arc::clone(&self.info), id, header.method, deadline);
+        let context = CallContext::new(Arc::clone(&self.info), id, header.method, deadline, trace);
+        // With layers, the call runs behind them; without, exactly as the dispatcher started it.
+        let dispatch = match (&self.middleware, dispatch) {
+            (Some(middleware), Ok(call)) => Ok(middleware.wrap(context.clone(), descriptor, call)),
+            (_, dispatch) => dispatch,
+        };
         let conn = Arc::clone(self);
+        let call_span = span.clone();
         let window = matches!(dispatch, Ok(Call::Streaming(_))).then(|| Arc::new(SendWindow::new(self.peer_window)));
         // Streaming calls are known to the read loop before anything else is read, so that their
         // frames find them.
         if inbox.is_some() || window.is_some() {
             self.lock_running().insert(id, Running { task: None, inbox: inbox.clone(), window: window.clone() });
         }
-        let mut call = Box::pin(async move {
-            let outcome = match dispatch {
-                // The context is current whenever the handler is polled: here inline, and in the
-                // task the call may move to.
-                Ok(Call::Unary(handler)) => {
-                    let result = guarded(context.scope(handler), timeout).await;
-                    match inbox.as_ref().and_then(|inbox| inbox.failure()) {
-                        Some(failure) => Err(RemoteError::Decode(failure)),
-                        None => result.map(Some),
+        let mut call = Box::pin(
+            async move {
+                let outcome = match dispatch {
+                    // The context is current whenever the handler is polled: here inline, and in the
+                    // task the call may move to.
+                    Ok(Call::Unary(handler)) => {
+                        let result = guarded(context.scope(handler), timeout).await;
+                        match inbox.as_ref().and_then(|inbox| inbox.failure()) {
+                            Some(failure) => Err(RemoteError::Decode(failure)),
+                            None => result.map(Some),
+                        }
+                    }
+                    Ok(Call::Streaming(handler)) => {
+                        let window = window.expect("made for every streaming call");
+                        // Boxed: its state (the pump, its frame) would otherwise make every call's
+                        // future, unary ones too, that much larger to allocate and move.
+                        let stream = Box::pin(conn.send_stream(id, handler, window));
+                        guarded(context.scope(stream), timeout).await.map(|()| None)
+                    }
+                    Err(e) => Err(e),
+                };
+                conn.finished(&call_span, method_name, started, &outcome);
+                // Forget the call before answering: once the answer is out, the client may reuse
+                // the id. Again after: if the send had to wait, this future was moved to a task and
+                // registered only then.
+                conn.forget(id);
+                // A streamed answer has gone out already, ending with its stream end frame.
+                if let Some(frame) = outcome.transpose().map(|result| conn.response_frame(id, result)) {
+                    // A failed send means the connection is dead; the read loop sees that too.
+                    let mut frame = Some(frame);
+                    if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
+                        if tokio::task::try_id() == conn.task {
+                            // Polled inline by the read loop, which flushes before it waits for
+                            // input: answers to a burst of requests leave in one write.
+                            conn.unflushed.fetch_max(seq, Ordering::Relaxed);
+                        } else {
+                            let _ = std::future::poll_fn(|cx| conn.out.poll_flushed(cx, seq)).await;
+                        }
                     }
                 }
-                Ok(Call::Streaming(handler)) => {
-                    let window = window.expect("made for every streaming call");
-                    // Boxed: its state (the pump, its frame) would otherwise make every call's
-                    // future, unary ones too, that much larger to allocate and move.
-                    let stream = Box::pin(conn.send_stream(id, handler, window));
-                    guarded(context.scope(stream), timeout).await.map(|()| None)
-                }
-                Err(e) => Err(e),
-            };
-            // Forget the call before answering: once the answer is out, the client may reuse
-            // the id. Again after: if the send had to wait, this future was moved to a task and
-            // registered only then.
-            conn.forget(id);
-            // A streamed answer has gone out already, ending with its stream end frame.
-            if let Some(frame) = outcome.transpose().map(|result| conn.response_frame(id, result)) {
-                // A failed send means the connection is dead; the read loop sees that too.
-                let mut frame = Some(frame);
-                if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut frame)).await {
-                    if tokio::task::try_id() == conn.task {
-                        // Polled inline by the read loop, which flushes before it waits for
-                        // input: answers to a burst of requests leave in one write.
-                        conn.unflushed.fetch_max(seq, Ordering::Relaxed);
-                    } else {
-                        let _ = std::future::poll_fn(|cx| conn.out.poll_flushed(cx, seq)).await;
-                    }
-                }
+                conn.forget(id);
+                drop(permit);
             }
-            conn.forget(id);
-            drop(permit);
-        });
+            .instrument(span),
+        );
         if std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_ready() {
             return;
         }
@@ -592,7 +701,39 @@ impl Conn {
         }
     }
 
+    /// Records how a call ended: its span's outcome and duration, the counters, and an event for
+    /// a panic (an operator must hear of it) or a missed deadline.
+    fn finished<T>(
+        &self,
+        span: &tracing::Span,
+        method: &'static str,
+        started: Option<std::time::Instant>,
+        outcome: &Result<T, RemoteError>,
+    ) {
+        let name = telemetry::outcome(outcome);
+        let elapsed = started.map(|t| t.elapsed());
+        if !span.is_disabled() {
+            span.record("outcome", name);
+            if let Some(elapsed) = elapsed {
+                span.record("duration_us", elapsed.as_micros() as u64);
+            }
+        }
+        match outcome {
+            Err(RemoteError::Panic(message)) => {
+                tracing::error!(peer = %self.info.peer, method, panic = %message, "handler panicked")
+            }
+            Err(RemoteError::DeadlineExceeded) => tracing::debug!(method, "call exceeded its deadline"),
+            Err(RemoteError::Rejected(why)) => tracing::debug!(method, reason = %why, "call rejected by a layer"),
+            _ => {}
+        }
+        self.counters.call_finished(self.service.descriptor().name, method, name, elapsed);
+    }
+
     fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Bytes {
+        self.counters.sent(match &result {
+            Ok(payload) => payload.frame_len(),
+            Err(_) => RESPONSE_HEADER_LEN,
+        });
         match result {
             Ok(payload) if payload.frame_len() <= self.info.max_frame_len => payload.into_frame(id),
             Ok(payload) => Bytes::from(wire::encode_response_err(

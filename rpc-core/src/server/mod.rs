@@ -18,7 +18,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::layer::{Answer, BoxError, CallRequest, Handlers, Middleware};
 use crate::service::Service;
+use crate::telemetry::{Counters, ServerStats};
 use crate::transport::{Connection, Listener};
 
 /// The most calls [`ServerOptions::max_in_flight`] lets one connection run at once; larger
@@ -188,6 +190,17 @@ impl ServerOptions {
 pub struct Server {
     services: HashMap<&'static str, Arc<dyn Service>>,
     options: ServerOptions,
+    /// The layers every call runs behind; `None`: calls go straight to their handlers.
+    middleware: Option<Middleware>,
+    /// Shared by this server's clones, so any clone's [`Server::stats`] sees all.
+    counters: Arc<Counters>,
+}
+
+/// What a connection task needs of its server.
+pub(crate) struct Shared {
+    pub(crate) services: HashMap<&'static str, Arc<dyn Service>>,
+    pub(crate) middleware: Option<Middleware>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Server {
@@ -221,6 +234,46 @@ impl Server {
         self
     }
 
+    /// Runs every call of every service behind `layer` (a `tower::Layer`; compose several with
+    /// `tower::ServiceBuilder`): e.g. `ConcurrencyLimitLayer`, `TimeoutLayer`, `LoadShedLayer`,
+    /// or an auth layer reading [`CallRequest::context`]. Replaces a layer given before. See
+    /// [`crate::layer`] for what a layer sees and how its errors reach the caller.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::Server;
+    ///
+    /// let server = Server::new().layer(
+    ///     tower::ServiceBuilder::new()
+    ///         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+    ///         .layer(tower::load_shed::LoadShedLayer::new()),
+    /// );
+    /// # let _ = server;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<Handlers>,
+        L::Service: tower::Service<CallRequest, Response = Answer> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<CallRequest>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<CallRequest>>::Future: Send + 'static,
+    {
+        self.middleware = Some(Middleware::new(layer));
+        self
+    }
+
+    /// What this server (and its clones) have done so far: connections, calls, bytes.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            services: self.services.clone(),
+            middleware: self.middleware.clone(),
+            counters: Arc::clone(&self.counters),
+        })
+    }
+
     /// Serves connections from `listener` until an accept error that is not transient.
     pub async fn serve<L: Listener>(self, listener: L) -> io::Result<()> {
         self.serve_until(listener, std::future::pending()).await
@@ -233,46 +286,71 @@ impl Server {
         L: Listener,
         F: Future<Output = ()>,
     {
-        let services = Arc::new(self.services);
+        let shared = self.shared();
         let token = CancellationToken::new();
         let mut connections = JoinSet::new();
+        // Set while accepting fails for want of descriptors or memory: logged once when it
+        // starts and once when it ends, not on every retry.
+        let mut exhausted = false;
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => {
-                        let serve = connection::serve(Arc::clone(&services), self.options.clone(), conn, token.clone());
+                        if std::mem::take(&mut exhausted) {
+                            tracing::info!(connections = connections.len(), "accepting connections again");
+                        }
+                        let serve = connection::serve(Arc::clone(&shared), self.options.clone(), conn, token.clone());
                         connections.spawn(serve);
                     }
                     Err(e) if is_transient(&e) => {
+                        if crate::transport::transient::is_exhaustion(&e) {
+                            if !std::mem::replace(&mut exhausted, true) {
+                                tracing::warn!(
+                                    error = %e,
+                                    connections = connections.len(),
+                                    "cannot accept: out of descriptors or memory; retrying"
+                                );
+                            }
+                        } else {
+                            tracing::debug!(error = %e, "accept failed; retrying");
+                        }
                         // Out of file descriptors, or a client that vanished mid-accept: other
                         // connections are fine; wait a little instead of spinning.
                         tokio::time::sleep(crate::transport::transient::RETRY_PAUSE).await;
                     }
-                    Err(e) => break Err(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "accept failed; the server stops");
+                        break Err(e);
+                    }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         };
         // Stop accepting first (a Unix listener removes its socket file when dropped).
         drop(listener);
+        tracing::info!(connections = connections.len(), grace = ?self.options.shutdown_grace, "shutting down: stopped accepting");
         token.cancel();
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(self.options.shutdown_grace.saturating_add(Duration::from_secs(6)), drain)
             .await
             .is_err()
         {
+            tracing::warn!(
+                connections = connections.len(),
+                "shutdown: connections still open after the grace period; aborting them"
+            );
             connections.shutdown().await;
         }
+        tracing::info!("shutdown complete");
         result
     }
 
     /// Serves a single, already established connection (a child process's pipes, a test's
     /// in-memory pair) until the peer closes it.
     pub async fn serve_connection(&self, conn: Connection) {
-        let services = Arc::new(self.services.clone());
-        connection::serve(services, self.options.clone(), conn, CancellationToken::new()).await;
+        connection::serve(self.shared(), self.options.clone(), conn, CancellationToken::new()).await;
     }
 }
 

@@ -23,7 +23,13 @@
 //! stream end   09 | call id u64
 //! credit       0a | call id u64 | bytes u32
 //! stream stop  0b | call id u64
+//! traced req.  0c | call id u64 | method id u32 | timeout µs u64 | trace id u128 | span id u64 | postcard(args)
 //! ```
+//!
+//! A *traced request* is a request that carries the caller's trace context (see
+//! [`TraceContext`]): sent only by a client that turned propagation on, so a call without it
+//! costs not one byte more. A peer that knows requests but not traced requests closes the
+//! connection as for any unknown frame kind, so propagation is for servers of this build or newer.
 //!
 //! ## Streams (protocol version 2)
 //!
@@ -73,9 +79,12 @@ const KIND_STREAM_ITEMS: u8 = 0x08;
 const KIND_STREAM_END: u8 = 0x09;
 const KIND_CREDIT: u8 = 0x0a;
 const KIND_STREAM_STOP: u8 = 0x0b;
+const KIND_TRACED_REQUEST: u8 = 0x0c;
 
 /// Length of the fixed request header (kind, call id, method id, timeout).
 pub const REQUEST_HEADER_LEN: usize = 1 + 8 + 4 + 8;
+/// Length of the trace context a traced request adds after the request header.
+pub const TRACE_CONTEXT_LEN: usize = 16 + 8;
 /// Length of the fixed response header (kind, call id).
 pub const RESPONSE_HEADER_LEN: usize = 1 + 8;
 /// Length of a cancel frame.
@@ -169,7 +178,31 @@ pub enum RemoteError {
         /// Maximum frame length.
         max: u64,
     },
+    /// A middleware layer of the server refused the call (its error, as text). Last, so the
+    /// variants before it keep their numbers on the wire.
+    Rejected(String),
 }
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteError::UnknownMethod { id } => write!(f, "unknown method id {id:#010x}"),
+            RemoteError::Decode(what) => write!(f, "could not decode the {what}"),
+            RemoteError::Encode(what) => write!(f, "could not encode the {what}"),
+            RemoteError::DeadlineExceeded => f.write_str("deadline exceeded"),
+            RemoteError::Cancelled => f.write_str("cancelled"),
+            RemoteError::Panic(message) => write!(f, "handler panicked: {message}"),
+            RemoteError::Overloaded => f.write_str("overloaded"),
+            RemoteError::ResponseTooLarge { size, max } => {
+                write!(f, "response of {size} bytes exceeds the maximum of {max} bytes")
+            }
+            RemoteError::Rejected(message) => write!(f, "rejected: {message}"),
+        }
+    }
+}
+
+/// So that a middleware layer's errors and ours pass through `tower`'s boxed errors.
+impl std::error::Error for RemoteError {}
 
 /// Why a connection is closed: the machine-readable half of a goaway (the other half is a text
 /// for people). Codes are stable numbers on the wire; a code this build does not know arrives as
@@ -272,6 +305,17 @@ pub struct RequestHeader {
     pub timeout_us: Option<u64>,
 }
 
+/// Where a call sits in a distributed trace: the trace it belongs to and the caller's span in
+/// it, as in W3C Trace Context (`traceparent`), so a server's call span can name the client's
+/// call span as its parent. Carried by a traced request ([`encode_traced_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace's id (never 0 in a valid context).
+    pub trace_id: u128,
+    /// The id of the caller's span (never 0 in a valid context).
+    pub span_id: u64,
+}
+
 /// A decoded frame. Payloads borrow from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -295,6 +339,8 @@ pub enum Frame<'a> {
         header: RequestHeader,
         /// postcard-encoded argument tuple.
         args: &'a [u8],
+        /// The caller's trace context, if it sent a traced request.
+        trace: Option<TraceContext>,
     },
     /// Server → client: the method returned.
     ResponseOk {
@@ -401,13 +447,19 @@ pub fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
             Ok(Frame::HelloReply { version, reply })
         }
         KIND_REQUEST => {
-            let (head, args) =
-                split_at_checked(rest, REQUEST_HEADER_LEN - 1).ok_or(DecodeError::Truncated("request"))?;
-            let id = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
-            let method = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-            let timeout = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
-            let timeout_us = (timeout != 0).then_some(timeout);
-            Ok(Frame::Request { header: RequestHeader { id, method, timeout_us }, args })
+            let (header, args) = request_header(rest, "request")?;
+            Ok(Frame::Request { header, args, trace: None })
+        }
+        KIND_TRACED_REQUEST => {
+            let (header, rest) = request_header(rest, "traced request")?;
+            let (trace, args) =
+                split_at_checked(rest, TRACE_CONTEXT_LEN).ok_or(DecodeError::Truncated("traced request"))?;
+            let trace_id = u128::from_le_bytes(trace[0..16].try_into().expect("16 bytes"));
+            let span_id = u64::from_le_bytes(trace[16..24].try_into().expect("8 bytes"));
+            if trace_id == 0 || span_id == 0 {
+                return Err(DecodeError::Body("traced request"));
+            }
+            Ok(Frame::Request { header, args, trace: Some(TraceContext { trace_id, span_id }) })
         }
         KIND_RESPONSE_OK => {
             let (id, payload) = split_id(rest, "response")?;
@@ -443,6 +495,16 @@ pub fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// The fixed header of a request (plain or traced), and what follows it.
+fn request_header<'a>(rest: &'a [u8], what: &'static str) -> Result<(RequestHeader, &'a [u8]), DecodeError> {
+    let (head, tail) = split_at_checked(rest, REQUEST_HEADER_LEN - 1).ok_or(DecodeError::Truncated(what))?;
+    let id = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
+    let method = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    let timeout = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+    let timeout_us = (timeout != 0).then_some(timeout);
+    Ok((RequestHeader { id, method, timeout_us }, tail))
 }
 
 fn split_at_checked(buf: &[u8], mid: usize) -> Option<(&[u8], &[u8])> {
@@ -580,11 +642,25 @@ fn encode_versioned<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
 
 /// Encodes a request frame whose arguments are `args`.
 pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Bytes, postcard::Error> {
+    encode_traced_request(header, None, args)
+}
+
+/// Encodes a request frame whose arguments are `args`: a traced request if `trace` is given
+/// (its ids must not be 0), a plain request, byte for byte what [`encode_request`] makes, if not.
+pub fn encode_traced_request<A: Serialize + ?Sized>(
+    header: RequestHeader,
+    trace: Option<TraceContext>,
+    args: &A,
+) -> Result<Bytes, postcard::Error> {
     arena::frame(|buf| {
-        buf.put_u8(KIND_REQUEST);
+        buf.put_u8(if trace.is_some() { KIND_TRACED_REQUEST } else { KIND_REQUEST });
         buf.put_slice(&header.id.to_le_bytes());
         buf.put_slice(&header.method.to_le_bytes());
         buf.put_slice(&header.timeout_us.unwrap_or(0).to_le_bytes());
+        if let Some(trace) = trace {
+            buf.put_slice(&trace.trace_id.to_le_bytes());
+            buf.put_slice(&trace.span_id.to_le_bytes());
+        }
         arena::serialize(args, buf)
     })
     .map(BytesMut::freeze)

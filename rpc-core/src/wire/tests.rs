@@ -41,9 +41,44 @@ fn hello_reply_round_trips() {
 fn request_round_trips_and_args_decode() {
     let header = RequestHeader { id: 42, method: 0xdead_beef, timeout_us: Some(1500) };
     let bytes = encode_request(header, &(1i64, -2i64)).unwrap().to_vec();
-    let Frame::Request { header: got, args } = decode(&bytes).unwrap() else { panic!("not a request") };
+    let Frame::Request { header: got, args, trace: None } = decode(&bytes).unwrap() else { panic!("not a request") };
     assert_eq!(got, header);
     assert_eq!(decode_value::<(i64, i64)>(args).unwrap(), (1, -2));
+}
+
+#[test]
+fn traced_requests_carry_their_context_and_plain_ones_do_not_grow() {
+    let header = RequestHeader { id: 42, method: 0xdead_beef, timeout_us: Some(1500) };
+    let trace = TraceContext { trace_id: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10, span_id: 0x1122_3344_5566_7788 };
+    let traced = encode_traced_request(header, Some(trace), &(1i64, -2i64)).unwrap().to_vec();
+    let plain = encode_request(header, &(1i64, -2i64)).unwrap().to_vec();
+    assert_eq!(traced.len(), plain.len() + TRACE_CONTEXT_LEN);
+    assert_eq!(encode_traced_request(header, None, &(1i64, -2i64)).unwrap().to_vec(), plain);
+    // The layout the module docs give: kind 0x0c, the plain header, trace id, span id, args.
+    assert_eq!(traced[0], 0x0c);
+    assert_eq!(&traced[1..REQUEST_HEADER_LEN], &plain[1..REQUEST_HEADER_LEN]);
+    assert_eq!(&traced[REQUEST_HEADER_LEN..REQUEST_HEADER_LEN + 16], &trace.trace_id.to_le_bytes());
+    assert_eq!(&traced[REQUEST_HEADER_LEN + 16..REQUEST_HEADER_LEN + 24], &trace.span_id.to_le_bytes());
+    let Frame::Request { header: got, args, trace: got_trace } = decode(&traced).unwrap() else {
+        panic!("not a request")
+    };
+    assert_eq!((got, got_trace), (header, Some(trace)));
+    assert_eq!(decode_value::<(i64, i64)>(args).unwrap(), (1, -2));
+}
+
+#[test]
+fn a_traced_request_cut_short_or_with_zero_ids_is_refused() {
+    let header = RequestHeader { id: 1, method: 2, timeout_us: None };
+    let trace = TraceContext { trace_id: 5, span_id: 6 };
+    let traced = encode_traced_request(header, Some(trace), &()).unwrap().to_vec();
+    assert_eq!(traced.len(), REQUEST_HEADER_LEN + TRACE_CONTEXT_LEN);
+    for len in 1..traced.len() {
+        assert_eq!(decode(&traced[..len]), Err(DecodeError::Truncated("traced request")), "cut at {len}");
+    }
+    for zero in [TraceContext { trace_id: 0, span_id: 6 }, TraceContext { trace_id: 5, span_id: 0 }] {
+        let bytes = encode_traced_request(header, Some(zero), &()).unwrap().to_vec();
+        assert_eq!(decode(&bytes), Err(DecodeError::Body("traced request")));
+    }
 }
 
 #[test]
@@ -51,7 +86,7 @@ fn request_without_timeout() {
     let header = RequestHeader { id: 1, method: 2, timeout_us: None };
     let bytes = encode_request(header, &()).unwrap().to_vec();
     assert_eq!(bytes.len(), REQUEST_HEADER_LEN);
-    assert_eq!(decode(&bytes).unwrap(), Frame::Request { header, args: &[] });
+    assert_eq!(decode(&bytes).unwrap(), Frame::Request { header, args: &[], trace: None });
 }
 
 #[test]
@@ -112,7 +147,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_after_a_valid_kind_never_panic(kind in 1u8..=7, rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+    fn arbitrary_bytes_after_a_valid_kind_never_panic(kind in 1u8..=0x0c, rest in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut bytes = vec![kind];
         bytes.extend(rest);
         let _ = decode(&bytes);
@@ -122,9 +157,19 @@ proptest! {
     fn requests_round_trip(id: u64, method: u32, timeout in proptest::option::of(1u64..), a: i64, s in ".*") {
         let header = RequestHeader { id, method, timeout_us: timeout };
         let bytes = encode_request(header, &(a, s.clone())).unwrap().to_vec();
-        let Frame::Request { header: got, args } = decode(&bytes).unwrap() else { panic!("not a request") };
+        let Frame::Request { header: got, args, trace: None } = decode(&bytes).unwrap() else { panic!("not a request") };
         prop_assert_eq!(got, header);
         prop_assert_eq!(decode_value::<(i64, String)>(args).unwrap(), (a, s));
+    }
+
+    #[test]
+    fn traced_requests_round_trip(id: u64, method: u32, trace_id in 1u128.., span_id in 1u64.., a: i64) {
+        let header = RequestHeader { id, method, timeout_us: None };
+        let trace = TraceContext { trace_id, span_id };
+        let bytes = encode_traced_request(header, Some(trace), &(a,)).unwrap().to_vec();
+        let Frame::Request { header: got, args, trace: got_trace } = decode(&bytes).unwrap() else { panic!("not a request") };
+        prop_assert_eq!((got, got_trace), (header, Some(trace)));
+        prop_assert_eq!(decode_value::<(i64,)>(args).unwrap(), (a,));
     }
 
     #[test]
