@@ -7,13 +7,14 @@
 //!
 //! | span | level | fields |
 //! |---|---|---|
-//! | `rpc.connection` (server) | info | `transport`, `peer`, `service` (once the hello named it) |
+//! | `rpc.connection` (server) | debug | `transport`, `peer`, `service` (once the hello named it) |
 //! | `rpc.server.call` (child of the connection) | debug | `service`, `method`, `call_id`, `transport`, `peer`, `trace_id`, `parent_span_id`, then `outcome`, `duration_us` |
 //! | `rpc.client.call` | debug | `service`, `method`, `call_id`, `transport`, `peer`, `trace_id`, `span_id`, then `outcome`, `duration_us` |
 //!
 //! # Events (target `rpc_core::…`)
 //!
-//! A healthy server logs nothing at `info`: connections and calls that go well are `debug`.
+//! A healthy server logs nothing at `info`: connections and calls that go well are `debug`, and
+//! so are their spans (events at `info` and above name the `peer` themselves).
 //! Each closed connection gets one event naming its `peer`, `code` ([`CloseCode`]) and `reason`:
 //! `warn` for what a peer did wrong (protocol violation, a frame too large), `info` for timeouts
 //! of a stalled peer and refusals, `debug` for ordinary closes. A handler panic is an `error`

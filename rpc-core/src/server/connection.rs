@@ -102,7 +102,7 @@ struct Conn {
 }
 
 pub(super) async fn serve(shared: Arc<Shared>, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "rpc.connection",
         transport = conn.info.transport,
         peer = %conn.info.peer,
