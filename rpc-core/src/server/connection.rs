@@ -577,12 +577,11 @@ impl Conn {
     ) {
         let id = header.id;
         let descriptor = self.service.descriptor();
-        let method_name = descriptor.method(header.method).map_or("<unknown>", |m| m.name);
         let span = tracing::debug_span!(
             parent: &self.span,
             "rpc.server.call",
             service = descriptor.name,
-            method = method_name,
+            method = tracing::field::Empty,
             call_id = id,
             transport = self.info.transport,
             peer = %self.info.peer,
@@ -591,12 +590,17 @@ impl Conn {
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
-        if let (Some(trace), false) = (trace, span.is_disabled()) {
-            span.record("trace_id", telemetry::trace_id_hex(trace.trace_id));
-            span.record("parent_span_id", telemetry::span_id_hex(trace.span_id));
+        // Named and timed only when someone looks: the span, or the metrics (labels, histogram).
+        let observed = cfg!(feature = "metrics") || !span.is_disabled();
+        let method_name = if observed { method_name(descriptor, header.method) } else { "" };
+        if !span.is_disabled() {
+            span.record("method", method_name);
+            if let Some(trace) = trace {
+                span.record("trace_id", telemetry::trace_id_hex(trace.trace_id));
+                span.record("parent_span_id", telemetry::span_id_hex(trace.span_id));
+            }
         }
-        // Timed only when someone looks: the span (its duration) or the metrics (the histogram).
-        let started = (cfg!(feature = "metrics") || !span.is_disabled()).then(std::time::Instant::now);
+        let started = observed.then(std::time::Instant::now);
         self.counters.call_started(descriptor.name, method_name);
         let mut setup = CallSetup::new(id, self.stream_window, &self.out);
         // Decoding runs user `Deserialize` impls, which may panic. Byte payloads among the
@@ -643,7 +647,7 @@ impl Conn {
                     }
                     Err(e) => Err(e),
                 };
-                conn.finished(&call_span, method_name, started, &outcome);
+                conn.finished(&call_span, method_name, header.method, started, &outcome);
                 // Forget the call before answering: once the answer is out, the client may reuse
                 // the id. Again after: if the send had to wait, this future was moved to a task and
                 // registered only then.
@@ -707,10 +711,15 @@ impl Conn {
         &self,
         span: &tracing::Span,
         method: &'static str,
+        method_id: u32,
         started: Option<std::time::Instant>,
         outcome: &Result<T, RemoteError>,
     ) {
         let name = telemetry::outcome(outcome);
+        let method = match (method, &self.service) {
+            ("", service) if outcome.is_err() => method_name(service.descriptor(), method_id),
+            _ => method,
+        };
         let elapsed = started.map(|t| t.elapsed());
         if !span.is_disabled() {
             span.record("outcome", name);
@@ -783,6 +792,11 @@ impl Drop for AbortOnDrop {
         }
         self.0.out.shut();
     }
+}
+
+/// The name of method `id`, for logs and metrics.
+fn method_name(descriptor: &'static crate::descriptor::ServiceDescriptor, id: u32) -> &'static str {
+    descriptor.method(id).map_or("<unknown>", |m| m.name)
 }
 
 /// Runs a call's future with its deadline, turning a panic into [`RemoteError::Panic`].
