@@ -188,3 +188,58 @@ async fn a_client_works_through_tower_oneshot_and_tower_timeout() {
     assert!(matches!(err, RpcError::RemotePanic { .. }), "{err:?}");
     assert_eq!(calc.add(1, 1).await.unwrap(), 2);
 }
+
+/// Retries a call the server shed (`RpcError::Overloaded`), a bounded number of times.
+#[derive(Clone)]
+struct RetryOverloaded {
+    left: usize,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl<A: Clone, R> tower::retry::Policy<rpc::Request<A, R>, R, RpcError> for RetryOverloaded {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _req: &mut rpc::Request<A, R>, result: &mut Result<R, RpcError>) -> Option<Self::Future> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match result {
+            Err(RpcError::Overloaded) if self.left > 0 => {
+                self.left -= 1;
+                Some(tokio::time::sleep(Duration::from_millis(10)))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &rpc::Request<A, R>) -> Option<rpc::Request<A, R>> {
+        Some(req.clone())
+    }
+}
+
+#[tokio::test]
+async fn tower_retry_repeats_a_shed_call_until_it_passes() {
+    let layers =
+        tower::ServiceBuilder::new().load_shed().layer(tower::limit::ConcurrencyLimitLayer::new(1)).into_inner();
+    let addr = start(rpc_tests::test_server().layer(layers), "tcp://127.0.0.1:0").await;
+    let calc = CalculatorClient::connect(&addr).await.unwrap();
+    let client = calc.rpc_client().clone();
+    // Hold the one slot, and make sure it is held: a plain call is shed.
+    let slow = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(1000).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(calc.add(0, 0).await, Err(RpcError::Overloaded)) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let policy = RetryOverloaded { left: 1000, attempts: Arc::clone(&attempts) };
+    let retrying = tower::ServiceBuilder::new().retry(policy).service(client);
+    let add = calc.rpc_client().service().method_by_name("add").unwrap();
+    let sum: i64 = retrying.oneshot(rpc::Request::new(add, (40i64, 2i64))).await.unwrap();
+    assert_eq!(sum, 42);
+    assert!(attempts.load(Ordering::SeqCst) > 1, "the first attempt was not shed");
+    assert_eq!(slow.await.unwrap().unwrap(), 1000);
+}

@@ -301,3 +301,39 @@ fn metrics_and_stats_match_the_calls_made() {
         other => panic!("no latency histogram for add: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_progress_is_logged_at_info() {
+    let (capture, _guard) = Capture::install();
+    let listener = rpc::listen("tcp://127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rpc_tests::test_server_with(rpc_tests::test_options().shutdown_grace(Duration::from_millis(100)));
+    let serving = tokio::spawn(server.serve_until(listener, async {
+        let _ = stopped.await;
+    }));
+    let calc = CalculatorClient::connect(&addr).await.unwrap();
+    // A call that outlives the grace period: it is cancelled, and the log says so.
+    let slow = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(10_000).await }
+    });
+    capture.wait_for("call start", |_| !capture.spans("rpc.server.call").is_empty()).await;
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    assert!(matches!(slow.await.unwrap(), Err(rpc::RpcError::Cancelled)));
+    let messages: Vec<String> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.level == Level::INFO)
+        .filter_map(|e| e.fields.get("message").cloned())
+        .collect();
+    for step in [
+        "shutting down: stopped accepting",
+        "shutdown: waiting for the connection's calls to finish",
+        "shutdown: grace period over, cancelling the calls still running",
+        "shutdown complete",
+    ] {
+        assert!(messages.iter().any(|m| m == step), "no {step:?} in {messages:#?}");
+    }
+}
