@@ -337,3 +337,48 @@ async fn shutdown_progress_is_logged_at_info() {
         assert!(messages.iter().any(|m| m == step), "no {step:?} in {messages:#?}");
     }
 }
+
+/// A real server process at its descriptor limit: running out, and accepting again once
+/// descriptors free up, are each logged once (read from the process's stderr).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_and_recovery_are_logged() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    rpc::raise_fd_limit().expect("raise RLIMIT_NOFILE");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
+        .args(["--nofile", "48", "tcp://127.0.0.1:0"])
+        .env("RUST_LOG", "rpc_core=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rpc-test-server");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    tokio::time::timeout(PATIENCE, stdout.read_line(&mut line)).await.unwrap().unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
+
+    let impatient = rpc::ClientOptions::new().handshake_timeout(Duration::from_millis(500));
+    let mut clients = Vec::new();
+    loop {
+        match CalculatorClient::connect_with(&addr, impatient.clone()).await {
+            Ok(client) => clients.push(client),
+            Err(rpc::RpcError::Disconnected { .. }) => break,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(clients.len() <= 48, "the server took more connections than it has descriptors");
+    }
+    clients.truncate(clients.len() - 5);
+    let calc = CalculatorClient::connect(&addr).await.expect("served once descriptors free up");
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+
+    child.start_kill().unwrap();
+    let mut stderr = String::new();
+    tokio::time::timeout(PATIENCE, child.stderr.take().unwrap().read_to_string(&mut stderr)).await.unwrap().unwrap();
+    let exhausted = stderr.lines().filter(|l| l.contains("cannot accept: out of descriptors or memory")).count();
+    assert_eq!(exhausted, 1, "one warning when accepting runs out, not one per retry:\n{stderr}");
+    assert!(stderr.lines().any(|l| l.contains(" WARN ") && l.contains("Too many open files")), "{stderr}");
+    assert!(stderr.lines().any(|l| l.contains(" INFO ") && l.contains("accepting connections again")), "{stderr}");
+}

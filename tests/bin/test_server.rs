@@ -23,6 +23,8 @@
 //! * `rpc-test-server --whoami ADDR`: connects, calls `whoami(0)`, prints what the server saw as
 //!   `uid gid pid` (`none` without credentials) and exits; a failure goes to stderr, exit 1.
 //!
+//! With `RUST_LOG` set, what the framework logs (`tracing`) goes to stderr, filtered by it.
+//!
 //! With `--tarpc` first, each mode does the same with the `#[tarpc::service]`
 //! `TarpcCalculator` over `rpc::tarpc` instead of our services (the `--client`
 //! leaves a `sleep` call in flight before it prints `connected`; the server options do not apply).
@@ -32,6 +34,14 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // stderr: stdout belongs to the ready line (and, with --stdio, to the protocol).
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let tarpc = args.first().is_some_and(|a| a == "--tarpc");
     if tarpc {
