@@ -268,7 +268,7 @@ async fn handshake(
             }
             let (reply, service) = answer_hello(services, &hello, window);
             if service.is_none() {
-                tracing::info!(peer = %info.peer, service = %telemetry_shown(&hello.service), reply = ?reply, "hello refused");
+                tracing::info!(peer = %info.peer, service = %shown(&hello.service), reply = ?reply, "hello refused");
             }
             (reply, service.map(|s| (s, hello.stream_window)))
         }
@@ -291,10 +291,6 @@ async fn handshake(
     service.ok_or(None)
 }
 
-/// A client's service name as logged: cut like everything quoted back to it.
-fn telemetry_shown(name: &str) -> std::borrow::Cow<'_, str> {
-    shown(name)
-}
 
 /// Tells the client why its connection closes, if it reads within [`LINGER`].
 async fn goaway(out: &SharedSender, code: CloseCode, reason: &str) {
