@@ -798,6 +798,9 @@ impl Inbound {
 
     /// Marks the connection dead and fails every pending call with `err`.
     fn close(&mut self, err: RpcError) -> RpcError {
+        if self.closed.is_none() {
+            tracing::debug!(error = %err, code = ?err.close_code(), pending = self.calls.len(), "client connection closed");
+        }
         let err = self.closed.get_or_insert(err).clone();
         self.reader = None;
         for slot in self.calls.values_mut() {

@@ -291,7 +291,6 @@ async fn handshake(
     service.ok_or(None)
 }
 
-
 /// Tells the client why its connection closes, if it reads within [`LINGER`].
 async fn goaway(out: &SharedSender, code: CloseCode, reason: &str) {
     let _ = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_goaway(code, reason)))).await;
