@@ -243,3 +243,21 @@ async fn tower_retry_repeats_a_shed_call_until_it_passes() {
     assert!(attempts.load(Ordering::SeqCst) > 1, "the first attempt was not shed");
     assert_eq!(slow.await.unwrap().unwrap(), 1000);
 }
+
+#[tokio::test]
+async fn a_rate_limit_runs_behind_a_buffer() {
+    // `RateLimit` is not `Clone`; a `Buffer` in front of it is, and shares the one limiter.
+    let layers = tower::ServiceBuilder::new()
+        .buffer(16)
+        .layer(tower::limit::RateLimitLayer::new(2, Duration::from_millis(50)))
+        .into_inner();
+    let addr = start(rpc_tests::test_server().layer(layers), "tcp://127.0.0.1:0").await;
+    let calc = CalculatorClient::connect(&addr).await.unwrap();
+    let calls = (0..6).map(|i| {
+        let calc = calc.clone();
+        tokio::spawn(async move { calc.add(i, i).await })
+    });
+    for (i, call) in calls.collect::<Vec<_>>().into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), 2 * i as i64);
+    }
+}
