@@ -169,7 +169,7 @@ impl Scheme {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => format!("unix://{}", temp.join(format!("{unique}.sock")).display()),
             "fifo" => {
-                let dir = temp.join(format!("{unique}-fifo"));
+                let dir = temp.join(format!("{unique}{FRESH_FIFO_DIR}"));
                 std::fs::create_dir_all(&dir).ok()?;
                 format!("fifo://{}", dir.join("calc").display())
             }
@@ -202,16 +202,25 @@ pub fn endpoint_dir(addr: &Address) -> Option<(PathBuf, bool)> {
     }
 }
 
-/// Removes what a killed listener at `addr` left behind: its socket file, its connect queue, the
-/// directory of its connect FIFO (every `fifo://` address from [`Scheme::fresh_address`] has its
-/// own). For tests: it removes without checking that nobody uses it.
+/// How the name of the directory [`Scheme::fresh_address`] makes for a `fifo://` address ends:
+/// only such a directory is ever removed whole by [`remove_endpoint`].
+const FRESH_FIFO_DIR: &str = ".rpc-fresh-fifo";
+
+/// Removes what a killed listener at `addr` left behind: its socket file, its connect queue, its
+/// connect FIFO, and the FIFO's directory if [`Scheme::fresh_address`] made it (a directory of
+/// the caller's, such as the temporary directory itself, is never removed). For tests: it
+/// removes without checking that nobody uses it.
 pub fn remove_endpoint(addr: &Address) {
     match addr {
         Address::Unix(path) => {
             let _ = std::fs::remove_file(path);
         }
         Address::Fifo(path) => {
-            if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_file(path);
+            let fresh = path
+                .parent()
+                .filter(|dir| dir.file_name().is_some_and(|name| name.to_string_lossy().ends_with(FRESH_FIFO_DIR)));
+            if let Some(dir) = fresh {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
@@ -468,6 +477,29 @@ const MEM: Scheme = Scheme {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn removing_a_fifo_endpoint_keeps_a_directory_it_did_not_make() {
+        let shared = std::env::temp_dir().join(format!("rpc-registry-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&shared).unwrap();
+        let other = shared.join("someone-elses-file");
+        std::fs::write(&other, b"keep").unwrap();
+        let fifo = shared.join("calc");
+        std::fs::write(&fifo, b"").unwrap();
+        super::remove_endpoint(&Address::Fifo(fifo.clone()));
+        assert!(!fifo.exists(), "the connect FIFO is removed");
+        assert!(other.exists(), "the rest of a directory the caller owns stays");
+        std::fs::remove_dir_all(&shared).unwrap();
+
+        // A directory fresh_address made goes whole.
+        let addr = super::lookup("fifo").unwrap().fresh_address(&format!("rpc-registry-{}", std::process::id()));
+        let addr = Address::parse(&addr.unwrap()).unwrap();
+        let Address::Fifo(path) = &addr else { panic!("{addr:?}") };
+        let dir = path.parent().unwrap().to_owned();
+        assert!(dir.is_dir());
+        super::remove_endpoint(&addr);
+        assert!(!dir.exists());
+    }
+
     use super::*;
 
     /// The rows of the first markdown table in `text` after `heading` whose first cell is an
