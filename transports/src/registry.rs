@@ -192,12 +192,15 @@ pub fn endpoint_files(addr: &Address) -> Vec<PathBuf> {
 
 /// The directory in which a listener at `addr` creates files of its own, and whether it is
 /// private to the address (a `fifo://` address made by [`Scheme::fresh_address`]: everything new
-/// in it is the listener's) or shared (a `unix://` socket's directory: only the socket file and
-/// temporary names are).
+/// in it is the listener's) or shared (a `unix://` socket's directory, or that of any other
+/// `fifo://` address: only the listener's own names are).
 pub fn endpoint_dir(addr: &Address) -> Option<(PathBuf, bool)> {
     match addr {
         Address::Unix(path) => Some((path.parent()?.to_owned(), false)),
-        Address::Fifo(path) => Some((path.parent()?.to_owned(), true)),
+        Address::Fifo(path) => match fresh_fifo_dir(path) {
+            Some(dir) => Some((dir.to_owned(), true)),
+            None => Some((path.parent()?.to_owned(), false)),
+        },
         _ => None,
     }
 }
@@ -205,6 +208,12 @@ pub fn endpoint_dir(addr: &Address) -> Option<(PathBuf, bool)> {
 /// How the name of the directory [`Scheme::fresh_address`] makes for a `fifo://` address ends:
 /// only such a directory is ever removed whole by [`remove_endpoint`].
 const FRESH_FIFO_DIR: &str = ".rpc-fresh-fifo";
+
+/// The directory of the connect FIFO at `path` if [`Scheme::fresh_address`] made it for that
+/// address alone.
+fn fresh_fifo_dir(path: &Path) -> Option<&Path> {
+    path.parent().filter(|dir| dir.file_name().is_some_and(|name| name.to_string_lossy().ends_with(FRESH_FIFO_DIR)))
+}
 
 /// Removes what a killed listener at `addr` left behind: its socket file, its connect queue, its
 /// connect FIFO, and the FIFO's directory if [`Scheme::fresh_address`] made it (a directory of
@@ -217,10 +226,7 @@ pub fn remove_endpoint(addr: &Address) {
         }
         Address::Fifo(path) => {
             let _ = std::fs::remove_file(path);
-            let fresh = path
-                .parent()
-                .filter(|dir| dir.file_name().is_some_and(|name| name.to_string_lossy().ends_with(FRESH_FIFO_DIR)));
-            if let Some(dir) = fresh {
+            if let Some(dir) = fresh_fifo_dir(path) {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
@@ -485,6 +491,7 @@ mod tests {
         std::fs::write(&other, b"keep").unwrap();
         let fifo = shared.join("calc");
         std::fs::write(&fifo, b"").unwrap();
+        assert_eq!(super::endpoint_dir(&Address::Fifo(fifo.clone())), Some((shared.clone(), false)));
         super::remove_endpoint(&Address::Fifo(fifo.clone()));
         assert!(!fifo.exists(), "the connect FIFO is removed");
         assert!(other.exists(), "the rest of a directory the caller owns stays");
@@ -496,6 +503,7 @@ mod tests {
         let Address::Fifo(path) = &addr else { panic!("{addr:?}") };
         let dir = path.parent().unwrap().to_owned();
         assert!(dir.is_dir());
+        assert_eq!(super::endpoint_dir(&addr), Some((dir.clone(), true)));
         super::remove_endpoint(&addr);
         assert!(!dir.exists());
     }
