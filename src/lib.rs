@@ -29,7 +29,7 @@
 //! ```
 //!
 //! The address picks the mechanism at run time; see [`transports`] for the schemes this build
-//! supports (tcp, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a
+//! supports (tcp, tls, local, shm, unix, fifo, spawn, mq, mem). A worker child started with a
 //! `spawn:` address serves with [`serve_stdio`]. Client method futures own their connection
 //! handle (`'static + Send`), so they can be stored or given to `tokio::spawn`; each call can
 //! carry its own deadline (`calc.with_timeout(d).add(1, 2)`), and a client can have a default
@@ -48,7 +48,7 @@
 //! The crate root holds what a service's author and its callers use: the [`service`] macro,
 //! [`Server`] and [`ServerOptions`], [`ClientOptions`] and [`CallOptions`], the errors
 //! ([`RpcError`], [`CallError`], [`CloseCode`]), [`listen`] and [`connect`], [`Stream`] and
-//! [`Streaming`], [`CallContext`] (with [`PeerCredentials`], which a handler reads from it),
+//! [`Streaming`], [`CallContext`] (with [`PeerCredentials`] and [`PeerIdentity`], which a handler reads from it),
 //! [`Bytes`], [`serve_stdio`], [`shutdown_signal`] and [`raise_fd_limit`]; and, for hand-written
 //! clients and services, [`Client`], [`Service`], the descriptors and [`connect_service_with`].
 //!
@@ -88,6 +88,9 @@ pub use rpc_core::telemetry::{self, ServerStats};
 /// Also at [`transport::PeerCredentials`]: kept here because a handler reads it from
 /// [`CallContext::peer_credentials`].
 pub use rpc_core::transport::PeerCredentials;
+/// Also at [`transport::PeerIdentity`]: kept here because a handler reads it from
+/// [`CallContext::peer_identity`].
+pub use rpc_core::transport::PeerIdentity;
 pub use rpc_core::wire::CloseCode;
 pub use rpc_core::{transport, wire};
 pub use rpc_macros::service;

@@ -1,5 +1,5 @@
 //! What a handler may know about the call it is serving: who called (the peer's credentials on
-//! local mechanisms), over which connection, and until when the caller waits.
+//! local mechanisms, its verified certificate's identity over mutual TLS), over which connection, and until when the caller waits.
 //!
 //! Handlers keep the trait's own signature (`async fn add(&self, a: i64, b: i64) -> i64`): the
 //! server engine does not pass the context as an argument but makes it *current* while the
@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::transport::{ConnectionInfo, PeerCredentials};
+use crate::transport::{ConnectionInfo, PeerCredentials, PeerIdentity};
 use crate::wire::TraceContext;
 
 tokio::task_local! {
@@ -61,6 +61,14 @@ impl CallContext {
     /// kernel, `SO_PEERCRED`), `spawn:` and `mem://`; `None` over `tcp://`, `fifo://` and `mq://`.
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
         self.connection.peer_credentials
+    }
+
+    /// Who the peer is as its verified certificate says: over `tls://` with mutual TLS (the
+    /// listener requires client certificates), the client certificate's subject and alternative
+    /// names; `None` elsewhere. The transport verified the certificate against the listener's
+    /// client roots before the first call, so a handler may authorise on it.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.connection.peer_identity.as_ref()
     }
 
     /// The mechanism the call came over, e.g. `"unix"`.

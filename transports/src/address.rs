@@ -22,6 +22,14 @@ pub enum Address {
     /// `tcp://host:port`: holds `host:port` as written, where `host` is a name, an IPv4 address
     /// or a bracketed IPv6 address (`[::1]:80`).
     Tcp(String),
+    /// `tls://host:port?query`: TLS over TCP; `host_port` as for [`Address::Tcp`], `params` the
+    /// query's files (see [`TlsOptions`](crate::TlsOptions) for their meaning).
+    Tls {
+        /// `host:port` as written.
+        host_port: String,
+        /// The query parameters.
+        params: crate::TlsParams,
+    },
     /// `local://name`: a local socket (abstract Unix socket on Linux, `/tmp/name` on other Unix
     /// systems, named pipe on Windows).
     Local(String),
@@ -126,6 +134,7 @@ impl Address {
     pub fn scheme(&self) -> &'static str {
         match self {
             Address::Tcp(_) => "tcp",
+            Address::Tls { .. } => "tls",
             Address::Local(_) => "local",
             Address::Unix(_) => "unix",
             Address::Mem(_) => "mem",
@@ -149,6 +158,13 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Tcp(host_port) => write!(f, "tcp://{host_port}"),
+            Address::Tls { host_port, params } => {
+                write!(f, "tls://{host_port}")?;
+                for (i, (key, value)) in params.pairs().into_iter().enumerate() {
+                    write!(f, "{}{key}={}", if i == 0 { "?" } else { "&" }, percent_encode(&value, true))?;
+                }
+                Ok(())
+            }
             Address::Local(name) => write!(f, "local://{name}"),
             // The path is absolute, so this prints the three slashes of `unix:///path`.
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
@@ -203,10 +219,38 @@ fn is_scheme(s: &str) -> bool {
 }
 
 pub(crate) fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
-    let expected = "expected tcp://host:port, e.g. tcp://127.0.0.1:4000 or tcp://[::1]:4000";
     if body.contains(['/', '?', '#']) {
+        let expected = "expected tcp://host:port, e.g. tcp://127.0.0.1:4000 or tcp://[::1]:4000";
         return Err(invalid(format!("`{s}`: a tcp:// address has no path or query; {expected}")));
     }
+    check_host_port(s, body, "tcp")?;
+    Ok(Address::Tcp(body.to_owned()))
+}
+
+/// `tls://host:port` with an optional query of `key=value` parameters naming files.
+pub(crate) fn parse_tls(s: &str, body: &str) -> Result<Address, RpcError> {
+    let (host_port, query) = body.split_once('?').unwrap_or((body, ""));
+    if host_port.contains(['/', '#']) {
+        return Err(invalid(format!("`{s}`: a tls:// address has no path; expected tls://host:port[?ca=FILE&...]")));
+    }
+    check_host_port(s, host_port, "tls")?;
+    let mut params = crate::TlsParams::default();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(invalid(format!("`{s}`: `{part}` is not key=value")));
+        };
+        let value = percent_decode(value).ok_or_else(|| invalid(format!("`{s}`: bad %-escape in `{part}`")))?;
+        if value.is_empty() {
+            return Err(invalid(format!("`{s}`: `{key}` has no value")));
+        }
+        params.set(key, value).map_err(|e| invalid(format!("`{s}`: {e}")))?;
+    }
+    Ok(Address::Tls { host_port: host_port.to_owned(), params })
+}
+
+/// Checks the `host:port` of a network address of `scheme`.
+fn check_host_port(s: &str, body: &str, scheme: &str) -> Result<(), RpcError> {
+    let expected = format!("expected {scheme}://host:port, e.g. {scheme}://127.0.0.1:4000 or {scheme}://[::1]:4000");
     let (host, port) = if let Some(after_bracket) = body.strip_prefix('[') {
         let Some((ip, after)) = after_bracket.split_once(']') else {
             return Err(invalid(format!("`{s}`: unclosed `[` in the host; {expected}")));
@@ -223,7 +267,7 @@ pub(crate) fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
             return Err(invalid(format!("`{s}`: missing port; {expected}")));
         };
         if host.contains(':') {
-            return Err(invalid(format!("`{s}`: an IPv6 host needs brackets, as in tcp://[::1]:4000")));
+            return Err(invalid(format!("`{s}`: an IPv6 host needs brackets, as in {scheme}://[::1]:4000")));
         }
         (host, port)
     };
@@ -239,7 +283,7 @@ pub(crate) fn parse_tcp(s: &str, body: &str) -> Result<Address, RpcError> {
     if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
         return Err(invalid(format!("`{s}`: `{port}` is not a port number (0-65535)")));
     }
-    Ok(Address::Tcp(body.to_owned()))
+    Ok(())
 }
 
 pub(crate) fn parse_name(s: &str, body: &str, scheme: &str) -> Result<String, RpcError> {
@@ -403,6 +447,18 @@ mod tests {
         assert_eq!(round_trips("tcp://127.0.0.1:4000"), Address::Tcp("127.0.0.1:4000".into()));
         assert_eq!(round_trips("tcp://localhost:0"), Address::Tcp("localhost:0".into()));
         assert_eq!(round_trips("tcp://[::1]:80"), Address::Tcp("[::1]:80".into()));
+        assert!(matches!(round_trips("tls://[::1]:80"), Address::Tls { host_port, .. } if host_port == "[::1]:80"));
+        let Address::Tls { params, .. } = round_trips("tls://h:1?ca=/a%26b.pem&cert=/c&key=/k&name=calc.example")
+        else {
+            unreachable!()
+        };
+        assert_eq!(params.ca.as_deref(), Some(std::path::Path::new("/a&b.pem")));
+        assert_eq!(params.name.as_deref(), Some("calc.example"));
+        assert!(message("tls://h:1?color=red").contains("unknown parameter `color`"));
+        assert!(message("tls://h:1?ca=/a&ca=/b").contains("`ca` given twice"));
+        assert!(message("tls://h:1?ca").contains("not key=value"));
+        assert!(message("tls://h:1?name=no%20way").contains("neither a DNS name"));
+        assert!(message("tls://h").contains("missing port; expected tls://host:port"));
         assert_eq!(round_trips("tcp://example.com:65535").scheme(), "tcp");
     }
 

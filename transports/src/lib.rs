@@ -8,6 +8,7 @@
 //! | address | mechanism | who can connect | platforms |
 //! |---|---|---|---|
 //! | `tcp://host:port` | TCP with `TCP_NODELAY`; `host` is a name, an IPv4 address or a bracketed IPv6 address (`tcp://[::1]:4000`); port 0 picks a free port | any host | all |
+//! | `tls://host:port` | TLS 1.2/1.3 (rustls) over TCP as `tcp://`; the server's certificate is checked against the client's roots (Mozilla's by default) and the host name; optional mutual TLS whose verified client identity handlers read from the call context (see [`TlsOptions`]) | any host | all |
 //! | `local://name` | a local socket: an abstract-namespace Unix socket on Linux (nothing on disk), a socket file `/tmp/name` on other Unix systems, a named pipe `\\.\pipe\name` on Windows | same machine; by default only the same user (see [`TransportOptions::mode`]) | Unix, Windows |
 //! | `shm://name` | shared-memory rings, one per direction per connection, in a sealed memfd passed over the local socket `rpc-shm.<name>` (abstract namespace), which stays open to report the peer's exit; see the `shm` module notes below | same machine; by default only the same user (see [`TransportOptions::mode`]) | Linux |
 //! | `unix:///abs/path.sock` | a Unix domain socket at a file path, created with mode 0600; a stale file left by a crashed server is reclaimed, a live server is never displaced | same machine, file permissions | Unix |
@@ -98,13 +99,15 @@ pub mod spawn;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod spin;
 mod tcp;
+mod tls;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 mod watch;
 
 pub use address::{Address, SCHEMES};
-pub use options::{ShmOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN, MAX_RING_SIZE, MIN_RING_SIZE};
+pub use tls::options::TlsParams;
+pub use options::{ShmOptions, TlsOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN, MAX_RING_SIZE, MIN_RING_SIZE};
 
 use rpc_core::error::RpcError;
 use rpc_core::transport::{Connection, Listener};

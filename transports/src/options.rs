@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use rpc_core::wire::DEFAULT_MAX_FRAME_LEN;
 
+pub use crate::tls::options::TlsOptions;
+
 /// Default [`ShmOptions::ring_size`]: 256 KiB per direction.
 pub const DEFAULT_RING_SIZE: usize = 256 * 1024;
 /// The smallest [`ShmOptions::ring_size`]: 4 KiB.
@@ -28,6 +30,8 @@ const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE
 /// |---|---|
 /// | [`max_frame_len`](Self::max_frame_len) | every mechanism |
 /// | [`mode`](Self::mode) | local endpoints this side creates: `unix://`, `fifo://`, `local://`, `shm://`, `mq://` |
+/// | [`keepalive`](Self::keepalive) | network mechanisms: `tcp://`, `tls://` |
+/// | [`tls`](Self::tls), a [`TlsOptions`] | `tls://` only: certificates, keys, trusted roots, mutual TLS |
 /// | [`shm`](Self::shm), a [`ShmOptions`] | `shm://` only: its rings and how long a side polls them |
 ///
 /// Built like every options type of the framework: [`TransportOptions::new`] (the same as
@@ -50,11 +54,19 @@ pub struct TransportOptions {
     pub(crate) max_frame_len: usize,
     pub(crate) mode: u32,
     pub(crate) shm: ShmOptions,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) tls: TlsOptions,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        Self { max_frame_len: DEFAULT_MAX_FRAME_LEN, mode: 0o600, shm: ShmOptions::default() }
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            mode: 0o600,
+            shm: ShmOptions::default(),
+            keepalive: None,
+            tls: TlsOptions::default(),
+        }
     }
 }
 
@@ -108,6 +120,35 @@ impl TransportOptions {
     #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn permission_bits(&self) -> u32 {
         self.mode & 0o777
+    }
+}
+
+/// # Network mechanisms: `tcp://`, `tls://`
+impl TransportOptions {
+    /// Notice a dead peer or a dead link within about `within`, instead of the kernel's default
+    /// (over two hours for an idle connection, about 15 minutes for one with data outstanding):
+    /// the socket sends TCP keepalive probes after `within / 2` of silence, every
+    /// `within / 6` (at least a second), and gives up after three unanswered ones; on Linux
+    /// `TCP_USER_TIMEOUT` also ends the connection when sent data stays unacknowledged for
+    /// `within`. The connection then fails as if the peer had closed it: pending calls end with
+    /// `RpcError::Disconnected`. Set on both sides (a listener applies it to every accepted
+    /// connection). The probes are the kernel's: no per-call work. Default: off.
+    ///
+    /// # Panics
+    /// If `within` is under 2 s (the kernel counts keepalive times in whole seconds).
+    #[must_use]
+    pub fn keepalive(mut self, within: Duration) -> Self {
+        assert!(within >= Duration::from_secs(2), "TransportOptions::keepalive must be at least 2 s, not {within:?}");
+        self.keepalive = Some(within);
+        self
+    }
+
+    /// The options of `tls://` connections and listeners: certificates, keys, trusted roots,
+    /// mutual TLS. Default [`TlsOptions::new`].
+    #[must_use]
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -183,6 +224,20 @@ mod tests {
         let defaults = TransportOptions::default();
         assert_eq!((defaults.max_frame_len, defaults.mode), (DEFAULT_MAX_FRAME_LEN, 0o600));
         assert_eq!((defaults.shm.ring_size, defaults.shm.spin), (DEFAULT_RING_SIZE, DEFAULT_SPIN));
+    }
+
+    #[test]
+    fn network_options_set() {
+        let tls = TlsOptions::new().server_name("example.com");
+        let options = TransportOptions::new().keepalive(Duration::from_secs(3)).tls(tls.clone());
+        assert_eq!((options.keepalive, &options.tls), (Some(Duration::from_secs(3)), &tls));
+        assert_eq!(TransportOptions::new().keepalive, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "TransportOptions::keepalive must be at least 2 s, not 1s")]
+    fn a_keepalive_under_two_seconds_is_refused() {
+        let _ = TransportOptions::new().keepalive(Duration::from_secs(1));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use rpc_core::transport::{BoxFuture, Connection, Listener};
 use crate::address::{self, Address};
 use crate::options::TransportOptions;
 #[allow(unused_imports)] // each platform uses some
-use crate::{local, mem, tcp};
+use crate::{local, mem, tcp, tls};
 
 /// One transport: its address form, where it runs, its facts, and (where this build has it)
 /// how to parse, connect and listen.
@@ -38,6 +38,10 @@ pub struct Scheme {
     /// Whether a handler learns the calling process's uid, gid and pid
     /// (`CallContext::peer_credentials`).
     pub peer_credentials: bool,
+    /// Whether a listener needs credentials of its own (a certificate and key) and a client
+    /// needs to be told what to trust. [`Scheme::fresh_address`] then returns an address that
+    /// names throwaway ones (with the `test-certificates` feature; `None` without it).
+    pub needs_credentials: bool,
     /// Descriptors a server holds per accepted connection, once set up.
     pub descriptors_per_connection: usize,
     /// Descriptors a server needs at once while it sets a connection up (at least
@@ -135,7 +139,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every scheme some build of this crate knows, in the order error messages and docs list them.
-pub const REGISTRY: &[Scheme] = &[TCP, LOCAL, SHM, UNIX, FIFO, SPAWN, MQ, MEM];
+pub const REGISTRY: &[Scheme] = &[TCP, TLS, LOCAL, SHM, UNIX, FIFO, SPAWN, MQ, MEM];
 
 /// The scheme named `name` (lower case), whether or not this build has it.
 pub fn lookup(name: &str) -> Option<&'static Scheme> {
@@ -161,12 +165,32 @@ impl Scheme {
     /// A fresh address to listen on whose name contains `unique` (which must be unique to the
     /// caller, e.g. a process id and a counter): for tests and tools. `tcp://` picks a free port;
     /// `unix://` is a socket file in the temporary directory; `fifo://` gets a directory of its
-    /// own in the temporary directory, created here, that [`remove_endpoint`] removes. `None` for
-    /// `spawn:`, which names a program to start.
+    /// own in the temporary directory, created here, that [`remove_endpoint`] removes. `tls://`
+    /// (with the `test-certificates` feature) gets a throwaway self-signed certificate for
+    /// `localhost` and `127.0.0.1` in a directory of its own, which the address names as the
+    /// listener's certificate and the clients' root and [`remove_endpoint`] removes; without
+    /// the feature `None`. `None` for `spawn:`, which names a program to start.
     pub fn fresh_address(&self, unique: &str) -> Option<String> {
         let temp = std::env::temp_dir();
         Some(match self.name {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            "tls" => {
+                #[cfg(feature = "test-certificates")]
+                {
+                    let dir = tls::test_certificates::write_self_signed(&temp, unique).ok()?;
+                    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+                    let params = crate::TlsParams {
+                        ca: Some(cert.clone()),
+                        cert: Some(cert),
+                        key: Some(key),
+                        client_ca: None,
+                        name: None,
+                    };
+                    Address::Tls { host_port: "127.0.0.1:0".to_owned(), params }.to_string()
+                }
+                #[cfg(not(feature = "test-certificates"))]
+                return None;
+            }
             "unix" => format!("unix://{}", temp.join(format!("{unique}.sock")).display()),
             "fifo" => {
                 let dir = temp.join(format!("{unique}{FRESH_FIFO_DIR}"));
@@ -227,6 +251,16 @@ pub fn remove_endpoint(addr: &Address) {
         Address::Fifo(path) => {
             let _ = std::fs::remove_file(path);
             if let Some(dir) = fresh_fifo_dir(path) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        #[cfg(feature = "test-certificates")]
+        Address::Tls { params, .. } => {
+            // Only a directory fresh_address made.
+            let dir = params.cert.as_deref().and_then(Path::parent);
+            if let Some(dir) = dir.filter(|d| {
+                d.file_name().is_some_and(|n| n.to_string_lossy().ends_with(tls::test_certificates::DIR_SUFFIX))
+            }) {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
@@ -321,6 +355,7 @@ const TCP: Scheme = Scheme {
     platforms: Platforms::All,
     reach: Reach::AnyHost,
     peer_credentials: false,
+    needs_credentials: false,
     descriptors_per_connection: 1,
     descriptors_during_setup: 1,
     on_disk: OnDisk::Nothing,
@@ -332,6 +367,27 @@ const TCP: Scheme = Scheme {
         listen: |o| boxed!(tcp::listen(host_port, o))),
 };
 
+// Not `raw_stream`: its bytes are TLS records; plain bytes end in a failed handshake, which only
+// that connection sees (tests/tls.rs speaks plain TCP to it).
+const TLS: Scheme = Scheme {
+    name: "tls",
+    separator: "://",
+    form: "tls://host:port",
+    platforms: Platforms::All,
+    reach: Reach::AnyHost,
+    peer_credentials: false,
+    needs_credentials: true,
+    descriptors_per_connection: 1,
+    descriptors_during_setup: 1,
+    on_disk: OnDisk::Nothing,
+    raw_stream: false,
+    why_not_here: "",
+    parse: address::parse_tls,
+    driver: driver!(Tls { host_port, params },
+        connect: |o| tls::connect(host_port, params, o),
+        listen: |o| boxed!(tls::listen(host_port, params, o))),
+};
+
 const LOCAL: Scheme = Scheme {
     name: "local",
     separator: "://",
@@ -339,6 +395,7 @@ const LOCAL: Scheme = Scheme {
     platforms: Platforms::UnixAndWindows,
     reach: Reach::SameMachine,
     peer_credentials: cfg!(unix),
+    needs_credentials: false,
     descriptors_per_connection: 1,
     descriptors_during_setup: 1,
     on_disk: if cfg!(any(target_os = "linux", target_os = "android", windows)) {
@@ -361,6 +418,7 @@ const SHM: Scheme = Scheme {
     platforms: Platforms::Linux,
     reach: Reach::SameMachine,
     peer_credentials: true,
+    needs_credentials: false,
     descriptors_per_connection: 4,
     descriptors_during_setup: 6,
     on_disk: OnDisk::Nothing,
@@ -382,6 +440,7 @@ const UNIX: Scheme = Scheme {
     platforms: Platforms::Unix,
     reach: Reach::SameMachine,
     peer_credentials: true,
+    needs_credentials: false,
     descriptors_per_connection: 1,
     descriptors_during_setup: 1,
     on_disk: OnDisk::SocketFile,
@@ -403,6 +462,7 @@ const FIFO: Scheme = Scheme {
     platforms: Platforms::Unix,
     reach: Reach::SameMachine,
     peer_credentials: false,
+    needs_credentials: false,
     descriptors_per_connection: 2,
     descriptors_during_setup: 2,
     on_disk: OnDisk::ConnectFifo,
@@ -424,6 +484,7 @@ const SPAWN: Scheme = Scheme {
     platforms: Platforms::Unix,
     reach: Reach::ParentAndChild,
     peer_credentials: true,
+    needs_credentials: false,
     descriptors_per_connection: 2,
     descriptors_during_setup: 2,
     on_disk: OnDisk::Nothing,
@@ -449,6 +510,7 @@ const MQ: Scheme = Scheme {
     platforms: Platforms::LinuxOnly,
     reach: Reach::SameMachine,
     peer_credentials: false,
+    needs_credentials: false,
     descriptors_per_connection: 4,
     descriptors_during_setup: 5,
     on_disk: OnDisk::ConnectQueue,
@@ -470,6 +532,7 @@ const MEM: Scheme = Scheme {
     platforms: Platforms::All,
     reach: Reach::SameProcess,
     peer_credentials: true,
+    needs_credentials: false,
     descriptors_per_connection: 0,
     descriptors_during_setup: 0,
     on_disk: OnDisk::Nothing,

@@ -1,5 +1,7 @@
 //! `tcp://host:port`: TCP with `TCP_NODELAY` (the engines flush whole frames themselves, so
-//! Nagle's algorithm would only add latency), framed by the shared length prefix.
+//! Nagle's algorithm would only add latency), framed by the shared length prefix. With
+//! [`TransportOptions::keepalive`] set, both sides' sockets probe an idle link and give up on
+//! unacknowledged data after that long, so a dead peer or link is noticed in time.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,17 +14,43 @@ use crate::options::TransportOptions;
 
 /// Connects to `host:port` (a name is resolved and each of its addresses tried in turn).
 pub(crate) async fn connect(host_port: &str, options: &TransportOptions) -> io::Result<Connection> {
-    let stream = TcpStream::connect(host_port).await?;
-    stream.set_nodelay(true)?;
+    let stream = connect_stream(host_port, options).await?;
     let peer = stream.peer_addr()?;
     Ok(connection(stream, peer, options.effective_max_frame_len()))
+}
+
+/// A connected TCP stream, tuned by [`tune`] (also for `tls://`).
+pub(crate) async fn connect_stream(host_port: &str, options: &TransportOptions) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(host_port).await?;
+    tune(&stream, options)?;
+    Ok(stream)
+}
+
+/// `TCP_NODELAY`, and the keepalive of [`TransportOptions::keepalive`] where set: probes start
+/// after half the time of silence and are sent every sixth, three unanswered ones end the
+/// connection; on Linux `TCP_USER_TIMEOUT` ends it when sent data stays unacknowledged that
+/// long (keepalive probes are not sent while data is outstanding).
+pub(crate) fn tune(stream: &TcpStream, options: &TransportOptions) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    if let Some(within) = options.keepalive {
+        let socket = socket2::SockRef::from(stream);
+        let keepalive = socket2::TcpKeepalive::new().with_time(within / 2);
+        #[cfg(any(unix, windows))]
+        let keepalive = keepalive.with_interval((within / 6).max(std::time::Duration::from_secs(1)));
+        #[cfg(unix)]
+        let keepalive = keepalive.with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        socket.set_tcp_user_timeout(Some(within))?;
+    }
+    Ok(())
 }
 
 /// Binds `host:port`; port 0 lets the OS pick one, which [`Listener::local_addr`] reports.
 pub(crate) async fn listen(host_port: &str, options: &TransportOptions) -> io::Result<TcpFrameListener> {
     let listener = TcpListener::bind(host_port).await?;
     let local = listener.local_addr()?;
-    Ok(TcpFrameListener { listener, local, max_frame_len: options.effective_max_frame_len() })
+    Ok(TcpFrameListener { listener, local, options: options.clone() })
 }
 
 fn connection(stream: TcpStream, peer: SocketAddr, max_frame_len: usize) -> Connection {
@@ -41,7 +69,7 @@ fn connection(stream: TcpStream, peer: SocketAddr, max_frame_len: usize) -> Conn
 pub(crate) struct TcpFrameListener {
     listener: TcpListener,
     local: SocketAddr,
-    max_frame_len: usize,
+    options: TransportOptions,
 }
 
 impl Listener for TcpFrameListener {
@@ -56,8 +84,8 @@ impl Listener for TcpFrameListener {
                 };
                 // Fails only if the client is already gone; that must not end the server's
                 // accept loop, so skip this connection instead of returning the error.
-                if stream.set_nodelay(true).is_ok() {
-                    return Ok(connection(stream, peer, self.max_frame_len));
+                if tune(&stream, &self.options).is_ok() {
+                    return Ok(connection(stream, peer, self.options.effective_max_frame_len()));
                 }
             }
         })
@@ -72,7 +100,7 @@ impl Listener for TcpFrameListener {
 /// treat them like `EAGAIN`: they concern that one client, not the listener, so they must not
 /// end the server's accept loop.
 #[cfg(target_os = "linux")]
-fn concerns_only_the_pending_connection(err: &io::Error) -> bool {
+pub(crate) fn concerns_only_the_pending_connection(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(
@@ -89,6 +117,6 @@ fn concerns_only_the_pending_connection(err: &io::Error) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn concerns_only_the_pending_connection(_err: &io::Error) -> bool {
+pub(crate) fn concerns_only_the_pending_connection(_err: &io::Error) -> bool {
     false
 }

@@ -90,12 +90,23 @@ pub struct ConnectionInfo {
     /// (its setup socket) ask the kernel (`SO_PEERCRED`), `spawn:` knows its child (and the
     /// child its parent), `mem://` is this process. `None` for `tcp://`, `fifo://` and `mq://`.
     pub peer_credentials: Option<PeerCredentials>,
+    /// Who the peer is as its verified certificate says: `tls://` with mutual TLS (on the
+    /// listener's side, the client's certificate; on the client's side, the server's). `None`
+    /// elsewhere.
+    pub peer_identity: Option<PeerIdentity>,
 }
 
 impl ConnectionInfo {
     /// Facts about a connection over `transport` to `peer` (no peer credentials).
     pub fn new(transport: &'static str, peer: impl Into<String>, max_frame_len: usize) -> Self {
-        Self { transport, peer: peer.into(), max_frame_len, peer_credentials: None }
+        Self { transport, peer: peer.into(), max_frame_len, peer_credentials: None, peer_identity: None }
+    }
+
+    /// Sets [`peer_identity`](Self::peer_identity).
+    #[must_use]
+    pub fn with_peer_identity(mut self, identity: Option<PeerIdentity>) -> Self {
+        self.peer_identity = identity;
+        self
     }
 
     /// Sets [`peer_credentials`](Self::peer_credentials).
@@ -103,6 +114,26 @@ impl ConnectionInfo {
     pub fn with_peer_credentials(mut self, credentials: Option<PeerCredentials>) -> Self {
         self.peer_credentials = credentials;
         self
+    }
+}
+
+/// The identity of the peer of a connection as its certificate states it, after the transport
+/// verified the certificate against its trusted roots (`tls://`). Server handlers read it
+/// through [`CallContext::peer_identity`](crate::context::CallContext::peer_identity).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerIdentity {
+    /// The certificate's subject as a distinguished name, e.g. `CN=alice, O=Example`.
+    pub subject: String,
+    /// The certificate's subject alternative names, each with its kind: `DNS:alice.example`,
+    /// `IP:10.0.0.1`, `email:alice@example.com`, `URI:spiffe://example/alice`.
+    pub names: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// An identity with the given subject and alternative names.
+    pub fn new(subject: impl Into<String>, names: Vec<String>) -> Self {
+        Self { subject: subject.into(), names }
     }
 }
 
