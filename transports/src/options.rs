@@ -130,8 +130,8 @@ impl TransportOptions {
     /// the socket sends TCP keepalive probes after `within / 2` of silence, every
     /// `within / 6` (at least a second), and gives up after three unanswered ones; on Linux
     /// `TCP_USER_TIMEOUT` also ends the connection when sent data stays unacknowledged for
-    /// `within`. The connection then fails as if the peer had closed it: pending calls end with
-    /// `RpcError::Disconnected`. Set on both sides (a listener applies it to every accepted
+    /// `within`. The connection then fails: pending calls end with `RpcError::Io` of kind
+    /// `TimedOut`. Set on both sides (a listener applies it to every accepted
     /// connection). The probes are the kernel's: no per-call work. Default: off.
     ///
     /// # Panics

@@ -1,0 +1,163 @@
+//! Across a real network link: a server process in a network namespace of its own, joined to
+//! this test's namespace by a veth pair, and the test as the client. Needs root and `ip`;
+//! skipped with a message otherwise. The namespace (and with it the veth pair) is removed by a
+//! drop guard, also when a check fails; names carry the pid and a counter, so parallel runs and
+//! runs in a row do not collide.
+//!
+//! Checked here: `tls://` calls over the link, and a link taken down (`ip link set down` on the
+//! server's side) noticed within `TransportOptions::keepalive` rather than the kernel's
+//! minutes-long TCP timeout.
+
+#![cfg(target_os = "linux")]
+
+#[path = "net/peer_service.rs"]
+#[allow(dead_code)] // the server side is the helper binary's
+mod peer_service;
+
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use peer_service::PeerClient;
+use rpc::transports::TransportOptions;
+use rpc::{ClientOptions, RpcError};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A network namespace `ns` with a veth pair: `host_if` (10.x.y.1/30) here, `peer_if`
+/// (10.x.y.2/30) in the namespace. Removed when dropped.
+struct Netns {
+    ns: String,
+    peer_if: String,
+    host_ip: String,
+    peer_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = StdCommand::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Netns {
+    /// `None` (with a message saying why) where this process cannot make namespaces.
+    fn new() -> Option<Netns> {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: network namespace tests need root");
+            return None;
+        }
+        if StdCommand::new("ip").arg("-V").output().is_err() {
+            eprintln!("skipped: network namespace tests need `ip` (iproute2)");
+            return None;
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{:x}{n:x}", pid % 0x10_0000);
+        let (ns, host_if, peer_if) = (format!("rpcnet{tag}"), format!("rpch{tag}"), format!("rpcp{tag}"));
+        // A /30 of 10.0.0.0/8 from the pid and the counter: distinct for distinct runs at once.
+        let block = ((pid as usize) * 16 + n) % (1 << 22);
+        let base = format!("10.{}.{}", block >> 14, (block >> 6) & 0xff);
+        let last = (block & 0x3f) * 4;
+        let (host_ip, peer_ip) = (format!("{base}.{}", last + 1), format!("{base}.{}", last + 2));
+        let guard = Netns { ns: ns.clone(), peer_if: peer_if.clone(), host_ip: host_ip.clone(), peer_ip: peer_ip.clone() };
+        let setup = || -> Result<(), String> {
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns])?;
+            ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+            ip(&["link", "set", &host_if, "up"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{peer_ip}/30"), "dev", &peer_if])?;
+            ip(&["-n", &ns, "link", "set", &peer_if, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])
+        };
+        if let Err(e) = setup() {
+            eprintln!("skipped: cannot set up a network namespace: {e}");
+            return None; // the guard removes what was made
+        }
+        Some(guard)
+    }
+
+    /// Starts `rpc-net-peer args...` inside the namespace; returns it and the address it
+    /// announced.
+    async fn serve(&self, args: &[&str]) -> (Child, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_rpc-net-peer")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+        let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("{line}")).to_owned();
+        (child, addr)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it (and so the end here).
+        let _ = ip(&["netns", "delete", &self.ns]);
+        let _ = &self.host_ip;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_link_is_noticed_within_the_keepalive() {
+    let Some(net) = Netns::new() else { return };
+    let keepalive = Duration::from_secs(3);
+    let (_server, addr) = net.serve(&[&format!("tcp://{}:0", net.peer_ip), "--keepalive", "3"]).await;
+    let options = ClientOptions::new().transport(TransportOptions::new().keepalive(keepalive));
+    let client = PeerClient::connect_with(&addr, options).await.unwrap();
+    assert_eq!(client.sleep(1).await.unwrap(), 1, "calls cross the link");
+
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.sleep(600_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ip(&["-n", &net.ns, "link", "set", &net.peer_if, "down"]).unwrap();
+    let down = Instant::now();
+    // Without keepalive this call would wait for the kernel (minutes); the bound is generous
+    // (keepalive probes count in whole seconds) but far below that.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), in_flight).await.expect("noticed within 30 s").unwrap();
+    eprintln!("a dead link was noticed {:?} after it went down (keepalive {keepalive:?}): {outcome:?}", down.elapsed());
+    assert!(matches!(&outcome, Err(RpcError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_across_the_link() {
+    let Some(net) = Netns::new() else { return };
+    let dir = std::env::temp_dir().join(format!("rpc-netns-tls-{}-{}", std::process::id(), net.ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveDir(dir.clone());
+    let cert = rcgen::generate_simple_self_signed(vec![net.peer_ip.clone()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let (_server, addr) = net
+        .serve(&[&format!(
+            "tls://{}:0?ca={}&cert={}&key={}",
+            net.peer_ip,
+            cert_file.display(),
+            cert_file.display(),
+            key_file.display()
+        )])
+        .await;
+    let client = PeerClient::connect(&addr).await.unwrap();
+    for ms in [0, 1, 2] {
+        assert_eq!(client.sleep(ms).await.unwrap(), ms);
+    }
+}
+
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
