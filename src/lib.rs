@@ -76,7 +76,7 @@ mod options;
 
 pub use options::ClientOptions;
 pub use rpc_core::bytes::Bytes;
-pub use rpc_core::client::{CallOptions, Client, Request, Streaming};
+pub use rpc_core::client::{CallOptions, Client, ReconnectOptions, Request, Streaming};
 pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
@@ -126,9 +126,21 @@ pub async fn connect_service_with(
     service: &'static ServiceDescriptor,
     options: ClientOptions,
 ) -> Result<Client, RpcError> {
+    let reconnect = options.reconnect_options().cloned();
     let (client, transport) = options.into_parts();
     let conn = rpc_transports::connect_with(addr, &transport).await?;
-    Client::handshake(conn, service, client).await
+    let first = Client::handshake(conn, service, client.clone()).await?;
+    let Some(reconnect) = reconnect else { return Ok(first) };
+    // The address is parsed once; each redial connects to it anew and repeats the hello.
+    let addr = std::sync::Arc::new(rpc_transports::Address::parse(addr)?);
+    let dial: rpc_core::client::Dialer = std::sync::Arc::new(move || {
+        let (addr, transport, client) = (addr.clone(), transport.clone(), client.clone());
+        Box::pin(async move {
+            let conn = addr.connect(&transport).await?;
+            Client::handshake(conn, service, client).await
+        })
+    });
+    Ok(first.reconnecting(dial, reconnect))
 }
 
 /// Serves `server` over this process's stdin and stdout until the parent closes them (or dies):
@@ -228,7 +240,7 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 /// What `#[service]`-generated code refers to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use rpc_core::client::{CallOptions, Client, Streaming};
+    pub use rpc_core::client::{CallOptions, Client, ReconnectOptions, Streaming};
     pub use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
     pub use rpc_core::error::{CallError, RpcError};
     pub use rpc_core::service::{

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rpc_core::client::CallOptions;
+use rpc_core::client::{CallOptions, ReconnectOptions};
 use rpc_transports::TransportOptions;
 
 /// Options for a client that connects by address: a generated client's `connect_with`, and
@@ -39,6 +39,7 @@ use rpc_transports::TransportOptions;
 pub struct ClientOptions {
     client: rpc_core::client::ClientOptions,
     transport: TransportOptions,
+    reconnect: Option<ReconnectOptions>,
 }
 
 impl ClientOptions {
@@ -105,6 +106,24 @@ impl ClientOptions {
         self
     }
 
+    /// Reconnect when the connection dies: calls in flight then fail with
+    /// [`RpcError::Disconnected`](crate::RpcError::Disconnected) as always (nothing is retried
+    /// behind the caller's back), and a later call waits while the client dials the address
+    /// again, with exponential backoff and jitter, up to
+    /// [`ReconnectOptions::give_up_after`]; each new connection repeats the hello, so a server
+    /// now serving an incompatible trait is reported, not used. See [`ReconnectOptions`] for
+    /// the rest. Default: off (a dead connection stays dead).
+    #[must_use]
+    pub fn reconnect(mut self, options: ReconnectOptions) -> Self {
+        self.reconnect = Some(options);
+        self
+    }
+
+    /// What [`reconnect`](Self::reconnect) set.
+    pub(crate) fn reconnect_options(&self) -> Option<&ReconnectOptions> {
+        self.reconnect.as_ref()
+    }
+
     /// The engine's part and the transport's: e.g. to give the engine's part to
     /// [`Client::handshake`](crate::Client::handshake) over a connection made some other way.
     pub fn into_parts(self) -> (rpc_core::client::ClientOptions, TransportOptions) {
@@ -115,7 +134,7 @@ impl ClientOptions {
 /// The engine's options, with the default transport options.
 impl From<rpc_core::client::ClientOptions> for ClientOptions {
     fn from(client: rpc_core::client::ClientOptions) -> Self {
-        Self { client, transport: TransportOptions::default() }
+        Self { client, transport: TransportOptions::default(), reconnect: None }
     }
 }
 

@@ -4,7 +4,9 @@
 //! drop guard, also when a check fails; names carry the pid and a counter, so parallel runs and
 //! runs in a row do not collide.
 //!
-//! Checked here: `tls://` calls over the link, and a link taken down (`ip link set down` on the
+//! Checked here: `tls://` calls over the link; a reconnecting client across a `kill -9` of its
+//! server, its restart, its absence and its replacement by a server of another service; and a
+//! link taken down (`ip link set down` on the
 //! server's side) noticed within `TransportOptions::keepalive` rather than the kernel's
 //! minutes-long TCP timeout.
 
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use peer_service::PeerClient;
 use rpc::transports::TransportOptions;
-use rpc::{ClientOptions, RpcError};
+use rpc::{ClientOptions, ReconnectOptions, RpcError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -64,7 +66,8 @@ impl Netns {
         let base = format!("10.{}.{}", block >> 14, (block >> 6) & 0xff);
         let last = (block & 0x3f) * 4;
         let (host_ip, peer_ip) = (format!("{base}.{}", last + 1), format!("{base}.{}", last + 2));
-        let guard = Netns { ns: ns.clone(), peer_if: peer_if.clone(), host_ip: host_ip.clone(), peer_ip: peer_ip.clone() };
+        let guard =
+            Netns { ns: ns.clone(), peer_if: peer_if.clone(), host_ip: host_ip.clone(), peer_ip: peer_ip.clone() };
         let setup = || -> Result<(), String> {
             ip(&["netns", "add", &ns])?;
             ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns])?;
@@ -84,8 +87,14 @@ impl Netns {
     /// Starts `rpc-net-peer args...` inside the namespace; returns it and the address it
     /// announced.
     async fn serve(&self, args: &[&str]) -> (Child, String) {
+        self.start(env!("CARGO_BIN_EXE_rpc-net-peer"), args).await
+    }
+
+    /// Starts `program args...` inside the namespace (`ip netns exec` execs it: the child is
+    /// the server itself) and waits for its `listening ADDR`.
+    async fn start(&self, program: &str, args: &[&str]) -> (Child, String) {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_rpc-net-peer")])
+            .args(["netns", "exec", &self.ns, program])
             .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -160,4 +169,51 @@ impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_survives_a_killed_and_restarted_server() {
+    let Some(net) = Netns::new() else { return };
+    let (mut server, addr) = net.serve(&[&format!("tcp://{}:0", net.peer_ip)]).await;
+    let reconnect =
+        ReconnectOptions::new().initial_delay(Duration::from_millis(20)).give_up_after(Duration::from_secs(2));
+    let client = PeerClient::connect_with(&addr, ClientOptions::new().reconnect(reconnect)).await.unwrap();
+    let first_pid = client.pid().await.unwrap();
+
+    // kill -9 with a call in flight: that call fails once, and is not retried.
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.sleep(600_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap();
+    assert!(matches!(outcome, Err(RpcError::Disconnected { .. })), "{outcome:?}");
+
+    // Nobody there: a new call waits for the reconnect, then gives up clearly.
+    let err = client.pid().await.unwrap_err();
+    assert!(err.to_string().contains("could not reconnect"), "{err}");
+
+    // The server is back on the same address: the next call reconnects (a new hello).
+    let (mut server, again) = net.serve(&[&addr]).await;
+    assert_eq!(again, addr);
+    let second_pid = client.pid().await.unwrap();
+    assert_ne!(second_pid, first_pid, "answered by the restarted server");
+    for ms in 0..5 {
+        assert_eq!(client.sleep(ms).await.unwrap(), ms);
+    }
+
+    // Replaced by a server of other services: reported, not used.
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.sleep(600_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap().is_err());
+    let (_other, _) = net.start(env!("CARGO_BIN_EXE_rpc-test-server"), &[&addr]).await;
+    let err = client.pid().await.unwrap_err();
+    assert!(matches!(err, RpcError::UnknownService { .. }), "{err:?}");
 }

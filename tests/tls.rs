@@ -35,8 +35,11 @@ struct Issued {
 impl Certs {
     fn new() -> Certs {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir()
-            .join(format!("rpc-tls-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "rpc-tls-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let (ca_pem, _) = Self::ca();
         std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
@@ -199,7 +202,8 @@ async fn bad_server_certificates_are_clear_errors() {
 
     let err = connect_error(&addr, options(TlsOptions::new())).await;
     assert!(err.contains("not signed by a trusted root"), "{err}");
-    let err = connect_error(&addr, options(TlsOptions::new().trust_pem(&certs.ca_pem).server_name("calc.example"))).await;
+    let err =
+        connect_error(&addr, options(TlsOptions::new().trust_pem(&certs.ca_pem).server_name("calc.example"))).await;
     assert!(err.contains("not valid for `calc.example`"), "{err}");
 
     let expired = certs.issue("old", &["127.0.0.1"], vec![], true);
@@ -224,13 +228,17 @@ async fn plain_tcp_and_tls_do_not_mix_quietly() {
     // Plain TCP to the TLS port: an error, not a hang; the TLS server keeps serving.
     let err = connect_error(&tls_addr.replace("tls://", "tcp://"), ClientOptions::new()).await;
     eprintln!("plain tcp to a tls port: {err}");
-    let client = PeerClient::connect_with(&tls_addr, options(TlsOptions::new().trust_pem(&certs.ca_pem))).await.unwrap();
+    let client =
+        PeerClient::connect_with(&tls_addr, options(TlsOptions::new().trust_pem(&certs.ca_pem))).await.unwrap();
     client.pid().await.unwrap();
 
     // TLS to a plain TCP server.
     let tcp_server = serve("tcp://127.0.0.1:0").await;
-    let err = connect_error(&tcp_server.addr.replace("tcp://", "tls://"), options(TlsOptions::new().trust_pem(&certs.ca_pem)))
-        .await;
+    let err = connect_error(
+        &tcp_server.addr.replace("tcp://", "tls://"),
+        options(TlsOptions::new().trust_pem(&certs.ca_pem)),
+    )
+    .await;
     assert!(err.contains("tcp:// server"), "{err}");
 }
 

@@ -21,8 +21,11 @@
 //! tasks) rather than polling one once and parking it for a long time: a parked reader delays the
 //! answers of the other calls on the same connection until it is polled again or dropped.
 
+mod redial;
 mod streaming;
 mod tower_service;
+
+pub use redial::{Dialer, ReconnectOptions};
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -223,6 +226,8 @@ impl CallOptions {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Set by [`Client::reconnecting`]; `None` keeps calls on `inner`.
+    redial: Option<Arc<redial::Redial>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -384,6 +389,7 @@ impl Client {
                 call_options,
                 propagate_trace_context,
             }),
+            redial: None,
         })
     }
 
@@ -404,9 +410,13 @@ impl Client {
         &self.inner.info
     }
 
-    /// The error that closed the connection, if it is known to be closed.
+    /// The error that closed the connection, if it is known to be closed (for a reconnecting
+    /// client: the connection it uses now).
     pub fn closed(&self) -> Option<RpcError> {
-        self.inner.lock_inbound().closed.clone()
+        match &self.redial {
+            None => self.inner.lock_inbound().closed.clone(),
+            Some(redial) => redial.current().lock_inbound().closed.clone(),
+        }
     }
 
     /// Calls `method` with the argument tuple `args` and decodes its return value.
@@ -438,11 +448,12 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline, span, started } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started, redial } = self.prepare(method, args, options);
         let call_span = span.clone();
         async move {
             let result = async {
                 let (id, frame) = request?;
+                let inner = ready(inner, redial, deadline).await?;
                 let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
                 decode_answer(inner.service, method, &answer)
             }
@@ -462,10 +473,14 @@ impl Client {
     ) -> Prepared {
         let started = Instant::now();
         let deadline = options.deadline_from(started);
-        let info = &self.inner.info;
+        let inner = match &self.redial {
+            None => Arc::clone(&self.inner),
+            Some(redial) => redial.current(),
+        };
+        let info = &inner.info;
         let span = tracing::debug_span!(
             "rpc.client.call",
-            service = self.inner.service.name,
+            service = inner.service.name,
             method = method.name,
             call_id = tracing::field::Empty,
             transport = info.transport,
@@ -475,8 +490,8 @@ impl Client {
             outcome = tracing::field::Empty,
             duration_us = tracing::field::Empty,
         );
-        let trace = self.inner.propagate_trace_context.then(telemetry::new_trace_context);
-        let request = self.encode_request(method, args, deadline, started, trace);
+        let trace = inner.propagate_trace_context.then(telemetry::new_trace_context);
+        let request = encode_request(&inner, method, args, deadline, started, trace);
         if !span.is_disabled() {
             if let Ok((id, _)) = &request {
                 span.record("call_id", id);
@@ -486,7 +501,7 @@ impl Client {
                 span.record("span_id", telemetry::span_id_hex(trace.span_id));
             }
         }
-        Prepared { inner: Arc::clone(&self.inner), request, deadline, span, started }
+        Prepared { inner, request, deadline, span, started, redial: self.redial.clone() }
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
@@ -504,25 +519,39 @@ impl Client {
     {
         split_app(self.call::<A, Result<T, E>>(method, args, options))
     }
+}
 
-    fn encode_request<A: Serialize + ?Sized>(
-        &self,
-        method: &'static MethodDescriptor,
-        args: &A,
-        deadline: Option<Instant>,
-        now: Instant,
-        trace: Option<wire::TraceContext>,
-    ) -> Result<(u64, Bytes), RpcError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        // The server gets the time left, not our clock's reading: clocks of two hosts differ.
-        let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
-        let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
-            .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
-        let max = self.inner.info.max_frame_len;
-        if frame.len() > max {
-            return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });
-        }
-        Ok((id, frame))
+fn encode_request<A: Serialize + ?Sized>(
+    inner: &Inner,
+    method: &'static MethodDescriptor,
+    args: &A,
+    deadline: Option<Instant>,
+    now: Instant,
+    trace: Option<wire::TraceContext>,
+) -> Result<(u64, Bytes), RpcError> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    // The server gets the time left, not our clock's reading: clocks of two hosts differ.
+    let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
+    let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
+        .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
+    let max = inner.info.max_frame_len;
+    if frame.len() > max {
+        return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });
+    }
+    Ok((id, frame))
+}
+
+/// The connection a prepared call goes out on: the one it was prepared on, or, for a
+/// reconnecting client whose connection has died, a new one (waiting for it within the call's
+/// deadline).
+async fn ready(
+    inner: Arc<Inner>,
+    redial: Option<Arc<redial::Redial>>,
+    deadline: Option<Instant>,
+) -> Result<Arc<Inner>, RpcError> {
+    match redial {
+        None => Ok(inner),
+        Some(redial) => within(deadline, redial.ready(inner)).await,
     }
 }
 
@@ -534,6 +563,8 @@ struct Prepared {
     /// The call's span (`rpc.client.call`), disabled unless a subscriber wants it.
     span: tracing::Span,
     started: Instant,
+    /// Set for a reconnecting client: see [`ready`].
+    redial: Option<Arc<redial::Redial>>,
 }
 
 /// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart.

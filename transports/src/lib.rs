@@ -106,8 +106,10 @@ mod unix;
 mod watch;
 
 pub use address::{Address, SCHEMES};
+pub use options::{
+    ShmOptions, TlsOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN, MAX_RING_SIZE, MIN_RING_SIZE,
+};
 pub use tls::options::TlsParams;
-pub use options::{ShmOptions, TlsOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SPIN, MAX_RING_SIZE, MIN_RING_SIZE};
 
 use rpc_core::error::RpcError;
 use rpc_core::transport::{Connection, Listener};

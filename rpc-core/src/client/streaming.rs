@@ -19,7 +19,8 @@ use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared};
+use super::redial::Redial;
+use super::{ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared};
 use crate::descriptor::MethodDescriptor;
 use crate::error::{CallError, RpcError};
 use crate::stream::flow::RecvWindow;
@@ -45,10 +46,10 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         T: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline, span, started } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started, redial } = self.prepare(method, args, options);
         let call_span = span.clone();
         async move {
-            let opened = open_streaming(inner, method, request, outgoing, deadline).await;
+            let opened = open_streaming(inner, redial, method, request, outgoing, deadline).await;
             // The span covers the opening of the call, until the server's handler returned
             // its stream.
             crate::telemetry::client_call_finished(&call_span, started, &opened);
@@ -92,12 +93,14 @@ impl Client {
 /// The part of [`Client::call_streaming`] its span measures: the request, up to the stream's head.
 async fn open_streaming<T: DeserializeOwned + 'static>(
     inner: Arc<Inner>,
+    redial: Option<Arc<Redial>>,
     method: &'static MethodDescriptor,
     request: Result<(u64, Bytes), RpcError>,
     outgoing: Option<EncodedStream>,
     deadline: Option<Instant>,
 ) -> Result<Streaming<T>, RpcError> {
     let (id, frame) = request?;
+    let inner = ready(inner, redial, deadline).await?;
     let opened = within(deadline, async {
         let mut call = PendingCall::register(&inner, id, outgoing.is_some(), true)?;
         let seq = call.enqueue(frame).await?;

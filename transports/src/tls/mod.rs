@@ -126,14 +126,20 @@ pub(crate) async fn connect(host_port: &str, params: &TlsParams, options: &Trans
     let config = client_config(&tls)?;
     let stream = tcp::connect_stream(host_port, options).await?;
     let peer = stream.peer_addr()?;
-    let stream =
-        TlsConnector::from(Arc::new(config)).connect(server_name, stream).await.map_err(|e| handshake_error(e, &name))?;
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect(server_name, stream)
+        .await
+        .map_err(|e| handshake_error(e, &name))?;
     let identity = stream.get_ref().1.peer_certificates().and_then(|certs| identity_of(certs.first()?));
     Ok(connection(stream, peer, params, identity, options.effective_max_frame_len()))
 }
 
 /// Binds `host:port` (port 0 lets the OS pick one) with the listener's certificate.
-pub(crate) async fn listen(host_port: &str, params: &TlsParams, options: &TransportOptions) -> io::Result<TlsFrameListener> {
+pub(crate) async fn listen(
+    host_port: &str,
+    params: &TlsParams,
+    options: &TransportOptions,
+) -> io::Result<TlsFrameListener> {
     let tls = options.tls.filled_from(params);
     let acceptor = TlsAcceptor::from(Arc::new(server_config(&tls)?));
     let listener = TcpListener::bind(host_port).await?;

@@ -39,9 +39,9 @@ impl Pem {
 
     fn read(&self, kind: &str) -> Result<Arc<[u8]>, String> {
         match self {
-            Pem::File(path) => {
-                std::fs::read(path).map(Arc::from).map_err(|e| format!("reading the {}: {}", self.what(kind), crate::context::describe(&e)))
-            }
+            Pem::File(path) => std::fs::read(path)
+                .map(Arc::from)
+                .map_err(|e| format!("reading the {}: {}", self.what(kind), crate::context::describe(&e))),
             Pem::Memory(bytes) => Ok(bytes.clone()),
         }
     }
