@@ -143,6 +143,65 @@ pub async fn connect_service_with(
     Ok(first.reconnecting(dial, reconnect))
 }
 
+/// A client over several servers of one service, at `addrs` (the transports may differ): each
+/// call goes to the less loaded of two live servers picked at random (tower's
+/// power-of-two-choices balancer), and a server whose connection dies is left out until it can
+/// be reached again (dialed in the background with the backoff of the options'
+/// [`ReconnectOptions`], default [`ReconnectOptions::new`]). A call in flight on a server that
+/// dies fails with [`RpcError::Disconnected`]; it is not sent again elsewhere. With no server
+/// reachable, a call waits up to [`ReconnectOptions::give_up_after`], then fails.
+///
+/// Connects to every address at once and fails only if none can be reached (with the first
+/// address's error). Wrap the result in a generated client with its `from_client`:
+///
+/// ```no_run
+/// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+/// # async fn run() -> Result<(), rpc::RpcError> {
+/// let addrs = ["tls://10.0.0.1:4000", "tls://10.0.0.2:4000", "tcp://10.0.0.3:4000"];
+/// let client = rpc::connect_balanced(&addrs, CalculatorClient::DESCRIPTOR, rpc::ClientOptions::new()).await?;
+/// let calc = CalculatorClient::from_client(client);
+/// calc.add(1, 2).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_balanced(
+    addrs: &[&str],
+    service: &'static ServiceDescriptor,
+    options: ClientOptions,
+) -> Result<Client, RpcError> {
+    let backoff = options.reconnect_options().cloned().unwrap_or_default();
+    let (client, transport) = options.into_parts();
+    let mut servers = Vec::new();
+    for addr in addrs {
+        let parsed = std::sync::Arc::new(rpc_transports::Address::parse(addr)?);
+        let (transport, client) = (transport.clone(), client.clone());
+        let dial: rpc_core::client::Dialer = std::sync::Arc::new(move || {
+            let (addr, transport, client) = (parsed.clone(), transport.clone(), client.clone());
+            Box::pin(async move {
+                let conn = addr.connect(&transport).await?;
+                Client::handshake(conn, service, client).await
+            })
+        });
+        servers.push((addr.to_string(), dial));
+    }
+    let first_tries: Vec<_> = servers.iter().map(|(_, dial)| dial()).collect();
+    let mut first_error = None;
+    let mut entries = Vec::new();
+    for ((name, dial), outcome) in servers.into_iter().zip(futures_util::future::join_all(first_tries).await) {
+        let connected = match outcome {
+            Ok(client) => Some(client),
+            Err(e) => {
+                first_error.get_or_insert(e);
+                None
+            }
+        };
+        entries.push((name, dial, connected));
+    }
+    if entries.iter().all(|(_, _, connected)| connected.is_none()) {
+        return Err(first_error.unwrap_or_else(|| RpcError::Address("connect_balanced: no addresses".into())));
+    }
+    Ok(Client::balanced(entries, backoff))
+}
+
 /// Serves `server` over this process's stdin and stdout until the parent closes them (or dies):
 /// the child's half of a `spawn:` address. See [`transports::spawn`] for the rule that comes with
 /// it (nothing else may use stdout; after this call, stray prints go to stderr).

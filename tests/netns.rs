@@ -6,6 +6,7 @@
 //!
 //! Checked here: `tls://` calls over the link; a reconnecting client across a `kill -9` of its
 //! server, its restart, its absence and its replacement by a server of another service; and a
+//! three servers behind one balanced client, one of them killed and restarted; and a
 //! link taken down (`ip link set down` on the
 //! server's side) noticed within `TransportOptions::keepalive` rather than the kernel's
 //! minutes-long TCP timeout.
@@ -216,4 +217,74 @@ async fn a_reconnecting_client_survives_a_killed_and_restarted_server() {
     let (_other, _) = net.start(env!("CARGO_BIN_EXE_rpc-test-server"), &[&addr]).await;
     let err = client.pid().await.unwrap_err();
     assert!(matches!(err, RpcError::UnknownService { .. }), "{err:?}");
+}
+
+/// `n` concurrent `pid()` calls: how many each server answered, and how many failed.
+async fn spread(client: &PeerClient, n: usize) -> (std::collections::BTreeMap<u32, usize>, usize) {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn({
+                let client = client.clone();
+                async move { client.pid().await }
+            })
+        })
+        .collect();
+    let mut answered = std::collections::BTreeMap::new();
+    let mut failed = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(pid) => *answered.entry(pid).or_insert(0) += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    (answered, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_one_killed() {
+    let Some(net) = Netns::new() else { return };
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(net.serve(&[&format!("tcp://{}:0", net.peer_ip)]).await);
+    }
+    let addrs: Vec<String> = servers.iter().map(|(_, addr)| addr.clone()).collect();
+    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let backoff =
+        ReconnectOptions::new().initial_delay(Duration::from_millis(20)).max_delay(Duration::from_millis(200));
+    let client = rpc::connect_balanced(&addr_refs, PeerClient::DESCRIPTOR, ClientOptions::new().reconnect(backoff))
+        .await
+        .unwrap();
+    let client = PeerClient::from_client(client);
+
+    let (answered, failed) = spread(&client, 90).await;
+    assert_eq!((failed, answered.values().sum::<usize>()), (0, 90), "{answered:?}");
+    assert_eq!(answered.len(), 3, "every server takes calls: {answered:?}");
+
+    // kill -9 one of them: once the client saw its connection end, every call goes to the
+    // other two, and every call is answered exactly once.
+    let (mut killed, killed_addr) = servers.remove(1);
+    let killed_pid = killed.id().unwrap();
+    killed.start_kill().unwrap();
+    killed.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let (answered, failed) = spread(&client, 60).await;
+        assert_eq!((failed, answered.values().sum::<usize>()), (0, 60), "{answered:?}");
+        assert!(!answered.contains_key(&killed_pid), "the killed server answered: {answered:?}");
+        assert_eq!(answered.len(), 2, "{answered:?}");
+    }
+
+    // It comes back on the same address: the client uses it again.
+    let (_back, again) = net.serve(&[&killed_addr]).await;
+    assert_eq!(again, killed_addr);
+    let started = Instant::now();
+    loop {
+        let (answered, failed) = spread(&client, 60).await;
+        assert_eq!(failed, 0, "{answered:?}");
+        if answered.len() == 3 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the restarted server is not used again: {answered:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -21,6 +21,7 @@
 //! tasks) rather than polling one once and parking it for a long time: a parked reader delays the
 //! answers of the other calls on the same connection until it is polled again or dropped.
 
+mod balance;
 mod redial;
 mod streaming;
 mod tower_service;
@@ -226,8 +227,32 @@ impl CallOptions {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    /// Set by [`Client::reconnecting`]; `None` keeps calls on `inner`.
-    redial: Option<Arc<redial::Redial>>,
+    /// Set by [`Client::reconnecting`] and [`Client::balanced`]; `None` keeps every call on
+    /// `inner`, with no extra step.
+    via: Option<Via>,
+}
+
+/// Where the calls of a client that is not bound to one connection go.
+#[derive(Clone)]
+enum Via {
+    /// The current connection, replaced when it dies.
+    Redial(Arc<redial::Redial>),
+    /// One of several servers' connections, picked per call.
+    Balanced(Arc<balance::Balanced>),
+}
+
+impl Via {
+    /// The connection the call prepared on `inner` goes over, and for a balanced client the
+    /// handle that counts it as load until it ends.
+    async fn ready(&self, inner: Arc<Inner>) -> Result<(Arc<Inner>, Option<balance::Picked>), RpcError> {
+        match self {
+            Via::Redial(redial) => Ok((redial.ready(inner).await?, None)),
+            Via::Balanced(balanced) => {
+                let picked = balanced.pick().await?;
+                Ok((Arc::clone(&picked.0), Some(picked)))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -258,6 +283,9 @@ struct Inner {
     /// Whether requests carry a trace context.
     propagate_trace_context: bool,
 }
+
+/// The id of [`Inner::until_closed`]'s slot: no request is ever sent with it.
+const WATCH_ID: u64 = u64::MAX;
 
 struct Inbound {
     calls: HashMap<u64, Slot>,
@@ -389,7 +417,7 @@ impl Client {
                 call_options,
                 propagate_trace_context,
             }),
-            redial: None,
+            via: None,
         })
     }
 
@@ -413,9 +441,9 @@ impl Client {
     /// The error that closed the connection, if it is known to be closed (for a reconnecting
     /// client: the connection it uses now).
     pub fn closed(&self) -> Option<RpcError> {
-        match &self.redial {
-            None => self.inner.lock_inbound().closed.clone(),
-            Some(redial) => redial.current().lock_inbound().closed.clone(),
+        match &self.via {
+            None | Some(Via::Balanced(_)) => self.inner.lock_inbound().closed.clone(),
+            Some(Via::Redial(redial)) => redial.current().lock_inbound().closed.clone(),
         }
     }
 
@@ -448,12 +476,12 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline, span, started, redial } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
         let call_span = span.clone();
         async move {
             let result = async {
                 let (id, frame) = request?;
-                let inner = ready(inner, redial, deadline).await?;
+                let (inner, _load) = ready(inner, via, deadline).await?;
                 let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
                 decode_answer(inner.service, method, &answer)
             }
@@ -473,9 +501,10 @@ impl Client {
     ) -> Prepared {
         let started = Instant::now();
         let deadline = options.deadline_from(started);
-        let inner = match &self.redial {
-            None => Arc::clone(&self.inner),
-            Some(redial) => redial.current(),
+        let (inner, ids) = match &self.via {
+            None => (Arc::clone(&self.inner), None),
+            Some(Via::Redial(redial)) => (redial.current(), None),
+            Some(Via::Balanced(balanced)) => (Arc::clone(&self.inner), Some(&balanced.next_id)),
         };
         let info = &inner.info;
         let span = tracing::debug_span!(
@@ -491,7 +520,7 @@ impl Client {
             duration_us = tracing::field::Empty,
         );
         let trace = inner.propagate_trace_context.then(telemetry::new_trace_context);
-        let request = encode_request(&inner, method, args, deadline, started, trace);
+        let request = encode_request(ids.unwrap_or(&inner.next_id), &inner, method, args, deadline, started, trace);
         if !span.is_disabled() {
             if let Ok((id, _)) = &request {
                 span.record("call_id", id);
@@ -501,7 +530,7 @@ impl Client {
                 span.record("span_id", telemetry::span_id_hex(trace.span_id));
             }
         }
-        Prepared { inner, request, deadline, span, started, redial: self.redial.clone() }
+        Prepared { inner, request, deadline, span, started, via: self.via.clone() }
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
@@ -521,7 +550,10 @@ impl Client {
     }
 }
 
+/// Encodes a request with the next id from `ids` (the connection's own, or a balanced client's
+/// shared counter).
 fn encode_request<A: Serialize + ?Sized>(
+    ids: &AtomicU64,
     inner: &Inner,
     method: &'static MethodDescriptor,
     args: &A,
@@ -529,7 +561,7 @@ fn encode_request<A: Serialize + ?Sized>(
     now: Instant,
     trace: Option<wire::TraceContext>,
 ) -> Result<(u64, Bytes), RpcError> {
-    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = ids.fetch_add(1, Ordering::Relaxed);
     // The server gets the time left, not our clock's reading: clocks of two hosts differ.
     let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
     let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
@@ -542,16 +574,17 @@ fn encode_request<A: Serialize + ?Sized>(
 }
 
 /// The connection a prepared call goes out on: the one it was prepared on, or, for a
-/// reconnecting client whose connection has died, a new one (waiting for it within the call's
-/// deadline).
+/// reconnecting client whose connection has died, a new one, or for a balanced client the one
+/// it picks (waiting for either within the call's deadline); with a balanced client's handle
+/// that counts the call as load until it is dropped.
 async fn ready(
     inner: Arc<Inner>,
-    redial: Option<Arc<redial::Redial>>,
+    via: Option<Via>,
     deadline: Option<Instant>,
-) -> Result<Arc<Inner>, RpcError> {
-    match redial {
-        None => Ok(inner),
-        Some(redial) => within(deadline, redial.ready(inner)).await,
+) -> Result<(Arc<Inner>, Option<balance::Picked>), RpcError> {
+    match via {
+        None => Ok((inner, None)),
+        Some(via) => within(deadline, via.ready(inner)).await,
     }
 }
 
@@ -563,8 +596,8 @@ struct Prepared {
     /// The call's span (`rpc.client.call`), disabled unless a subscriber wants it.
     span: tracing::Span,
     started: Instant,
-    /// Set for a reconnecting client: see [`ready`].
-    redial: Option<Arc<redial::Redial>>,
+    /// Set for a reconnecting or balanced client: see [`ready`].
+    via: Option<Via>,
 }
 
 /// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart.
@@ -740,6 +773,22 @@ impl Inner {
         // More may be buffered; let other tasks run, then carry on as the reader.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Waits until the connection dies and returns why. While no call reads the connection,
+    /// this does (a watcher's slot under an id no request uses), so a peer that went away is
+    /// noticed at once rather than by the next call. For the reconnecting and balanced clients.
+    pub(crate) async fn until_closed(self: &Arc<Self>) -> RpcError {
+        let watch = match PendingCall::register(self, WATCH_ID, false, false) {
+            Ok(watch) => watch,
+            Err(e) => return e,
+        };
+        loop {
+            if let Err(e) = std::future::poll_fn(|cx| self.poll_frame(cx, WATCH_ID, true)).await {
+                drop(watch);
+                return e;
+            }
+        }
     }
 
     /// The error for a frame from the server that belongs to no call.

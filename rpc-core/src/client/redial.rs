@@ -7,9 +7,11 @@
 //! repeats the hello, so a server now serving an incompatible trait is reported
 //! (`InterfaceMismatch`, `UnknownService`, `ProtocolVersion`) instead of used.
 //!
-//! A connection is known dead once a call reading it saw it end. A call made after the peer went
-//! away but before any call noticed is sent on the dead connection and fails like an in-flight
-//! call; the calls after it reconnect.
+//! A watcher task reads the connection while no call does, so a peer that closes it (or is
+//! killed: the kernel closes its sockets) is noticed at once, and the next call reconnects
+//! instead of being sent into a dead connection. A link that dies silently is noticed through
+//! the transport's keepalive (`TransportOptions::keepalive`); a call sent before that fails like
+//! an in-flight one.
 //!
 //! A client made without these options never comes here: its calls take the connection they
 //! were made with, as before.
@@ -31,9 +33,9 @@ pub type Dialer = Arc<dyn Fn() -> BoxFuture<'static, Result<Client, RpcError>> +
 /// and chained setters, each naming its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconnectOptions {
-    initial_delay: Duration,
-    max_delay: Duration,
-    give_up_after: Duration,
+    pub(crate) initial_delay: Duration,
+    pub(crate) max_delay: Duration,
+    pub(crate) give_up_after: Duration,
 }
 
 impl Default for ReconnectOptions {
@@ -88,11 +90,27 @@ pub(crate) struct Redial {
     options: ReconnectOptions,
     /// One reconnect at a time; the calls waiting behind it take its result.
     dialing: tokio::sync::Mutex<()>,
+    /// The task that notices a dead connection; stopped with the last clone of the client.
+    watcher: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Redial {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher.abort();
+        }
+    }
 }
 
 impl Redial {
     pub(crate) fn new(first: Arc<Inner>, dial: Dialer, options: ReconnectOptions) -> Self {
-        Redial { current: Mutex::new(first), dial, options, dialing: tokio::sync::Mutex::new(()) }
+        Redial {
+            current: Mutex::new(first),
+            dial,
+            options,
+            dialing: tokio::sync::Mutex::new(()),
+            watcher: std::sync::OnceLock::new(),
+        }
     }
 
     /// The connection calls use now.
@@ -139,6 +157,20 @@ impl Redial {
     }
 }
 
+/// Dials until it connects (a server that is down, or now serves something else, is tried
+/// again after the longest delay): for the balanced client's watchers, which wait for their
+/// server for as long as the client lives.
+pub(crate) async fn dial_with_backoff(dial: &Dialer, options: &ReconnectOptions) -> Arc<Inner> {
+    let mut delay = options.initial_delay;
+    loop {
+        if let Ok(client) = dial().await {
+            return client.inner;
+        }
+        tokio::time::sleep(jittered(delay)).await;
+        delay = (delay * 2).min(options.max_delay.max(options.initial_delay));
+    }
+}
+
 /// `delay` less a random part of up to half of it.
 fn jittered(delay: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
@@ -152,7 +184,24 @@ impl Client {
     /// does this for clients that connect by address.
     pub fn reconnecting(self, dial: Dialer, options: ReconnectOptions) -> Client {
         let redial = Arc::new(Redial::new(Arc::clone(&self.inner), dial, options));
-        Client { inner: self.inner, redial: Some(redial) }
+        // Holds the redial weakly: the client's last clone ends it (and so the connection).
+        let weak = Arc::downgrade(&redial);
+        let watcher = tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade().map(|redial| redial.current()) else { return };
+                let _ = inner.until_closed().await;
+                // The next call dials; wait for its connection.
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let Some(redial) = weak.upgrade() else { return };
+                    if !Arc::ptr_eq(&redial.current(), &inner) {
+                        break;
+                    }
+                }
+            }
+        });
+        let _ = redial.watcher.set(watcher.abort_handle());
+        Client { inner: self.inner, via: Some(super::Via::Redial(redial)) }
     }
 }
 

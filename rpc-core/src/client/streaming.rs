@@ -19,8 +19,7 @@ use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::redial::Redial;
-use super::{ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared};
+use super::{ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared, Via};
 use crate::descriptor::MethodDescriptor;
 use crate::error::{CallError, RpcError};
 use crate::stream::flow::RecvWindow;
@@ -46,10 +45,10 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         T: DeserializeOwned + 'static,
     {
-        let Prepared { inner, request, deadline, span, started, redial } = self.prepare(method, args, options);
+        let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
         let call_span = span.clone();
         async move {
-            let opened = open_streaming(inner, redial, method, request, outgoing, deadline).await;
+            let opened = open_streaming(inner, via, method, request, outgoing, deadline).await;
             // The span covers the opening of the call, until the server's handler returned
             // its stream.
             crate::telemetry::client_call_finished(&call_span, started, &opened);
@@ -93,14 +92,15 @@ impl Client {
 /// The part of [`Client::call_streaming`] its span measures: the request, up to the stream's head.
 async fn open_streaming<T: DeserializeOwned + 'static>(
     inner: Arc<Inner>,
-    redial: Option<Arc<Redial>>,
+    via: Option<Via>,
     method: &'static MethodDescriptor,
     request: Result<(u64, Bytes), RpcError>,
     outgoing: Option<EncodedStream>,
     deadline: Option<Instant>,
 ) -> Result<Streaming<T>, RpcError> {
     let (id, frame) = request?;
-    let inner = ready(inner, redial, deadline).await?;
+    // A balanced client's load handle ends with the opening; the stream stays where it went.
+    let (inner, _load) = ready(inner, via, deadline).await?;
     let opened = within(deadline, async {
         let mut call = PendingCall::register(&inner, id, outgoing.is_some(), true)?;
         let seq = call.enqueue(frame).await?;
