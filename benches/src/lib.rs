@@ -131,6 +131,23 @@ pub fn transports() -> Vec<Transport> {
             tarpc_on_ours: true,
         },
         Transport {
+            name: "tls",
+            // A throwaway self-signed certificate from the registry (feature `test-certificates`).
+            ours: |name| {
+                rpc::transports::registry::lookup("tls")
+                    .and_then(|scheme| scheme.fresh_address(name))
+                    .expect("a tls:// address with a test certificate")
+            },
+            raw: (
+                |_| Endpoint::Tcp("127.0.0.1:0".to_owned()),
+                "plain TCP over loopback, TCP_NODELAY (no TLS: the gap to it is the cost of encryption)",
+            ),
+            ring: None,
+            tarpc: None,
+            spawned: false,
+            tarpc_on_ours: false,
+        },
+        Transport {
             name: "local",
             ours: |name| format!("local://{name}"),
             raw: (local_raw, "Unix stream socket, abstract namespace on Linux"),
