@@ -68,9 +68,11 @@ impl TrackCompletion<tower::load::pending_requests::Handle, Arc<Inner>> for Whil
 }
 
 type Tracked = PendingRequests<Endpoint, WhileTheCallRuns>;
-type Discovery = futures_util::stream::PollFn<
-    Box<dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<Change<usize, Tracked>, Infallible>>> + Send>,
->;
+/// One change of the set of live connections, as the balancer's discover stream yields it.
+type Changed = Option<Result<Change<usize, Tracked>, Infallible>>;
+/// The discover stream: the watchers' changes, from a channel.
+type PollChanges = Box<dyn FnMut(&mut Context<'_>) -> Poll<Changed> + Send>;
+type Discovery = futures_util::stream::PollFn<PollChanges>;
 
 /// The state a balanced client's clones share.
 pub(crate) struct Balanced {
@@ -127,8 +129,7 @@ impl Client {
             .find_map(|(_, _, client)| client.clone())
             .expect("Client::balanced needs at least one connected server");
         let (changes, mut receive) = tokio::sync::mpsc::unbounded_channel::<Change<usize, Tracked>>();
-        let poll: Box<dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<Change<usize, Tracked>, Infallible>>> + Send> =
-            Box::new(move |cx| receive.poll_recv(cx).map(|change| change.map(Ok)));
+        let poll: PollChanges = Box::new(move |cx| receive.poll_recv(cx).map(|change| change.map(Ok)));
         let discovery: Discovery = futures_util::stream::poll_fn(poll);
         let peers = servers.iter().map(|(name, _, _)| name.as_str()).collect::<Vec<_>>().join(", ");
         let mut watchers = Vec::new();
