@@ -363,6 +363,10 @@ fn client(args: Args) -> Result<(), BoxError> {
                 .block_on(LocalSet::new().run_until(async { measure::sweep(&connect().await?, &config).await }))
                 .map_err(|e| format!("{tag} ours sweep: {e}"))?;
             server.map(ServerProcess::stop).transpose()?;
+            // What the registry made for the address (the tls row's throwaway certificate).
+            if let Ok(parsed) = rpc::transports::Address::parse(&addr) {
+                rpc::transports::registry::remove_endpoint(&parsed);
+            }
             record(&mut results, &tag, t.name, Side::Ours, &r);
             record_sweep(&mut results, &tag, t.name, Side::Ours, &sweep);
 
