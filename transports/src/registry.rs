@@ -54,6 +54,8 @@ pub struct Scheme {
     pub raw_stream: bool,
     /// Said after "not supported on this platform" where the reason is not obvious.
     pub(crate) why_not_here: &'static str,
+    /// [`Scheme::fresh_address`]: given the temporary directory and the caller's unique part.
+    pub(crate) fresh: fn(temp: &Path, unique: &str) -> Option<String>,
     /// Parses what follows `name` and `separator`.
     pub(crate) parse: fn(whole: &str, body: &str) -> Result<Address, RpcError>,
     /// `None` where this build lacks the transport.
@@ -171,36 +173,31 @@ impl Scheme {
     /// listener's certificate and the clients' root and [`remove_endpoint`] removes; without
     /// the feature `None`. `None` for `spawn:`, which names a program to start.
     pub fn fresh_address(&self, unique: &str) -> Option<String> {
-        let temp = std::env::temp_dir();
-        Some(match self.name {
-            "tcp" => "tcp://127.0.0.1:0".to_owned(),
-            "tls" => {
-                #[cfg(feature = "test-certificates")]
-                {
-                    let dir = tls::test_certificates::write_self_signed(&temp, unique).ok()?;
-                    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-                    let params = crate::TlsParams {
-                        ca: Some(cert.clone()),
-                        cert: Some(cert),
-                        key: Some(key),
-                        client_ca: None,
-                        name: None,
-                    };
-                    Address::Tls { host_port: "127.0.0.1:0".to_owned(), params }.to_string()
-                }
-                #[cfg(not(feature = "test-certificates"))]
-                return None;
-            }
-            "unix" => format!("unix://{}", temp.join(format!("{unique}.sock")).display()),
-            "fifo" => {
-                let dir = temp.join(format!("{unique}{FRESH_FIFO_DIR}"));
-                std::fs::create_dir_all(&dir).ok()?;
-                format!("fifo://{}", dir.join("calc").display())
-            }
-            "spawn" => return None,
-            name => format!("{name}://{unique}"),
-        })
+        (self.fresh)(&std::env::temp_dir(), unique)
     }
+}
+
+/// [`Scheme::fresh_address`] of `tls://`: a throwaway certificate in a directory of its own.
+#[cfg(feature = "test-certificates")]
+fn fresh_tls(temp: &Path, unique: &str) -> Option<String> {
+    let dir = tls::test_certificates::write_self_signed(temp, unique).ok()?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let params =
+        crate::TlsParams { ca: Some(cert.clone()), cert: Some(cert), key: Some(key), client_ca: None, name: None };
+    Some(Address::Tls { host_port: "127.0.0.1:0".to_owned(), params }.to_string())
+}
+
+/// [`Scheme::fresh_address`] of `tls://` without the `test-certificates` feature: none.
+#[cfg(not(feature = "test-certificates"))]
+fn fresh_tls(_temp: &Path, _unique: &str) -> Option<String> {
+    None
+}
+
+/// [`Scheme::fresh_address`] of `fifo://`: a directory of its own, which marks it as made here.
+fn fresh_fifo(temp: &Path, unique: &str) -> Option<String> {
+    let dir = temp.join(format!("{unique}{FRESH_FIFO_DIR}"));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(format!("fifo://{}", dir.join("calc").display()))
 }
 
 /// The files a killed listener at `addr` leaves behind and cannot remove (the next listener on
@@ -361,6 +358,7 @@ const TCP: Scheme = Scheme {
     on_disk: OnDisk::Nothing,
     raw_stream: true,
     why_not_here: "",
+    fresh: |_, _| Some("tcp://127.0.0.1:0".to_owned()),
     parse: address::parse_tcp,
     driver: driver!(Tcp(host_port),
         connect: |o| tcp::connect(host_port, o),
@@ -382,6 +380,7 @@ const TLS: Scheme = Scheme {
     on_disk: OnDisk::Nothing,
     raw_stream: false,
     why_not_here: "",
+    fresh: fresh_tls,
     parse: address::parse_tls,
     driver: driver!(Tls { host_port, params },
         connect: |o| tls::connect(host_port, params, o),
@@ -405,6 +404,7 @@ const LOCAL: Scheme = Scheme {
     },
     raw_stream: cfg!(target_os = "linux"),
     why_not_here: "",
+    fresh: |_, unique| Some(format!("local://{unique}")),
     parse: |s, body| address::parse_local_name(s, body, "local").map(Address::Local),
     driver: driver!(Local(name),
         connect: |o| local::connect(name, o),
@@ -424,6 +424,7 @@ const SHM: Scheme = Scheme {
     on_disk: OnDisk::Nothing,
     raw_stream: false,
     why_not_here: "",
+    fresh: |_, unique| Some(format!("shm://{unique}")),
     parse: |s, body| address::parse_local_name(s, body, "shm").map(Address::Shm),
     #[cfg(any(target_os = "linux", target_os = "android"))]
     driver: driver!(Shm(name),
@@ -446,6 +447,7 @@ const UNIX: Scheme = Scheme {
     on_disk: OnDisk::SocketFile,
     raw_stream: true,
     why_not_here: "",
+    fresh: |temp, unique| Some(format!("unix://{}", temp.join(format!("{unique}.sock")).display())),
     parse: address::parse_unix,
     #[cfg(unix)]
     driver: driver!(Unix(path),
@@ -468,6 +470,7 @@ const FIFO: Scheme = Scheme {
     on_disk: OnDisk::ConnectFifo,
     raw_stream: false,
     why_not_here: "",
+    fresh: fresh_fifo,
     parse: address::parse_fifo,
     #[cfg(unix)]
     driver: driver!(Fifo(path),
@@ -490,6 +493,7 @@ const SPAWN: Scheme = Scheme {
     on_disk: OnDisk::Nothing,
     raw_stream: false,
     why_not_here: "",
+    fresh: |_, _| None,
     parse: address::parse_spawn,
     #[cfg(unix)]
     driver: {
@@ -516,6 +520,7 @@ const MQ: Scheme = Scheme {
     on_disk: OnDisk::ConnectQueue,
     raw_stream: false,
     why_not_here: " (POSIX message queues are Linux only)",
+    fresh: |_, unique| Some(format!("mq://{unique}")),
     parse: address::parse_mq,
     #[cfg(target_os = "linux")]
     driver: driver!(Mq(name),
@@ -538,6 +543,7 @@ const MEM: Scheme = Scheme {
     on_disk: OnDisk::Nothing,
     raw_stream: false,
     why_not_here: "",
+    fresh: |_, unique| Some(format!("mem://{unique}")),
     parse: |s, body| address::parse_name(s, body, "mem").map(Address::Mem),
     driver: driver!(Mem(name),
         connect: |o| now!(mem::connect(name, o)),

@@ -19,7 +19,9 @@ use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared, Via};
+use super::{
+    ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared, Via,
+};
 use crate::descriptor::MethodDescriptor;
 use crate::error::{CallError, RpcError};
 use crate::stream::flow::RecvWindow;
