@@ -540,7 +540,7 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert_eq!(
             m,
-            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, local://name, shm://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mq://name, mem://name"
+            "unknown scheme `foo` in `foo://x`; this build supports tcp://host:port, tls://host:port, local://name, shm://name, unix:///path, fifo:///path, spawn:/path/to/program?arg1&arg2, mq://name, mem://name"
         );
     }
 
