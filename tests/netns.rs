@@ -4,7 +4,7 @@
 //! drop guard, also when a check fails; names carry the pid and a counter, so parallel runs and
 //! runs in a row do not collide.
 //!
-//! Checked here: `tls://` calls over the link; a reconnecting client across a `kill -9` of its
+//! Checked here: `tls://` calls over the link, with mutual TLS (the server process reads the client certificate's identity); a reconnecting client across a `kill -9` of its
 //! server, its restart, its absence and its replacement by a server of another service; and a
 //! three servers behind one balanced client, one of them killed and restarted; and a
 //! link taken down (`ip link set down` on the
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use peer_service::PeerClient;
-use rpc::transports::TransportOptions;
+use rpc::transports::{TlsOptions, TransportOptions};
 use rpc::{ClientOptions, ReconnectOptions, RpcError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -145,23 +145,43 @@ async fn tls_across_the_link() {
     let dir = std::env::temp_dir().join(format!("rpc-netns-tls-{}-{}", std::process::id(), net.ns));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = RemoveDir(dir.clone());
-    let cert = rcgen::generate_simple_self_signed(vec![net.peer_ip.clone()]).unwrap();
+    let server_cert = rcgen::generate_simple_self_signed(vec![net.peer_ip.clone()]).unwrap();
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, server_cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, server_cert.signing_key.serialize_pem()).unwrap();
+    // Mutual TLS: the server trusts one client certificate (self-signed, its own root).
+    let alice = rcgen::generate_simple_self_signed(vec!["alice.example".to_owned()]).unwrap();
+    let alice_file = dir.join("alice.pem");
+    std::fs::write(&alice_file, alice.cert.pem()).unwrap();
     let (_server, addr) = net
         .serve(&[&format!(
-            "tls://{}:0?ca={}&cert={}&key={}",
+            "tls://{}:0?cert={}&key={}&client-ca={}",
             net.peer_ip,
             cert_file.display(),
-            cert_file.display(),
-            key_file.display()
+            key_file.display(),
+            alice_file.display()
         )])
         .await;
-    let client = PeerClient::connect(&addr).await.unwrap();
+    let bare = addr.split('?').next().unwrap();
+    let tls = TlsOptions::new()
+        .trust_pem(server_cert.cert.pem())
+        .certificate_pem(alice.cert.pem(), alice.signing_key.serialize_pem());
+    let options = ClientOptions::new().transport(TransportOptions::new().tls(tls));
+    let client = PeerClient::connect_with(bare, options).await.unwrap();
     for ms in [0, 1, 2] {
         assert_eq!(client.sleep(ms).await.unwrap(), ms);
     }
+    // The server process, across the link, saw the verified client certificate.
+    let (_subject, names) = client.who().await.unwrap().expect("an identity over mutual TLS");
+    assert_eq!(names, ["DNS:alice.example"]);
+    // Without a client certificate the server refuses.
+    let options = ClientOptions::new()
+        .transport(TransportOptions::new().tls(TlsOptions::new().trust_pem(server_cert.cert.pem())));
+    let refused = match PeerClient::connect_with(bare, options).await {
+        Err(e) => Some(e),
+        Ok(other) => other.who().await.err(),
+    };
+    assert!(refused.is_some(), "a client without a certificate was served");
 }
 
 struct RemoveDir(std::path::PathBuf);
