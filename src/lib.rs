@@ -47,17 +47,19 @@
 //!
 //! The crate root holds what a service's author and its callers use: the [`service`] macro,
 //! [`Server`] and [`ServerOptions`], [`ClientOptions`] and [`CallOptions`], the errors
-//! ([`RpcError`], [`CallError`], [`CloseCode`]), [`listen`] and [`connect`], [`Stream`] and
+//! ([`RpcError`], [`CallError`], [`CloseCode`]), [`listen`] (the listener a [`Server`] serves), [`Stream`] and
 //! [`Streaming`], [`CallContext`] (with [`PeerCredentials`] and [`PeerIdentity`], which a handler reads from it),
 //! [`Bytes`], [`serve_stdio`], [`shutdown_signal`] and [`raise_fd_limit`]; and, for hand-written
-//! clients and services, [`Client`], [`Service`], the descriptors and [`connect_service_with`].
+//! clients and services, [`Client`], [`Service`], the descriptors, [`connect_service_with`] and
+//! [`handshake_service_with`].
 //!
 //! Below it is the layer those are built on, for code that writes a transport, speaks the
 //! protocol by hand or takes a connection apart: [`transport`] (the frame-moving traits and
 //! types: `Connection`, `ConnectionInfo`, `Listener`, `PeerCredentials`), [`wire`] (the frames
 //! and their encoding) and [`transports`] (the mechanisms, the address parser and their
-//! `TransportOptions`). [`listen`] and [`connect`] return that layer's types; a service needs
-//! them only to hand the listener to the server.
+//! `TransportOptions`), with [`transports::connect`], which opens a bare connection to an address
+//! (a generated client's `from_connection` takes one). [`listen`] returns that layer's listener;
+//! a service needs it only to hand it to the server.
 //!
 //! # Options
 //!
@@ -107,7 +109,30 @@ pub mod transports {
 /// tarpc over every transport (feature `tarpc`): the `rpc-tarpc` crate.
 #[cfg(feature = "tarpc")]
 pub use rpc_tarpc as tarpc;
-pub use rpc_transports::{connect, listen};
+pub use rpc_transports::listen;
+
+/// Performs the hello exchange for `service` over `conn`, a connection made already (a spawned
+/// child's pipes, a socket handed over), with the engine options in `options`: the handshake
+/// timeout, the stream window, the default call options. Its transport options and
+/// [`reconnect`](ClientOptions::reconnect) do not apply, since there is no address to dial (again);
+/// a `reconnect` given here is ignored with a warning in the log.
+///
+/// Generated clients call this from their `from_connection_with`; it is public for hand-written
+/// clients.
+pub async fn handshake_service_with(
+    conn: transport::Connection,
+    service: &'static ServiceDescriptor,
+    options: ClientOptions,
+) -> Result<Client, RpcError> {
+    if options.reconnect_options().is_some() {
+        tracing::warn!(
+            service = service.name,
+            "ClientOptions::reconnect has no effect on a client made from a connection (there is no address to dial)"
+        );
+    }
+    let (client, _transport) = options.into_parts();
+    Client::handshake(conn, service, client).await
+}
 
 /// Connects to `addr` and performs the hello exchange for `service`, with default options:
 /// [`connect_service_with`]`(addr, service, ClientOptions::default())`.
@@ -310,5 +335,5 @@ pub mod __private {
     pub use rpc_core::wire::RemoteError;
     pub use serde;
 
-    pub use crate::{connect_service, connect_service_with, ClientOptions};
+    pub use crate::{connect_service, connect_service_with, handshake_service_with, ClientOptions};
 }

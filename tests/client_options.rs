@@ -1,4 +1,5 @@
-//! A generated client's `connect_with` and the `rpc::ClientOptions` it takes: the default
+//! A generated client's `connect_with` (and `from_connection_with`) and the `rpc::ClientOptions`
+//! they take: the default
 //! deadline of every call (and a per-call timeout that overrides it), the handshake timeout, and
 //! the transport options, against a real server over real transports.
 
@@ -62,6 +63,24 @@ async fn a_default_deadline_fails_slow_calls_unless_a_call_overrides_it() {
         let patient = CalculatorClient::connect(&addr).await.unwrap();
         assert_eq!(patient.sleep(300).await, Ok(300), "{addr}");
         assert_eq!(patient.whoami(0).await.unwrap().expect("a context").deadline_ms, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_from_a_connection_takes_the_engine_options() {
+    for addr in addresses("from-connection") {
+        let (addr, _server) = serve(&addr).await;
+        let conn = rpc::transports::connect(&addr).await.unwrap();
+        let options = ClientOptions::new().call_timeout(Duration::from_millis(100));
+        let calc = CalculatorClient::from_connection_with(conn, options).await.unwrap();
+        assert_eq!(calc.add(1, 2).await, Ok(3), "{addr}");
+        assert_eq!(calc.sleep(30_000).await, Err(RpcError::DeadlineExceeded), "{addr}");
+        let seen = calc.whoami(0).await.unwrap().expect("a context");
+        assert!(seen.deadline_ms.is_some_and(|ms| ms <= 100), "{addr}: the server saw {seen:?}");
+
+        // `from_connection` is `from_connection_with` with the defaults: no deadline.
+        let patient = CalculatorClient::from_connection(rpc::transports::connect(&addr).await.unwrap()).await.unwrap();
+        assert_eq!(patient.sleep(300).await, Ok(300), "{addr}");
     }
 }
 

@@ -435,7 +435,7 @@ async fn unknown_method_from_a_hand_made_frame(addr: String, mode: Mode) {
 
 /// Connects at the frame level and completes a valid hello for `Calculator`.
 async fn raw_hello(addr: &str) -> rpc::transport::Connection {
-    let mut conn = rpc::connect(addr).await.unwrap();
+    let mut conn = rpc::transports::connect(addr).await.unwrap();
     let desc = CalculatorClient::DESCRIPTOR;
     let hello = wire::Hello {
         service: desc.name.into(),
@@ -527,7 +527,7 @@ async fn garbage_frames_close_only_that_connection(addr: String, mode: Mode) {
     let junk: [&[u8]; 4] = [b"", b"\xff\x00garbage", &wire::encode_cancel(1)[..], b"\x03short"];
     for bytes in junk {
         // Before a hello.
-        let mut conn = rpc::connect(&server.addr).await.unwrap();
+        let mut conn = rpc::transports::connect(&server.addr).await.unwrap();
         rpc::transport::send(&mut *conn.sender, Bytes::copy_from_slice(bytes)).await.unwrap();
         expect_closed(&mut conn).await;
         // After a hello.
@@ -539,7 +539,7 @@ async fn garbage_frames_close_only_that_connection(addr: String, mode: Mode) {
         expect_closed(&mut conn).await;
     }
     // A hello of a future protocol version gets a typed refusal, then the connection closes.
-    let mut conn = rpc::connect(&server.addr).await.unwrap();
+    let mut conn = rpc::transports::connect(&server.addr).await.unwrap();
     let mut hello = wire::encode_hello(&wire::Hello {
         service: "Calculator".into(),
         methods: vec![],
@@ -776,7 +776,7 @@ async fn silent_connection_is_closed_by_the_handshake_timeout(addr: String, mode
     let leftovers = Leftovers::snapshot(&addr);
     let baseline = settled_fds(pid).await;
     let started = Instant::now();
-    let mut conn = rpc::connect(&server.addr).await.unwrap();
+    let mut conn = rpc::transports::connect(&server.addr).await.unwrap();
     let reason = closed_with(&mut conn).await;
     let closed = started.elapsed();
     eprintln!("{addr}: a silent connection was closed after {closed:?}: {reason:?}");
@@ -1010,7 +1010,7 @@ async fn tarpc_bad_bytes_close_only_that_connection(addr: String, mode: Mode) {
     let mut trailing = valid_cancel_message();
     trailing.extend_from_slice(b"junk");
     for bytes in [&b""[..], b"\x07\xff\xff\xff", &trailing] {
-        let mut conn = rpc::connect(&server.addr).await.unwrap();
+        let mut conn = rpc::transports::connect(&server.addr).await.unwrap();
         rpc::transport::send(&mut *conn.sender, Bytes::copy_from_slice(bytes)).await.unwrap();
         expect_closed(&mut conn).await;
     }

@@ -67,7 +67,10 @@ struct FrameConn {
 
 impl FrameConn {
     async fn open(addr: &str, case: &'static str) -> FrameConn {
-        FrameConn { conn: rpc::connect(addr).await.unwrap_or_else(|e| panic!("{case}: connect: {e}")), case }
+        FrameConn {
+            conn: rpc::transports::connect(addr).await.unwrap_or_else(|e| panic!("{case}: connect: {e}")),
+            case,
+        }
     }
 
     /// Opens a connection and completes a valid hello for `Calculator`.

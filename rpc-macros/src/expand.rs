@@ -338,13 +338,24 @@ fn client(service: &Service, names: &Names) -> TokenStream {
                 )
             }
 
-            /// Performs the hello exchange for this service over an established connection.
+            /// Performs the hello exchange for this service over an established connection. The
+            /// same as [`from_connection_with`](Self::from_connection_with) with default options.
             #vis async fn from_connection(
                 conn: #private::Connection,
             ) -> ::core::result::Result<Self, #private::RpcError> {
+                #client::from_connection_with(conn, ::core::default::Default::default()).await
+            }
+
+            /// Like [`from_connection`](Self::from_connection), with options: the handshake
+            /// timeout, the stream window and the default deadline of every call (see
+            /// `rpc::ClientOptions`; its transport options and reconnecting do not apply to a
+            /// connection made already).
+            #vis async fn from_connection_with(
+                conn: #private::Connection,
+                options: #private::ClientOptions,
+            ) -> ::core::result::Result<Self, #private::RpcError> {
                 ::core::result::Result::map(
-                    #private::Client::handshake(conn, #client::DESCRIPTOR, ::core::default::Default::default())
-                        .await,
+                    #private::handshake_service_with(conn, #client::DESCRIPTOR, options).await,
                     #client::from_client,
                 )
             }

@@ -23,10 +23,11 @@ use crate::parse::ServiceArgs;
 ///
 /// The client's inherent methods and constant share one namespace with the methods generated
 /// from the trait, and `into_service` is a provided method of the trait itself.
-const RESERVED: [(&str, &str); 10] = [
+const RESERVED: [(&str, &str); 11] = [
     ("connect", "the generated `{client}::connect`"),
     ("connect_with", "the generated `{client}::connect_with`"),
     ("from_connection", "the generated `{client}::from_connection`"),
+    ("from_connection_with", "the generated `{client}::from_connection_with`"),
     ("from_client", "the generated `{client}::from_client`"),
     ("with_timeout", "the generated `{client}::with_timeout`"),
     ("with_deadline", "the generated `{client}::with_deadline`"),
@@ -664,6 +665,7 @@ mod tests {
             "connect",
             "connect_with",
             "from_connection",
+            "from_connection_with",
             "from_client",
             "with_timeout",
             "with_deadline",

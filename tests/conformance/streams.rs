@@ -110,7 +110,7 @@ pub(super) async fn streams_backpressure_and_cancel(addr: String, mode: Mode) {
 /// answered promptly (the figure is printed; the benchmark measures it properly).
 pub(super) async fn streams_unary_calls_while_a_stream_saturates(addr: String, mode: Mode) {
     let server = TestServer::start(&addr, mode).await;
-    let conn = rpc::connect(&server.addr).await.unwrap();
+    let conn = rpc::transports::connect(&server.addr).await.unwrap();
     let client = rpc::Client::handshake(conn, StreamsClient::DESCRIPTOR, Default::default()).await.unwrap();
     let streams = StreamsClient::from_client(client);
     let mut items = streams.count(u64::MAX, 16 * 1024, 0).await.unwrap();
