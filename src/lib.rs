@@ -94,7 +94,7 @@ pub use rpc_core::transport::PeerCredentials;
 /// [`CallContext::peer_identity`].
 pub use rpc_core::transport::PeerIdentity;
 pub use rpc_core::wire::CloseCode;
-pub use rpc_core::{transport, wire};
+pub use rpc_core::{reflection, schema, transport, wire};
 pub use rpc_macros::service;
 /// The transports: [`rpc_transports`], and with the `tarpc` feature its tarpc adapter
 /// (`rpc::tarpc`, kept here as `rpc::transports::tarpc` too).
@@ -326,6 +326,7 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 pub mod __private {
     pub use rpc_core::client::{CallOptions, Client, ReconnectOptions, Streaming};
     pub use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
+    pub use rpc_core::schema::{Field, MethodKind, SchemaBuilder, ServiceSchema};
     pub use rpc_core::error::{CallError, RpcError};
     pub use rpc_core::service::{
         decode_args, handler, stream_handler, unknown_method, Call, CallSetup, HandlerFuture, Service,

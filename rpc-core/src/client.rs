@@ -461,20 +461,22 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        self.unary(method, args, None, options)
+        self.unary(method, args, None, options, decode_typed::<R>)
     }
 
-    /// A call answered with one value, with a stream argument or without.
+    /// A call answered with one value, with a stream argument or without; `decode` makes the
+    /// answer's payload (a slice of the answer's frame) into what the caller gets.
     fn unary<A, R>(
         &self,
         method: &'static MethodDescriptor,
         args: &A,
         outgoing: Option<EncodedStream>,
         options: &CallOptions,
+        decode: DecodePayload<R>,
     ) -> impl Future<Output = Result<R, RpcError>> + Send + 'static
     where
         A: Serialize + ?Sized + 'static,
-        R: DeserializeOwned + 'static,
+        R: 'static,
     {
         let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
         let call_span = span.clone();
@@ -483,7 +485,7 @@ impl Client {
                 let (id, frame) = request?;
                 let (inner, _load) = ready(inner, via, deadline).await?;
                 let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
-                decode_answer(inner.service, method, &answer)
+                decode_answer(inner.service, method, &answer, decode)
             }
             .await;
             telemetry::client_call_finished(&call_span, started, &result);
@@ -531,6 +533,22 @@ impl Client {
             }
         }
         Prepared { inner, request, deadline, span, started, via: self.via.clone() }
+    }
+
+    /// Calls `method` and returns its answer as encoded (postcard) bytes, for a caller that
+    /// decodes by a [schema](crate::schema) rather than by Rust types (the `rpc` tool).
+    /// `outgoing` is the stream argument of a method that takes one.
+    pub fn call_encoded<A>(
+        &self,
+        method: &'static MethodDescriptor,
+        args: &A,
+        outgoing: Option<EncodedStream>,
+        options: &CallOptions,
+    ) -> impl Future<Output = Result<Bytes, RpcError>> + Send + 'static
+    where
+        A: Serialize + ?Sized + 'static,
+    {
+        self.unary(method, args, outgoing, options, |frame, payload, _| Ok(frame.slice_ref(payload)))
     }
 
     /// Calls a method declared `-> Result<T, E>`: the application's `Err(e)` comes back as
@@ -640,14 +658,25 @@ async fn within<T>(
     }
 }
 
-fn decode_answer<R: DeserializeOwned>(
+/// Makes the payload of an answer (a slice of its frame) into what the caller gets.
+type DecodePayload<R> = fn(&Bytes, &[u8], &MethodDescriptor) -> Result<R, RpcError>;
+
+/// A return value decoded as `R`, inside the frame's [decoding
+/// scope](crate::bytes::decoding_from) so a large [`Bytes`](crate::bytes::Bytes) in it shares
+/// the frame.
+fn decode_typed<R: DeserializeOwned>(frame: &Bytes, payload: &[u8], method: &MethodDescriptor) -> Result<R, RpcError> {
+    crate::bytes::decoding_from(frame, || wire::decode_value(payload))
+        .map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name)))
+}
+
+fn decode_answer<R>(
     service: &ServiceDescriptor,
     method: &MethodDescriptor,
     frame: &Bytes,
+    decode: DecodePayload<R>,
 ) -> Result<R, RpcError> {
     match wire::decode(frame) {
-        Ok(Frame::ResponseOk { payload, .. }) => crate::bytes::decoding_from(frame, || wire::decode_value(payload))
-            .map_err(|e| RpcError::Decode(format!("return value of `{}`: {e}", method.name))),
+        Ok(Frame::ResponseOk { payload, .. }) => decode(frame, payload, method),
         Ok(Frame::ResponseErr { error, .. }) => Err(remote_error(service, method, error)),
         Ok(other) => Err(RpcError::Protocol(format!("expected a response, got {}", frame_name(&other)))),
         Err(e) => Err(RpcError::Protocol(e.to_string())),
@@ -1121,7 +1150,7 @@ mod tests {
         static SERVICE: ServiceDescriptor = ServiceDescriptor { name: "S", methods: &[] };
         let payload = crate::bytes::Bytes::from(vec![9u8; 8192]);
         let frame = wire::ResponsePayload::encode(&payload).unwrap().into_frame(3);
-        let answer: crate::bytes::Bytes = decode_answer(&SERVICE, &METHOD, &frame).unwrap();
+        let answer: crate::bytes::Bytes = decode_answer(&SERVICE, &METHOD, &frame, decode_typed).unwrap();
         assert_eq!(answer, payload);
         assert!(frame.as_ptr_range().contains(&answer.as_ptr()), "the answer was copied out of its frame");
     }

@@ -19,6 +19,8 @@ pub mod error;
 pub mod fuzzing;
 pub mod layer;
 mod outbound;
+pub mod reflection;
+pub mod schema;
 pub mod server;
 pub mod service;
 pub mod stream;

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::descriptor::ServiceDescriptor;
+use crate::schema::ServiceSchema;
 use crate::outbound::SharedSender;
 use crate::stream::inbox::{Inbox, Incoming};
 use crate::stream::{EncodedStream, Stream};
@@ -95,6 +96,12 @@ pub trait Service: Send + Sync + 'static {
     ///
     /// Errors (unknown method, undecodable arguments) are returned before any user code runs.
     fn call(&self, method: u32, args: &[u8], setup: &mut CallSetup<'_>) -> Result<Call, RemoteError>;
+
+    /// The structure of the service's methods and types, which the reflection service reports
+    /// (see [`crate::schema`]). `#[service]` provides it; a hand-written service may have none.
+    fn schema(&self) -> Option<&'static ServiceSchema> {
+        None
+    }
 }
 
 /// Decodes a method's argument tuple; used by generated dispatchers.

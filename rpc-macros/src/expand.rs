@@ -244,6 +244,10 @@ fn server(service: &Service, names: &Names) -> TokenStream {
                 #client::DESCRIPTOR
             }
 
+            fn schema(&self) -> ::core::option::Option<&'static #private::ServiceSchema> {
+                ::core::option::Option::Some(#client::schema())
+            }
+
             fn call(
                 &self,
                 #method: ::core::primitive::u32,
@@ -274,6 +278,7 @@ fn client(service: &Service, names: &Names) -> TokenStream {
     });
 
     let methods = service.methods.iter().enumerate().map(|(index, m)| client_method(index, m, service, names));
+    let schema = schema_fn(service, names);
 
     let doc = format!(
         " Client of the [`{ident}`] service: each method sends one call to the server and awaits its answer.\n\
@@ -390,9 +395,99 @@ fn client(service: &Service, names: &Names) -> TokenStream {
                 &self.client
             }
 
+            #schema
+
             #(#methods)*
         }
     }
+}
+
+/// `schema()`: the service's schema (`rpc::schema`), traced from its types the first time.
+fn schema_fn(service: &Service, names: &Names) -> TokenStream {
+    let Names { client, private, .. } = names;
+    let vis = &service.vis;
+    let name = &service.name;
+    let service_docs = doc_text(&service.attrs);
+    let builder = syn::Ident::new("builder", Span::mixed_site());
+    let methods = service.methods.iter().enumerate().map(|(index, m)| {
+        let index = Literal::usize_unsuffixed(index);
+        let docs = doc_text(&m.docs);
+        let args = m.plain_args().map(|a| {
+            let (arg_name, ty) = (unraw(&a.name), &a.ty);
+            quote!(#private::Field::new(#arg_name, #builder.ty::<#ty>()))
+        });
+        let stream_arg = match m.stream_arg() {
+            Some(a) => {
+                let (arg_name, item) = (unraw(&a.name), a.stream_item.as_ref().expect("a stream argument"));
+                quote!(::core::option::Option::Some(#private::Field::new(#arg_name, #builder.ty::<#item>())))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let (kind, returns, error) = match &m.ret {
+            ReturnKind::Stream { item } => (quote!(ServerStream), quote!(#builder.ty::<#item>()), None),
+            ReturnKind::Unit => (quote!(Unary), quote!(#builder.ty::<()>()), None),
+            ReturnKind::Plain(ty) => (quote!(Unary), quote!(#builder.ty::<#ty>()), None),
+            ReturnKind::Fallible { ok, err } => (quote!(Unary), quote!(#builder.ty::<#ok>()), Some(err)),
+        };
+        let kind = match (&m.ret, m.stream_arg()) {
+            (ReturnKind::Stream { .. }, _) => kind,
+            (_, Some(_)) => quote!(ClientStream),
+            _ => kind,
+        };
+        let error = match error {
+            Some(err) => quote!(::core::option::Option::Some(#builder.ty::<#err>())),
+            None => quote!(::core::option::Option::None),
+        };
+        quote! {{
+            let args = ::std::vec![#(#args),*];
+            let stream_arg = #stream_arg;
+            let returns = #returns;
+            let error = #error;
+            #builder.method(
+                &#client::DESCRIPTOR.methods[#index],
+                #docs,
+                #private::MethodKind::#kind,
+                args,
+                stream_arg,
+                returns,
+                error,
+            );
+        }}
+    });
+    quote! {
+        /// The structure of this service's methods and of the types they use, as the server's
+        /// reflection service reports it (see `rpc::schema`). Traced from the types' serde
+        /// implementations the first time it is asked for.
+        #vis fn schema() -> &'static #private::ServiceSchema {
+            static SCHEMA: ::std::sync::OnceLock<#private::ServiceSchema> = ::std::sync::OnceLock::new();
+            SCHEMA.get_or_init(|| {
+                let mut #builder = #private::SchemaBuilder::new(#name, #service_docs);
+                #(#methods)*
+                #builder.finish()
+            })
+        }
+    }
+}
+
+/// The text of `#[doc = "..."]` attributes, one line each.
+fn doc_text(attrs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }), ..
+            }) => Some(s.value()),
+            _ => None,
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// An identifier without any `r#`.
+fn unraw(ident: &syn::Ident) -> String {
+    let text = ident.to_string();
+    text.strip_prefix("r#").map(str::to_owned).unwrap_or(text)
 }
 
 /// Hexadecimal, as in the collision error message, so ids in an expansion can be matched up.

@@ -23,7 +23,7 @@ use crate::parse::ServiceArgs;
 ///
 /// The client's inherent methods and constant share one namespace with the methods generated
 /// from the trait, and `into_service` is a provided method of the trait itself.
-const RESERVED: [(&str, &str); 11] = [
+const RESERVED: [(&str, &str); 12] = [
     ("connect", "the generated `{client}::connect`"),
     ("connect_with", "the generated `{client}::connect_with`"),
     ("from_connection", "the generated `{client}::from_connection`"),
@@ -33,6 +33,7 @@ const RESERVED: [(&str, &str); 11] = [
     ("with_deadline", "the generated `{client}::with_deadline`"),
     ("with_options", "the generated `{client}::with_options`"),
     ("rpc_client", "the generated `{client}::rpc_client`"),
+    ("schema", "the generated `{client}::schema`"),
     ("DESCRIPTOR", "the generated `{client}::DESCRIPTOR`"),
     ("into_service", "the provided method `{trait}::into_service`"),
 ];
@@ -671,6 +672,7 @@ mod tests {
             "with_deadline",
             "with_options",
             "rpc_client",
+            "schema",
         ] {
             let ident = syn::Ident::new(name, Span::call_site());
             assert_one_error(

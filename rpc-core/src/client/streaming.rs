@@ -71,7 +71,7 @@ impl Client {
         A: Serialize + ?Sized + 'static,
         R: DeserializeOwned + 'static,
     {
-        self.unary(method, args, Some(outgoing), options)
+        self.unary(method, args, Some(outgoing), options, super::decode_typed::<R>)
     }
 
     /// [`Client::call_sending`] for a method declared `-> Result<T, E>`.
@@ -258,15 +258,35 @@ impl<T: DeserializeOwned> FuturesStream for Streaming<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+        let name = self.method.name;
+        self.poll_item(cx, |cursor| {
+            cursor.next_item::<T>().map(|item| {
+                item.map_err(|e| RpcError::Decode(format!("an item of the stream of `{name}`: {e}")))
+            })
+        })
+    }
+}
+
+impl<T> Streaming<T> {
+    /// The next item as encoded (postcard) bytes, `None` at the end: for a caller that decodes
+    /// by a [schema](crate::schema) rather than by Rust types.
+    pub async fn next_encoded(&mut self) -> Option<Result<bytes::Bytes, RpcError>> {
+        std::future::poll_fn(|cx| self.poll_item(cx, |cursor| cursor.next_encoded().map(Ok))).await
+    }
+
+    /// The next item, as `take` gets it from the current frame.
+    fn poll_item<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&mut Cursor) -> Option<Result<R, RpcError>>,
+    ) -> Poll<Option<Result<R, RpcError>>> {
+        let this = self;
         loop {
             if this.done {
                 return Poll::Ready(None);
             }
             if let Some(cursor) = &mut this.current {
-                if let Some(item) = cursor.next_item::<T>() {
-                    let item = item
-                        .map_err(|e| RpcError::Decode(format!("an item of the stream of `{}`: {e}", this.method.name)));
+                if let Some(item) = take(cursor) {
                     if item.is_err() {
                         this.finish();
                     }

@@ -56,6 +56,8 @@ pub struct ServerOptions {
     shutdown_grace: Duration,
     same_uid_only: bool,
     stream_window: u32,
+    reflection: bool,
+    identity: Option<(String, Option<String>)>,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +71,8 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             same_uid_only: false,
             stream_window: crate::wire::DEFAULT_STREAM_WINDOW,
+            reflection: true,
+            identity: None,
         }
     }
 }
@@ -169,6 +173,24 @@ impl ServerOptions {
         self.same_uid_only = same_uid_only;
         self
     }
+
+    /// Whether the server answers the built-in reflection service
+    /// ([`crate::reflection`]), which tells any client the services served with the schemas
+    /// of their methods (what `rpc list` shows). Default `true`. It costs nothing until asked:
+    /// one more entry in the table of services.
+    #[must_use]
+    pub fn reflection(mut self, enabled: bool) -> Self {
+        self.reflection = enabled;
+        self
+    }
+
+    /// The name and version the reflection service reports for this server. Default: the
+    /// executable's file name, no version.
+    #[must_use]
+    pub fn identity(mut self, name: impl Into<String>, version: Option<String>) -> Self {
+        self.identity = Some((name.into(), version));
+        self
+    }
 }
 
 /// Serves one or more services on any number of listeners.
@@ -239,6 +261,11 @@ impl Server {
     /// or an auth layer reading [`CallRequest::context`]. Replaces a layer given before. See
     /// [`crate::layer`] for what a layer sees and how its errors reach the caller.
     ///
+    /// The built-in [reflection service](crate::reflection) is a service like the others: its
+    /// calls run behind the layers too, so an auth layer also decides who may list the server's
+    /// methods. A layer that should let them through tests
+    /// `request.service().name == rpc_core::reflection::REFLECTION_SERVICE`.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use rpc_core::Server;
@@ -268,10 +295,28 @@ impl Server {
 
     fn shared(&self) -> Arc<Shared> {
         Arc::new(Shared {
-            services: self.services.clone(),
+            services: self.services_served(),
             middleware: self.middleware.clone(),
             counters: Arc::clone(&self.counters),
         })
+    }
+
+    /// The services a connection may name: the user's, and the reflection service unless it is
+    /// turned off (or the user added a service of that name).
+    fn services_served(&self) -> HashMap<&'static str, Arc<dyn Service>> {
+        let mut services = self.services.clone();
+        if self.options.reflection && !services.contains_key(crate::reflection::REFLECTION_SERVICE) {
+            let (name, version) = self
+                .options
+                .identity
+                .clone()
+                .unwrap_or_else(|| (crate::reflection::default_server_name(), None));
+            let mut served: Vec<_> = self.services.values().cloned().collect();
+            served.sort_by_key(|s| s.descriptor().name);
+            let reflection = crate::reflection::Reflection::new(served, name, version);
+            services.insert(crate::reflection::REFLECTION_SERVICE, Arc::new(reflection));
+        }
+        services
     }
 
     /// Serves connections from `listener` until an accept error that is not transient.

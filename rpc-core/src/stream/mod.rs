@@ -221,9 +221,21 @@ impl Cursor {
     /// The next item, decoded (byte payloads in it share the frame, see [`crate::bytes`]);
     /// `None` after the last.
     pub(crate) fn next_item<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, postcard::Error>> {
-        let (item, next) = crate::wire::item_at(&self.frame, self.pos)?;
-        self.pos = next;
+        let item = Self::advance(&self.frame, &mut self.pos)?;
         Some(crate::bytes::decoding_from(&self.frame, || crate::wire::decode_value(item)))
+    }
+
+    /// The next item as encoded (a slice of the frame); `None` after the last.
+    pub(crate) fn next_encoded(&mut self) -> Option<bytes::Bytes> {
+        let item = Self::advance(&self.frame, &mut self.pos)?;
+        Some(self.frame.slice_ref(item))
+    }
+
+    /// The encoded item of `frame` at `pos`, moving `pos` past it.
+    fn advance<'f>(frame: &'f bytes::Bytes, pos: &mut usize) -> Option<&'f [u8]> {
+        let (item, next) = crate::wire::item_at(frame, *pos)?;
+        *pos = next;
+        Some(item)
     }
 
     /// The frame's length, the credit it used.
