@@ -5,8 +5,8 @@
 //!
 //! It is an ordinary [`Service`] named [`REFLECTION_SERVICE`], added by the server engine next to
 //! the user's services, and reached like any other: a hello naming it, then calls of its one
-//! method, `describe() -> ServerDescription`. Being ordinary, its calls run behind the server's
-//! [layers](crate::server::Server::layer) and are counted and traced like any other.
+//! methods, `describe() -> ServerDescription` and `ping()`. Being ordinary, its calls run behind
+//! the server's [layers](crate::server::Server::layer) and are counted and traced like any other.
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,7 +25,10 @@ pub const REFLECTION_SERVICE: &str = "rpc.Reflection";
 /// The reflection service's methods, as a client names them in its hello.
 pub static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     name: REFLECTION_SERVICE,
-    methods: &[MethodDescriptor { name: "describe", id: method_id("describe"), signature: "() -> ServerDescription" }],
+    methods: &[
+        MethodDescriptor { name: "describe", id: method_id("describe"), signature: "() -> ServerDescription" },
+        MethodDescriptor { name: "ping", id: method_id("ping"), signature: "() -> ()" },
+    ],
 };
 
 /// What a server says of itself.
@@ -98,6 +101,8 @@ fn own_schema() -> &'static ServiceSchema {
         let mut builder = SchemaBuilder::new(REFLECTION_SERVICE, " What the server serves, with the schema of every method.");
         let returns = builder.ty::<ServerDescription>();
         builder.method(&DESCRIPTOR.methods[0], " Describes the server and every service it serves.", MethodKind::Unary, Vec::new(), None, returns, None);
+        let unit = builder.ty::<()>();
+        builder.method(&DESCRIPTOR.methods[1], " Answers at once: a round trip through the engine.", MethodKind::Unary, Vec::new(), None, unit, None);
         builder.finish()
     })
 }
@@ -108,12 +113,15 @@ impl Service for Reflection {
     }
 
     fn call(&self, method: u32, args: &[u8], _setup: &mut CallSetup<'_>) -> Result<Call, RemoteError> {
-        if method != DESCRIPTOR.methods[0].id {
-            return Err(unknown_method(method));
-        }
         let () = decode_args(args)?;
-        let description = self.description.get_or_init(|| self.describe()).clone();
-        Ok(handler(async move { description }))
+        if method == DESCRIPTOR.methods[0].id {
+            let description = self.description.get_or_init(|| self.describe()).clone();
+            Ok(handler(async move { description }))
+        } else if method == DESCRIPTOR.methods[1].id {
+            Ok(handler(async {}))
+        } else {
+            Err(unknown_method(method))
+        }
     }
 
     fn schema(&self) -> Option<&'static ServiceSchema> {
@@ -127,6 +135,11 @@ pub(crate) fn default_server_name() -> String {
         .ok()
         .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "rpc-server".to_owned())
+}
+
+/// One round trip through the server's engine, answered by the reflection service.
+pub async fn ping(client: &Client, options: &CallOptions) -> Result<(), RpcError> {
+    client.call::<(), ()>(&DESCRIPTOR.methods[1], &(), options).await
 }
 
 /// Asks the server behind `client` (a client whose hello named [`REFLECTION_SERVICE`], made
