@@ -86,25 +86,29 @@ fn schema_of(service: &dyn Service) -> ServiceSchema {
         return schema.clone();
     }
     let descriptor = service.descriptor();
-    let mut builder = SchemaBuilder::new(descriptor.name, "");
-    for m in descriptor.methods {
-        let unknown = || crate::schema::Type::Unknown("the service has no schema".to_owned());
-        builder.method(m, "", MethodKind::Unary, Vec::new(), None, unknown(), None);
-    }
-    builder.finish()
+    SchemaBuilder::build(descriptor.name, "", |builder| {
+        for m in descriptor.methods {
+            let unknown = || crate::schema::Type::Unknown("the service has no schema".to_owned());
+            builder.method(m, "", MethodKind::Unary, Vec::new(), None, unknown(), None);
+        }
+    })
 }
 
 /// The reflection service's own schema.
 fn own_schema() -> &'static ServiceSchema {
     static SCHEMA: OnceLock<ServiceSchema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let mut builder = SchemaBuilder::new(REFLECTION_SERVICE, " What the server serves, with the schema of every method.");
+        SchemaBuilder::build(REFLECTION_SERVICE, " What the server serves, with the schema of every method.", own_methods)
+    })
+}
+
+fn own_methods(builder: &mut SchemaBuilder) {
+    {
         let returns = builder.ty::<ServerDescription>();
         builder.method(&DESCRIPTOR.methods[0], " Describes the server and every service it serves.", MethodKind::Unary, Vec::new(), None, returns, None);
         let unit = builder.ty::<()>();
         builder.method(&DESCRIPTOR.methods[1], " Answers at once: a round trip through the engine.", MethodKind::Unary, Vec::new(), None, unit, None);
-        builder.finish()
-    })
+    }
 }
 
 impl Service for Reflection {

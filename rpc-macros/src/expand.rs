@@ -461,9 +461,9 @@ fn schema_fn(service: &Service, names: &Names) -> TokenStream {
         #vis fn schema() -> &'static #private::ServiceSchema {
             static SCHEMA: ::std::sync::OnceLock<#private::ServiceSchema> = ::std::sync::OnceLock::new();
             SCHEMA.get_or_init(|| {
-                let mut #builder = #private::SchemaBuilder::new(#name, #service_docs);
-                #(#methods)*
-                #builder.finish()
+                #private::SchemaBuilder::build(#name, #service_docs, |#builder: &mut #private::SchemaBuilder| {
+                    #(#methods)*
+                })
             })
         }
     }

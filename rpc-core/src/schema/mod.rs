@@ -3,11 +3,16 @@
 //! another language) encodes and decodes calls by.
 //!
 //! `#[service]` builds a [`ServiceSchema`] for each service, the first time one is asked for,
-//! by tracing its types with [`serde_reflection`]: the tracer runs each type's own `Deserialize`
-//! against a recording deserializer, so nothing beyond the serde derives is asked of the user.
-//! (`postcard-schema` was the alternative; it needs a derive of its own on every type.) What the
-//! tracer finds is converted into the types of this module, which are ours: they are what travels
-//! and what other clients are written against, so they change only with [`SCHEMA_VERSION`].
+//! by tracing its types: the tracer runs each type's own `Deserialize` against a recording
+//! deserializer, so nothing beyond the serde derives is asked of the user.
+//!
+//! Why a tracer of our own: `serde-reflection` does this (and was tried first), but it stops
+//! exploring a sequence, option or map once it knows the element's type, so an enum met only
+//! inside a `Vec` or `Option` keeps just its first variant unless every such enum is traced by
+//! name, which would ask the user to list them. `postcard-schema` needs a derive of its own on
+//! every type. Ours (`schema/trace.rs`, about 400 lines) runs a type again until every enum it
+//! reaches has shown every variant. The types of this module are what travels and what other
+//! clients are written against, so they change only with [`SCHEMA_VERSION`].
 //!
 //! # The format, version 1
 //!
@@ -21,15 +26,14 @@
 //! with an [`error`](MethodSchema::error) is `Result<returns, error>`, that is an enum whose
 //! variant 0 is `Ok(returns)` and variant 1 `Err(error)`.
 //!
-//! A type the tracer cannot follow (a `Deserialize` that rejects the tracer's sample values,
-//! `#[serde(untagged)]`, `deserialize_any`) is [`Type::Unknown`], with the reason: the method is
+//! A type the tracer cannot follow (a `Deserialize` that rejects the tracer's placeholder values,
+//! `#[serde(untagged)]` or `flatten`, `deserialize_any`) is [`Type::Unknown`], with the reason: the method is
 //! still listed, but cannot be called without its Rust types.
 
-use std::collections::BTreeMap;
+mod trace;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_reflection::{ContainerFormat, Format, FormatHolder, Named, Registry, Tracer, TracerConfig, VariantFormat};
 
 use crate::descriptor::MethodDescriptor;
 
@@ -219,39 +223,27 @@ impl ServiceSchema {
 
 /// Builds a [`ServiceSchema`] by tracing types; used by the code `#[service]` generates.
 pub struct SchemaBuilder {
-    name: String,
-    docs: String,
-    tracer: Tracer,
+    tracer: trace::Tracer,
     methods: Vec<MethodSchema>,
 }
 
 impl std::fmt::Debug for SchemaBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchemaBuilder").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("SchemaBuilder").field("methods", &self.methods.len()).finish_non_exhaustive()
     }
 }
 
 impl SchemaBuilder {
-    /// A builder for the service `name` with doc comment `docs`.
-    pub fn new(name: &str, docs: &str) -> Self {
-        SchemaBuilder {
-            name: name.to_owned(),
-            docs: docs.to_owned(),
-            // Not human-readable: the types then take the shape they have in postcard.
-            tracer: Tracer::new(TracerConfig::default().is_human_readable(false)),
-            methods: Vec::new(),
-        }
+    /// The schema of the service `name` with doc comment `docs`, whose methods `trace` adds.
+    pub fn build(name: &str, docs: &str, trace: impl FnOnce(&mut SchemaBuilder)) -> ServiceSchema {
+        let mut builder = SchemaBuilder { tracer: trace::Tracer::default(), methods: Vec::new() };
+        trace(&mut builder);
+        ServiceSchema { name: name.to_owned(), docs: docs.to_owned(), methods: builder.methods, types: builder.tracer.finish() }
     }
 
     /// The structure of `T`, tracing it (and the types it names) into this schema.
     pub fn ty<T: DeserializeOwned>(&mut self) -> Type {
-        match self.tracer.trace_simple_type::<T>() {
-            Ok((mut format, _)) => match format.normalize() {
-                Ok(()) => convert(&format),
-                Err(e) => Type::Unknown(e.to_string()),
-            },
-            Err(e) => Type::Unknown(format!("{}: {e}", std::any::type_name::<T>())),
-        }
+        self.tracer.trace::<T>().unwrap_or_else(|e| Type::Unknown(format!("{}: {e}", std::any::type_name::<T>())))
     }
 
     /// Adds a method.
@@ -277,76 +269,6 @@ impl SchemaBuilder {
             returns,
             error,
         });
-    }
-
-    /// The schema. Named types the tracer left incomplete are kept with what was found of them.
-    pub fn finish(self) -> ServiceSchema {
-        let registry: Registry = match self.tracer.registry() {
-            Ok(registry) => registry,
-            Err(_) => BTreeMap::new(),
-        };
-        let types = registry.iter().map(|(name, container)| TypeDef { name: name.clone(), shape: shape(container) }).collect();
-        ServiceSchema { name: self.name, docs: self.docs, methods: self.methods, types }
-    }
-}
-
-fn convert(format: &Format) -> Type {
-    match format {
-        Format::Variable(_) => Type::Unknown("a type the tracer could not resolve".to_owned()),
-        Format::TypeName(name) => Type::Named(name.clone()),
-        Format::Unit => Type::Unit,
-        Format::Bool => Type::Bool,
-        Format::I8 => Type::I8,
-        Format::I16 => Type::I16,
-        Format::I32 => Type::I32,
-        Format::I64 => Type::I64,
-        Format::I128 => Type::I128,
-        Format::U8 => Type::U8,
-        Format::U16 => Type::U16,
-        Format::U32 => Type::U32,
-        Format::U64 => Type::U64,
-        Format::U128 => Type::U128,
-        Format::F32 => Type::F32,
-        Format::F64 => Type::F64,
-        Format::Char => Type::Char,
-        Format::Str => Type::Str,
-        Format::Bytes => Type::Bytes,
-        Format::Option(inner) => Type::Option(Box::new(convert(inner))),
-        Format::Seq(inner) => Type::Seq(Box::new(convert(inner))),
-        Format::Map { key, value } => Type::Map { key: Box::new(convert(key)), value: Box::new(convert(value)) },
-        Format::Tuple(items) => Type::Tuple(items.iter().map(convert).collect()),
-        Format::TupleArray { content, size } => Type::Array { item: Box::new(convert(content)), len: *size as u64 },
-    }
-}
-
-fn fields(named: &[Named<Format>]) -> Vec<Field> {
-    named.iter().map(|f| Field::new(f.name.clone(), convert(&f.value))).collect()
-}
-
-fn shape(container: &ContainerFormat) -> Shape {
-    match container {
-        ContainerFormat::UnitStruct => Shape::Struct(Fields::Unit),
-        ContainerFormat::NewTypeStruct(inner) => Shape::Struct(Fields::Newtype(convert(inner))),
-        ContainerFormat::TupleStruct(items) => Shape::Struct(Fields::Tuple(items.iter().map(convert).collect())),
-        ContainerFormat::Struct(named) => Shape::Struct(Fields::Struct(fields(named))),
-        ContainerFormat::Enum(variants) => Shape::Enum(
-            variants
-                .iter()
-                .map(|(index, variant)| Variant {
-                    name: variant.name.clone(),
-                    index: *index,
-                    fields: match &variant.value {
-                        VariantFormat::Variable(_) => {
-                            Fields::Newtype(Type::Unknown("a variant the tracer could not resolve".to_owned()))
-                        }
-                        VariantFormat::Unit => Fields::Unit,
-                        VariantFormat::NewType(inner) => Fields::Newtype(convert(inner)),
-                        VariantFormat::Tuple(items) => Fields::Tuple(items.iter().map(convert).collect()),
-                        VariantFormat::Struct(named) => Fields::Struct(fields(named)),
-                    },
-                })
-                .collect(),
-        ),
     }
 }
 
@@ -375,10 +297,12 @@ mod tests {
 
     #[test]
     fn nested_types_are_traced_with_every_variant() {
-        let mut builder = SchemaBuilder::new("S", "");
-        assert_eq!(builder.ty::<Outer>(), Type::Named("Outer".into()));
-        assert_eq!(builder.ty::<Option<Vec<i64>>>(), Type::Option(Box::new(Type::Seq(Box::new(Type::I64)))));
-        let schema = builder.finish();
+        let mut types = Vec::new();
+        let schema = SchemaBuilder::build("S", "", |builder| {
+            types = vec![builder.ty::<Outer>(), builder.ty::<Option<Vec<i64>>>()];
+        });
+        assert_eq!(types[0], Type::Named("Outer".into()));
+        assert_eq!(types[1], Type::Option(Box::new(Type::Seq(Box::new(Type::I64)))));
         let outer = schema.type_def("Outer").unwrap();
         assert_eq!(
             outer.shape,
@@ -398,6 +322,41 @@ mod tests {
         assert_eq!(variants[0].fields, Fields::Struct(vec![Field::new("r", Type::F64)]));
     }
 
+    #[derive(Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum List {
+        Cons(i64, Box<List>),
+        Nil,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[allow(dead_code)]
+    struct Tree {
+        children: Vec<Tree>,
+        next: Option<Box<Tree>>,
+        list: List,
+        key: [u8; 4],
+    }
+
+    #[test]
+    fn recursive_types_end_and_are_complete() {
+        let mut ty = Type::Unit;
+        let schema = SchemaBuilder::build("S", "", |builder| ty = builder.ty::<Tree>());
+        assert_eq!(ty, Type::Named("Tree".into()));
+        assert_eq!(
+            schema.type_def("Tree").unwrap().shape,
+            Shape::Struct(Fields::Struct(vec![
+                Field::new("children", Type::Seq(Box::new(Type::Named("Tree".into())))),
+                Field::new("next", Type::Option(Box::new(Type::Named("Tree".into())))),
+                Field::new("list", Type::Named("List".into())),
+                Field::new("key", Type::Array { item: Box::new(Type::U8), len: 4 }),
+            ]))
+        );
+        let Shape::Enum(variants) = &schema.type_def("List").unwrap().shape else { panic!() };
+        assert_eq!(variants[0].fields, Fields::Tuple(vec![Type::I64, Type::Named("List".into())]));
+        assert_eq!(variants[1].fields, Fields::Unit);
+    }
+
     #[test]
     fn an_untraceable_type_is_unknown_not_a_panic() {
         #[derive(Serialize)]
@@ -411,7 +370,6 @@ mod tests {
                 Ok(Picky)
             }
         }
-        let mut builder = SchemaBuilder::new("S", "");
-        assert!(matches!(builder.ty::<Picky>(), Type::Unknown(_)));
+        SchemaBuilder::build("S", "", |builder| assert!(matches!(builder.ty::<Picky>(), Type::Unknown(_))));
     }
 }
