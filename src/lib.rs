@@ -74,6 +74,7 @@
 //! This crate is a facade: the engines live in `rpc-core`, the macro in `rpc-macros`, the
 //! mechanisms in `rpc-transports`.
 
+pub mod blocking;
 mod options;
 
 pub use options::ClientOptions;
@@ -336,5 +337,6 @@ pub mod __private {
     pub use rpc_core::wire::RemoteError;
     pub use serde;
 
+    pub use crate::blocking::{block_on, BlockingStreaming};
     pub use crate::{connect_service, connect_service_with, handshake_service_with, ClientOptions};
 }

@@ -20,10 +20,12 @@ pub(crate) fn expand(service: &Service) -> TokenStream {
     let trait_def = trait_def(service, &names);
     let server = server(service, &names);
     let client = client(service, &names);
+    let blocking = blocking_client(service, &names);
     quote! {
         #trait_def
         #server
         #client
+        #blocking
     }
 }
 
@@ -58,6 +60,7 @@ pub(crate) fn fallback_trait(item: &ItemTrait) -> TokenStream {
 struct Names {
     server: syn::Ident,
     client: syn::Ident,
+    blocking: syn::Ident,
     /// `<crate>::__private`.
     private: TokenStream,
 }
@@ -68,6 +71,7 @@ impl Names {
         Names {
             server: format_ident!("{}Server", service.ident),
             client: format_ident!("{}Client", service.ident),
+            blocking: format_ident!("{}BlockingClient", service.ident),
             private: quote!(#krate::__private),
         }
     }
@@ -157,7 +161,7 @@ fn trait_def(service: &Service, names: &Names) -> TokenStream {
 
 fn server(service: &Service, names: &Names) -> TokenStream {
     let Service { ident, vis, .. } = service;
-    let Names { server, client, private } = names;
+    let Names { server, client, private, .. } = names;
     // Type parameter of the `Service` impl, whose body names the user's argument types: a
     // plain `S` would capture a user type called `S`.
     let service_param = format_ident!("__S");
@@ -396,6 +400,98 @@ fn client(service: &Service, names: &Names) -> TokenStream {
             }
 
             #schema
+
+            #(#methods)*
+        }
+    }
+}
+
+/// `FooBlockingClient`: `FooClient`'s methods, each blocking until its answer.
+fn blocking_client(service: &Service, names: &Names) -> TokenStream {
+    let Service { ident, vis, .. } = service;
+    let Names { client, blocking, private, .. } = names;
+    let methods = service.methods.iter().map(|m| {
+        let fn_ident = &m.ident;
+        let all_names: Vec<_> = m.args.iter().map(|a| &a.name).collect();
+        let arg_types = m.args.iter().map(|a| &a.ty);
+        let docs = if m.docs.is_empty() {
+            let doc = format!(" Calls [`{}::{}`] on the server and waits for its answer.", ident, m.ident);
+            quote!(#[doc = #doc])
+        } else {
+            let docs = &m.docs;
+            quote!(#(#docs)*)
+        };
+        let call = quote!(#client::#fn_ident(&self.client, #(#all_names),*));
+        let (output, body) = match &m.ret {
+            ReturnKind::Stream { item } => (
+                quote!(::core::result::Result<#private::BlockingStreaming<#item>, #private::RpcError>),
+                quote!(::core::result::Result::map(#private::block_on(#call), #private::BlockingStreaming::new)),
+            ),
+            ReturnKind::Unit => (quote!(::core::result::Result<(), #private::RpcError>), quote!(#private::block_on(#call))),
+            ReturnKind::Plain(ty) => (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(#private::block_on(#call))),
+            ReturnKind::Fallible { ok, err } => (
+                quote!(::core::result::Result<#ok, #private::CallError<#err>>),
+                quote!(#private::block_on(#call)),
+            ),
+        };
+        quote! {
+            #docs
+            #[allow(clippy::too_many_arguments)]
+            #vis fn #fn_ident(&self, #(#all_names: #arg_types),*) -> #output {
+                #body
+            }
+        }
+    });
+    let doc = format!(
+        " Blocking client of the [`{ident}`] service, for code that is not async: each method sends one \
+         call and waits for its answer (see `rpc::blocking`).\n\
+         \n Usable from any number of threads at once; clones share the connection. Not for async \
+         code, where its calls panic: use [`{client}`] there."
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #blocking {
+            client: #client,
+        }
+
+        impl #blocking {
+            /// Connects to the server at `addr` (e.g. `"tcp://127.0.0.1:4000"`), waiting until
+            /// connected, and checks that it serves this service with the same methods.
+            #vis fn connect(addr: &::core::primitive::str) -> ::core::result::Result<Self, #private::RpcError> {
+                #blocking::connect_with(addr, ::core::default::Default::default())
+            }
+
+            /// Like [`connect`](Self::connect), with options (see `rpc::ClientOptions`).
+            #vis fn connect_with(
+                addr: &::core::primitive::str,
+                options: #private::ClientOptions,
+            ) -> ::core::result::Result<Self, #private::RpcError> {
+                ::core::result::Result::map(
+                    #private::block_on(#client::connect_with(addr, options)),
+                    |client| #blocking { client },
+                )
+            }
+
+            /// A clone whose calls fail with a timeout error when they take longer than `timeout`.
+            #vis fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                #blocking { client: self.client.with_timeout(timeout) }
+            }
+
+            /// A clone whose calls fail with a timeout error when not answered by `deadline`.
+            #vis fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
+                #blocking { client: self.client.with_deadline(deadline) }
+            }
+
+            /// A clone that makes its calls with `options`.
+            #vis fn with_options(&self, options: #private::CallOptions) -> Self {
+                #blocking { client: self.client.with_options(options) }
+            }
+
+            /// The async client underneath (sharing this one's connection).
+            #vis fn async_client(&self) -> &#client {
+                &self.client
+            }
 
             #(#methods)*
         }
@@ -658,6 +754,8 @@ mod tests {
                 "impl::core::clone::CloneforCalculatorClient",
                 "impl::core::fmt::DebugforCalculatorClient",
                 "implCalculatorClient",
+                "structCalculatorBlockingClient",
+                "implCalculatorBlockingClient",
             ]
         );
         let syn::Item::Trait(rewritten) = &file.items[0] else { unreachable!() };

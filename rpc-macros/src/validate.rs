@@ -23,7 +23,7 @@ use crate::parse::ServiceArgs;
 ///
 /// The client's inherent methods and constant share one namespace with the methods generated
 /// from the trait, and `into_service` is a provided method of the trait itself.
-const RESERVED: [(&str, &str); 12] = [
+const RESERVED: [(&str, &str); 13] = [
     ("connect", "the generated `{client}::connect`"),
     ("connect_with", "the generated `{client}::connect_with`"),
     ("from_connection", "the generated `{client}::from_connection`"),
@@ -34,6 +34,7 @@ const RESERVED: [(&str, &str); 12] = [
     ("with_options", "the generated `{client}::with_options`"),
     ("rpc_client", "the generated `{client}::rpc_client`"),
     ("schema", "the generated `{client}::schema`"),
+    ("async_client", "the generated `{trait}BlockingClient::async_client`"),
     ("DESCRIPTOR", "the generated `{client}::DESCRIPTOR`"),
     ("into_service", "the provided method `{trait}::into_service`"),
 ];
@@ -680,6 +681,10 @@ mod tests {
                 &format!("`{name}` is reserved: it would clash with the generated `CalcClient::{name}`"),
             );
         }
+        assert_one_error(
+            parse_quote! { trait Calc { fn async_client(&self); } },
+            "would clash with the generated `CalcBlockingClient::async_client`",
+        );
         assert_one_error(
             parse_quote! { trait Calc { fn into_service(&self); } },
             "would clash with the provided method `Calc::into_service`",

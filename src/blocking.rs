@@ -1,0 +1,82 @@
+//! Blocking clients: for code that is not async. `#[service]` generates, beside `FooClient`,
+//! a `FooBlockingClient` with the same methods returning their results directly:
+//!
+//! ```no_run
+//! # #[rpc::service] trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+//! fn main() -> Result<(), rpc::RpcError> {
+//!     let calc = CalculatorBlockingClient::connect("tcp://127.0.0.1:12345")?;
+//!     assert_eq!(calc.add(1, 2)?, 3);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! It works over the same transports with the same deadlines (`with_timeout`, `connect_with`'s
+//! default) and errors, from any number of threads at once (clones share the connection, and so
+//! do threads that share one client). The caller needs no runtime: the calls run on one
+//! process-wide runtime of this crate, started at the first blocking connect, whose one worker
+//! thread drives the connections' I/O; each call is polled on the calling thread.
+//!
+//! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
+//! so it panics instead, naming the async client.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use crate::{RpcError, Streaming};
+
+/// The runtime every blocking client runs on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rpc-blocking")
+            .enable_all()
+            .build()
+            .expect("the blocking clients' runtime starts")
+    })
+}
+
+/// Runs `future` to completion on the calling thread; used by generated blocking clients.
+///
+/// # Panics
+/// When called from inside an async runtime (use the async client there).
+#[doc(hidden)]
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        panic!("a blocking rpc client was called from async code: use the async client (`FooClient`) there");
+    }
+    runtime().block_on(future)
+}
+
+/// The items of a streaming call made by a blocking client, one per `next`.
+///
+/// Dropping it cancels the call, as dropping a [`Streaming`] does.
+#[derive(Debug)]
+pub struct BlockingStreaming<T> {
+    /// `None` only while dropping.
+    inner: Option<Streaming<T>>,
+}
+
+impl<T> BlockingStreaming<T> {
+    #[doc(hidden)]
+    pub fn new(inner: Streaming<T>) -> Self {
+        BlockingStreaming { inner: Some(inner) }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Iterator for BlockingStreaming<T> {
+    type Item = Result<T, RpcError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        block_on(self.inner.as_mut()?.next())
+    }
+}
+
+impl<T> Drop for BlockingStreaming<T> {
+    fn drop(&mut self) {
+        // Dropping a stream sends its cancel, which needs the runtime's context.
+        let _guard = runtime().enter();
+        drop(self.inner.take());
+    }
+}
