@@ -326,6 +326,24 @@ async fn beside_stream<C: Probe>(client: &C, config: &Config) -> Result<(Latency
     Ok((LatencyStats::from_samples(&mut samples), stream_mb_s))
 }
 
+/// The add round trip of the generated blocking client, from the calling (plain) thread.
+pub fn blocking_latency(addr: &str, config: &Config) -> Result<LatencyStats, BoxError> {
+    let client = crate::service::BenchBlockingClient::connect(addr)?;
+    for i in 0..config.warmup as i64 {
+        client.add(i, 1)?;
+    }
+    let mut samples = Vec::with_capacity(config.latency_calls);
+    for i in 0..config.latency_calls as i64 {
+        let start = Instant::now();
+        let sum = client.add(i, 1)?;
+        samples.push(start.elapsed());
+        if sum != i + 1 {
+            return Err(format!("add({i}, 1) returned {sum}").into());
+        }
+    }
+    Ok(LatencyStats::from_samples(&mut samples))
+}
+
 async fn latency<C: Probe>(client: &C, config: &Config) -> Result<LatencyStats, BoxError> {
     for i in 0..config.warmup as i64 {
         client.add(i, 1).await?;

@@ -163,10 +163,13 @@ pub enum Side {
     /// tarpc's engine over our transport (`rpc::tarpc`): against `Ours` it isolates
     /// the engines, against `Tarpc` the transports.
     TarpcOnOurs,
+    /// This framework's generated blocking client (`FooBlockingClient`), called from a plain
+    /// thread: round trips only.
+    Blocking,
 }
 
 impl Side {
-    const ALL: [Side; 5] = [Side::Raw, Side::Ring, Side::Ours, Side::Tarpc, Side::TarpcOnOurs];
+    const ALL: [Side; 6] = [Side::Raw, Side::Ring, Side::Ours, Side::Tarpc, Side::TarpcOnOurs, Side::Blocking];
 
     fn key(self) -> &'static str {
         match self {
@@ -175,6 +178,7 @@ impl Side {
             Side::Ours => "ours",
             Side::Tarpc => "tarpc",
             Side::TarpcOnOurs => "tarpc_on_ours",
+            Side::Blocking => "blocking",
         }
     }
 
@@ -186,6 +190,7 @@ impl Side {
             Side::Ours => "ours",
             Side::Tarpc => "tarpc",
             Side::TarpcOnOurs => "tarpc-on-ours",
+            Side::Blocking => "ours blocking",
         }
     }
 }
