@@ -407,7 +407,7 @@ impl Results {
             let _ = writeln!(out, "\n## {} — {better}", metric.title());
             let _ = writeln!(
                 out,
-                "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18}",
+                "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18} {:>22}",
                 "transport",
                 "raw",
                 "ring (no engine)",
@@ -417,14 +417,15 @@ impl Results {
                 "ours/raw",
                 "ours/ring",
                 "ours/tarpc",
-                "ours/tarpc-on-ours"
+                "ours/tarpc-on-ours",
+                "ours blocking"
             );
             for &t in &self.transports {
                 let cell = |side| self.get(t, metric, side).map_or_else(|| "—".to_owned(), fmt_summary);
                 let ratio = |side| self.ratio(t, metric, side).map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18}",
+                    "{:<10} {:>22} {:>22} {:>22} {:>22} {:>22} {:>9} {:>10} {:>10} {:>18} {:>22}",
                     t,
                     cell(Side::Raw),
                     cell(Side::Ring),
@@ -434,7 +435,8 @@ impl Results {
                     ratio(Side::Raw),
                     ratio(Side::Ring),
                     ratio(Side::Tarpc),
-                    ratio(Side::TarpcOnOurs)
+                    ratio(Side::TarpcOnOurs),
+                    cell(Side::Blocking)
                 );
             }
         }
