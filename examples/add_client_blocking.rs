@@ -27,7 +27,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Threads share one client (and its connection).
     let sums: Vec<i64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|i| s.spawn({ let calc = &calc; move || calc.add(i, i) })).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                s.spawn({
+                    let calc = &calc;
+                    move || calc.add(i, i)
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("no panic")).collect::<Result<_, _>>()
     })?;
     println!("from 4 threads: {sums:?}");

@@ -327,8 +327,8 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 pub mod __private {
     pub use rpc_core::client::{CallOptions, Client, ReconnectOptions, Streaming};
     pub use rpc_core::descriptor::{method_id, MethodDescriptor, ServiceDescriptor};
-    pub use rpc_core::schema::{Field, MethodKind, SchemaBuilder, ServiceSchema};
     pub use rpc_core::error::{CallError, RpcError};
+    pub use rpc_core::schema::{Field, MethodKind, SchemaBuilder, ServiceSchema};
     pub use rpc_core::service::{
         decode_args, handler, stream_handler, unknown_method, Call, CallSetup, HandlerFuture, Service,
     };

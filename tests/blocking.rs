@@ -30,7 +30,8 @@ impl Server {
             .expect("the test server starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("a ready line");
-        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
+        let addr =
+            line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
         Some(Server { child, addr })
     }
 }

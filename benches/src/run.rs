@@ -363,7 +363,8 @@ fn client(args: Args) -> Result<(), BoxError> {
                 .block_on(LocalSet::new().run_until(async { measure::sweep(&connect().await?, &config).await }))
                 .map_err(|e| format!("{tag} ours sweep: {e}"))?;
             // The blocking client from this (plain) thread, against the same server.
-            let blocking = measure::blocking_latency(&addr, &config).map_err(|e| format!("{tag} ours blocking: {e}"))?;
+            let blocking =
+                measure::blocking_latency(&addr, &config).map_err(|e| format!("{tag} ours blocking: {e}"))?;
             eprintln!("{tag} ours blocking : add {:.1} µs median, {:.1} µs p99", blocking.median_us, blocking.p99_us);
             results.push(t.name, Metric::LatencyMedian, Side::Blocking, blocking.median_us);
             results.push(t.name, Metric::LatencyP99, Side::Blocking, blocking.p99_us);

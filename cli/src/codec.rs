@@ -140,8 +140,8 @@ pub fn encode_args(schema: &ServiceSchema, method: &MethodSchema, given: &[Strin
         given.iter().map(|text| serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))).collect();
     let by_name = match parsed.as_slice() {
         [Json::Object(fields)] => {
-            let names_match = fields.len() == method.args.len()
-                && method.args.iter().all(|a| fields.contains_key(&a.name));
+            let names_match =
+                fields.len() == method.args.len() && method.args.iter().all(|a| fields.contains_key(&a.name));
             names_match && (method.args.len() != 1 || !fields.is_empty())
         }
         _ => false,
@@ -265,7 +265,9 @@ impl Encoder<'_> {
                 _ => Value::Option(Some(Box::new(self.value(inner, json, what, depth + 1)?))),
             },
             Type::Seq(item) => {
-                let items = json.as_array().ok_or_else(|| self.mismatch(&format!("an array of {}", type_name(item)), what, json))?;
+                let items = json
+                    .as_array()
+                    .ok_or_else(|| self.mismatch(&format!("an array of {}", type_name(item)), what, json))?;
                 Value::Seq(self.elements(items.iter().map(|j| (&**item, j)), what, depth)?)
             }
             Type::Tuple(types) => Value::Tuple(self.fixed(types, json, what, depth)?),
@@ -275,7 +277,9 @@ impl Encoder<'_> {
             }
             Type::Map { key, value } => self.map(key, value, json, what, depth)?,
             Type::Named(name) => self.named(name, json, what, depth)?,
-            Type::Unknown(why) => return Err(EncodeError(format!("{what} has a type the server could not describe ({why})"))),
+            Type::Unknown(why) => {
+                return Err(EncodeError(format!("{what} has a type the server could not describe ({why})")))
+            }
         })
     }
 
@@ -289,7 +293,8 @@ impl Encoder<'_> {
     }
 
     fn fixed(&self, types: &[Type], json: &Json, what: &str, depth: usize) -> Result<Vec<Value>, EncodeError> {
-        let expected = || format!("an array of {} ({})", types.len(), types.iter().map(type_name).collect::<Vec<_>>().join(", "));
+        let expected =
+            || format!("an array of {} ({})", types.len(), types.iter().map(type_name).collect::<Vec<_>>().join(", "));
         match json {
             Json::Array(items) if items.len() == types.len() => self.elements(types.iter().zip(items), what, depth),
             _ => Err(self.mismatch(&expected(), what, json)),
@@ -306,7 +311,10 @@ impl Encoder<'_> {
                         _ => serde_json::from_str(k).unwrap_or_else(|_| Json::String(k.clone())),
                     };
                     let place = format!("{what}[{}]", Json::String(k.clone()));
-                    Ok((self.value(key, &key_json, &format!("a key of {what}"), depth + 1)?, self.value(value, v, &place, depth + 1)?))
+                    Ok((
+                        self.value(key, &key_json, &format!("a key of {what}"), depth + 1)?,
+                        self.value(value, v, &place, depth + 1)?,
+                    ))
                 })
                 .collect::<Result<_, EncodeError>>()?,
             Json::Array(pairs) => pairs
@@ -320,7 +328,16 @@ impl Encoder<'_> {
                     _ => Err(self.mismatch("a [key, value] pair", &format!("{what}[{i}]"), pair)),
                 })
                 .collect::<Result<_, EncodeError>>()?,
-            _ => return Err(self.mismatch(&format!("a map {} (an object or [key, value] pairs)", type_name(&Type::Map { key: Box::new(key.clone()), value: Box::new(value.clone()) })), what, json)),
+            _ => {
+                return Err(self.mismatch(
+                    &format!(
+                        "a map {} (an object or [key, value] pairs)",
+                        type_name(&Type::Map { key: Box::new(key.clone()), value: Box::new(value.clone()) })
+                    ),
+                    what,
+                    json,
+                ))
+            }
         };
         Ok(Value::Map(entries))
     }
@@ -342,7 +359,10 @@ impl Encoder<'_> {
                     _ => {
                         let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
                         return Err(self.mismatch(
-                            &format!("a variant of `{name}` (\"Variant\" or {{\"Variant\": ...}}; one of {})", names.join(", ")),
+                            &format!(
+                                "a variant of `{name}` (\"Variant\" or {{\"Variant\": ...}}; one of {})",
+                                names.join(", ")
+                            ),
                             what,
                             json,
                         ));
@@ -350,9 +370,18 @@ impl Encoder<'_> {
                 };
                 let variant = variants.iter().find(|v| v.name == variant_name).ok_or_else(|| {
                     let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
-                    EncodeError(format!("`{name}` has no variant `{variant_name}` (for {what}); it has {}", names.join(", ")))
+                    EncodeError(format!(
+                        "`{name}` has no variant `{variant_name}` (for {what}); it has {}",
+                        names.join(", ")
+                    ))
                 })?;
-                let payload = self.fields(&variant.fields, payload, &format!("`{name}::{variant_name}`"), &format!("{what}.{variant_name}"), depth)?;
+                let payload = self.fields(
+                    &variant.fields,
+                    payload,
+                    &format!("`{name}::{variant_name}`"),
+                    &format!("{what}.{variant_name}"),
+                    depth,
+                )?;
                 Ok(Value::Variant(variant.index, Box::new(payload)))
             }
         }
@@ -431,7 +460,12 @@ pub fn decode(schema: &ServiceSchema, ty: &Type, bytes: &[u8]) -> Result<Json, S
 }
 
 /// The answer of a method declared `-> Result<T, E>`: `Ok(T)` or `Err(E)` as JSON.
-pub fn decode_fallible(schema: &ServiceSchema, ok: &Type, err: &Type, bytes: &[u8]) -> Result<Result<Json, Json>, String> {
+pub fn decode_fallible(
+    schema: &ServiceSchema,
+    ok: &Type,
+    err: &Type,
+    bytes: &[u8],
+) -> Result<Result<Json, Json>, String> {
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let value = ResultSeed { schema, ok, err }.deserialize(&mut de).map_err(|e| e.to_string())?;
     let rest = de.finalize().map_err(|e| e.to_string())?;
@@ -600,7 +634,9 @@ impl<'de> Visitor<'de> for Decode<'_> {
                 Ok(Json::Array(items))
             }
             Type::Tuple(types) => Ok(Json::Array(types.iter().map(|t| next(&mut seq, t)).collect::<Result<_, _>>()?)),
-            Type::Array { item, len } => Ok(Json::Array((0..*len).map(|_| next(&mut seq, item)).collect::<Result<_, _>>()?)),
+            Type::Array { item, len } => {
+                Ok(Json::Array((0..*len).map(|_| next(&mut seq, item)).collect::<Result<_, _>>()?))
+            }
             Type::Named(name) => match self.schema.type_def(name).map(|d| &d.shape) {
                 Some(Shape::Struct(Fields::Tuple(types))) => {
                     Ok(Json::Array(types.iter().map(|t| next(&mut seq, t)).collect::<Result<_, _>>()?))
@@ -626,7 +662,21 @@ impl<'de> Visitor<'de> for Decode<'_> {
         }
         // An object where the keys are strings (or numbers, written as their text); pairs else.
         let keyed = pairs.iter().all(|(k, _)| matches!(k, Json::String(_) | Json::Number(_)));
-        if keyed && matches!(**key, Type::Str | Type::Char | Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::U8 | Type::U16 | Type::U32 | Type::U64) {
+        if keyed
+            && matches!(
+                **key,
+                Type::Str
+                    | Type::Char
+                    | Type::I8
+                    | Type::I16
+                    | Type::I32
+                    | Type::I64
+                    | Type::U8
+                    | Type::U16
+                    | Type::U32
+                    | Type::U64
+            )
+        {
             Ok(Json::Object(
                 pairs
                     .into_iter()
@@ -658,7 +708,9 @@ impl<'de> Visitor<'de> for Decode<'_> {
                 let ty = Type::Tuple(types.clone());
                 access.tuple_variant(types.len(), Decode { schema: self.schema, ty: &ty, depth: self.depth + 1 })?
             }
-            Fields::Struct(fields) => access.tuple_variant(fields.len(), Fields0 { schema: self.schema, fields, depth: self.depth + 1 })?,
+            Fields::Struct(fields) => {
+                access.tuple_variant(fields.len(), Fields0 { schema: self.schema, fields, depth: self.depth + 1 })?
+            }
         };
         let mut object = serde_json::Map::new();
         object.insert(variant.name.clone(), payload);

@@ -188,7 +188,8 @@ async fn run(command: Command) -> Result<(), Failure> {
             if target.method.kind != MethodKind::Unary {
                 return Err(Failure::Usage(format!("`{method}` streams; `rpc bench` calls unary methods")));
             }
-            let args = codec::encode_args(&target.schema, &target.method, &args).map_err(|e| Failure::Usage(e.to_string()))?;
+            let args =
+                codec::encode_args(&target.schema, &target.method, &args).map_err(|e| Failure::Usage(e.to_string()))?;
             let client = target.connect(&addr).await?;
             bench::run(client, target.descriptor, args, calls.max(1), in_flight.max(1), timeout.options()).await
         }
@@ -292,10 +293,14 @@ async fn call(addr: &str, spec: &str, args: &[String], options: CallOptions) -> 
 }
 
 /// The items of a stream argument: JSON values from standard input, one per line.
-fn read_stream_arg(schema: &ServiceSchema, stream: &rpc::schema::Field) -> Result<rpc_core::stream::EncodedStream, Failure> {
+fn read_stream_arg(
+    schema: &ServiceSchema,
+    stream: &rpc::schema::Field,
+) -> Result<rpc_core::stream::EncodedStream, Failure> {
     let mut items = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.map_err(|e| Failure::Usage(format!("reading the stream `{}` from standard input: {e}", stream.name)))?;
+        let line =
+            line.map_err(|e| Failure::Usage(format!("reading the stream `{}` from standard input: {e}", stream.name)))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -15,7 +15,10 @@ pub fn server(description: &ServerDescription, with_types: bool) -> String {
     let _ = writeln!(
         out,
         "server {}{version} (protocol {}, schema {}, rpc {})",
-        description.server_name, description.protocol_version, description.schema_version, description.framework_version
+        description.server_name,
+        description.protocol_version,
+        description.schema_version,
+        description.framework_version
     );
     for service in &description.services {
         out.push('\n');
@@ -69,7 +72,10 @@ fn fields(fields: &Fields) -> String {
         Fields::Newtype(t) => format!("({})", type_name(t)),
         Fields::Tuple(ts) => format!("({})", ts.iter().map(type_name).collect::<Vec<_>>().join(", ")),
         Fields::Struct(fs) => {
-            format!(" {{ {} }}", fs.iter().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", "))
+            format!(
+                " {{ {} }}",
+                fs.iter().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }

@@ -228,7 +228,10 @@ fn endpoints_tells_live_from_stale_and_removes_the_stale() {
     let (code, out, err) = rpc(&["endpoints", dir.to_str().unwrap()], "");
     assert_eq!(code, 0, "{err}");
     let line = |path: &std::path::Path| {
-        out.lines().find(|l| l.contains(&format!("unix://{}", path.display()))).unwrap_or_else(|| panic!("{out}")).to_owned()
+        out.lines()
+            .find(|l| l.contains(&format!("unix://{}", path.display())))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_owned()
     };
     assert!(line(&live_path).starts_with("live") && line(&live_path).contains("rpc-demo-server"), "{out}");
     assert!(line(&stale_path).starts_with("stale"), "{out}");

@@ -98,16 +98,36 @@ fn schema_of(service: &dyn Service) -> ServiceSchema {
 fn own_schema() -> &'static ServiceSchema {
     static SCHEMA: OnceLock<ServiceSchema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        SchemaBuilder::build(REFLECTION_SERVICE, " What the server serves, with the schema of every method.", own_methods)
+        SchemaBuilder::build(
+            REFLECTION_SERVICE,
+            " What the server serves, with the schema of every method.",
+            own_methods,
+        )
     })
 }
 
 fn own_methods(builder: &mut SchemaBuilder) {
     {
         let returns = builder.ty::<ServerDescription>();
-        builder.method(&DESCRIPTOR.methods[0], " Describes the server and every service it serves.", MethodKind::Unary, Vec::new(), None, returns, None);
+        builder.method(
+            &DESCRIPTOR.methods[0],
+            " Describes the server and every service it serves.",
+            MethodKind::Unary,
+            Vec::new(),
+            None,
+            returns,
+            None,
+        );
         let unit = builder.ty::<()>();
-        builder.method(&DESCRIPTOR.methods[1], " Answers at once: a round trip through the engine.", MethodKind::Unary, Vec::new(), None, unit, None);
+        builder.method(
+            &DESCRIPTOR.methods[1],
+            " Answers at once: a round trip through the engine.",
+            MethodKind::Unary,
+            Vec::new(),
+            None,
+            unit,
+            None,
+        );
     }
 }
 

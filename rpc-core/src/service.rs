@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::descriptor::ServiceDescriptor;
-use crate::schema::ServiceSchema;
 use crate::outbound::SharedSender;
+use crate::schema::ServiceSchema;
 use crate::stream::inbox::{Inbox, Incoming};
 use crate::stream::{EncodedStream, Stream};
 use crate::wire::{self, RemoteError, ResponsePayload};

@@ -427,12 +427,15 @@ fn blocking_client(service: &Service, names: &Names) -> TokenStream {
                 quote!(::core::result::Result<#private::BlockingStreaming<#item>, #private::RpcError>),
                 quote!(::core::result::Result::map(#private::block_on(#call), #private::BlockingStreaming::new)),
             ),
-            ReturnKind::Unit => (quote!(::core::result::Result<(), #private::RpcError>), quote!(#private::block_on(#call))),
-            ReturnKind::Plain(ty) => (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(#private::block_on(#call))),
-            ReturnKind::Fallible { ok, err } => (
-                quote!(::core::result::Result<#ok, #private::CallError<#err>>),
-                quote!(#private::block_on(#call)),
-            ),
+            ReturnKind::Unit => {
+                (quote!(::core::result::Result<(), #private::RpcError>), quote!(#private::block_on(#call)))
+            }
+            ReturnKind::Plain(ty) => {
+                (quote!(::core::result::Result<#ty, #private::RpcError>), quote!(#private::block_on(#call)))
+            }
+            ReturnKind::Fallible { ok, err } => {
+                (quote!(::core::result::Result<#ok, #private::CallError<#err>>), quote!(#private::block_on(#call)))
+            }
         };
         quote! {
             #docs
@@ -572,7 +575,8 @@ fn doc_text(attrs: &[syn::Attribute]) -> String {
         .filter(|a| a.path().is_ident("doc"))
         .filter_map(|a| match &a.meta {
             syn::Meta::NameValue(syn::MetaNameValue {
-                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }), ..
+                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }),
+                ..
             }) => Some(s.value()),
             _ => None,
         })

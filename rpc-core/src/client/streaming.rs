@@ -260,9 +260,9 @@ impl<T: DeserializeOwned> FuturesStream for Streaming<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let name = self.method.name;
         self.poll_item(cx, |cursor| {
-            cursor.next_item::<T>().map(|item| {
-                item.map_err(|e| RpcError::Decode(format!("an item of the stream of `{name}`: {e}")))
-            })
+            cursor
+                .next_item::<T>()
+                .map(|item| item.map_err(|e| RpcError::Decode(format!("an item of the stream of `{name}`: {e}"))))
         })
     }
 }

@@ -238,7 +238,12 @@ impl SchemaBuilder {
     pub fn build(name: &str, docs: &str, trace: impl FnOnce(&mut SchemaBuilder)) -> ServiceSchema {
         let mut builder = SchemaBuilder { tracer: trace::Tracer::default(), methods: Vec::new() };
         trace(&mut builder);
-        ServiceSchema { name: name.to_owned(), docs: docs.to_owned(), methods: builder.methods, types: builder.tracer.finish() }
+        ServiceSchema {
+            name: name.to_owned(),
+            docs: docs.to_owned(),
+            methods: builder.methods,
+            types: builder.tracer.finish(),
+        }
     }
 
     /// The structure of `T`, tracing it (and the types it names) into this schema.

@@ -36,9 +36,9 @@ impl Found {
         match (self, other) {
             (_, Found::Unknown) => {}
             (this @ Found::Unknown, other) => *this = other,
-            (Found::Option(a), Found::Option(b)) | (Found::Seq(a), Found::Seq(b)) | (Found::Array(a, _), Found::Array(b, _)) => {
-                a.merge(*b)
-            }
+            (Found::Option(a), Found::Option(b))
+            | (Found::Seq(a), Found::Seq(b))
+            | (Found::Array(a, _), Found::Array(b, _)) => a.merge(*b),
             (Found::Map(ka, va), Found::Map(kb, vb)) => {
                 ka.merge(*kb);
                 va.merge(*vb);
@@ -295,7 +295,11 @@ impl<'de> de::VariantAccess<'de> for EnumOf<'_> {
         Ok(value)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, TraceError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, TraceError> {
         let mut slots = vec![Found::Unknown; fields.len()];
         let value = visitor.visit_seq(SeqOf { tracer: self.tracer, slots: slots.iter_mut(), depth: self.depth })?;
         *self.fields = Some(FoundFields::Struct(fields.iter().copied().zip(slots).collect()));
@@ -406,7 +410,11 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_> {
         self.known(Type::Named(name.to_owned()), value)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, TraceError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, TraceError> {
         let depth = self.deeper()?;
         self.tracer.stack.push(name);
         let mut inner = Found::Unknown;

@@ -306,11 +306,8 @@ impl Server {
     fn services_served(&self) -> HashMap<&'static str, Arc<dyn Service>> {
         let mut services = self.services.clone();
         if self.options.reflection && !services.contains_key(crate::reflection::REFLECTION_SERVICE) {
-            let (name, version) = self
-                .options
-                .identity
-                .clone()
-                .unwrap_or_else(|| (crate::reflection::default_server_name(), None));
+            let (name, version) =
+                self.options.identity.clone().unwrap_or_else(|| (crate::reflection::default_server_name(), None));
             let mut served: Vec<_> = self.services.values().cloned().collect();
             served.sort_by_key(|s| s.descriptor().name);
             let reflection = crate::reflection::Reflection::new(served, name, version);
