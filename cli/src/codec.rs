@@ -4,7 +4,7 @@
 //! Encoding first checks a JSON value against a [`Type`] and builds a [`Value`], reporting the
 //! first mismatch with its place ("expected i64 for argument `b`, got \"x\""); the value then
 //! serializes through postcard itself, so the bytes are the ones the Rust types would give.
-//! Decoding drives postcard's deserializer with the schema ([`Decode`]).
+//! Decoding drives postcard's deserializer with the schema (`Decode`).
 //!
 //! The JSON shapes are serde_json's for the same Rust types: structs are objects, tuples and
 //! tuple structs arrays, a newtype struct its inner value, unit `null`, an option `null` or its
