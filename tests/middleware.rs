@@ -261,3 +261,56 @@ async fn a_rate_limit_runs_behind_a_buffer() {
         assert_eq!(call.await.unwrap().unwrap(), 2 * i as i64);
     }
 }
+
+/// Refuses every call, but lets the reflection service's through when `reflection_passes`: what
+/// a layer does to keep the server explorable while guarding its own services.
+#[derive(Clone)]
+struct Closed<S> {
+    inner: S,
+    reflection_passes: bool,
+}
+
+impl<S> tower::Service<CallRequest> for Closed<S>
+where
+    S: tower::Service<CallRequest, Response = Answer>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answer, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: CallRequest) -> Self::Future {
+        if self.reflection_passes && request.service().name == rpc::reflection::REFLECTION_SERVICE {
+            let answer = self.inner.call(request);
+            return Box::pin(async move { answer.await.map_err(Into::into) });
+        }
+        let error = format!("`{}` is closed", request.service().name);
+        Box::pin(async move { Err(error.into()) })
+    }
+}
+
+#[tokio::test]
+async fn reflection_calls_run_behind_the_layers_unless_a_layer_lets_them_through() {
+    for reflection_passes in [false, true] {
+        let layer = tower::layer::layer_fn(move |inner| Closed { inner, reflection_passes });
+        let addr = start(rpc_tests::test_server().layer(layer), "tcp://127.0.0.1:0").await;
+        let reflection = rpc::connect_service(&addr, &rpc::reflection::DESCRIPTOR).await.unwrap();
+        match rpc::reflection::describe(&reflection, &rpc::CallOptions::new()).await {
+            Ok(description) if reflection_passes => {
+                assert!(description.services.iter().any(|s| s.name == "Calculator"), "{description:?}")
+            }
+            Err(RpcError::Rejected { message }) if !reflection_passes => {
+                assert_eq!(message, format!("`{}` is closed", rpc::reflection::REFLECTION_SERVICE))
+            }
+            other => panic!("reflection_passes {reflection_passes}: {other:?}"),
+        }
+        // The user's services stay behind the layer either way.
+        let calc = CalculatorClient::connect(&addr).await.unwrap();
+        assert!(matches!(calc.add(1, 2).await, Err(RpcError::Rejected { .. })));
+    }
+}

@@ -382,3 +382,31 @@ async fn descriptor_exhaustion_and_recovery_are_logged() {
     assert!(stderr.lines().any(|l| l.contains(" WARN ") && l.contains("Too many open files")), "{stderr}");
     assert!(stderr.lines().any(|l| l.contains(" INFO ") && l.contains("accepting connections again")), "{stderr}");
 }
+
+#[tokio::test]
+async fn encoded_and_reflection_calls_are_traced_like_typed_ones() {
+    let (capture, _guard) = Capture::install();
+    let addr = start_server(rpc_tests::test_server()).await;
+    // A raw call, as the `rpc` tool makes them: encoded answer, no Rust return type.
+    let calc = CalculatorClient::connect(&addr).await.unwrap();
+    let client = calc.rpc_client();
+    let add = client.service().method_by_name("add").unwrap();
+    let answer = client.call_encoded(add, &(1i64, 2i64), None, &rpc::CallOptions::new()).await.unwrap();
+    assert_eq!(postcard::from_bytes::<i64>(&answer).unwrap(), 3);
+    // A call of the built-in reflection service.
+    let reflection = rpc::connect_service(&addr, &rpc::reflection::DESCRIPTOR).await.unwrap();
+    rpc::reflection::describe(&reflection, &rpc::CallOptions::new()).await.unwrap();
+
+    for span_name in ["rpc.client.call", "rpc.server.call"] {
+        let spans = capture.spans(span_name);
+        for (service, method) in [("Calculator", "add"), (rpc::reflection::REFLECTION_SERVICE, "describe")] {
+            let span = spans
+                .iter()
+                .find(|s| s.fields.get("method").map(String::as_str) == Some(method))
+                .unwrap_or_else(|| panic!("no {span_name} span of `{method}`: {spans:?}"));
+            assert_eq!(span.fields.get("service").map(String::as_str), Some(service), "{span:?}");
+            assert_eq!(span.fields.get("outcome").map(String::as_str), Some("ok"), "{span:?}");
+            assert!(span.fields.contains_key("duration_us"), "{span:?}");
+        }
+    }
+}

@@ -220,14 +220,18 @@ fn check_hello_answer(hello: &[u8], output: &[Bytes]) {
 
 /// Checks the server's reply to a valid hello against an independent reading of the hello.
 fn check_reply(hello: &Hello, reply: &HelloReply) {
-    if hello.service != SERVICE.name {
-        assert_eq!(reply, &HelloReply::UnknownService { available: vec![SERVICE.name.to_owned()] });
+    // The server serves [`SERVICE`] and, as every server does by default, the reflection service.
+    let served = [&SERVICE, &crate::reflection::DESCRIPTOR];
+    let Some(service) = served.iter().find(|s| s.name == hello.service) else {
+        let mut available: Vec<String> = served.iter().map(|s| s.name.to_owned()).collect();
+        available.sort();
+        assert_eq!(reply, &HelloReply::UnknownService { available });
         return;
-    }
+    };
     let differing = hello
         .methods
         .iter()
-        .filter(|m| SERVICE.method_by_name(&m.name).is_none_or(|ours| ours.signature != m.signature))
+        .filter(|m| service.method_by_name(&m.name).is_none_or(|ours| ours.signature != m.signature))
         .count();
     match reply {
         HelloReply::Accepted { .. } => assert_eq!(differing, 0, "accepted a hello with differing methods"),

@@ -87,15 +87,16 @@ fn hello_frame() -> impl Strategy<Value = Vec<u8>> {
         Just(("add".to_owned(), "(i64, i64) -> i64".to_owned())),
         Just(("echo".to_owned(), "(Vec<u8>) -> Vec<u8>".to_owned())),
         Just(("add".to_owned(), "(i32, i32) -> i32".to_owned())),
+        Just(("describe".to_owned(), "() -> ServerDescription".to_owned())),
         ("[a-z]{0,6}", ".{0,6}"),
     ];
-    let hello = (prop_oneof![Just("Fuzz".to_owned()), ".{0,6}"], proptest::collection::vec(signature, 0..40)).prop_map(
-        |(service, methods)| Hello {
-            service,
-            methods: methods.into_iter().map(|(name, signature)| MethodSignature { name, signature }).collect(),
-            stream_window: wire::DEFAULT_STREAM_WINDOW,
-        },
-    );
+    let service =
+        prop_oneof![Just("Fuzz".to_owned()), Just(crate::reflection::REFLECTION_SERVICE.to_owned()), ".{0,6}"];
+    let hello = (service, proptest::collection::vec(signature, 0..40)).prop_map(|(service, methods)| Hello {
+        service,
+        methods: methods.into_iter().map(|(name, signature)| MethodSignature { name, signature }).collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
+    });
     (hello, any::<u16>(), 0usize..4).prop_map(|(hello, version, tweak)| {
         let mut frame = wire::encode_hello(&hello);
         match tweak {
@@ -197,6 +198,19 @@ fn seeds() -> Vec<Seed> {
         methods: vec![MethodSignature { name: "add".into(), signature: "(i32, i32) -> i32".into() }],
         stream_window: wire::DEFAULT_STREAM_WINDOW,
     });
+    // The reflection service every server answers by default.
+    let reflection = &crate::reflection::DESCRIPTOR;
+    let reflection_hello = wire::encode_hello(&Hello {
+        service: reflection.name.into(),
+        methods: reflection
+            .methods
+            .iter()
+            .map(|m| MethodSignature { name: m.name.into(), signature: m.signature.into() })
+            .collect(),
+        stream_window: wire::DEFAULT_STREAM_WINDOW,
+    });
+    let describe = request(1, method_id("describe"), &|h| wire::encode_request(h, &()).unwrap().to_vec());
+    let ping = request(2, method_id("ping"), &|h| wire::encode_request(h, &()).unwrap().to_vec());
     let framed = |frames: &[&[u8]]| frames.iter().flat_map(|f| length_prefixed(f)).collect::<Vec<u8>>();
     let with_flags = |flags: u8, bytes: Vec<u8>| [vec![flags], bytes].concat();
 
@@ -235,6 +249,7 @@ fn seeds() -> Vec<Seed> {
         ("hello-reply-mismatch", &mismatch),
         ("request-before-hello", &add),
         ("goaway", &goaway),
+        ("hello-reflection", &reflection_hello),
     ] {
         seeds.push(("hello_exchange", name, frame.clone()));
     }
@@ -256,6 +271,11 @@ fn seeds() -> Vec<Seed> {
     seeds.push(("server_input", "client-stream", with_flags(1, framed(&[&sum, &items, &items, &end, &add]))));
     seeds.push(("server_input", "items-after-end", with_flags(1, framed(&[&sum, &items, &end, &items]))));
     seeds.push(("server_input", "items-for-no-stream", with_flags(1, framed(&[&items, &end, &add]))));
+    seeds.push((
+        "server_input",
+        "reflection-calls",
+        with_flags(0, framed(&[&reflection_hello, &describe, &ping, &bad_args])),
+    ));
     seeds
 }
 
