@@ -506,7 +506,10 @@ async fn interface_mismatch_is_refused_at_connect(addr: String, mode: Mode) {
         other => panic!("expected InterfaceMismatch, got {other:?}"),
     }
     match rpc::connect_service(&server.addr, &rpc::ServiceDescriptor { name: "Nope", methods: &[] }).await {
-        Err(RpcError::UnknownService { available, .. }) => assert_eq!(available, ["Calculator", "Greeter", "Streams"]),
+        // The built-in reflection service is served too.
+        Err(RpcError::UnknownService { available, .. }) => {
+            assert_eq!(available, ["Calculator", "Greeter", "Streams", rpc::reflection::REFLECTION_SERVICE])
+        }
         other => panic!("expected UnknownService, got {other:?}"),
     }
 }
