@@ -105,19 +105,20 @@ async fn load_shedding_behind_a_limit_refuses_with_overloaded() {
     assert_eq!(slow.await.unwrap().unwrap(), 300);
 }
 
-/// An auth layer: lets through only calls from processes of user `uid`, reading the caller's
-/// credentials from the call's context.
+/// A layer that lets a call through when `admit` says so; its refusal is what the caller reads
+/// (as `RpcError::Rejected`).
 #[derive(Clone)]
-struct OnlyUid<S> {
+struct Gate<S, F> {
     inner: S,
-    uid: u32,
+    admit: F,
 }
 
-impl<S> tower::Service<CallRequest> for OnlyUid<S>
+impl<S, F> tower::Service<CallRequest> for Gate<S, F>
 where
     S: tower::Service<CallRequest, Response = Answer>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    F: Fn(&CallRequest) -> Result<(), String>,
 {
     type Response = Answer;
     type Error = BoxError;
@@ -128,14 +129,24 @@ where
     }
 
     fn call(&mut self, request: CallRequest) -> Self::Future {
-        let caller = request.context().peer_credentials().map(|c| c.uid);
-        if caller != Some(self.uid) {
-            let method = request.method().map_or("?", |m| m.name);
-            let error = format!("uid {caller:?} may not call `{method}`");
-            return Box::pin(async move { Err(error.into()) });
+        if let Err(refusal) = (self.admit)(&request) {
+            return Box::pin(async move { Err(refusal.into()) });
         }
         let answer = self.inner.call(request);
         Box::pin(async move { answer.await.map_err(Into::into) })
+    }
+}
+
+/// An auth rule: lets through only calls from processes of user `uid`, reading the caller's
+/// credentials from the call's context.
+fn only_uid(uid: u32) -> impl Fn(&CallRequest) -> Result<(), String> + Clone + Send + Sync + 'static {
+    move |request| {
+        let caller = request.context().peer_credentials().map(|c| c.uid);
+        if caller == Some(uid) {
+            return Ok(());
+        }
+        let method = request.method().map_or("?", |m| m.name);
+        Err(format!("uid {caller:?} may not call `{method}`"))
     }
 }
 
@@ -144,7 +155,7 @@ where
 async fn an_auth_layer_reads_the_callers_credentials() {
     let me = my_uid();
     for (allowed, expect_ok) in [(me, true), (me.wrapping_add(1), false)] {
-        let layer = tower::layer::layer_fn(move |inner| OnlyUid { inner, uid: allowed });
+        let layer = tower::layer::layer_fn(move |inner| Gate { inner, admit: only_uid(allowed) });
         let dir = std::env::temp_dir().join(format!("rpc-mw-{}-{allowed}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let addr = format!("unix://{}", dir.join("auth.sock").display());
@@ -262,42 +273,22 @@ async fn a_rate_limit_runs_behind_a_buffer() {
     }
 }
 
-/// Refuses every call, but lets the reflection service's through when `reflection_passes`: what
-/// a layer does to keep the server explorable while guarding its own services.
-#[derive(Clone)]
-struct Closed<S> {
-    inner: S,
-    reflection_passes: bool,
-}
-
-impl<S> tower::Service<CallRequest> for Closed<S>
-where
-    S: tower::Service<CallRequest, Response = Answer>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Answer;
-    type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answer, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: CallRequest) -> Self::Future {
-        if self.reflection_passes && request.service().name == rpc::reflection::REFLECTION_SERVICE {
-            let answer = self.inner.call(request);
-            return Box::pin(async move { answer.await.map_err(Into::into) });
-        }
-        let error = format!("`{}` is closed", request.service().name);
-        Box::pin(async move { Err(error.into()) })
-    }
-}
-
 #[tokio::test]
 async fn reflection_calls_run_behind_the_layers_unless_a_layer_lets_them_through() {
     for reflection_passes in [false, true] {
-        let layer = tower::layer::layer_fn(move |inner| Closed { inner, reflection_passes });
+        // Refuses every call, but lets the reflection service's through when `reflection_passes`:
+        // what a layer does to keep the server explorable while guarding its own services.
+        let layer = tower::layer::layer_fn(move |inner| Gate {
+            inner,
+            admit: move |request: &CallRequest| {
+                let name = request.service().name;
+                if reflection_passes && name == rpc::reflection::REFLECTION_SERVICE {
+                    Ok(())
+                } else {
+                    Err(format!("`{name}` is closed"))
+                }
+            },
+        });
         let addr = start(rpc_tests::test_server().layer(layer), "tcp://127.0.0.1:0").await;
         let reflection = rpc::connect_service(&addr, &rpc::reflection::DESCRIPTOR).await.unwrap();
         match rpc::reflection::describe(&reflection, &rpc::CallOptions::new()).await {

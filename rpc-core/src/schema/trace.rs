@@ -210,6 +210,24 @@ impl<'t> TraceDe<'t> {
         self.slot.merge(Found::Known(ty));
         Ok(value)
     }
+
+    /// The struct `name` of `len` fields (named or a tuple struct's, as `fields` makes them of
+    /// what was found in each): every field traced in turn, then the struct recorded.
+    fn fields_of<'de, V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+        fields: impl FnOnce(Vec<Found>) -> FoundFields,
+    ) -> Result<V::Value, TraceError> {
+        let depth = self.deeper()?;
+        self.tracer.stack.push(name);
+        let mut slots = vec![Found::Unknown; len];
+        let value = visitor.visit_seq(SeqOf { tracer: self.tracer, slots: slots.iter_mut(), depth })?;
+        self.tracer.stack.pop();
+        self.tracer.record_struct(name, fields(slots));
+        self.known(Type::Named(name.to_owned()), value)
+    }
 }
 
 /// Feeds `slots` as a sequence: each element is deserialized into its own slot.
@@ -430,13 +448,7 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let depth = self.deeper()?;
-        self.tracer.stack.push(name);
-        let mut slots = vec![Found::Unknown; len];
-        let value = visitor.visit_seq(SeqOf { tracer: self.tracer, slots: slots.iter_mut(), depth })?;
-        self.tracer.stack.pop();
-        self.tracer.record_struct(name, FoundFields::Tuple(slots));
-        self.known(Type::Named(name.to_owned()), value)
+        self.fields_of(name, len, visitor, FoundFields::Tuple)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -445,13 +457,9 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let depth = self.deeper()?;
-        self.tracer.stack.push(name);
-        let mut slots = vec![Found::Unknown; fields.len()];
-        let value = visitor.visit_seq(SeqOf { tracer: self.tracer, slots: slots.iter_mut(), depth })?;
-        self.tracer.stack.pop();
-        self.tracer.record_struct(name, FoundFields::Struct(fields.iter().copied().zip(slots).collect()));
-        self.known(Type::Named(name.to_owned()), value)
+        self.fields_of(name, fields.len(), visitor, |slots| {
+            FoundFields::Struct(fields.iter().copied().zip(slots).collect())
+        })
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
