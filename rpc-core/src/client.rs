@@ -466,17 +466,18 @@ impl Client {
 
     /// A call answered with one value, with a stream argument or without; `decode` makes the
     /// answer's payload (a slice of the answer's frame) into what the caller gets.
-    fn unary<A, R>(
+    fn unary<A, R, D>(
         &self,
         method: &'static MethodDescriptor,
         args: &A,
         outgoing: Option<EncodedStream>,
         options: &CallOptions,
-        decode: DecodePayload<R>,
+        decode: D,
     ) -> impl Future<Output = Result<R, RpcError>> + Send + 'static
     where
         A: Serialize + ?Sized + 'static,
         R: 'static,
+        D: DecodePayload<R>,
     {
         let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
         let call_span = span.clone();
@@ -659,7 +660,9 @@ async fn within<T>(
 }
 
 /// Makes the payload of an answer (a slice of its frame) into what the caller gets.
-type DecodePayload<R> = fn(&Bytes, &[u8], &MethodDescriptor) -> Result<R, RpcError>;
+trait DecodePayload<R>: FnOnce(&Bytes, &[u8], &MethodDescriptor) -> Result<R, RpcError> + Send + 'static {}
+
+impl<R, F: FnOnce(&Bytes, &[u8], &MethodDescriptor) -> Result<R, RpcError> + Send + 'static> DecodePayload<R> for F {}
 
 /// A return value decoded as `R`, inside the frame's [decoding
 /// scope](crate::bytes::decoding_from) so a large [`Bytes`](crate::bytes::Bytes) in it shares
@@ -673,7 +676,7 @@ fn decode_answer<R>(
     service: &ServiceDescriptor,
     method: &MethodDescriptor,
     frame: &Bytes,
-    decode: DecodePayload<R>,
+    decode: impl DecodePayload<R>,
 ) -> Result<R, RpcError> {
     match wire::decode(frame) {
         Ok(Frame::ResponseOk { payload, .. }) => decode(frame, payload, method),
