@@ -23,8 +23,8 @@ use serde_json::{json, Value as Json};
 
 /// Explore and call servers of the rpc framework from the shell.
 ///
-/// ADDR is any transport address: tcp://127.0.0.1:12345, unix:///tmp/app.sock, local://name,
-/// fifo:///tmp/app, shm://name, mq://name, spawn:./server ...
+/// ADDR is any transport address: tcp://127.0.0.1:12345, tls://host:4000?ca=server.pem,
+/// unix:///tmp/app.sock, local://name, fifo:///tmp/app, shm://name, mq://name, spawn:./server ...
 #[derive(Parser)]
 #[command(name = "rpc", version, propagate_version = true)]
 struct Cli {
