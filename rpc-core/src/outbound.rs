@@ -36,6 +36,9 @@ struct State {
     waiting: bool,
     /// Flushes that completed: progress, for transports that do not count their bytes.
     flushes: u64,
+    /// The last frame (a goaway) is queued: nothing may follow it, though what is queued is
+    /// still flushed.
+    sealed: bool,
 }
 
 #[derive(Default)]
@@ -68,7 +71,15 @@ impl SharedSender {
         let waiters = Arc::new(Waiters::default());
         let broadcast = Waker::from(Arc::clone(&waiters));
         Self {
-            state: Mutex::new(State { sender, queued: 0, flushed: 0, failed: None, waiting: false, flushes: 0 }),
+            state: Mutex::new(State {
+                sender,
+                queued: 0,
+                flushed: 0,
+                failed: None,
+                waiting: false,
+                flushes: 0,
+                sealed: false,
+            }),
             waiters,
             broadcast,
         }
@@ -82,9 +93,22 @@ impl SharedSender {
 
     /// Queues `frame` (taking it out of the option) and returns its sequence number.
     pub(crate) fn poll_enqueue(&self, cx: &mut Context<'_>, frame: &mut Option<Bytes>) -> Poll<Result<u64, RpcError>> {
+        self.poll_enqueue_as(cx, frame, false)
+    }
+
+    /// [`poll_enqueue`](Self::poll_enqueue); with `last`, nothing can be queued after `frame`.
+    fn poll_enqueue_as(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<Bytes>,
+        last: bool,
+    ) -> Poll<Result<u64, RpcError>> {
         let mut state = self.lock();
         if let Some(err) = &state.failed {
             return Poll::Ready(Err(err.clone()));
+        }
+        if state.sealed {
+            return Poll::Ready(Err(closing()));
         }
         self.waiters.register(cx.waker());
         let mut bcx = Context::from_waker(&self.broadcast);
@@ -100,6 +124,7 @@ impl SharedSender {
             return Poll::Ready(Err(self.fail(&mut state, e.into())));
         }
         state.queued += 1;
+        state.sealed = last;
         Poll::Ready(Ok(state.queued))
     }
 
@@ -137,8 +162,19 @@ impl SharedSender {
 
     /// Queues and flushes one frame.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), RpcError> {
+        self.send_as(frame, false).await
+    }
+
+    /// Queues and flushes the connection's last frame (its goaway): a handler task still
+    /// running on another thread, about to send an answer or a stream item, is refused
+    /// instead of writing behind it.
+    pub(crate) async fn send_last(&self, frame: Bytes) -> Result<(), RpcError> {
+        self.send_as(frame, true).await
+    }
+
+    async fn send_as(&self, frame: Bytes, last: bool) -> Result<(), RpcError> {
         let mut frame = Some(frame);
-        let seq = std::future::poll_fn(|cx| self.poll_enqueue(cx, &mut frame)).await?;
+        let seq = std::future::poll_fn(|cx| self.poll_enqueue_as(cx, &mut frame, last)).await?;
         std::future::poll_fn(|cx| self.poll_flushed(cx, seq)).await
     }
 
@@ -146,7 +182,7 @@ impl SharedSender {
     /// number; `None` if the transport has no room or has failed.
     pub(crate) fn try_enqueue_now(&self, frame: Bytes) -> Option<u64> {
         let mut state = self.lock();
-        if state.failed.is_some() {
+        if state.failed.is_some() || state.sealed {
             return None;
         }
         let mut bcx = Context::from_waker(&self.broadcast);
@@ -206,6 +242,11 @@ impl SharedSender {
     }
 }
 
+/// What a frame queued after the connection's last one gets.
+fn closing() -> RpcError {
+    RpcError::disconnected("the connection is closing".to_owned())
+}
+
 impl SharedSender {
     /// The connection is over: every caller still waiting to queue or flush gives up (a handler
     /// task parked on a peer that stopped reading must not keep the connection alive).
@@ -221,5 +262,54 @@ impl SharedSender {
         state.failed = Some(err.clone());
         self.broadcast.wake_by_ref();
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::Bytes;
+
+    use super::SharedSender;
+    use crate::transport::FrameSender;
+
+    /// A transport that takes every frame at once and keeps it.
+    struct Keep(Arc<Mutex<Vec<Bytes>>>);
+
+    impl FrameSender for Keep {
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+            self.0.lock().unwrap().push(frame);
+            Ok(())
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_queued_after_the_last_frame() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let out = SharedSender::new(Box::new(Keep(Arc::clone(&sent))));
+        out.send(Bytes::from_static(b"answer")).await.unwrap();
+        out.send_last(Bytes::from_static(b"goaway")).await.unwrap();
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut late = Some(Bytes::from_static(b"late item"));
+        match out.poll_enqueue(&mut cx, &mut late) {
+            Poll::Ready(Err(e)) => assert!(e.to_string().contains("closing"), "{e}"),
+            other => panic!("a frame was queued after the last one: {other:?}"),
+        }
+        assert_eq!(out.try_enqueue_now(Bytes::from_static(b"late answer")), None);
+        assert!(out.send(Bytes::from_static(b"late")).await.is_err());
+        assert_eq!(*sent.lock().unwrap(), [Bytes::from_static(b"answer"), Bytes::from_static(b"goaway")]);
     }
 }

@@ -197,7 +197,7 @@ async fn serve_connection(
     // A client that stopped reading must not keep this task (and its buffers) forever.
     let farewell = async {
         if let Some((code, reason)) = goaway {
-            let _ = conn.out.send(Bytes::from(wire::encode_goaway(code, &reason))).await;
+            let _ = conn.out.send_last(Bytes::from(wire::encode_goaway(code, &reason))).await;
         }
         let _ = conn.out.close().await;
     };
@@ -293,7 +293,7 @@ async fn handshake(
 
 /// Tells the client why its connection closes, if it reads within [`LINGER`].
 async fn goaway(out: &SharedSender, code: CloseCode, reason: &str) {
-    let _ = tokio::time::timeout(LINGER, out.send(Bytes::from(wire::encode_goaway(code, reason)))).await;
+    let _ = tokio::time::timeout(LINGER, out.send_last(Bytes::from(wire::encode_goaway(code, reason)))).await;
 }
 
 /// Applies [`ServerOptions::same_uid_only`]: `Err` with the reason the client is told.
