@@ -13,8 +13,12 @@
 //! It works over the same transports with the same deadlines (`with_timeout`, `connect_with`'s
 //! default) and errors, from any number of threads at once (clones share the connection, and so
 //! do threads that share one client). The caller needs no runtime: the calls run on one
-//! process-wide runtime of this crate, started at the first blocking connect, whose one worker
-//! thread drives the connections' I/O; each call is polled on the calling thread.
+//! process-wide single-threaded runtime of this crate, started at the first blocking connect, and
+//! each call is polled on the calling thread, which also waits for the connection's I/O itself
+//! (a worker thread waiting for it instead would cost a thread wake-up on every answer). With
+//! several threads calling at once, one of them waits for the I/O of all and wakes the others.
+//! Nothing runs between calls: what a client leaves to a task (a cancel that had to wait for the
+//! transport's room, the watch of a reconnecting client) runs during its next call.
 //!
 //! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
 //! so it panics instead, naming the async client.
@@ -28,9 +32,7 @@ use crate::{RpcError, Streaming};
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("rpc-blocking")
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("the blocking clients' runtime starts")
