@@ -192,6 +192,19 @@ impl Drop for RemoveDir {
     }
 }
 
+/// Kills `server` (SIGKILL) while `client` waits for a long call on it; returns that call's
+/// outcome.
+async fn kill_with_a_call_in_flight(client: &PeerClient, server: &mut Child) -> Result<u64, RpcError> {
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.sleep(600_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_client_survives_a_killed_and_restarted_server() {
     let Some(net) = Netns::new() else { return };
@@ -202,14 +215,7 @@ async fn a_reconnecting_client_survives_a_killed_and_restarted_server() {
     let first_pid = client.pid().await.unwrap();
 
     // kill -9 with a call in flight: that call fails once, and is not retried.
-    let in_flight = tokio::spawn({
-        let client = client.clone();
-        async move { client.sleep(600_000).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap();
+    let outcome = kill_with_a_call_in_flight(&client, &mut server).await;
     assert!(matches!(outcome, Err(RpcError::Disconnected { .. })), "{outcome:?}");
 
     // Nobody there: a new call waits for the reconnect, then gives up clearly.
@@ -226,14 +232,7 @@ async fn a_reconnecting_client_survives_a_killed_and_restarted_server() {
     }
 
     // Replaced by a server of other services: reported, not used.
-    let in_flight = tokio::spawn({
-        let client = client.clone();
-        async move { client.sleep(600_000).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap().is_err());
+    assert!(kill_with_a_call_in_flight(&client, &mut server).await.is_err());
     let (_other, _) = net.start(env!("CARGO_BIN_EXE_rpc-test-server"), &[&addr]).await;
     let err = client.pid().await.unwrap_err();
     assert!(matches!(err, RpcError::UnknownService { .. }), "{err:?}");
