@@ -289,10 +289,23 @@ const WATCH_ID: u64 = u64::MAX;
 
 struct Inbound {
     calls: HashMap<u64, Slot>,
-    /// The call whose future polls the receiver (its waker is the one the transport holds).
-    reader: Option<u64>,
+    /// Which call reads the connection.
+    reading: Reading,
     /// Set once the connection is dead; every later call fails with this.
     closed: Option<RpcError>,
+}
+
+/// Which call reads the connection for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// None, and none was asked to: the next call polled takes the role.
+    Nobody,
+    /// This call's future polls the receiver (its waker is the one the transport holds).
+    By(u64),
+    /// This call was woken to take the role over; whichever waiting call is polled first takes
+    /// it. Until then the calls that finish search the table for no one: one search per
+    /// handoff.
+    Offered(u64),
 }
 
 #[derive(Default)]
@@ -410,7 +423,7 @@ impl Client {
                 info,
                 next_id: AtomicU64::new(1),
                 out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
+                inbound: Mutex::new(Inbound { calls: HashMap::new(), reading: Reading::Nobody, closed: None }),
                 receiver: Mutex::new(receiver),
                 stream_window,
                 peer_window,
@@ -761,10 +774,10 @@ impl Inner {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => slot.waker = Some(cx.waker().clone()),
             }
-            if inbound.reader.is_some_and(|reader| reader != id) {
+            if matches!(inbound.reading, Reading::By(reader) if reader != id) {
                 return Poll::Pending;
             }
-            inbound.reader = Some(id);
+            inbound.reading = Reading::By(id);
         }
         // We are the reader. Lock order: receiver, then inbound (never the other way round).
         let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
@@ -914,7 +927,7 @@ impl Inbound {
             tracing::debug!(error = %err, code = ?err.close_code(), pending = self.calls.len(), "client connection closed");
         }
         let err = self.closed.get_or_insert(err).clone();
-        self.reader = None;
+        self.reading = Reading::Nobody;
         for slot in self.calls.values_mut() {
             if slot.answer.is_none() {
                 slot.answer = Some(Err(err.clone()));
@@ -937,13 +950,21 @@ impl Inbound {
     /// Call `id` stops reading for now (it has what it waited for, and may not be polled again
     /// soon): another waiting call takes over.
     fn release(&mut self, id: u64) {
-        if self.reader == Some(id) || self.reader.is_none() {
-            self.reader = None;
-            let next = self.calls.iter_mut().find(|(other, s)| **other != id && !s.has_next() && s.waker.is_some());
-            if let Some(waker) = next.and_then(|(_, s)| s.waker.take()) {
-                waker.wake();
-            }
+        // Only the reader, or the call asked to become it, hands the role on. With nobody
+        // reading, no call waits parked (one polled then takes the role itself), so there is
+        // no one to wake: searching the table on every finished call then made each of 1000
+        // calls in flight cost a scan of all the others.
+        if !matches!(self.reading, Reading::By(other) | Reading::Offered(other) if other == id) {
+            return;
         }
+        let next = self.calls.iter_mut().find(|(other, s)| **other != id && !s.has_next() && s.waker.is_some());
+        self.reading = match next {
+            Some((&other, slot)) => {
+                slot.wake();
+                Reading::Offered(other)
+            }
+            None => Reading::Nobody,
+        };
     }
 }
 
@@ -1164,5 +1185,52 @@ mod tests {
         let deadline = Instant::now();
         let new = CallOptions::new().timeout(Duration::from_secs(1)).deadline(deadline);
         assert_eq!(CallOptions::new().with_timeout(Duration::from_secs(1)).with_deadline(deadline), new);
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut inbound = Inbound { calls: HashMap::new(), reading: Reading::By(0), closed: None };
+        for id in 0..100 {
+            inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
+        }
+        let woken = || count.0.load(Ordering::Relaxed);
+        // A call that is not the reader finishes: nobody is woken.
+        inbound.remove(7);
+        assert_eq!((woken(), inbound.reading), (0, Reading::By(0)));
+        // The reader finishes: one waiting call is asked to take over.
+        inbound.remove(0);
+        let Reading::Offered(next) = inbound.reading else { panic!("{:?}", inbound.reading) };
+        assert_eq!(woken(), 1);
+        assert!(inbound.calls[&next].waker.is_none(), "the offered call's waker was used");
+        // Other calls finishing meanwhile search and wake no one else.
+        for id in (1..100).filter(|&id| id != next && id != 7).take(50) {
+            inbound.remove(id);
+        }
+        assert_eq!((woken(), inbound.reading), (1, Reading::Offered(next)));
+        // The offered call leaves before it was polled: the role goes to another.
+        inbound.remove(next);
+        assert!(matches!(inbound.reading, Reading::Offered(other) if other != next), "{:?}", inbound.reading);
+        assert_eq!(woken(), 2);
+        // With no one left waiting, nobody reads, and finishing calls wake nobody.
+        for slot in inbound.calls.values_mut() {
+            slot.answer = Some(Ok(Bytes::new()));
+        }
+        let Reading::Offered(last) = inbound.reading else { unreachable!() };
+        inbound.remove(last);
+        assert_eq!((woken(), inbound.reading), (2, Reading::Nobody));
+        let any = *inbound.calls.keys().next().unwrap();
+        inbound.remove(any);
+        assert_eq!(woken(), 2);
     }
 }
