@@ -289,23 +289,11 @@ const WATCH_ID: u64 = u64::MAX;
 
 struct Inbound {
     calls: HashMap<u64, Slot>,
-    /// Which call reads the connection.
-    reading: Reading,
+    /// The call whose future polls the receiver (its waker is the one the transport holds), or
+    /// the waiting call woken to take that role over.
+    reader: Option<u64>,
     /// Set once the connection is dead; every later call fails with this.
     closed: Option<RpcError>,
-}
-
-/// Which call reads the connection for all of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reading {
-    /// None, and none was asked to: the next call polled takes the role.
-    Nobody,
-    /// This call's future polls the receiver (its waker is the one the transport holds).
-    By(u64),
-    /// This call was woken to take the role over; whichever waiting call is polled first takes
-    /// it. Until then the calls that finish search the table for no one: one search per
-    /// handoff.
-    Offered(u64),
 }
 
 #[derive(Default)]
@@ -423,7 +411,7 @@ impl Client {
                 info,
                 next_id: AtomicU64::new(1),
                 out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound { calls: HashMap::new(), reading: Reading::Nobody, closed: None }),
+                inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
                 receiver: Mutex::new(receiver),
                 stream_window,
                 peer_window,
@@ -774,10 +762,10 @@ impl Inner {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => slot.waker = Some(cx.waker().clone()),
             }
-            if matches!(inbound.reading, Reading::By(reader) if reader != id) {
+            if inbound.reader.is_some_and(|reader| reader != id) {
                 return Poll::Pending;
             }
-            inbound.reading = Reading::By(id);
+            inbound.reader = Some(id);
         }
         // We are the reader. Lock order: receiver, then inbound (never the other way round).
         let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
@@ -927,7 +915,7 @@ impl Inbound {
             tracing::debug!(error = %err, code = ?err.close_code(), pending = self.calls.len(), "client connection closed");
         }
         let err = self.closed.get_or_insert(err).clone();
-        self.reading = Reading::Nobody;
+        self.reader = None;
         for slot in self.calls.values_mut() {
             if slot.answer.is_none() {
                 slot.answer = Some(Err(err.clone()));
@@ -939,8 +927,8 @@ impl Inbound {
         err
     }
 
-    /// Removes a finished or abandoned call; if it was (or might have become) the reader, wakes
-    /// another waiting call to take over reading.
+    /// Removes a finished or abandoned call; if it was the reader (or had been woken to become
+    /// it), wakes another waiting call to take over reading.
     fn remove(&mut self, id: u64) -> Option<Slot> {
         let slot = self.calls.remove(&id);
         self.release(id);
@@ -950,21 +938,18 @@ impl Inbound {
     /// Call `id` stops reading for now (it has what it waited for, and may not be polled again
     /// soon): another waiting call takes over.
     fn release(&mut self, id: u64) {
-        // Only the reader, or the call asked to become it, hands the role on. With nobody
-        // reading, no call waits parked (one polled then takes the role itself), so there is
-        // no one to wake: searching the table on every finished call then made each of 1000
-        // calls in flight cost a scan of all the others.
-        if !matches!(self.reading, Reading::By(other) | Reading::Offered(other) if other == id) {
+        // Only the reader hands the role on, straight to the call it wakes: one search of the
+        // table per handoff. With no reader, no call waits parked (one polled then takes the
+        // role itself), so there is no one to look for; searching on every finished call then
+        // made each of 1000 calls in flight cost a scan of all the others.
+        if self.reader != Some(id) {
             return;
         }
         let next = self.calls.iter_mut().find(|(other, s)| **other != id && !s.has_next() && s.waker.is_some());
-        self.reading = match next {
-            Some((&other, slot)) => {
-                slot.wake();
-                Reading::Offered(other)
-            }
-            None => Reading::Nobody,
-        };
+        self.reader = next.map(|(&other, slot)| {
+            slot.wake();
+            other
+        });
     }
 }
 
@@ -1200,35 +1185,35 @@ mod tests {
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(Arc::clone(&count));
-        let mut inbound = Inbound { calls: HashMap::new(), reading: Reading::By(0), closed: None };
+        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), closed: None };
         for id in 0..100 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
         }
         let woken = || count.0.load(Ordering::Relaxed);
         // A call that is not the reader finishes: nobody is woken.
         inbound.remove(7);
-        assert_eq!((woken(), inbound.reading), (0, Reading::By(0)));
+        assert_eq!((woken(), inbound.reader), (0, Some(0)));
         // The reader finishes: one waiting call is asked to take over.
         inbound.remove(0);
-        let Reading::Offered(next) = inbound.reading else { panic!("{:?}", inbound.reading) };
+        let Some(next) = inbound.reader.filter(|&next| next != 0) else { panic!("{:?}", inbound.reader) };
         assert_eq!(woken(), 1);
         assert!(inbound.calls[&next].waker.is_none(), "the offered call's waker was used");
         // Other calls finishing meanwhile search and wake no one else.
         for id in (1..100).filter(|&id| id != next && id != 7).take(50) {
             inbound.remove(id);
         }
-        assert_eq!((woken(), inbound.reading), (1, Reading::Offered(next)));
+        assert_eq!((woken(), inbound.reader), (1, Some(next)));
         // The offered call leaves before it was polled: the role goes to another.
         inbound.remove(next);
-        assert!(matches!(inbound.reading, Reading::Offered(other) if other != next), "{:?}", inbound.reading);
+        assert!(inbound.reader.is_some_and(|other| other != next), "{:?}", inbound.reader);
         assert_eq!(woken(), 2);
         // With no one left waiting, nobody reads, and finishing calls wake nobody.
         for slot in inbound.calls.values_mut() {
             slot.answer = Some(Ok(Bytes::new()));
         }
-        let Reading::Offered(last) = inbound.reading else { unreachable!() };
+        let last = inbound.reader.expect("offered above");
         inbound.remove(last);
-        assert_eq!((woken(), inbound.reading), (2, Reading::Nobody));
+        assert_eq!((woken(), inbound.reader), (2, None));
         let any = *inbound.calls.keys().next().unwrap();
         inbound.remove(any);
         assert_eq!(woken(), 2);
