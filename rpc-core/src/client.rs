@@ -292,6 +292,10 @@ struct Inbound {
     /// The call whose future polls the receiver (its waker is the one the transport holds), or
     /// the waiting call woken to take that role over.
     reader: Option<u64>,
+    /// Calls that found another call reading and wait to be woken: whom the reader hands its
+    /// role to when it leaves, first come first served. An id may linger after its call stopped
+    /// waiting (or finished); it is skipped when its turn comes.
+    parked: VecDeque<u64>,
     /// Set once the connection is dead; every later call fails with this.
     closed: Option<RpcError>,
 }
@@ -299,6 +303,8 @@ struct Inbound {
 #[derive(Default)]
 struct Slot {
     waker: Option<Waker>,
+    /// This call's id is in [`Inbound::parked`].
+    parked: bool,
     /// The answer of a unary call; for a streaming call, the error that ended it early.
     answer: Option<Result<Bytes, RpcError>>,
     /// The stream state of a streaming call.
@@ -411,7 +417,12 @@ impl Client {
                 info,
                 next_id: AtomicU64::new(1),
                 out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound { calls: HashMap::new(), reader: None, closed: None }),
+                inbound: Mutex::new(Inbound {
+                    calls: HashMap::new(),
+                    reader: None,
+                    parked: VecDeque::new(),
+                    closed: None,
+                }),
                 receiver: Mutex::new(receiver),
                 stream_window,
                 peer_window,
@@ -763,6 +774,7 @@ impl Inner {
                 _ => slot.waker = Some(cx.waker().clone()),
             }
             if inbound.reader.is_some_and(|reader| reader != id) {
+                inbound.park(id);
                 return Poll::Pending;
             }
             inbound.reader = Some(id);
@@ -916,7 +928,9 @@ impl Inbound {
         }
         let err = self.closed.get_or_insert(err).clone();
         self.reader = None;
+        self.parked.clear();
         for slot in self.calls.values_mut() {
+            slot.parked = false;
             if slot.answer.is_none() {
                 slot.answer = Some(Err(err.clone()));
                 if let Some(waker) = slot.waker.take() {
@@ -945,11 +959,36 @@ impl Inbound {
         if self.reader != Some(id) {
             return;
         }
-        let next = self.calls.iter_mut().find(|(other, s)| **other != id && !s.has_next() && s.waker.is_some());
-        self.reader = next.map(|(&other, slot)| {
-            slot.wake();
-            other
-        });
+        // Parked calls in turn, skipping those that finished or no longer wait (answered
+        // meanwhile, or woken already): each park is looked at once, however many calls are in
+        // flight. (A search of the table instead skipped every answered call not yet polled,
+        // at 1000 in flight most of them, on each handoff.)
+        self.reader = None;
+        while let Some(other) = self.parked.pop_front() {
+            let Some(slot) = self.calls.get_mut(&other) else { continue };
+            slot.parked = false;
+            if other != id && !slot.has_next() && slot.waker.is_some() {
+                slot.wake();
+                self.reader = Some(other);
+                return;
+            }
+        }
+    }
+
+    /// Call `id` waits while another call reads: it joins the calls the reader may hand its
+    /// role to (once per wait, however often it is polled meanwhile).
+    fn park(&mut self, id: u64) {
+        let Some(slot) = self.calls.get_mut(&id) else { return };
+        if std::mem::replace(&mut slot.parked, true) {
+            return;
+        }
+        self.parked.push_back(id);
+        // Ids of calls that finished while one reader kept reading pile up until a handoff;
+        // past twice the calls in flight, drop them (the cost is paid once per that many parks).
+        if self.parked.len() > 2 * self.calls.len() + 64 {
+            let calls = &self.calls;
+            self.parked.retain(|id| calls.get(id).is_some_and(|slot| slot.parked));
+        }
     }
 }
 
@@ -1185,10 +1224,15 @@ mod tests {
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(Arc::clone(&count));
-        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), closed: None };
+        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), closed: None };
         for id in 0..100 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
         }
+        for id in 1..100 {
+            inbound.park(id);
+            inbound.park(id);
+        }
+        assert_eq!(inbound.parked.len(), 99, "once per wait, however often polled");
         let woken = || count.0.load(Ordering::Relaxed);
         // A call that is not the reader finishes: nobody is woken.
         inbound.remove(7);
@@ -1217,5 +1261,26 @@ mod tests {
         let any = *inbound.calls.keys().next().unwrap();
         inbound.remove(any);
         assert_eq!(woken(), 2);
+        assert!(inbound.parked.is_empty());
+    }
+
+    #[test]
+    fn parked_ids_of_finished_calls_do_not_pile_up_under_one_long_reader() {
+        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), closed: None };
+        inbound.calls.insert(0, Slot::default());
+        // Call 0 reads for ever; short calls park behind it and finish, 10 in flight at a time.
+        for id in 1..100_000 {
+            inbound.calls.insert(id, Slot { waker: Some(Waker::noop().clone()), ..Slot::default() });
+            inbound.park(id);
+            if id > 10 {
+                inbound.remove(id - 10);
+            }
+            // At most twice the (12) calls in the table when it was pushed, plus the slack.
+            assert!(inbound.parked.len() <= 2 * 12 + 64, "{} ids", inbound.parked.len());
+        }
+        assert_eq!(inbound.reader, Some(0), "only the reader hands its role on");
+        // When it leaves at last, the role goes to a call still waiting.
+        inbound.remove(0);
+        assert!(inbound.reader.is_some_and(|next| next >= 100_000 - 10), "{:?}", inbound.reader);
     }
 }
