@@ -8,7 +8,10 @@
 //! slices the task wakes itself and returns `Pending`, so the other tasks of its thread (callers
 //! about to send the requests whose answers it waits for) run in between. The budget adapts:
 //! after a wait longer than the maximum it halves (an idle peer stops costing CPU), after a
-//! short one it doubles back towards the maximum.
+//! short one it doubles back towards the maximum. At its floor, one wait in
+//! [`PROBE_EVERY`] spins the whole maximum again: a wait that ends in a sleep always looks long,
+//! so without the probe a budget that fell below what a round trip takes (after a run of large
+//! messages, say) would never see a short wait again and every later wait would sleep.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,18 @@ use std::time::{Duration, Instant};
 /// budget is spent in later polls). A caller in a busy client may be spinning for the answers
 /// that other tasks of the same thread are about to ask for: they must get to run.
 const SLICE: Duration = Duration::from_micros(4);
+
+/// At the floor, every this many long waits the next wait spins the whole maximum. A probe that
+/// fails costs one maximum spin in this many waits, each of which slept anyway (tens of
+/// microseconds).
+const PROBE_EVERY: u32 = 16;
+
+/// The budget never falls below `max / FLOOR`. The floor must cover a round trip of small
+/// messages to an awake peer (about 3 µs here, with a 50 µs default maximum): below it, both
+/// sides' waits include the other's wake-up from a sleep, look long, and keep the budgets down
+/// (each side waking the other by bell, tens of microseconds per call, as measured at
+/// `max / 16`).
+const FLOOR: u32 = 4;
 
 /// What a slice of spinning ended with.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,18 +50,29 @@ pub(crate) struct Spin {
     budget: Duration,
     /// When the current wait began (the first time what we wait for was not there).
     since: Option<Instant>,
+    /// Long waits in a row with the budget at its floor.
+    at_floor: u32,
 }
 
 impl Spin {
     pub(crate) fn new(max: Duration) -> Self {
-        Spin { max, budget: max, since: None }
+        Spin { max, budget: max, since: None, at_floor: 0 }
+    }
+
+    /// How long the current (or next) wait spins before it sleeps.
+    fn allowance(&self) -> Duration {
+        if self.at_floor == PROBE_EVERY {
+            self.max
+        } else {
+            self.budget
+        }
     }
 
     /// Polls `ready` until it is true, for one slice of the budget at most.
     pub(crate) fn spin(&mut self, mut ready: impl FnMut() -> bool) -> Spun {
         let now = Instant::now();
         let start = *self.since.get_or_insert(now);
-        let deadline = start + self.budget;
+        let deadline = start + self.allowance();
         if now >= deadline {
             return Spun::Spent;
         }
@@ -69,19 +95,23 @@ impl Spin {
     }
 
     /// The wait that began at the first `spin` is over: a wait a full spin would have covered
-    /// doubles the budget (up to the maximum), a longer one halves it (down to a floor). Doubling rather than
+    /// doubles the budget (up to the maximum), a longer one halves it (down to a floor). Doubling
+    /// rather than
     /// jumping back to the maximum keeps a peer that is often descheduled (an overloaded
     /// machine) from costing a full spin on most waits.
     pub(crate) fn done(&mut self) {
         if let Some(since) = self.since.take() {
-            // Never below a sixteenth of the maximum: a wait that includes a sleep costs more
+            // Never below the floor ([`FLOOR`]): a wait that includes a sleep costs more
             // than the maximum, so from a budget of zero no wait would ever look short again.
-            let floor = self.max / 16;
-            self.budget = if since.elapsed() <= self.max {
-                (self.budget * 2).clamp(floor, self.max)
+            let floor = self.max / FLOOR;
+            if since.elapsed() <= self.max {
+                self.budget = (self.budget * 2).clamp(floor, self.max);
+                self.at_floor = 0;
             } else {
-                (self.budget / 2).max(floor)
-            };
+                self.budget = (self.budget / 2).max(floor);
+                // Counts up to a probe (`allowance`), then starts again after it.
+                self.at_floor = if self.budget == floor { self.at_floor % PROBE_EVERY + 1 } else { 0 };
+            }
         }
     }
 }
@@ -90,23 +120,66 @@ impl Spin {
 mod tests {
     use super::*;
 
+    fn wait(spin: &mut Spin, took: Duration) {
+        spin.since = Some(Instant::now() - took);
+        spin.done();
+    }
+
+    #[test]
+    fn at_the_floor_one_wait_in_sixteen_spins_the_whole_maximum() {
+        let max = Duration::from_micros(64);
+        let (long, short) = (Duration::from_millis(5), Duration::from_micros(3));
+        let mut spin = Spin::new(max);
+        for _ in 0..2 {
+            wait(&mut spin, long);
+        }
+        assert_eq!(spin.allowance(), max / 4, "at the floor");
+        let waits_to_a_probe = |spin: &mut Spin| {
+            let mut waits = 0;
+            while spin.allowance() != max {
+                assert_eq!(spin.allowance(), max / 4, "between probes, the floor");
+                wait(spin, long);
+                waits += 1;
+                assert!(waits <= PROBE_EVERY);
+            }
+            waits
+        };
+        // The wait that reached the floor was the first of sixteen at it.
+        assert_eq!(waits_to_a_probe(&mut spin), PROBE_EVERY - 1);
+        // A probe that fails leaves the budget at the floor and the count starts again: from
+        // then on, one wait in sixteen (the probe itself included) spins the maximum.
+        wait(&mut spin, long);
+        assert_eq!(waits_to_a_probe(&mut spin), PROBE_EVERY - 1);
+        wait(&mut spin, long);
+        assert_eq!(waits_to_a_probe(&mut spin), PROBE_EVERY - 1);
+        // The probe catches a fast peer: the budget climbs back and no probe is pending.
+        wait(&mut spin, short);
+        assert_eq!((spin.allowance(), spin.at_floor), (max / 2, 0));
+        wait(&mut spin, short);
+        assert_eq!(spin.allowance(), max);
+        // Long waits above the floor do not count towards a probe.
+        wait(&mut spin, long);
+        assert_eq!((spin.allowance(), spin.at_floor), (max / 2, 0));
+    }
+
     #[test]
     fn the_spin_budget_halves_on_long_waits_and_doubles_on_short_ones() {
-        // Long waits halve it down to max / 16 (never zero, or no wait would look short again:
+        // Long waits halve it down to max / 4 (never zero, or no wait would look short again:
         // one that includes a sleep costs more than the maximum); short ones double it back.
         let max = Duration::from_micros(64);
         let mut spin = Spin::new(max);
-        for expected in [32, 16, 8, 4, 4, 4] {
+        for expected in [32, 16, 16, 16] {
             spin.since = Some(Instant::now() - Duration::from_millis(5));
             spin.done();
             assert_eq!(spin.budget, Duration::from_micros(expected));
         }
-        for expected in [8, 16, 32, 64, 64] {
+        for expected in [32, 64, 64] {
             spin.since = Some(Instant::now());
             spin.done();
             assert_eq!(spin.budget, Duration::from_micros(expected));
         }
         assert_eq!(Spin::new(Duration::ZERO).spin(|| false), Spun::Spent, "a zero budget never spins");
+        assert_eq!(Spin::new(Duration::ZERO).allowance(), Duration::ZERO, "nor does its probe");
         assert_eq!(Spin::new(max).spin(|| true), Spun::Ready);
         let mut long = Spin::new(Duration::from_secs(1));
         assert_eq!(long.spin(|| false), Spun::Yield, "one poll spins one slice, not the whole budget");

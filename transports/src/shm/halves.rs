@@ -26,7 +26,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
-use super::ring::{Reader, Writer};
+use super::ring::{Reader, Writer, STEP};
 pub(crate) use crate::spin::Spin;
 use crate::spin::Spun;
 
@@ -194,6 +194,10 @@ impl ShmWriter {
     /// sleeps); `WouldBlock` if the ring is full. Never waits: this is the write-through the
     /// frame driver does when a frame is queued (a reader spinning for exactly this frame must
     /// not wait for the engine's next flush).
+    ///
+    /// Publishes each [`STEP`] bytes of a large buffer as soon as they are in, and looks for
+    /// room the reader freed meanwhile before giving up: a large frame streams through the ring
+    /// while the reader copies it out.
     pub(crate) fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if self.closed {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the sending half was closed"));
@@ -202,20 +206,37 @@ impl ShmWriter {
         if free == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let mut staged = 0;
-        for buf in bufs {
-            let n = buf.len().min(free);
-            self.ring.stage(&buf[..n]);
-            staged += n;
-            free -= n;
-            if free == 0 {
-                break;
+        let mut written = 0;
+        'bufs: for buf in bufs {
+            // A large buffer (a big frame's body) crosses in steps, published one by one; small
+            // ones are published together at the end, as one batch.
+            for piece in buf.chunks(STEP) {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    if free == 0 {
+                        free = self.ring.free()?;
+                        if free == 0 {
+                            break 'bufs;
+                        }
+                    }
+                    let n = rest.len().min(free);
+                    self.ring.stage(&rest[..n]);
+                    (rest, written, free) = (&rest[n..], written + n, free - n);
+                }
+                if piece.len() == STEP {
+                    self.publish();
+                }
             }
         }
+        self.publish();
+        Ok(written)
+    }
+
+    /// Publishes what was staged, ringing the peer's receiver if it sleeps.
+    fn publish(&mut self) {
         if self.ring.publish() {
             self.data_bell.ring();
         }
-        Ok(staged)
     }
 
     /// Ready when there is room in the ring; an error once the peer is gone.
@@ -308,16 +329,25 @@ impl ShmReader {
         ShmReader { ring, waiter, room_bell, peer_gone: false }
     }
 
-    /// Moves available bytes into `buf`; returns how many.
+    /// Moves available bytes into `buf`, freeing their room every [`STEP`] bytes (and ringing
+    /// the peer's sender if it sleeps), so the writer refills the ring while we copy; returns
+    /// how many moved.
     fn pull(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
-        let (n, wake_writer) = self.ring.read_into(buf)?;
-        if wake_writer {
-            self.room_bell.ring();
+        let mut pulled = 0;
+        loop {
+            let (n, wake_writer) = self.ring.read_into(buf, STEP)?;
+            if wake_writer {
+                self.room_bell.ring();
+            }
+            pulled += n;
+            if n < STEP {
+                break;
+            }
         }
-        if n > 0 && self.waiter.done() {
+        if pulled > 0 && self.waiter.done() {
             self.ring.set_waiting(false);
         }
-        Ok(n)
+        Ok(pulled)
     }
 }
 

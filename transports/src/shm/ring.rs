@@ -21,6 +21,12 @@ use tokio::io::ReadBuf;
 
 use super::region::{Control, Direction, Region};
 
+/// The most bytes either side copies before it publishes them (the writer) or frees their
+/// room (the reader). A frame larger than this crosses in steps, so the writer fills one part of
+/// the ring while the reader empties another, each on its own core, instead of each waiting for
+/// the other's whole copy; a frame smaller than this crosses in one step, as before.
+pub(crate) const STEP: usize = 32 * 1024;
+
 /// Bytes in a ring whose writer is at `head` and reader at `tail`, or `None` if the two
 /// cannot both be right.
 pub(crate) fn used(head: u64, tail: u64, ring_len: usize) -> Option<usize> {
@@ -175,11 +181,11 @@ impl Reader {
         self.control().closed.0.load(SeqCst) != 0
     }
 
-    /// Moves as many available bytes to `buf` as it has room for, and frees their space;
-    /// returns how many moved and whether the writer was asleep waiting for room (its flag is
-    /// cleared).
-    pub(crate) fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<(usize, bool)> {
-        let n = self.available()?.min(buf.remaining());
+    /// Moves as many available bytes to `buf` as it has room for, up to `max`, and frees their
+    /// space; returns how many moved and whether the writer was asleep waiting for room (its
+    /// flag is cleared).
+    pub(crate) fn read_into(&mut self, buf: &mut ReadBuf<'_>, max: usize) -> io::Result<(usize, bool)> {
+        let n = self.available()?.min(buf.remaining()).min(max);
         if n == 0 {
             return Ok((0, false));
         }
@@ -213,9 +219,14 @@ mod tests {
 
     /// Reads up to `max` bytes (at most two rings' worth) onto the end of `out`.
     fn read(r: &mut Reader, out: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+        read_step(r, out, max, usize::MAX)
+    }
+
+    /// Like [`read`], taking at most `step` bytes however much room there is.
+    fn read_step(r: &mut Reader, out: &mut Vec<u8>, max: usize, step: usize) -> io::Result<(usize, bool)> {
         let mut space = vec![0u8; max.min(2 * MIN_RING_LEN)];
         let mut buf = ReadBuf::new(&mut space);
-        let read = r.read_into(&mut buf)?;
+        let read = r.read_into(&mut buf, step)?;
         out.extend_from_slice(buf.filled());
         Ok(read)
     }
@@ -305,13 +316,13 @@ mod tests {
         /// and `free + available` always equals the ring size.
         #[test]
         fn bytes_cross_in_order(
-            ops in proptest::collection::vec((any::<bool>(), 0usize..3 * MIN_RING_LEN / 2), 1..60),
+            ops in proptest::collection::vec((any::<bool>(), 0usize..3 * MIN_RING_LEN / 2, 1usize..MIN_RING_LEN), 1..60),
         ) {
             let (mut w, mut r, _region) = pair(MIN_RING_LEN);
             let mut sent = Vec::new();
             let mut received = Vec::new();
             let mut next = 0u8;
-            for (write, n) in ops {
+            for (write, n, step) in ops {
                 if write {
                     let n = n.min(w.free().unwrap());
                     let chunk: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(7); next }).collect();
@@ -319,7 +330,8 @@ mod tests {
                     w.publish();
                     sent.extend_from_slice(&chunk);
                 } else {
-                    read(&mut r, &mut received, n).unwrap();
+                    let (moved, _) = read_step(&mut r, &mut received, n, step).unwrap();
+                    prop_assert!(moved <= step);
                 }
                 prop_assert_eq!(w.free_after_flag().unwrap() + r.available().unwrap(), MIN_RING_LEN);
                 prop_assert!(w.free().unwrap() <= MIN_RING_LEN - r.available().unwrap());
