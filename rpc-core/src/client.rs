@@ -338,6 +338,12 @@ impl Slot {
             || self.stream.as_ref().and_then(|s| s.frames.as_ref()).is_some_and(|(frames, _)| !frames.is_empty())
     }
 
+    /// Marks this call as waiting for the reader's role; true if it was not already (its id
+    /// must then be queued, once per wait however often the call is polled meanwhile).
+    fn park(&mut self) -> bool {
+        !std::mem::replace(&mut self.parked, true)
+    }
+
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -775,7 +781,9 @@ impl Inner {
                 _ => slot.waker = Some(cx.waker().clone()),
             }
             if inbound.reader.is_some_and(|reader| reader != id) {
-                inbound.park(id);
+                if slot.park() {
+                    inbound.enqueue_parked(id);
+                }
                 return Poll::Pending;
             }
             inbound.reader = Some(id);
@@ -976,13 +984,9 @@ impl Inbound {
         }
     }
 
-    /// Call `id` waits while another call reads: it joins the calls the reader may hand its
-    /// role to (once per wait, however often it is polled meanwhile).
-    fn park(&mut self, id: u64) {
-        let Some(slot) = self.calls.get_mut(&id) else { return };
-        if std::mem::replace(&mut slot.parked, true) {
-            return;
-        }
+    /// Call `id` waits while another call reads (its [`Slot::park`] said so): it joins the
+    /// calls the reader may hand its role to.
+    fn enqueue_parked(&mut self, id: u64) {
         self.parked.push_back(id);
         // Ids of calls that finished while one reader kept reading pile up until a handoff;
         // past twice the calls in flight, drop them (the cost is paid once per that many parks).
@@ -1221,6 +1225,13 @@ mod tests {
         }
     }
 
+    /// What `poll_frame` does for a call that finds another call reading.
+    fn park(inbound: &mut Inbound, id: u64) {
+        if inbound.calls.get_mut(&id).expect("a registered call").park() {
+            inbound.enqueue_parked(id);
+        }
+    }
+
     #[test]
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
         let count = Arc::new(Count(Default::default()));
@@ -1230,8 +1241,8 @@ mod tests {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
         }
         for id in 1..100 {
-            inbound.park(id);
-            inbound.park(id);
+            park(&mut inbound, id);
+            park(&mut inbound, id);
         }
         assert_eq!(inbound.parked.len(), 99, "once per wait, however often polled");
         let woken = || count.0.load(Ordering::Relaxed);
@@ -1272,7 +1283,7 @@ mod tests {
         // Call 0 reads for ever; short calls park behind it and finish, 10 in flight at a time.
         for id in 1..100_000 {
             inbound.calls.insert(id, Slot { waker: Some(Waker::noop().clone()), ..Slot::default() });
-            inbound.park(id);
+            park(&mut inbound, id);
             if id > 10 {
                 inbound.remove(id - 10);
             }

@@ -13,8 +13,10 @@
 //!
 //! **Data.** Each frame is the usual 4-byte length prefix and body, streamed through the ring
 //! ([`ring`]); a frame larger than the ring (up to the maximum frame length) simply streams
-//! through in pieces. The receiver enforces the maximum frame length before it allocates, like
-//! every other mechanism.
+//! through in pieces. A large frame crosses in steps of `ring::STEP` (32 KiB): the sender
+//! publishes each step as soon as it is copied in and the receiver frees each step's room as
+//! soon as it is copied out, so the two copies overlap on two cores. The receiver enforces the
+//! maximum frame length before it allocates, like every other mechanism.
 //!
 //! **Waiting and liveness.** See [`halves`]: a side spins briefly (adaptive, at most
 //! [`ShmOptions::spin`](crate::ShmOptions::spin)) and then sleeps on a Unix socket that the peer
