@@ -297,6 +297,9 @@ struct Inbound {
     /// reads the longest before it hands on in turn). An id may linger after its call stopped
     /// waiting (or finished); it is skipped when its turn comes.
     parked: VecDeque<u64>,
+    /// A stream that was reading and woke another call: it waits until that call (now
+    /// [`reader`](Self::reader)) has taken what it was woken for and hands the role back.
+    deferred: Option<u64>,
     /// Set once the connection is dead; every later call fails with this.
     closed: Option<RpcError>,
 }
@@ -344,9 +347,14 @@ impl Slot {
         !std::mem::replace(&mut self.parked, true)
     }
 
-    fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
+    /// Wakes the call's task, if it waits; true if it did.
+    fn wake(&mut self) -> bool {
+        match self.waker.take() {
+            Some(waker) => {
+                waker.wake();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -428,6 +436,7 @@ impl Client {
                     calls: HashMap::new(),
                     reader: None,
                     parked: VecDeque::new(),
+                    deferred: None,
                     closed: None,
                 }),
                 receiver: Mutex::new(receiver),
@@ -816,8 +825,24 @@ impl Inner {
             if for_call == id && route == Route::Response && !queued {
                 return Poll::Ready(Ok((route, frame)));
             }
-            if let Err(violation) = inbound.file(for_call, route, frame) {
-                return Poll::Ready(Err(inbound.close(RpcError::Protocol(violation))));
+            // The reader's own frames wake no one: it is running, and takes them below.
+            let answered_another = match inbound.file(for_call, route, frame) {
+                Err(violation) => return Poll::Ready(Err(inbound.close(RpcError::Protocol(violation)))),
+                Ok(Some(slot)) if for_call != id => {
+                    slot.wake();
+                    route == Route::Response
+                }
+                Ok(_) => false,
+            };
+            // A stream reads on after each frame, and while frames keep coming (a ring that
+            // never runs dry) its task never yields: a call answered meanwhile would wait as
+            // long, on a single thread behind every item. So the stream lets that call run
+            // first (woken now, or due to run already: its future is awaited, and dropping it
+            // hands the role back too), and is woken when the call hands the role back. Not
+            // for another stream's items: a stream may rightly go unread for a while.
+            if answered_another && queued {
+                inbound.defer(id, for_call);
+                return Poll::Pending;
             }
             // Ours, or failed by a sender meanwhile.
             if let Some(next) = inbound.calls.get_mut(&id).and_then(Slot::take_next) {
@@ -884,7 +909,9 @@ impl Inbound {
             match wire::route(&frame) {
                 Some((id, route)) => {
                     // Only what was sent before the end; a violation now changes nothing.
-                    let _ = self.file(id, route, frame);
+                    if let Ok(Some(slot)) = self.file(id, route, frame) {
+                        slot.wake();
+                    }
                 }
                 None => {
                     return match wire::decode(&frame) {
@@ -899,15 +926,18 @@ impl Inbound {
         None
     }
 
-    /// Puts a frame from the server where its call finds it. A frame for a call that gave up
-    /// (timed out, dropped) finds no slot and is dropped. `Err` is a protocol violation.
-    fn file(&mut self, id: u64, route: Route, frame: Bytes) -> Result<(), String> {
-        let Some(slot) = self.calls.get_mut(&id) else { return Ok(()) };
+    /// Puts a frame from the server where its call finds it, and returns the slot it went to,
+    /// for the caller to wake. A frame for a call that gave up (timed out, dropped) finds no
+    /// slot and is dropped. `Err` is a protocol violation.
+    fn file(&mut self, id: u64, route: Route, frame: Bytes) -> Result<Option<&mut Slot>, String> {
+        let Some(slot) = self.calls.get_mut(&id) else { return Ok(None) };
         match (route, slot.stream.as_deref_mut()) {
-            (Route::Credit(bytes), Some(SlotStream { send: Some(window), .. })) => return window.grant(bytes),
+            (Route::Credit(bytes), Some(SlotStream { send: Some(window), .. })) => {
+                return window.grant(bytes).map(|()| None)
+            }
             (Route::StreamStop, Some(SlotStream { send: Some(window), .. })) => {
                 window.stop();
-                return Ok(());
+                return Ok(None);
             }
             (Route::Credit(_) | Route::StreamStop, _) => {
                 return Err(format!("the server sent stream credit for call {id}, which sends it no stream"))
@@ -920,14 +950,13 @@ impl Inbound {
             }
             (Route::Response, _) => {
                 if slot.answer.is_some() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 slot.answer = Some(Ok(frame));
             }
             (_, _) => return Err(format!("the server sent stream items for call {id}, which receives no stream")),
         }
-        slot.wake();
-        Ok(())
+        Ok(Some(slot))
     }
 
     /// Marks the connection dead and fails every pending call with `err`.
@@ -937,6 +966,7 @@ impl Inbound {
         }
         let err = self.closed.get_or_insert(err).clone();
         self.reader = None;
+        self.deferred = None;
         self.parked.clear();
         for slot in self.calls.values_mut() {
             slot.parked = false;
@@ -973,6 +1003,15 @@ impl Inbound {
         // flight. (A search of the table instead skipped every answered call not yet polled,
         // at 1000 in flight most of them, on each handoff.)
         self.reader = None;
+        // A stream that let this call run first reads on.
+        if let Some(deferred) = self.deferred.take() {
+            if let Some(slot) = self.calls.get_mut(&deferred) {
+                if deferred != id && slot.wake() {
+                    self.reader = Some(deferred);
+                    return;
+                }
+            }
+        }
         while let Some(other) = self.parked.pop_back() {
             let Some(slot) = self.calls.get_mut(&other) else { continue };
             slot.parked = false;
@@ -980,6 +1019,20 @@ impl Inbound {
                 slot.wake();
                 self.reader = Some(other);
                 return;
+            }
+        }
+    }
+
+    /// The reader `stream` woke call `woken` and waits for it to run: `woken` holds the role
+    /// until it has what it was woken for, and hands it back to `stream` then
+    /// ([`release`](Self::release)). `stream`'s waker is in its slot.
+    fn defer(&mut self, stream: u64, woken: u64) {
+        self.reader = Some(woken);
+        // Only the reader defers, and the call it defers to gives the role back before it reads
+        // itself; should one read and defer in turn, the stream that waited first goes on too.
+        if let Some(earlier) = self.deferred.replace(stream) {
+            if let Some(slot) = self.calls.get_mut(&earlier) {
+                slot.wake();
             }
         }
     }
@@ -1233,10 +1286,49 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_let_an_answered_call_run_first_reads_on_when_that_call_is_done() {
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(Arc::clone(&count));
+        let woken = || count.0.load(Ordering::Relaxed);
+        let mut inbound =
+            Inbound { calls: HashMap::new(), reader: Some(1), parked: VecDeque::new(), deferred: None, closed: None };
+        // 1: a stream reading; 2: a call it has just answered; 3: a call parked behind it.
+        for id in 1..=3 {
+            inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
+        }
+        park(&mut inbound, 3);
+        inbound.defer(1, 2);
+        assert_eq!(inbound.reader, Some(2));
+        // The stream taking a frame meanwhile (polled by its task for another reason) hands on
+        // nothing: it is not the reader now.
+        inbound.release(1);
+        assert_eq!((woken(), inbound.reader), (0, Some(2)));
+        // The answered call has its answer and finishes: the stream reads on, not the parked call.
+        inbound.remove(2);
+        assert_eq!((woken(), inbound.reader, inbound.deferred), (1, Some(1), None));
+        assert!(inbound.calls[&1].waker.is_none(), "the stream's waker was used");
+        // A call dropped before it ran hands the role back as well.
+        inbound.calls.get_mut(&1).unwrap().waker = Some(waker.clone());
+        inbound.calls.insert(4, Slot { waker: Some(waker.clone()), ..Slot::default() });
+        inbound.defer(1, 4);
+        inbound.remove(4);
+        assert_eq!((woken(), inbound.reader), (2, Some(1)));
+        // The stream leaves while it reads: the parked call takes over.
+        inbound.remove(1);
+        assert_eq!((woken(), inbound.reader), (3, Some(3)));
+        // A closed connection has no one waiting for the role.
+        inbound.calls.insert(5, Slot { waker: Some(waker.clone()), ..Slot::default() });
+        inbound.defer(3, 5);
+        inbound.close(RpcError::disconnected("gone"));
+        assert_eq!((inbound.reader, inbound.deferred), (None, None));
+    }
+
+    #[test]
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(Arc::clone(&count));
-        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), closed: None };
+        let mut inbound =
+            Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), deferred: None, closed: None };
         for id in 0..100 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
         }
@@ -1278,7 +1370,8 @@ mod tests {
 
     #[test]
     fn parked_ids_of_finished_calls_do_not_pile_up_under_one_long_reader() {
-        let mut inbound = Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), closed: None };
+        let mut inbound =
+            Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), deferred: None, closed: None };
         inbound.calls.insert(0, Slot::default());
         // Call 0 reads for ever; short calls park behind it and finish, 10 in flight at a time.
         for id in 1..100_000 {
