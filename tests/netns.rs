@@ -16,15 +16,15 @@
 #[path = "net/peer_service.rs"]
 #[allow(dead_code)] // the server side is the helper binary's
 mod peer_service;
+mod support;
 
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Command as StdCommand;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use peer_service::PeerClient;
 use rpc::transports::{TlsOptions, TransportOptions};
 use rpc::{ClientOptions, ReconnectOptions, RpcError};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A network namespace `ns` with a veth pair: `host_if` (10.x.y.1/30) here, `peer_if`
@@ -94,17 +94,10 @@ impl Netns {
     /// Starts `program args...` inside the namespace (`ip netns exec` execs it: the child is
     /// the server itself) and waits for its `listening ADDR`.
     async fn start(&self, program: &str, args: &[&str]) -> (Child, String) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, program])
-            .args(args)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-        let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("{line}")).to_owned();
-        (child, addr)
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns, program]).args(args);
+        let (child, line) = support::spawn_ready(command).await;
+        (child, support::announced_addr(&line))
     }
 }
 

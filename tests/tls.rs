@@ -7,9 +7,9 @@
 #[path = "net/peer_service.rs"]
 #[allow(dead_code)] // the server side is the helper binary's
 mod peer_service;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use peer_service::PeerClient;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rpc::transports::{TlsOptions, TransportOptions};
 use rpc::ClientOptions;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A directory of PEM files, removed when dropped.
@@ -102,16 +101,10 @@ struct Server {
 }
 
 async fn serve(addr: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-net-peer"))
-        .arg(addr)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("{line}")).to_owned();
-    Server { addr, _child: child }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rpc-net-peer"));
+    command.arg(addr);
+    let (child, line) = support::spawn_ready(command).await;
+    Server { addr: support::announced_addr(&line), _child: child }
 }
 
 /// The `tls://host:port` of `addr` with its query dropped (clients bring their own options).

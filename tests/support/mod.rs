@@ -85,27 +85,35 @@ impl ServerProcess {
 /// Starts `rpc-test-server ARGS...` (killed when dropped) and returns it with the first line it
 /// prints (trimmed): how it says it is ready.
 pub async fn start_helper(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rpc-test-server");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
-        .await
-        .expect("rpc-test-server ready in time")
-        .unwrap();
-    assert!(!line.is_empty(), "rpc-test-server {args:?} exited before it was ready (its stderr is above)");
-    (child, line.trim().to_owned())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"));
+    command.args(args);
+    spawn_ready(command).await
 }
 
 /// [`start_helper`] for a server: the child and the address it announced (`listening ADDR`).
 pub async fn start_server_helper(args: &[&str]) -> (Child, String) {
     let (child, line) = start_helper(args).await;
-    let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
-    (child, addr)
+    (child, announced_addr(&line))
+}
+
+/// Spawns `command` (killed when dropped) and returns it with the first line it prints
+/// (trimmed): how a helper process says it is ready.
+pub async fn spawn_ready(mut command: Command) -> (Child, String) {
+    let mut child =
+        command.stdout(Stdio::piped()).kill_on_drop(true).spawn().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("{command:?} not ready in 30 s"))
+        .unwrap();
+    assert!(!line.is_empty(), "{command:?} exited before it was ready (its stderr is above)");
+    (child, line.trim().to_owned())
+}
+
+/// The address in a server's ready line, `listening ADDR`.
+pub fn announced_addr(line: &str) -> String {
+    line.strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned()
 }
 
 impl Drop for ServerProcess {
