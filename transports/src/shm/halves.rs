@@ -21,6 +21,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -310,6 +311,15 @@ impl AsyncWrite for ShmWriter {
     }
 }
 
+/// The longest a reader goes on finding bytes without returning `Pending` once: then it yields
+/// to the other tasks of its thread. Over a socket a busy reader sees `WouldBlock` now and then;
+/// over the ring, with the next frame there (or there within a spin) every time it looks, its
+/// task would never yield: on a server, a read loop taking small calls one after another kept
+/// the pump of a stream on the same thread from running (the stream fell to nothing while the
+/// calls went on). About one spin maximum: a yield costs a task switch, this often a few percent
+/// of nothing.
+const RUN_MAX: Duration = Duration::from_micros(50);
+
 /// The reading end of an `shm://` connection as a byte source, for the one frame driver. The
 /// end of the bytes (`Ok` with nothing read) is the peer closing its ring, dropping the
 /// connection or exiting; bytes it published before are delivered first.
@@ -322,11 +332,13 @@ pub(crate) struct ShmReader {
     room_bell: Arc<Bell>,
     /// The peer's end of the data bell is closed, or the peer process exited.
     peer_gone: bool,
+    /// When `poll_read` last returned `Pending` (see [`RUN_MAX`]).
+    yielded: Instant,
 }
 
 impl ShmReader {
     pub(crate) fn new(ring: Reader, waiter: Waiter, room_bell: Arc<Bell>) -> Self {
-        ShmReader { ring, waiter, room_bell, peer_gone: false }
+        ShmReader { ring, waiter, room_bell, peer_gone: false, yielded: Instant::now() }
     }
 
     /// Moves available bytes into `buf`, freeing their room every [`STEP`] bytes (and ringing
@@ -354,6 +366,12 @@ impl ShmReader {
 impl AsyncRead for ShmReader {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let now = Instant::now();
+        if now.duration_since(this.yielded) >= RUN_MAX {
+            this.yielded = now;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut wakeups = 0;
         loop {
             // Read the end markers before the ring: bytes published before them are then seen.
@@ -362,16 +380,78 @@ impl AsyncRead for ShmReader {
                 return Poll::Ready(Ok(()));
             }
             let ring = &this.ring;
-            let woken = std::task::ready!(this.waiter.poll_wait(cx, &mut wakeups, |check| {
+            let polled = this.waiter.poll_wait(cx, &mut wakeups, |check| {
                 if check == Check::AfterFlag {
                     ring.set_waiting(true);
                     return Ok(ring.available_after_flag()? > 0 || ring.writer_closed_after_flag());
                 }
                 Ok(ring.available()? > 0 || ring.writer_closed())
-            }))?;
+            });
+            let Poll::Ready(woken) = polled else {
+                this.yielded = now;
+                return Poll::Pending;
+            };
+            let woken = woken?;
             if woken == Woken::PeerGone {
                 this.peer_gone = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::{Direction, Region};
+    use crate::shm::MIN_RING_LEN;
+
+    /// Fills the ring's free room with sevens.
+    fn fill(writer: &mut Writer) {
+        let room = writer.free().unwrap();
+        writer.stage(&vec![7u8; room]);
+        writer.publish();
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_always_finds_bytes_still_lets_its_thread_run_others() {
+        let (region, _fd) = Region::create(MIN_RING_LEN).unwrap();
+        let region = Arc::new(region);
+        let mut writer = Writer::new(Arc::clone(&region), Direction::ClientToServer);
+        let (data, _data_peer) = UnixStream::pair().unwrap();
+        let (room, _room_peer) = UnixStream::pair().unwrap();
+        let waiter = Waiter::new(Arc::new(Bell(data)), Spin::new(Duration::from_micros(50)), PeerProcess::none());
+        let mut reader = ShmReader::new(Reader::new(region, Direction::ClientToServer), waiter, Arc::new(Bell(room)));
+        // A byte at a time (a read loop taking small frames one by one), the ring refilled
+        // whenever it runs dry: every read finds a byte, for as long as the reader keeps going.
+        fill(&mut writer);
+        let started = Instant::now();
+        let (read, yielded) = std::future::poll_fn(|cx| {
+            let mut read = 0u64;
+            while started.elapsed() < Duration::from_secs(1) {
+                if reader.ring.available().unwrap() == 0 {
+                    fill(&mut writer);
+                }
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                match Pin::new(&mut reader).poll_read(cx, &mut buf) {
+                    Poll::Ready(result) => {
+                        result.unwrap();
+                        assert_eq!(buf.filled(), [7]);
+                        read += 1;
+                    }
+                    Poll::Pending => return Poll::Ready((read, true)),
+                }
+            }
+            Poll::Ready((read, false))
+        })
+        .await;
+        assert!(yielded, "{read} reads in 1 s, each finding a byte, without ever yielding");
+        // The yield lost nothing: what was there is read next.
+        let left = reader.ring.available().unwrap();
+        assert!(left > 0);
+        let mut rest = vec![0u8; left];
+        let mut buf = ReadBuf::new(&mut rest);
+        std::future::poll_fn(|cx| Pin::new(&mut reader).poll_read(cx, &mut buf)).await.unwrap();
+        assert_eq!(buf.filled().len(), left);
     }
 }
