@@ -115,9 +115,57 @@ impl Spin {
     }
 }
 
+/// How long a waiter has found what it waits for within its spins, without once returning
+/// `Pending`: a task that always finds its next bytes within a spin would never let the other
+/// tasks of its thread run. Time is passed in.
+#[derive(Debug, Default)]
+pub(crate) struct Run {
+    /// The first wait since the waiter last returned `Pending`.
+    since: Option<Instant>,
+}
+
+impl Run {
+    /// A wait begins at `now`: true if the waiter should yield once first, its run having
+    /// lasted `max` (the next wait then starts a new run).
+    pub(crate) fn yield_first(&mut self, now: Instant, max: Duration) -> bool {
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= max {
+            self.since = None;
+            return true;
+        }
+        false
+    }
+
+    /// The waiter returned `Pending`: its run is over.
+    pub(crate) fn yielded(&mut self) {
+        self.since = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_waits_that_never_return_pending_yields_once_it_lasted_the_maximum() {
+        let max = Duration::from_micros(50);
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let mut run = Run::default();
+        // Waits at 0, 10, 49 µs end within their spins: no yield. The one at 50 µs yields.
+        let waits: Vec<bool> = [0, 10, 49, 50].map(|us| run.yield_first(at(us), max)).into();
+        assert_eq!(waits, [false, false, false, true]);
+        // The next run starts at the next wait, not at the yield.
+        assert!(!run.yield_first(at(1000), max));
+        assert!(!run.yield_first(at(1049), max));
+        assert!(run.yield_first(at(1050), max));
+        // A wait that returned `Pending` (a slice spent, a sleep) ends the run as well: however
+        // long it slept, the first wait after it starts a new run.
+        assert!(!run.yield_first(at(2000), max));
+        run.yielded();
+        assert!(!run.yield_first(at(9000), max));
+        assert!(!run.yield_first(at(9049), max));
+    }
 
     fn wait(spin: &mut Spin, took: Duration) {
         spin.since = Some(Instant::now() - took);
