@@ -315,10 +315,11 @@ impl AsyncWrite for ShmWriter {
 /// other tasks of its thread once, at its next wait. Over a socket a busy reader sees
 /// `WouldBlock` and returns `Pending` now and then; over the ring, with the next frame there
 /// within a spin every time, its task never would: on a server, a read loop taking small calls
-/// one after another kept a stream's pump on the same thread from running (the stream beside
-/// the calls fell to 0-1400 MB/s, ~4.5 GB/s with this). Checked only before a wait, not on
-/// every read: yielding every 50 µs while bytes were there cost 10-20 % at 64 calls in
-/// flight. A reader that never needs to wait is held to tokio's cooperative budget instead.
+/// one after another kept a stream's pump on the same thread from running (in the bench, the
+/// stream beside the calls fell to 0-1400 MB/s; with this and the budget below, ~2.8 GB/s).
+/// Checked only before a wait, not on every read: yielding every 50 µs while bytes were there
+/// cost 10-20 % at 64 calls in flight. A reader that never needs to wait is held to tokio's
+/// cooperative budget instead.
 const RUN_MAX: Duration = Duration::from_micros(50);
 
 /// The reading end of an `shm://` connection as a byte source, for the one frame driver. The
