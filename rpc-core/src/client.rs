@@ -287,6 +287,7 @@ struct Inner {
 /// The id of [`Inner::until_closed`]'s slot: no request is ever sent with it.
 const WATCH_ID: u64 = u64::MAX;
 
+#[derive(Default)]
 struct Inbound {
     calls: HashMap<u64, Slot>,
     /// The call whose future polls the receiver (its waker is the one the transport holds), or
@@ -432,13 +433,7 @@ impl Client {
                 info,
                 next_id: AtomicU64::new(1),
                 out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound {
-                    calls: HashMap::new(),
-                    reader: None,
-                    parked: VecDeque::new(),
-                    deferred: None,
-                    closed: None,
-                }),
+                inbound: Mutex::new(Inbound::default()),
                 receiver: Mutex::new(receiver),
                 stream_window,
                 peer_window,
@@ -998,10 +993,6 @@ impl Inbound {
         if self.reader != Some(id) {
             return;
         }
-        // Parked calls in turn, skipping those that finished or no longer wait (answered
-        // meanwhile, or woken already): each park is looked at once, however many calls are in
-        // flight. (A search of the table instead skipped every answered call not yet polled,
-        // at 1000 in flight most of them, on each handoff.)
         self.reader = None;
         // A stream that let this call run first reads on.
         if let Some(deferred) = self.deferred.take() {
@@ -1012,6 +1003,10 @@ impl Inbound {
                 }
             }
         }
+        // Else parked calls in turn, skipping those that finished or no longer wait (answered
+        // meanwhile, or woken already): each park is looked at once, however many calls are in
+        // flight. (A search of the table instead skipped every answered call not yet polled,
+        // at 1000 in flight most of them, on each handoff.)
         while let Some(other) = self.parked.pop_back() {
             let Some(slot) = self.calls.get_mut(&other) else { continue };
             slot.parked = false;
@@ -1290,8 +1285,7 @@ mod tests {
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(Arc::clone(&count));
         let woken = || count.0.load(Ordering::Relaxed);
-        let mut inbound =
-            Inbound { calls: HashMap::new(), reader: Some(1), parked: VecDeque::new(), deferred: None, closed: None };
+        let mut inbound = Inbound { reader: Some(1), ..Inbound::default() };
         // 1: a stream reading; 2: a call it has just answered; 3: a call parked behind it.
         for id in 1..=3 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
@@ -1327,8 +1321,7 @@ mod tests {
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(Arc::clone(&count));
-        let mut inbound =
-            Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), deferred: None, closed: None };
+        let mut inbound = Inbound { reader: Some(0), ..Inbound::default() };
         for id in 0..100 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
         }
@@ -1370,8 +1363,7 @@ mod tests {
 
     #[test]
     fn parked_ids_of_finished_calls_do_not_pile_up_under_one_long_reader() {
-        let mut inbound =
-            Inbound { calls: HashMap::new(), reader: Some(0), parked: VecDeque::new(), deferred: None, closed: None };
+        let mut inbound = Inbound { reader: Some(0), ..Inbound::default() };
         inbound.calls.insert(0, Slot::default());
         // Call 0 reads for ever; short calls park behind it and finish, 10 in flight at a time.
         for id in 1..100_000 {

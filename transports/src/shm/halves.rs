@@ -175,7 +175,8 @@ impl Waiter {
 }
 
 /// The writing end of an `shm://` connection as a byte sink, for the one frame driver
-/// ([`rpc_core::transport::stream`]): bytes go into the ring and are published at once (a large buffer step by step).
+/// ([`rpc_core::transport::stream`]): bytes go into the ring and are published at once (a
+/// large buffer step by step).
 #[derive(Debug)]
 pub(crate) struct ShmWriter {
     ring: Writer,
