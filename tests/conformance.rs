@@ -876,8 +876,9 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
         wire::decode(&reply).unwrap(),
         Frame::HelloReply { reply: Some(wire::HelloReply::Accepted { .. }), .. }
     ));
-    let request =
-        prefixed(&wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap());
+    let request = prefixed(
+        &wire::encode_request(RequestHeader { id: 1, method: 0, timeout_us: None }, &vec![0u8; 64]).unwrap().to_vec(),
+    );
     let started = Instant::now();
     raw.write_all(&request[..10]).await.unwrap();
     let reason = raw_closed_with(&mut raw).await;
@@ -891,8 +892,9 @@ async fn partial_frames_on_a_raw_stream_time_out(addr: String, mode: Mode) {
     let mut raw = raw_stream(&server.addr).await;
     raw.write_all(&hello).await.unwrap();
     raw_frame(&mut raw).await.expect("a hello reply");
-    let request =
-        prefixed(&wire::encode_request(RequestHeader { id: 9, method: 0xdead_beef, timeout_us: None }, &()).unwrap());
+    let request = prefixed(
+        &wire::encode_request(RequestHeader { id: 9, method: 0xdead_beef, timeout_us: None }, &()).unwrap().to_vec(),
+    );
     for byte in &request {
         raw.write_all(std::slice::from_ref(byte)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(SHORT_TIMEOUT_MS / 3)).await;

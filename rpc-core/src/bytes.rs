@@ -16,6 +16,10 @@
 //!
 //! Outside [`decoding_from`] (another serde format, a value decoded by hand), `Bytes`
 //! deserializes by copying, as `bytes::Bytes` does.
+//!
+//! Sending is the mirror image: a payload of at least [`SPLICE_MIN`](crate::wire::SPLICE_MIN)
+//! bytes in an argument or a return value is not copied into the frame but sent from its own buffer
+//! (see [`wire::Encoded`](crate::wire::Encoded)).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -39,9 +43,9 @@ pub fn decoding_from<R>(frame: &bytes::Bytes, decode: impl FnOnce() -> R) -> R {
 /// A cheaply cloneable, immutable byte payload that serializes as one byte string.
 ///
 /// Use it for byte arguments, results and stream items: received ones share the frame they
-/// arrived in (see the [module notes](self)), and sent ones are not copied before encoding.
-/// It dereferences to `[u8]` and converts to and from [`bytes::Bytes`] and `Vec<u8>` without
-/// copying.
+/// arrived in (see the [module notes](self)), and large arguments and results are sent from
+/// their own buffer, not copied into the frame. It dereferences to `[u8]` and converts to and
+/// from [`bytes::Bytes`] and `Vec<u8>` without copying.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bytes(bytes::Bytes);
 
@@ -176,6 +180,9 @@ impl<const N: usize> PartialEq<[u8; N]> for Bytes {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Inside the engines' encoder, a large payload becomes a part of the frame instead of
+        // being copied into it (`wire::Encoded`); elsewhere this does nothing.
+        crate::wire::offer_splice(&self.0);
         serializer.serialize_bytes(&self.0)
     }
 }

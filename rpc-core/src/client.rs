@@ -602,7 +602,7 @@ fn encode_request<A: Serialize + ?Sized>(
     deadline: Option<Instant>,
     now: Instant,
     trace: Option<wire::TraceContext>,
-) -> Result<(u64, Bytes), RpcError> {
+) -> Result<(u64, wire::Encoded), RpcError> {
     let id = ids.fetch_add(1, Ordering::Relaxed);
     // The server gets the time left, not our clock's reading: clocks of two hosts differ.
     let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
@@ -633,7 +633,7 @@ async fn ready(
 /// A call prepared by [`Client::prepare`].
 struct Prepared {
     inner: Arc<Inner>,
-    request: Result<(u64, Bytes), RpcError>,
+    request: Result<(u64, wire::Encoded), RpcError>,
     deadline: Option<Instant>,
     /// The call's span (`rpc.client.call`), disabled unless a subscriber wants it.
     span: tracing::Span,
@@ -654,7 +654,7 @@ async fn split_app<T, E>(call: impl Future<Output = Result<Result<T, E>, RpcErro
 async fn round_trip(
     inner: &Arc<Inner>,
     id: u64,
-    frame: Bytes,
+    frame: wire::Encoded,
     outgoing: Option<EncodedStream>,
     deadline: Option<Instant>,
 ) -> Result<Bytes, RpcError> {
@@ -1083,7 +1083,7 @@ impl<'a> PendingCall<'a> {
     }
 
     /// Queues the request; from here on the server may answer it.
-    async fn enqueue(&mut self, frame: Bytes) -> Result<u64, RpcError> {
+    async fn enqueue(&mut self, frame: wire::Encoded) -> Result<u64, RpcError> {
         let (inner, id) = (self.inner, self.id);
         let mut frame = Some(frame);
         let seq = std::future::poll_fn(|cx| match inner.out.poll_enqueue(cx, &mut frame) {
@@ -1250,7 +1250,7 @@ mod tests {
         static METHOD: MethodDescriptor = MethodDescriptor { name: "m", id: 1, signature: "() -> Bytes" };
         static SERVICE: ServiceDescriptor = ServiceDescriptor { name: "S", methods: &[] };
         let payload = crate::bytes::Bytes::from(vec![9u8; 8192]);
-        let frame = wire::ResponsePayload::encode(&payload).unwrap().into_frame(3);
+        let frame = wire::ResponsePayload::encode(&payload).unwrap().into_frame(3).into_bytes();
         let answer: crate::bytes::Bytes = decode_answer(&SERVICE, &METHOD, &frame, decode_typed).unwrap();
         assert_eq!(answer, payload);
         assert!(frame.as_ptr_range().contains(&answer.as_ptr()), "the answer was copied out of its frame");

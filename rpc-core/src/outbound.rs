@@ -13,10 +13,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
-use bytes::Bytes;
-
 use crate::error::RpcError;
 use crate::transport::FrameSender;
+use crate::wire::Encoded;
 
 /// A [`FrameSender`] that many tasks can send through concurrently.
 pub(crate) struct SharedSender {
@@ -92,7 +91,11 @@ impl SharedSender {
     }
 
     /// Queues `frame` (taking it out of the option) and returns its sequence number.
-    pub(crate) fn poll_enqueue(&self, cx: &mut Context<'_>, frame: &mut Option<Bytes>) -> Poll<Result<u64, RpcError>> {
+    pub(crate) fn poll_enqueue(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<Encoded>,
+    ) -> Poll<Result<u64, RpcError>> {
         self.poll_enqueue_as(cx, frame, false)
     }
 
@@ -100,7 +103,7 @@ impl SharedSender {
     fn poll_enqueue_as(
         &self,
         cx: &mut Context<'_>,
-        frame: &mut Option<Bytes>,
+        frame: &mut Option<Encoded>,
         last: bool,
     ) -> Poll<Result<u64, RpcError>> {
         let mut state = self.lock();
@@ -120,7 +123,7 @@ impl SharedSender {
             Poll::Ready(Ok(())) => {}
         }
         let frame = frame.take().expect("poll_enqueue called again after it completed");
-        if let Err(e) = state.sender.start_send(frame) {
+        if let Err(e) = state.sender.start_send_parts(frame) {
             return Poll::Ready(Err(self.fail(&mut state, e.into())));
         }
         state.queued += 1;
@@ -161,18 +164,18 @@ impl SharedSender {
     }
 
     /// Queues and flushes one frame.
-    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), RpcError> {
-        self.send_as(frame, false).await
+    pub(crate) async fn send(&self, frame: impl Into<Encoded>) -> Result<(), RpcError> {
+        self.send_as(frame.into(), false).await
     }
 
     /// Queues and flushes the connection's last frame (its goaway): a handler task still
     /// running on another thread, about to send an answer or a stream item, is refused
     /// instead of writing behind it.
-    pub(crate) async fn send_last(&self, frame: Bytes) -> Result<(), RpcError> {
-        self.send_as(frame, true).await
+    pub(crate) async fn send_last(&self, frame: impl Into<Encoded>) -> Result<(), RpcError> {
+        self.send_as(frame.into(), true).await
     }
 
-    async fn send_as(&self, frame: Bytes, last: bool) -> Result<(), RpcError> {
+    async fn send_as(&self, frame: Encoded, last: bool) -> Result<(), RpcError> {
         let mut frame = Some(frame);
         let seq = std::future::poll_fn(|cx| self.poll_enqueue_as(cx, &mut frame, last)).await?;
         std::future::poll_fn(|cx| self.poll_flushed(cx, seq)).await
@@ -180,13 +183,14 @@ impl SharedSender {
 
     /// Queues a frame if that is possible right now without waiting, and returns its sequence
     /// number; `None` if the transport has no room or has failed.
-    pub(crate) fn try_enqueue_now(&self, frame: Bytes) -> Option<u64> {
+    pub(crate) fn try_enqueue_now(&self, frame: impl Into<Encoded>) -> Option<u64> {
         let mut state = self.lock();
         if state.failed.is_some() || state.sealed {
             return None;
         }
         let mut bcx = Context::from_waker(&self.broadcast);
-        if !matches!(state.sender.poll_ready(&mut bcx), Poll::Ready(Ok(()))) || state.sender.start_send(frame).is_err()
+        if !matches!(state.sender.poll_ready(&mut bcx), Poll::Ready(Ok(())))
+            || state.sender.start_send_parts(frame.into()).is_err()
         {
             return None;
         }
@@ -303,7 +307,7 @@ mod tests {
         out.send_last(Bytes::from_static(b"goaway")).await.unwrap();
 
         let mut cx = Context::from_waker(Waker::noop());
-        let mut late = Some(Bytes::from_static(b"late item"));
+        let mut late = Some(Bytes::from_static(b"late item").into());
         match out.poll_enqueue(&mut cx, &mut late) {
             Poll::Ready(Err(e)) => assert!(e.to_string().contains("closing"), "{e}"),
             other => panic!("a frame was queued after the last one: {other:?}"),

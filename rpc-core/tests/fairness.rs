@@ -60,11 +60,11 @@ impl FrameSender for Sender {
             }
             Frame::Request { header, .. } if header.method == METHODS[0].id => {
                 script.stream = Some(header.id);
-                script.next.push_back(ResponsePayload::encode(&()).unwrap().into_frame(header.id));
+                script.next.push_back(ResponsePayload::encode(&()).unwrap().into_frame(header.id).into_bytes());
             }
             Frame::Request { header, args, .. } => {
                 let (a, b): (i64, i64) = wire::decode_value(args).unwrap();
-                script.next.push_back(ResponsePayload::encode(&(a + b)).unwrap().into_frame(header.id));
+                script.next.push_back(ResponsePayload::encode(&(a + b)).unwrap().into_frame(header.id).into_bytes());
             }
             Frame::Credit { bytes, .. } => script.granted += u64::from(bytes),
             _ => {}

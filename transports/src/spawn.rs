@@ -54,7 +54,7 @@ use bytes::Bytes;
 use rpc_core::error::RpcError;
 use rpc_core::transport::stream::{framed, StreamReceiver, StreamSender};
 use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender};
-use rpc_core::wire::FrameTooLarge;
+use rpc_core::wire::{Encoded, FrameTooLarge};
 use tokio::net::unix::pipe;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
@@ -270,6 +270,10 @@ impl FrameSender for ChildSender {
     fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
         // Only queues (or refuses an oversized frame); writing happens in the poll methods.
         self.inner.start_send(frame)
+    }
+
+    fn start_send_parts(&mut self, frame: Encoded) -> io::Result<()> {
+        self.inner.start_send_parts(frame)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

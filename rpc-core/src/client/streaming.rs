@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use futures_util::stream::Stream as FuturesStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -96,7 +94,7 @@ async fn open_streaming<T: DeserializeOwned + 'static>(
     inner: Arc<Inner>,
     via: Option<Via>,
     method: &'static MethodDescriptor,
-    request: Result<(u64, Bytes), RpcError>,
+    request: Result<(u64, wire::Encoded), RpcError>,
     outgoing: Option<EncodedStream>,
     deadline: Option<Instant>,
 ) -> Result<Streaming<T>, RpcError> {

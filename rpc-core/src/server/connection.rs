@@ -32,7 +32,7 @@ use crate::stream::inbox::Inbox;
 use crate::stream::pump::{Pump, PumpError};
 use crate::transport::{self, Connection, ConnectionInfo, FrameReceiver};
 use crate::wire::{
-    self, CloseCode, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, MIN_STREAM_WINDOW,
+    self, CloseCode, Encoded, Frame, Hello, HelloReply, RemoteError, RequestHeader, ResponsePayload, MIN_STREAM_WINDOW,
     PROTOCOL_VERSION, RESPONSE_HEADER_LEN,
 };
 
@@ -462,7 +462,7 @@ async fn read_loop(
                     None => {
                         tracing::debug!(call_id = header.id, "call refused: at the in-flight limit while streams run");
                         let refusal = wire::encode_response_err(header.id, &RemoteError::Overloaded);
-                        let mut refusal = Some(Bytes::from(refusal));
+                        let mut refusal = Some(refusal.into());
                         if let Ok(seq) = std::future::poll_fn(|cx| conn.out.poll_enqueue(cx, &mut refusal)).await {
                             conn.unflushed.fetch_max(seq, Ordering::Relaxed);
                         }
@@ -733,21 +733,22 @@ impl Conn {
         self.counters.call_finished(self.service.descriptor().name, method, name, elapsed);
     }
 
-    fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Bytes {
+    fn response_frame(&self, id: u64, result: Result<ResponsePayload, RemoteError>) -> Encoded {
         self.counters.sent(match &result {
             Ok(payload) => payload.frame_len(),
             Err(_) => RESPONSE_HEADER_LEN,
         });
         match result {
             Ok(payload) if payload.frame_len() <= self.info.max_frame_len => payload.into_frame(id),
-            Ok(payload) => Bytes::from(wire::encode_response_err(
+            Ok(payload) => wire::encode_response_err(
                 id,
                 &RemoteError::ResponseTooLarge {
                     size: payload.frame_len() as u64,
                     max: self.info.max_frame_len as u64,
                 },
-            )),
-            Err(e) => Bytes::from(wire::encode_response_err(id, &e)),
+            )
+            .into(),
+            Err(e) => wire::encode_response_err(id, &e).into(),
         }
     }
 

@@ -152,7 +152,7 @@ impl CreditReturn {
             self.unflushed = 0;
         }
         let Some(grant) = take() else { return };
-        let mut frame = Some(Bytes::from(wire::encode_credit(id, grant)));
+        let mut frame = Some(wire::encode_credit(id, grant).into());
         match out.poll_enqueue(cx, &mut frame) {
             Poll::Ready(Ok(seq)) => {
                 if out.poll_flushed(cx, seq).is_pending() {

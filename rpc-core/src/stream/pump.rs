@@ -8,13 +8,11 @@
 
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-
 use super::flow::{Credit, SendWindow};
 use super::EncodedStream;
 use crate::error::RpcError;
 use crate::outbound::SharedSender;
-use crate::wire::{self, ItemsWriter, STREAM_ITEMS_HEADER_LEN};
+use crate::wire::{self, Encoded, ItemsWriter, STREAM_ITEMS_HEADER_LEN};
 
 /// The most item bytes one frame takes while more items are ready. A frame holds at least one
 /// item, whatever its size (up to the connection's maximum frame length).
@@ -48,7 +46,7 @@ pub(crate) struct Pump {
     /// The frame being filled.
     batch: Option<ItemsWriter>,
     /// A finished frame waiting for room in the transport.
-    ready: Option<Bytes>,
+    ready: Option<Encoded>,
     /// Sequence number of the last frame queued (0: none).
     last_seq: u64,
     source_done: bool,
@@ -84,7 +82,7 @@ impl Pump {
                 };
             }
             if self.source_done && self.batch.as_ref().is_none_or(ItemsWriter::is_empty) {
-                self.ready = Some(Bytes::from(wire::encode_stream_end(self.id)));
+                self.ready = Some(wire::encode_stream_end(self.id).into());
                 self.end_queued = true;
                 continue;
             }
@@ -106,7 +104,7 @@ impl Pump {
                                 Some(rest) => {
                                     let full = std::mem::replace(batch, rest);
                                     window.spend(full.len());
-                                    self.ready = Some(Bytes::from(full.finish()));
+                                    self.ready = Some(full.finish().into());
                                     break;
                                 }
                                 None => {
@@ -139,7 +137,7 @@ impl Pump {
                 continue;
             }
             window.spend(batch.len());
-            self.ready = Some(Bytes::from(batch.finish()));
+            self.ready = Some(batch.finish().into());
         }
     }
 

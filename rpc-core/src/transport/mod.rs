@@ -19,6 +19,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::wire::Encoded;
+
 /// The backpressure limit of every transport: a sender's `poll_ready` pushes queued bytes to
 /// the peer before it takes more once this many wait. Enough for the largest batch the engines
 /// write at once, small enough that a peer that stops reading holds little memory per
@@ -35,6 +37,15 @@ pub trait FrameSender: Send + 'static {
 
     /// Queues one whole frame. Call after `poll_ready` returned `Ready(Ok)`.
     fn start_send(&mut self, frame: Bytes) -> io::Result<()>;
+
+    /// Queues one whole frame given in parts (the engines send every frame this way; see
+    /// [`Encoded`]). The default joins the parts (a copy if there are several) and calls
+    /// [`start_send`](Self::start_send); a sender that can write the parts as they are (the
+    /// byte-stream driver in [`stream`] writes them vectored) overrides it, and a sender that
+    /// wraps another forwards it.
+    fn start_send_parts(&mut self, frame: Encoded) -> io::Result<()> {
+        self.start_send(frame.into_bytes())
+    }
 
     /// Pushes every queued frame to the peer.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;

@@ -6,8 +6,9 @@
 //! written (and fuzzed) once.
 //!
 //! The sender coalesces small frames into one buffer and writes the queue vectored, so frames
-//! queued by many callers while a write is in progress leave in one system call; large frames
-//! are queued as they are, without a copy. A sink whose writes cost no system call (shared
+//! queued by many callers while a write is in progress leave in one system call; large frames,
+//! and the large parts of a frame in parts ([`Encoded`]: a big byte payload), are queued as they
+//! are, without a copy. A sink whose writes cost no system call (shared
 //! memory) can ask for [write-through](StreamSender::write_through): each frame then goes out as
 //! soon as it is queued, without waiting for a flush. The receiver reads into a buffer that
 //! grows only with bytes that actually arrived.
@@ -22,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use super::{FrameReceiver, FrameSender, HIGH_WATER};
-use crate::wire::LengthDelimited;
+use crate::wire::{Encoded, LengthDelimited};
 
 /// Frames up to this size are copied into the coalescing buffer; larger ones are queued as is.
 const COALESCE_MAX: usize = 16 * 1024;
@@ -118,15 +119,27 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
         Poll::Ready(Ok(()))
     }
 
-    /// Queues `head` (a length prefix, or what is left of it) and then `body`.
-    fn enqueue(&mut self, head: &[u8], body: Bytes) {
-        self.coalesce.put_slice(head);
-        self.queued += head.len() + body.len();
-        if body.len() <= COALESCE_MAX {
-            self.coalesce.put_slice(&body);
-        } else {
-            self.seal_coalesced();
-            self.queue.push_back(body);
+    /// Queues what is left of `prefix` and then of `frame` after their first `skip` bytes were
+    /// written: small parts are copied into the coalescing buffer, large ones queued as they are.
+    fn enqueue(&mut self, mut skip: usize, prefix: &[u8], frame: Encoded) {
+        let from = skip.min(prefix.len());
+        self.coalesce.put_slice(&prefix[from..]);
+        self.queued += prefix.len() - from;
+        skip -= from;
+        for mut part in frame.into_parts() {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            part.advance(skip);
+            skip = 0;
+            self.queued += part.len();
+            if part.len() <= COALESCE_MAX {
+                self.coalesce.put_slice(&part);
+            } else {
+                self.seal_coalesced();
+                self.queue.push_back(part);
+            }
         }
     }
 
@@ -144,14 +157,18 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
     }
 
     fn start_send(&mut self, frame: Bytes) -> io::Result<()> {
+        self.start_send_parts(frame.into())
+    }
+
+    fn start_send_parts(&mut self, frame: Encoded) -> io::Result<()> {
         let prefix = self.codec.prefix(frame.len())?;
         let Some(try_write) = self.try_write else {
-            self.enqueue(&prefix, frame);
+            self.enqueue(0, &prefix, frame);
             return Ok(());
         };
         if !self.queue.is_empty() || !self.coalesce.is_empty() {
             // Frames before this one wait: they leave first.
-            self.enqueue(&prefix, frame);
+            self.enqueue(0, &prefix, frame);
             let written = self.write_queued(|io, slices| match try_write(io, slices) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
                 other => Poll::Ready(other),
@@ -161,18 +178,17 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
                 _ => Ok(()),
             };
         }
-        // Nothing waits: write straight from the frame, and queue only what did not fit.
-        let n = match try_write(&mut self.io, &[IoSlice::new(&prefix), IoSlice::new(&frame)]) {
+        // Nothing waits: write straight from the frame's parts, and queue only what did not fit.
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        slices[0] = IoSlice::new(&prefix);
+        let count = 1 + frame.parts().zip(&mut slices[1..]).map(|(part, slice)| *slice = IoSlice::new(part)).count();
+        let n = match try_write(&mut self.io, &slices[..count]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
         self.written += n as u64;
-        if n < prefix.len() {
-            self.enqueue(&prefix[n..], frame);
-        } else if n < prefix.len() + frame.len() {
-            self.enqueue(&[], frame.slice(n - prefix.len()..));
-        }
+        self.enqueue(n, &prefix, frame);
         Ok(())
     }
 
@@ -252,14 +268,19 @@ mod tests {
         let (mut tx, _rx_unused) = framed(ar, aw, 1 << 20);
         let (_tx_unused, mut rx) = framed(br, bw, 1 << 20);
         let big = Bytes::from(vec![7u8; 100_000]);
+        let parts = Encoded::from_parts(Bytes::from_static(b"a"), vec![big.clone(), Bytes::from_static(b"z")]);
+        let whole = parts.to_vec();
         let writer = tokio::spawn(async move {
             send(&mut tx, Bytes::from_static(b"one")).await.unwrap();
             send(&mut tx, big).await.unwrap();
+            std::future::poll_fn(|cx| tx.poll_ready(cx)).await.unwrap();
+            tx.start_send_parts(parts).unwrap();
             send(&mut tx, Bytes::new()).await.unwrap();
             crate::transport::close(&mut tx).await.unwrap();
         });
         assert_eq!(recv(&mut rx).await.unwrap().unwrap(), &b"one"[..]);
         assert_eq!(recv(&mut rx).await.unwrap().unwrap(), vec![7u8; 100_000]);
+        assert_eq!(recv(&mut rx).await.unwrap().unwrap(), whole);
         assert_eq!(recv(&mut rx).await.unwrap().unwrap(), &b""[..]);
         assert!(recv(&mut rx).await.unwrap().is_none());
         writer.await.unwrap();
@@ -376,5 +397,27 @@ mod tests {
             assert_eq!(&codec.decode(&mut buf).unwrap().unwrap(), frame);
         }
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_in_parts_leaves_whole_and_in_order_wherever_the_sink_cuts_it() {
+        let codec = LengthDelimited::new(1 << 20);
+        let big = Bytes::from(vec![8u8; 40_000]);
+        let frame = || Encoded::from_parts(Bytes::from_static(b"head"), vec![big.clone(), Bytes::from_static(b"t")]);
+        // Cut in the prefix, at its end, in the head, in the large part, at its end, in the tail.
+        for room in [0, 2, 4, 6, 20_000, 40_008, 40_009, usize::MAX / 2] {
+            let mut tx = StreamSender::new(Tight { room, ..Tight::default() }, codec).write_through(Tight::try_write);
+            tx.start_send_parts(frame()).unwrap();
+            assert_eq!(tx.unsent_len() as u64 + tx.bytes_written(), 4 + 40_005, "room {room}");
+            tx.start_send(Bytes::from_static(b"next")).unwrap();
+            tx.get_mut().room = usize::MAX / 2;
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(tx.poll_flush(&mut cx).is_ready());
+            let mut buf = BytesMut::from(&tx.get_ref().out[..]);
+            assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), frame().to_vec(), "room {room}");
+            assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"next");
+            assert!(buf.is_empty());
+            assert_eq!((tx.unsent_len(), tx.bytes_written()), (0, 4 + 40_005 + 4 + 4));
+        }
     }
 }

@@ -9,11 +9,14 @@
 //! the only handle to). Small frames are carved from one shared chunk, so they cost no
 //! allocation of their own either.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::ops::{Deref, DerefMut};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use postcard::ser_flavors::Flavor;
 use serde::Serialize;
+
+use super::encoded::{Encoded, SPLICE_MIN};
 
 /// Small frames are carved from chunks of at least this size.
 const CHUNK: usize = 64 * 1024;
@@ -23,10 +26,125 @@ const RETAIN_MAX: usize = 4 * 1024 * 1024;
 
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// How many frames are being built on this thread (more than one only when a `Serialize`
+    /// impl encodes a frame of its own): payloads are offered for splicing only while one is.
+    static BUILDING: Cell<u32> = const { Cell::new(0) };
+    /// The payload [`offer`] was last given, until the encoder takes it or the next offer
+    /// replaces it.
+    static OFFERED: Cell<Option<Bytes>> = const { Cell::new(None) };
+}
+
+/// Called by [`crate::bytes::Bytes`]'s `Serialize` just before it hands its bytes to the serializer:
+/// if a frame is being built on this thread and the payload is long enough, the encoder may
+/// take `payload` as a part of the frame instead of copying its bytes (see [`Encoded`]).
+pub(crate) fn offer(payload: &Bytes) {
+    if payload.len() >= SPLICE_MIN && BUILDING.try_with(Cell::get).unwrap_or(0) > 0 {
+        let _ = OFFERED.try_with(|offered| offered.set(Some(payload.clone())));
+    }
+}
+
+/// Counts a frame under construction for as long as it lives (also when `write` panics).
+struct Building;
+
+impl Building {
+    fn start() -> Self {
+        let _ = BUILDING.try_with(|n| n.set(n.get() + 1));
+        Building
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        let _ = BUILDING.try_with(|n| n.set(n.get() - 1));
+        // An offer nobody took (a payload serialized by another format meanwhile) must not
+        // keep the payload's memory alive.
+        let _ = OFFERED.try_with(Cell::take);
+    }
+}
+
+/// A frame being built: the bytes written so far (a `BytesMut` to write headers into, through
+/// `Deref`) and the parts already finished.
+pub(crate) struct Builder<'a> {
+    buf: &'a mut BytesMut,
+    /// The first part, once a payload was spliced in after it.
+    head: Option<BytesMut>,
+    rest: Vec<Bytes>,
+    /// Bytes of spliced payloads (not written into `buf`).
+    spliced: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(buf: &'a mut BytesMut) -> Self {
+        Builder { buf, head: None, rest: Vec::new(), spliced: 0 }
+    }
+
+    /// Ends the part being written and makes `payload` the next part.
+    fn splice(&mut self, payload: Bytes) {
+        let written = self.buf.split();
+        match self.head {
+            None => self.head = Some(written),
+            Some(_) if !written.is_empty() => self.rest.push(written.freeze()),
+            Some(_) => {}
+        }
+        self.spliced += payload.len();
+        self.rest.push(payload);
+    }
+
+    fn finish(self) -> (Built, usize) {
+        let tail = self.buf.split();
+        let written =
+            tail.len() + self.head.as_ref().map_or(0, BytesMut::len) + self.rest.iter().map(Bytes::len).sum::<usize>()
+                - self.spliced;
+        let built = match self.head {
+            None => Built { head: tail, rest: self.rest },
+            Some(head) => {
+                let mut rest = self.rest;
+                if !tail.is_empty() {
+                    rest.push(tail.freeze());
+                }
+                Built { head, rest }
+            }
+        };
+        (built, written)
+    }
+}
+
+impl Deref for Builder<'_> {
+    type Target = BytesMut;
+
+    fn deref(&self) -> &BytesMut {
+        self.buf
+    }
+}
+
+impl DerefMut for Builder<'_> {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        self.buf
+    }
+}
+
+/// A built frame whose first part can still be written to (a response's header is filled in
+/// once the call id is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Built {
+    pub(crate) head: BytesMut,
+    pub(crate) rest: Vec<Bytes>,
+}
+
+impl Built {
+    /// The frame's length in bytes (all parts).
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub(crate) fn freeze(self) -> Encoded {
+        Encoded::from_parts(self.head.freeze(), self.rest)
+    }
 }
 
 /// Builds one frame with `write` in this thread's buffer and splits it off.
-pub(crate) fn frame<E>(write: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<BytesMut, E> {
+pub(crate) fn frame<E>(write: impl FnOnce(&mut Builder<'_>) -> Result<(), E>) -> Result<Built, E> {
+    let _building = Building::start();
     let mut write = Some(write);
     let kept = ARENA.try_with(|arena| {
         // A `Serialize` impl that encodes a frame of its own while we encode (or a call from a
@@ -35,9 +153,10 @@ pub(crate) fn frame<E>(write: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Re
         if arena.capacity() < CHUNK / 16 {
             arena.reserve(CHUNK);
         }
-        let written = (write.take().expect("called once"))(&mut arena);
-        let frame = arena.split();
-        if frame.len() > RETAIN_MAX {
+        let mut builder = Builder::new(&mut arena);
+        let written = (write.take().expect("called once"))(&mut builder);
+        let (frame, own_bytes) = builder.finish();
+        if own_bytes > RETAIN_MAX {
             *arena = BytesMut::new();
         }
         Some(written.map(|()| frame))
@@ -46,31 +165,42 @@ pub(crate) fn frame<E>(write: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Re
         Some(result) => result,
         None => {
             let mut fresh = BytesMut::new();
-            (write.take().expect("not called yet"))(&mut fresh)?;
-            Ok(fresh)
+            let mut builder = Builder::new(&mut fresh);
+            (write.take().expect("not called yet"))(&mut builder)?;
+            Ok(builder.finish().0)
         }
     }
 }
 
-/// Appends `value`'s postcard encoding to `buf`.
-pub(crate) fn serialize<T: Serialize + ?Sized>(value: &T, buf: &mut BytesMut) -> Result<(), postcard::Error> {
-    postcard::serialize_with_flavor(value, Append(buf))
+/// Appends `value`'s postcard encoding to the frame `builder` is building.
+pub(crate) fn serialize<T: Serialize + ?Sized>(value: &T, builder: &mut Builder<'_>) -> Result<(), postcard::Error> {
+    postcard::serialize_with_flavor(value, Append(builder))
 }
 
-/// A postcard flavor appending to a [`BytesMut`] with slice copies (its `Extend<u8>` impl would
-/// push byte by byte).
-struct Append<'a>(&'a mut BytesMut);
+/// A postcard flavor appending to a frame with slice copies (`BytesMut`'s `Extend<u8>` impl
+/// would push byte by byte), which takes an offered payload as a part instead of copying it.
+struct Append<'a, 'b>(&'a mut Builder<'b>);
 
-impl Flavor for Append<'_> {
+impl Flavor for Append<'_, '_> {
     type Output = ();
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.put_u8(byte);
+        self.0.buf.put_u8(byte);
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        if data.len() >= SPLICE_MIN {
+            if let Some(payload) = OFFERED.try_with(Cell::take).ok().flatten() {
+                // Only the very bytes that were offered: then the part is exactly what the copy
+                // would have been (the payload is immutable), whoever serialized it.
+                if payload.as_ptr() == data.as_ptr() && payload.len() == data.len() {
+                    self.0.splice(payload);
+                    return Ok(());
+                }
+            }
+        }
+        self.0.buf.extend_from_slice(data);
         Ok(())
     }
 
@@ -96,26 +226,26 @@ mod tests {
     fn a_dropped_large_frame_leaves_its_memory_for_the_next() {
         let big = vec![7u8; 1 << 20];
         let first = frame(|buf| serialize(&Raw(&big), buf)).unwrap().freeze();
-        let at = first.as_ptr();
-        assert_eq!(first.len(), (1 << 20) + 3, "a varint length, then the bytes");
+        let at = first.head().as_ptr();
+        assert_eq!((first.len(), first.part_count()), ((1 << 20) + 3, 1), "a varint length, then the bytes");
         drop(first);
-        let second = frame(|buf| serialize(&Raw(&big), buf)).unwrap();
+        let second = frame(|buf| serialize(&Raw(&big), buf)).unwrap().head;
         assert_eq!(second.as_ptr(), at, "the same memory, reclaimed");
         // While a frame lives, the next one gets other memory (nothing is overwritten).
-        let third = frame(|buf| serialize(&Raw(&big[..10]), buf)).unwrap();
+        let third = frame(|buf| serialize(&Raw(&big[..10]), buf)).unwrap().head;
         assert_ne!(third.as_ptr(), second.as_ptr());
         assert_eq!(&second[3..], &big[..]);
     }
 
     #[test]
     fn small_frames_share_a_chunk_and_errors_leave_nothing_behind() {
-        let a = frame(|buf| serialize(&1u8, buf)).unwrap();
-        let failed: Result<BytesMut, &str> = frame(|buf| {
+        let a = frame(|buf| serialize(&1u8, buf)).unwrap().head;
+        let failed: Result<Built, &str> = frame(|buf| {
             buf.put_slice(b"partial");
             Err("no")
         });
         assert_eq!(failed.unwrap_err(), "no");
-        let b = frame(|buf| serialize(&2u8, buf)).unwrap();
+        let b = frame(|buf| serialize(&2u8, buf)).unwrap().head;
         assert_eq!((&a[..], &b[..]), (&[1u8][..], &[2u8][..]));
         let gap = (b.as_ptr() as usize).wrapping_sub(a.as_ptr() as usize);
         assert!((1..=1 + 7).contains(&gap), "carved one after the other from one chunk: {gap}");
@@ -126,11 +256,77 @@ mod tests {
         struct Nested;
         impl Serialize for Nested {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let inner = frame(|buf| serialize(&5u8, buf)).unwrap();
+                let inner = frame(|buf| serialize(&5u8, buf)).unwrap().head;
                 s.serialize_bytes(&inner)
             }
         }
-        let outer = frame(|buf| serialize(&Nested, buf)).unwrap();
+        let outer = frame(|buf| serialize(&Nested, buf)).unwrap().head;
         assert_eq!(&outer[..], &[1, 5]);
+    }
+
+    /// What a contiguous encoder writes for `value`.
+    fn contiguous<T: Serialize>(value: &T) -> Vec<u8> {
+        postcard::to_allocvec(value).unwrap()
+    }
+
+    #[test]
+    fn a_large_payload_is_a_part_of_its_own_and_the_parts_are_the_frame() {
+        let big = crate::bytes::Bytes::from(vec![3u8; SPLICE_MIN]);
+        let small = crate::bytes::Bytes::from(vec![4u8; SPLICE_MIN - 1]);
+        let value = (1u32, big.clone(), small.clone(), 2u8, big.clone());
+        let built = frame(|buf| {
+            buf.put_slice(b"hd");
+            serialize(&value, buf)
+        })
+        .unwrap()
+        .freeze();
+        let mut expected = b"hd".to_vec();
+        expected.extend(contiguous(&value));
+        assert_eq!(built.to_vec(), expected, "byte for byte the contiguous encoding");
+        let parts: Vec<_> = built.parts().collect();
+        // hd + 1 + big's length | big | small's length + small + 2 + big's length | big
+        assert_eq!(parts.len(), 4, "{:?}", parts.iter().map(|p| p.len()).collect::<Vec<_>>());
+        for spliced in [parts[1], parts[3]] {
+            assert_eq!(spliced.as_ptr(), big.as_ptr(), "the payload itself, not a copy");
+        }
+        assert!(!parts[2].as_ptr_range().contains(&small.as_ptr()), "a short payload is copied");
+    }
+
+    #[test]
+    fn payloads_are_offered_only_while_a_frame_is_built_and_never_outlive_it() {
+        let big = crate::bytes::Bytes::from(vec![5u8; SPLICE_MIN * 2]);
+        // Outside a frame: nothing is offered.
+        assert_eq!(contiguous(&big).len(), SPLICE_MIN * 2 + 3);
+        assert!(OFFERED.with(Cell::take).is_none());
+        // Offered inside a frame but serialized by another encoder: not taken, and gone with
+        // the frame (it must not pin the payload's memory).
+        let built = frame(|buf| {
+            let elsewhere = contiguous(&big);
+            buf.put_slice(&elsewhere[..4]);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(built.rest.len(), 0);
+        assert!(OFFERED.with(Cell::take).is_none());
+        assert_eq!(BUILDING.with(Cell::get), 0);
+        // The same bytes from another buffer are copied: only the offered slice is spliced.
+        let copy = vec![5u8; SPLICE_MIN * 2];
+        let built = frame(|buf| {
+            crate::wire::offer_splice(&big.clone().into_inner());
+            serialize(&Raw(&copy), buf)
+        })
+        .unwrap();
+        assert_eq!((built.rest.len(), built.len()), (0, SPLICE_MIN * 2 + 3));
+    }
+
+    #[test]
+    fn a_spliced_payload_does_not_count_against_the_kept_buffer() {
+        let huge = crate::bytes::Bytes::from(vec![6u8; RETAIN_MAX + 1]);
+        let first = frame(|buf| serialize(&huge, buf)).unwrap();
+        assert_eq!((first.len(), first.rest.len()), (4 + RETAIN_MAX + 1, 1), "a 4-byte varint, then the payload");
+        let at = first.head.as_ptr();
+        drop(first);
+        let next = frame(|buf| serialize(&1u8, buf)).unwrap().head;
+        assert_eq!(next.as_ptr() as usize, at as usize + 4, "carved right after the length prefix: the arena was kept");
     }
 }

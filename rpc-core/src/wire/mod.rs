@@ -56,11 +56,14 @@
 
 mod arena;
 pub mod codec;
+mod encoded;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BufMut;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use arena::offer as offer_splice;
 pub use codec::{FrameTooLarge, LengthDelimited, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};
+pub use encoded::{Encoded, SPLICE_MIN};
 
 /// The protocol version this build speaks. Bumped on any incompatible change of the layouts above.
 ///
@@ -640,8 +643,9 @@ fn encode_versioned<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
     postcard::to_extend(body, buf).expect("hello bodies always serialize")
 }
 
-/// Encodes a request frame whose arguments are `args`.
-pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Bytes, postcard::Error> {
+/// Encodes a request frame whose arguments are `args`; large [`crate::bytes::Bytes`] arguments are
+/// parts of their own (see [`Encoded`]).
+pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Encoded, postcard::Error> {
     encode_traced_request(header, None, args)
 }
 
@@ -651,7 +655,7 @@ pub fn encode_traced_request<A: Serialize + ?Sized>(
     header: RequestHeader,
     trace: Option<TraceContext>,
     args: &A,
-) -> Result<Bytes, postcard::Error> {
+) -> Result<Encoded, postcard::Error> {
     arena::frame(|buf| {
         buf.put_u8(if trace.is_some() { KIND_TRACED_REQUEST } else { KIND_REQUEST });
         buf.put_slice(&header.id.to_le_bytes());
@@ -663,13 +667,14 @@ pub fn encode_traced_request<A: Serialize + ?Sized>(
         }
         arena::serialize(args, buf)
     })
-    .map(BytesMut::freeze)
+    .map(arena::Built::freeze)
 }
 
 /// The encoded return value of a handler, with room reserved in front for the response header,
-/// so the engine turns it into a frame with [`ResponsePayload::into_frame`] without copying.
+/// so the engine turns it into a frame with [`ResponsePayload::into_frame`] without copying
+/// (large [`crate::bytes::Bytes`] in it are parts of their own, see [`Encoded`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponsePayload(BytesMut);
+pub struct ResponsePayload(arena::Built);
 
 impl ResponsePayload {
     /// Encodes `value` as a response payload.
@@ -687,9 +692,10 @@ impl ResponsePayload {
     }
 
     /// Writes the header for call `id` and returns the finished response frame.
-    pub fn into_frame(mut self, id: u64) -> Bytes {
-        self.0[0] = KIND_RESPONSE_OK;
-        self.0[1..RESPONSE_HEADER_LEN].copy_from_slice(&id.to_le_bytes());
+    pub fn into_frame(mut self, id: u64) -> Encoded {
+        let head = &mut self.0.head;
+        head[0] = KIND_RESPONSE_OK;
+        head[1..RESPONSE_HEADER_LEN].copy_from_slice(&id.to_le_bytes());
         self.0.freeze()
     }
 }

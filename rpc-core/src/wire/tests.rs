@@ -99,6 +99,26 @@ fn response_payload_becomes_frame_without_copy() {
 }
 
 #[test]
+fn a_large_byte_payload_is_sent_from_its_own_buffer_in_requests_and_responses() {
+    let payload = crate::bytes::Bytes::from(vec![9u8; 1 << 20]);
+    let header = RequestHeader { id: 4, method: 7, timeout_us: None };
+    let request = encode_request(header, &(payload.clone(), 5u8)).unwrap();
+    assert_eq!(request.part_count(), 3, "header and length | payload | the u8 after it");
+    assert!(request.parts().any(|part| part.as_ptr() == payload.as_ptr()));
+    let whole = request.to_vec();
+    let Frame::Request { args, .. } = decode(&whole).unwrap() else { panic!("not a request") };
+    let (back, five): (crate::bytes::Bytes, u8) = decode_value(args).unwrap();
+    assert_eq!((back, five), (payload.clone(), 5));
+
+    let response = ResponsePayload::encode(&payload).unwrap().into_frame(8);
+    assert_eq!((response.part_count(), response.len()), (2, RESPONSE_HEADER_LEN + 3 + (1 << 20)));
+    let whole = response.into_bytes();
+    assert_eq!(route(&whole), Some((8, Route::Response)), "the header was written into the first part");
+    let Frame::ResponseOk { payload: body, .. } = decode(&whole).unwrap() else { panic!("not a response") };
+    assert_eq!(decode_value::<crate::bytes::Bytes>(body).unwrap(), payload);
+}
+
+#[test]
 fn error_response_and_cancel_round_trip() {
     let err = RemoteError::Panic("boom".into());
     assert_eq!(decode(&encode_response_err(5, &err)).unwrap(), Frame::ResponseErr { id: 5, error: err });
