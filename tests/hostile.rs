@@ -447,7 +447,7 @@ fn items_frame<T: serde::Serialize>(id: u64, items: &[T]) -> Vec<u8> {
     for item in items {
         frame.push(item).unwrap();
     }
-    frame.finish()
+    frame.finish().to_vec()
 }
 
 impl FrameConn {

@@ -18,8 +18,8 @@
 //! deserializes by copying, as `bytes::Bytes` does.
 //!
 //! Sending is the mirror image: a payload of at least [`SPLICE_MIN`](crate::wire::SPLICE_MIN)
-//! bytes in an argument or a return value is not copied into the frame but sent from its own buffer
-//! (see [`wire::Encoded`](crate::wire::Encoded)).
+//! bytes in an argument, a return value or a stream item is not copied into its frame but sent
+//! from its own buffer (see [`wire::Encoded`](crate::wire::Encoded)).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -43,8 +43,8 @@ pub fn decoding_from<R>(frame: &bytes::Bytes, decode: impl FnOnce() -> R) -> R {
 /// A cheaply cloneable, immutable byte payload that serializes as one byte string.
 ///
 /// Use it for byte arguments, results and stream items: received ones share the frame they
-/// arrived in (see the [module notes](self)), and large arguments and results are sent from
-/// their own buffer, not copied into the frame. It dereferences to `[u8]` and converts to and
+/// arrived in (see the [module notes](self)), and large ones are sent from their own buffer,
+/// not copied into the frame. It dereferences to `[u8]` and converts to and
 /// from [`bytes::Bytes`] and `Vec<u8>` without copying.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bytes(bytes::Bytes);

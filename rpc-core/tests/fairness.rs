@@ -94,7 +94,7 @@ impl FrameReceiver for Receiver {
             Some(id) if script.items_sent < LIMIT && script.spent < script.granted => {
                 let mut items = ItemsWriter::new(id);
                 items.push(&vec![7u8; ITEM]).unwrap();
-                let frame = Bytes::from(items.finish());
+                let frame = items.finish().into_bytes();
                 script.spent += frame.len() as u64;
                 script.items_sent += 1;
                 Poll::Ready(Ok(Some(frame)))

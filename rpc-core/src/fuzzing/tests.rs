@@ -55,7 +55,7 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
             for item in items {
                 frame.push(&item).unwrap();
             }
-            frame.finish()
+            frame.finish().to_vec()
         }),
         1 => (0u64..8).prop_map(wire::encode_stream_end),
         1 => (0u64..8, any::<u32>()).prop_map(|(id, bytes)| wire::encode_credit(id, bytes)),
@@ -178,7 +178,7 @@ fn seeds() -> Vec<Seed> {
         for item in [1u32, 2, 3] {
             frame.push(&item).unwrap();
         }
-        frame.finish()
+        frame.finish().to_vec()
     };
     let end = wire::encode_stream_end(7);
     let credit = wire::encode_credit(6, 4096);

@@ -254,7 +254,7 @@ mod tests {
         let mut writer = crate::wire::ItemsWriter::new(1);
         writer.push(&Bytes::from(vec![1u8; 1000])).unwrap();
         writer.push(&Bytes::from(vec![2u8; 3])).unwrap();
-        let frame = bytes::Bytes::from(writer.finish());
+        let frame = writer.finish().into_bytes();
         let mut cursor = Cursor::new(frame.clone());
         let long: Bytes = cursor.next_item().unwrap().unwrap();
         let short: Bytes = cursor.next_item().unwrap().unwrap();

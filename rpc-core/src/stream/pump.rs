@@ -104,7 +104,7 @@ impl Pump {
                                 Some(rest) => {
                                     let full = std::mem::replace(batch, rest);
                                     window.spend(full.len());
-                                    self.ready = Some(full.finish().into());
+                                    self.ready = Some(full.finish());
                                     break;
                                 }
                                 None => {
@@ -137,7 +137,7 @@ impl Pump {
                 continue;
             }
             window.spend(batch.len());
-            self.ready = Some(batch.finish().into());
+            self.ready = Some(batch.finish());
         }
     }
 

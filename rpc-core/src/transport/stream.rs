@@ -29,6 +29,9 @@ use crate::wire::{Encoded, LengthDelimited};
 const COALESCE_MAX: usize = 16 * 1024;
 /// At most this many queued chunks go into one vectored write (well under every `IOV_MAX`).
 const MAX_IOVECS: usize = 32;
+/// A frame written through goes out in one write of its prefix and at most this many parts
+/// less one; a larger array costs its initialisation on every frame.
+const WRITE_THROUGH_SLICES: usize = 4;
 
 /// Wraps the two halves of a byte stream as frame halves with the given maximum frame length.
 pub fn framed<R, W>(read: R, write: W, max_frame_len: usize) -> (StreamSender<W>, StreamReceiver<R>)
@@ -178,8 +181,9 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
                 _ => Ok(()),
             };
         }
-        // Nothing waits: write straight from the frame's parts, and queue only what did not fit.
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        // Nothing waits: write straight from the frame's parts (the first few: a frame is rarely
+        // in more), and queue only what did not fit.
+        let mut slices = [IoSlice::new(&[]); WRITE_THROUGH_SLICES];
         slices[0] = IoSlice::new(&prefix);
         let count = 1 + frame.parts().zip(&mut slices[1..]).map(|(part, slice)| *slice = IoSlice::new(part)).count();
         let n = match try_write(&mut self.io, &slices[..count]) {
@@ -188,7 +192,9 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
             Err(e) => return Err(e),
         };
         self.written += n as u64;
-        self.enqueue(n, &prefix, frame);
+        if n < prefix.len() + frame.len() {
+            self.enqueue(n, &prefix, frame);
+        }
         Ok(())
     }
 

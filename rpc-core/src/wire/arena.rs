@@ -32,6 +32,9 @@ thread_local! {
     /// The payload [`offer`] was last given, until the encoder takes it or the next offer
     /// replaces it.
     static OFFERED: Cell<Option<Bytes>> = const { Cell::new(None) };
+    /// Whether `OFFERED` may hold a payload (a plain flag: cheaper to read than `OFFERED`,
+    /// which has a destructor, for the many values encoded without any large payload).
+    static MAYBE_OFFERED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Called by [`crate::bytes::Bytes`]'s `Serialize` just before it hands its bytes to the serializer:
@@ -40,10 +43,12 @@ thread_local! {
 pub(crate) fn offer(payload: &Bytes) {
     if payload.len() >= SPLICE_MIN && BUILDING.try_with(Cell::get).unwrap_or(0) > 0 {
         let _ = OFFERED.try_with(|offered| offered.set(Some(payload.clone())));
+        let _ = MAYBE_OFFERED.try_with(|maybe| maybe.set(true));
     }
 }
 
-/// Counts a frame under construction for as long as it lives (also when `write` panics).
+/// Counts a value being encoded by [`serialize`] for as long as it lives (also when a
+/// `Serialize` impl panics).
 struct Building;
 
 impl Building {
@@ -58,8 +63,20 @@ impl Drop for Building {
         let _ = BUILDING.try_with(|n| n.set(n.get() - 1));
         // An offer nobody took (a payload serialized by another format meanwhile) must not
         // keep the payload's memory alive.
-        let _ = OFFERED.try_with(Cell::take);
+        if MAYBE_OFFERED.try_with(|maybe| maybe.replace(false)).unwrap_or(true) {
+            let _ = OFFERED.try_with(Cell::take);
+        }
     }
+}
+
+/// What [`serialize`] writes into: a buffer for the bytes it copies, and a place for the
+/// payloads it takes as parts of their own.
+pub(crate) trait Sink {
+    /// Where the bytes being written go.
+    fn bytes(&mut self) -> &mut BytesMut;
+
+    /// Ends the part being written and makes `payload` the next part.
+    fn splice(&mut self, payload: Bytes);
 }
 
 /// A frame being built: the bytes written so far (a `BytesMut` to write headers into, through
@@ -73,12 +90,12 @@ pub(crate) struct Builder<'a> {
     spliced: usize,
 }
 
-impl<'a> Builder<'a> {
-    fn new(buf: &'a mut BytesMut) -> Self {
-        Builder { buf, head: None, rest: Vec::new(), spliced: 0 }
+impl Sink for Builder<'_> {
+    #[inline]
+    fn bytes(&mut self) -> &mut BytesMut {
+        self.buf
     }
 
-    /// Ends the part being written and makes `payload` the next part.
     fn splice(&mut self, payload: Bytes) {
         let written = self.buf.split();
         match self.head {
@@ -89,9 +106,23 @@ impl<'a> Builder<'a> {
         self.spliced += payload.len();
         self.rest.push(payload);
     }
+}
 
+impl<'a> Builder<'a> {
+    #[inline]
+    fn new(buf: &'a mut BytesMut) -> Self {
+        Builder { buf, head: None, rest: Vec::new(), spliced: 0 }
+    }
+
+    /// The frame, and how many of its bytes were written into the buffer (not spliced).
+    #[inline]
     fn finish(self) -> (Built, usize) {
         let tail = self.buf.split();
+        if self.head.is_none() {
+            // Nothing spliced (nearly every frame): the frame is what was written.
+            let written = tail.len();
+            return (Built { head: tail, rest: Vec::new() }, written);
+        }
         let written =
             tail.len() + self.head.as_ref().map_or(0, BytesMut::len) + self.rest.iter().map(Bytes::len).sum::<usize>()
                 - self.spliced;
@@ -137,6 +168,7 @@ impl Built {
         self.head.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
     }
 
+    #[inline]
     pub(crate) fn freeze(self) -> Encoded {
         Encoded::from_parts(self.head.freeze(), self.rest)
     }
@@ -144,7 +176,6 @@ impl Built {
 
 /// Builds one frame with `write` in this thread's buffer and splits it off.
 pub(crate) fn frame<E>(write: impl FnOnce(&mut Builder<'_>) -> Result<(), E>) -> Result<Built, E> {
-    let _building = Building::start();
     let mut write = Some(write);
     let kept = ARENA.try_with(|arena| {
         // A `Serialize` impl that encodes a frame of its own while we encode (or a call from a
@@ -172,35 +203,46 @@ pub(crate) fn frame<E>(write: impl FnOnce(&mut Builder<'_>) -> Result<(), E>) ->
     }
 }
 
-/// Appends `value`'s postcard encoding to the frame `builder` is building.
-pub(crate) fn serialize<T: Serialize + ?Sized>(value: &T, builder: &mut Builder<'_>) -> Result<(), postcard::Error> {
-    postcard::serialize_with_flavor(value, Append(builder))
+/// Appends `value`'s postcard encoding to `sink`, large [`crate::bytes::Bytes`] payloads in it as
+/// parts of their own.
+pub(crate) fn serialize<T: Serialize + ?Sized, S: Sink>(value: &T, sink: &mut S) -> Result<(), postcard::Error> {
+    let _building = Building::start();
+    postcard::serialize_with_flavor(value, Append(sink))
+}
+
+/// Takes the offered payload as the next part of `sink` if `data` is that payload's bytes;
+/// `false` (the bytes are to be copied) otherwise. Out of line: most values hold no large payload.
+#[cold]
+#[inline(never)]
+fn try_splice<S: Sink>(sink: &mut S, data: &[u8]) -> bool {
+    let Some(payload) = OFFERED.try_with(Cell::take).ok().flatten() else { return false };
+    // Only the very bytes that were offered: then the part is exactly what the copy would have
+    // been (the payload is immutable), whoever serialized it.
+    let offered = payload.as_ptr() == data.as_ptr() && payload.len() == data.len();
+    if offered {
+        sink.splice(payload);
+    }
+    offered
 }
 
 /// A postcard flavor appending to a frame with slice copies (`BytesMut`'s `Extend<u8>` impl
 /// would push byte by byte), which takes an offered payload as a part instead of copying it.
-struct Append<'a, 'b>(&'a mut Builder<'b>);
+struct Append<'a, S>(&'a mut S);
 
-impl Flavor for Append<'_, '_> {
+impl<S: Sink> Flavor for Append<'_, S> {
     type Output = ();
 
+    #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.buf.put_u8(byte);
+        self.0.bytes().put_u8(byte);
         Ok(())
     }
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if data.len() >= SPLICE_MIN {
-            if let Some(payload) = OFFERED.try_with(Cell::take).ok().flatten() {
-                // Only the very bytes that were offered: then the part is exactly what the copy
-                // would have been (the payload is immutable), whoever serialized it.
-                if payload.as_ptr() == data.as_ptr() && payload.len() == data.len() {
-                    self.0.splice(payload);
-                    return Ok(());
-                }
-            }
+        if data.len() < SPLICE_MIN || !try_splice(self.0, data) {
+            self.0.bytes().extend_from_slice(data);
         }
-        self.0.buf.extend_from_slice(data);
         Ok(())
     }
 
@@ -298,24 +340,34 @@ mod tests {
         // Outside a frame: nothing is offered.
         assert_eq!(contiguous(&big).len(), SPLICE_MIN * 2 + 3);
         assert!(OFFERED.with(Cell::take).is_none());
-        // Offered inside a frame but serialized by another encoder: not taken, and gone with
-        // the frame (it must not pin the payload's memory).
-        let built = frame(|buf| {
-            let elsewhere = contiguous(&big);
-            buf.put_slice(&elsewhere[..4]);
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        assert_eq!(built.rest.len(), 0);
+
+        /// Serializes `0` with another encoder, then writes one byte of its own.
+        struct Elsewhere<'a>(&'a crate::bytes::Bytes);
+        impl Serialize for Elsewhere<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                assert_eq!(contiguous(self.0).len(), SPLICE_MIN * 2 + 3);
+                assert!(MAYBE_OFFERED.with(Cell::get), "offered while a frame is built");
+                s.serialize_u8(1)
+            }
+        }
+        // Offered, not taken (another encoder wrote it), and gone with the frame: it must not
+        // pin the payload's memory.
+        let built = frame(|buf| serialize(&Elsewhere(&big), buf)).unwrap();
+        assert_eq!((built.rest.len(), &built.head[..]), (0, &[1u8][..]));
         assert!(OFFERED.with(Cell::take).is_none());
         assert_eq!(BUILDING.with(Cell::get), 0);
-        // The same bytes from another buffer are copied: only the offered slice is spliced.
+
+        /// Offers `0`, then serializes the same bytes from another buffer.
+        struct Lookalike<'a>(&'a crate::bytes::Bytes, &'a [u8]);
+        impl Serialize for Lookalike<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                crate::wire::offer_splice(&self.0.clone().into_inner());
+                s.serialize_bytes(self.1)
+            }
+        }
+        // Only the very slice offered is spliced: the same bytes elsewhere are copied.
         let copy = vec![5u8; SPLICE_MIN * 2];
-        let built = frame(|buf| {
-            crate::wire::offer_splice(&big.clone().into_inner());
-            serialize(&Raw(&copy), buf)
-        })
-        .unwrap();
+        let built = frame(|buf| serialize(&Lookalike(&big, &copy), buf)).unwrap();
         assert_eq!((built.rest.len(), built.len()), (0, SPLICE_MIN * 2 + 3));
     }
 

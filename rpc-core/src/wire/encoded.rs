@@ -1,7 +1,7 @@
 //! [`Encoded`]: a frame ready to send, held as the parts it was built from.
 //!
-//! A large byte payload ([`crate::bytes::Bytes`] of at least [`SPLICE_MIN`] bytes) in an argument or a
-//! return value is not copied into the frame: the encoder ends the part it was writing, takes a
+//! A large byte payload ([`crate::bytes::Bytes`] of at least [`SPLICE_MIN`] bytes) in an argument,
+//! a return value or a stream item is not copied into the frame: the encoder ends the part it was writing, takes a
 //! reference-counted handle to the payload as a part of its own, and goes on in a new part. The
 //! byte-stream sender then writes the parts with one vectored write, so a 1 MiB payload reaches
 //! the socket (or the shared-memory ring) straight from the caller's buffer, without the copy
@@ -20,8 +20,9 @@ pub const SPLICE_MIN: usize = 16 * 1024;
 /// An encoded frame: one or more parts that, sent back to back, are the frame.
 ///
 /// Build one from a contiguous frame with `From<Bytes>` or `From<Vec<u8>>`; the engines' encoders
-/// ([`encode_request`](super::encode_request), [`ResponsePayload`](super::ResponsePayload))
-/// return frames whose large byte payloads are parts of their own.
+/// ([`encode_request`](super::encode_request), [`ResponsePayload`](super::ResponsePayload),
+/// [`ItemsWriter`](super::ItemsWriter)) return frames whose large byte payloads are parts of
+/// their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Encoded {
     head: Bytes,
@@ -32,6 +33,7 @@ pub struct Encoded {
 
 impl Encoded {
     /// A frame of `head` followed by `rest`.
+    #[inline]
     pub fn from_parts(head: Bytes, rest: Vec<Bytes>) -> Self {
         let len = head.len() + rest.iter().map(Bytes::len).sum::<usize>();
         Encoded { head, rest, len }
@@ -90,6 +92,7 @@ impl Encoded {
 }
 
 impl From<Bytes> for Encoded {
+    #[inline]
     fn from(frame: Bytes) -> Self {
         Encoded { len: frame.len(), head: frame, rest: Vec::new() }
     }

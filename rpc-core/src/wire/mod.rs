@@ -57,6 +57,7 @@
 mod arena;
 pub mod codec;
 mod encoded;
+mod items;
 
 use bytes::BufMut;
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use arena::offer as offer_splice;
 pub use codec::{FrameTooLarge, LengthDelimited, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};
 pub use encoded::{Encoded, SPLICE_MIN};
+pub use items::ItemsWriter;
 
 /// The protocol version this build speaks. Bumped on any incompatible change of the layouts above.
 ///
@@ -748,83 +750,6 @@ fn encode_id_only(kind: u8, id: u64) -> Vec<u8> {
     buf.push(kind);
     buf.extend_from_slice(&id.to_le_bytes());
     buf
-}
-
-/// Builds a stream items frame, one item at a time, each encoded straight into the frame.
-#[derive(Debug)]
-pub struct ItemsWriter {
-    buf: Vec<u8>,
-    /// Where the last item's length prefix starts (0: no item yet).
-    last: usize,
-    count: usize,
-}
-
-impl ItemsWriter {
-    /// An empty frame for call `id`.
-    pub fn new(id: u64) -> Self {
-        let mut buf = Vec::with_capacity(256);
-        buf.push(KIND_STREAM_ITEMS);
-        buf.extend_from_slice(&id.to_le_bytes());
-        ItemsWriter { buf, last: 0, count: 0 }
-    }
-
-    /// Appends one item.
-    pub fn push<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), postcard::Error> {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; ITEM_PREFIX_LEN]);
-        let buf = std::mem::take(&mut self.buf);
-        self.buf = match postcard::to_extend(item, buf) {
-            Ok(buf) => buf,
-            Err(e) => {
-                // `to_extend` consumed the buffer: the frame cannot be finished.
-                self.count = 0;
-                return Err(e);
-            }
-        };
-        let len = self.buf.len() - start - ITEM_PREFIX_LEN;
-        let len = u32::try_from(len).map_err(|_| postcard::Error::SerializeBufferFull)?;
-        self.buf[start..start + ITEM_PREFIX_LEN].copy_from_slice(&len.to_le_bytes());
-        self.last = start;
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Items in the frame so far.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// Length of the frame so far.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Whether no item has been pushed yet.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Removes the last item pushed into a frame of its own (for call `id`), for when it made
-    /// this frame too long; `None` if this frame holds fewer than two items.
-    pub fn split_last(&mut self, id: u64) -> Option<ItemsWriter> {
-        if self.count < 2 || self.last < STREAM_ITEMS_HEADER_LEN {
-            return None;
-        }
-        let mut rest = ItemsWriter::new(id);
-        rest.buf.extend_from_slice(&self.buf[self.last..]);
-        rest.last = STREAM_ITEMS_HEADER_LEN;
-        rest.count = 1;
-        self.buf.truncate(self.last);
-        self.count -= 1;
-        // Where the new last item starts is not kept; splitting twice is never needed.
-        self.last = 0;
-        Some(rest)
-    }
-
-    /// The finished frame.
-    pub fn finish(self) -> Vec<u8> {
-        self.buf
-    }
 }
 
 /// Decodes a postcard value that must span all of `bytes` (arguments or a return value).

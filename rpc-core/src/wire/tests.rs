@@ -236,7 +236,7 @@ fn stream_items_round_trip_item_by_item() {
         writer.push(item).unwrap();
     }
     assert_eq!(writer.count(), 3);
-    let frame = writer.finish();
+    let frame = writer.finish().to_vec();
     let Frame::StreamItems { id, items: body } = decode(&frame).unwrap() else { panic!("not stream items") };
     assert_eq!(id, 5);
     let decoded: Vec<String> = super::items(body).map(|item| decode_value(item).unwrap()).collect();
@@ -258,7 +258,7 @@ fn stream_items_round_trip_item_by_item() {
 fn malformed_stream_items_are_refused() {
     let mut frame = ItemsWriter::new(1);
     frame.push(&7u32).unwrap();
-    let frame = frame.finish();
+    let frame = frame.finish().to_vec();
     // No item at all.
     assert_eq!(decode(&frame[..STREAM_ITEMS_HEADER_LEN]), Err(DecodeError::Truncated("stream items")));
     // An item cut short, or a length that runs past the end.
@@ -300,14 +300,56 @@ fn an_item_too_long_for_its_frame_is_split_off() {
     let rest = writer.split_last(9).unwrap();
     assert_eq!(writer.count(), 1);
     assert!(writer.split_last(9).is_none());
-    let first: Vec<u8> = super::items(&writer.finish()[STREAM_ITEMS_HEADER_LEN..])
+    let first: Vec<u8> = super::items(&writer.finish().to_vec()[STREAM_ITEMS_HEADER_LEN..])
         .map(|item| decode_value::<u8>(item).unwrap())
         .collect();
     assert_eq!(first, [1]);
-    let second: Vec<Vec<u8>> = super::items(&rest.finish()[STREAM_ITEMS_HEADER_LEN..])
+    let second: Vec<Vec<u8>> = super::items(&rest.finish().to_vec()[STREAM_ITEMS_HEADER_LEN..])
         .map(|item| decode_value::<Vec<u8>>(item).unwrap())
         .collect();
     assert_eq!(second, [vec![7u8; 100]]);
+}
+
+/// The items of a finished stream items frame, decoded as `T`.
+fn items_of<T: serde::de::DeserializeOwned>(frame: Encoded) -> Vec<T> {
+    let whole = frame.to_vec();
+    let Frame::StreamItems { items: body, .. } = decode(&whole).unwrap() else { panic!("not stream items") };
+    super::items(body).map(|item| decode_value(item).unwrap()).collect()
+}
+
+#[test]
+fn a_large_chunk_in_a_stream_is_a_part_of_its_frame_of_its_own() {
+    let chunk = crate::bytes::Bytes::from(vec![6u8; SPLICE_MIN]);
+    let small = crate::bytes::Bytes::from(vec![1u8; 10]);
+    let mut writer = ItemsWriter::new(3);
+    for item in [&small, &chunk, &small, &chunk] {
+        writer.push(item).unwrap();
+    }
+    let len = writer.len();
+    let frame = writer.finish();
+    assert_eq!(frame.len(), len);
+    assert_eq!(frame.parts().filter(|part| part.as_ptr() == chunk.as_ptr()).count(), 2, "both chunks, uncopied");
+    assert_eq!(items_of::<crate::bytes::Bytes>(frame), [small.clone(), chunk.clone(), small, chunk]);
+}
+
+#[test]
+fn an_item_split_off_moves_its_parts_with_it() {
+    let chunk = crate::bytes::Bytes::from(vec![6u8; SPLICE_MIN]);
+    let pair = (7u8, chunk.clone(), 8u8);
+    // The item split off holds a spliced chunk; an earlier item holds one too.
+    let mut writer = ItemsWriter::new(9);
+    writer.push(&pair).unwrap();
+    writer.push(&pair).unwrap();
+    let before = writer.len();
+    let rest = writer.split_last(9).unwrap();
+    assert_eq!(writer.len() + rest.len() - STREAM_ITEMS_HEADER_LEN, before);
+    assert_eq!(items_of::<(u8, crate::bytes::Bytes, u8)>(writer.finish()), std::slice::from_ref(&pair));
+    // The frame split off takes further items.
+    let mut rest = rest;
+    rest.push(&pair).unwrap();
+    let rest = rest.finish();
+    assert_eq!(rest.parts().filter(|part| part.as_ptr() == chunk.as_ptr()).count(), 2);
+    assert_eq!(items_of::<(u8, crate::bytes::Bytes, u8)>(rest), [pair.clone(), pair]);
 }
 
 proptest! {
