@@ -8,6 +8,11 @@
 //! frame encoded on that thread reuses the same memory (`BytesMut` reclaims a buffer it holds
 //! the only handle to). Small frames are carved from one shared chunk, so they cost no
 //! allocation of their own either.
+//!
+//! The encoder here also splices: a large [`crate::bytes::Bytes`] payload offered by its
+//! `Serialize` impl ([`offer`]) becomes a part of the frame instead of being copied into the
+//! buffer (see [`Encoded`]). Frames ([`frame`]) and stream item batches
+//! ([`ItemsWriter`](super::ItemsWriter)) share the one serializer, [`serialize`], over a [`Sink`].
 
 use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
@@ -26,8 +31,9 @@ const RETAIN_MAX: usize = 4 * 1024 * 1024;
 
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    /// How many frames are being built on this thread (more than one only when a `Serialize`
-    /// impl encodes a frame of its own): payloads are offered for splicing only while one is.
+    /// How many values [`serialize`] is encoding on this thread (more than one only when a
+    /// `Serialize` impl encodes a frame of its own): payloads are offered for splicing only
+    /// while one is.
     static BUILDING: Cell<u32> = const { Cell::new(0) };
     /// The payload [`offer`] was last given, until the encoder takes it or the next offer
     /// replaces it.
@@ -37,9 +43,9 @@ thread_local! {
     static MAYBE_OFFERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Called by [`crate::bytes::Bytes`]'s `Serialize` just before it hands its bytes to the serializer:
-/// if a frame is being built on this thread and the payload is long enough, the encoder may
-/// take `payload` as a part of the frame instead of copying its bytes (see [`Encoded`]).
+/// Called by [`crate::bytes::Bytes`]'s `Serialize` just before it hands its bytes to the
+/// serializer: if [`serialize`] is running on this thread and the payload is long enough, the
+/// encoder may take `payload` as a part of the frame instead of copying its bytes.
 pub(crate) fn offer(payload: &Bytes) {
     if payload.len() >= SPLICE_MIN && BUILDING.try_with(Cell::get).unwrap_or(0) > 0 {
         let _ = OFFERED.try_with(|offered| offered.set(Some(payload.clone())));

@@ -1,11 +1,12 @@
 //! [`Encoded`]: a frame ready to send, held as the parts it was built from.
 //!
-//! A large byte payload ([`crate::bytes::Bytes`] of at least [`SPLICE_MIN`] bytes) in an argument,
-//! a return value or a stream item is not copied into the frame: the encoder ends the part it was writing, takes a
-//! reference-counted handle to the payload as a part of its own, and goes on in a new part. The
-//! byte-stream sender then writes the parts with one vectored write, so a 1 MiB payload reaches
-//! the socket (or the shared-memory ring) straight from the caller's buffer, without the copy
-//! into an encode buffer it used to cost per direction.
+//! A large byte payload ([`crate::bytes::Bytes`] of at least [`SPLICE_MIN`] bytes) in an
+//! argument, a return value or a stream item is not copied into the frame: the encoder ends the
+//! part it was writing, takes a reference-counted handle to the payload as a part of its own, and
+//! goes on in a new part. The byte-stream sender then writes the parts with one vectored write,
+//! so a 1 MiB payload reaches the socket (or the shared-memory ring) straight from the caller's
+//! buffer, without the copy into an encode buffer it used to cost per direction. Transports that
+//! need a frame in one piece (`mem://`) join the parts, one copy, as encoding used to make.
 //!
 //! On the wire nothing changes: the parts, back to back, are byte for byte the frame a
 //! contiguous encoder would have written.

@@ -645,8 +645,8 @@ fn encode_versioned<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
     postcard::to_extend(body, buf).expect("hello bodies always serialize")
 }
 
-/// Encodes a request frame whose arguments are `args`; large [`crate::bytes::Bytes`] arguments are
-/// parts of their own (see [`Encoded`]).
+/// Encodes a request frame whose arguments are `args`; large [`crate::bytes::Bytes`] arguments
+/// are parts of their own (see [`Encoded`]).
 pub fn encode_request<A: Serialize + ?Sized>(header: RequestHeader, args: &A) -> Result<Encoded, postcard::Error> {
     encode_traced_request(header, None, args)
 }
