@@ -8,9 +8,9 @@
 //! The sender coalesces small frames into one buffer and writes the queue vectored, so frames
 //! queued by many callers while a write is in progress leave in one system call; large frames,
 //! and the large parts of a frame in parts ([`Encoded`]: a big byte payload), are queued as they
-//! are, without a copy. A sink whose writes cost no system call (shared
-//! memory) can ask for [write-through](StreamSender::write_through): each frame then goes out as
-//! soon as it is queued, without waiting for a flush. The receiver reads into a buffer that
+//! are, without a copy. A sink whose writes cost no system call (shared memory) can ask for
+//! [write-through](StreamSender::write_through): each frame then goes out as soon as it is
+//! queued, without waiting for a flush. The receiver reads into a buffer that
 //! grows only with bytes that actually arrived.
 
 use std::collections::VecDeque;
