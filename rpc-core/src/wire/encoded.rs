@@ -11,7 +11,7 @@
 //! On the wire nothing changes: the parts, back to back, are byte for byte the frame a
 //! contiguous encoder would have written.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Byte payloads at least this long are parts of their own instead of being copied into the
 /// frame. Shorter ones cost less to copy than a part costs to queue; the byte-stream sender
@@ -75,11 +75,7 @@ impl Encoded {
         if self.rest.is_empty() {
             return self.head;
         }
-        let mut whole = BytesMut::with_capacity(self.len);
-        for part in std::iter::once(&self.head).chain(&self.rest) {
-            whole.extend_from_slice(part);
-        }
-        whole.freeze()
+        self.to_vec().into()
     }
 
     /// A copy of the whole frame.
