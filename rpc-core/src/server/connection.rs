@@ -102,12 +102,16 @@ struct Conn {
 }
 
 pub(super) async fn serve(shared: Arc<Shared>, options: ServerOptions, conn: Connection, shutdown: CancellationToken) {
-    let span = tracing::debug_span!(
-        "rpc.connection",
-        transport = conn.info.transport,
-        peer = %conn.info.peer,
-        service = tracing::field::Empty,
-    );
+    let span = if telemetry::spans_wanted() {
+        tracing::debug_span!(
+            "rpc.connection",
+            transport = conn.info.transport,
+            peer = %conn.info.peer,
+            service = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let transport = conn.info.transport;
     shared.counters.connection_opened(transport);
     let code = serve_connection(&shared, options, conn, shutdown, span.clone()).instrument(span).await;
@@ -381,6 +385,10 @@ async fn read_loop(
     // a counter increment per frame, no timer registration.
     let timer = tokio::time::sleep_until(watch.next_check());
     tokio::pin!(timer);
+    // Likewise one wait for shutdown, registered once: a new one per frame cost ~380
+    // instructions (a waiter linked into the token's list and unlinked again).
+    let shut_down = shutdown.cancelled();
+    tokio::pin!(shut_down);
     loop {
         // Take the permit before reading, so a client at its limit is simply not read from;
         // except while streams run, whose items and credit come in on this connection (a
@@ -390,7 +398,7 @@ async fn read_loop(
             Err(_) if conn.streams_running() => None,
             Err(_) => tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return End::Shutdown,
+                () = &mut shut_down => return End::Shutdown,
                 permit = Arc::clone(permits).acquire_owned() => Some(permit.expect("the semaphore is never closed")),
                 () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
                 // Every call is running or waiting to be answered: only the send timeout applies.
@@ -416,7 +424,7 @@ async fn read_loop(
         });
         let frame = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return End::Shutdown,
+            () = &mut shut_down => return End::Shutdown,
             read = recv => match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return End::PeerClosed,
@@ -572,19 +580,23 @@ impl Conn {
     ) {
         let id = header.id;
         let descriptor = self.service.descriptor();
-        let span = tracing::debug_span!(
-            parent: &self.span,
-            "rpc.server.call",
-            service = descriptor.name,
-            method = tracing::field::Empty,
-            call_id = id,
-            transport = self.info.transport,
-            peer = %self.info.peer,
-            trace_id = tracing::field::Empty,
-            parent_span_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            duration_us = tracing::field::Empty,
-        );
+        let span = if telemetry::spans_wanted() {
+            tracing::debug_span!(
+                parent: &self.span,
+                "rpc.server.call",
+                service = descriptor.name,
+                method = tracing::field::Empty,
+                call_id = id,
+                transport = self.info.transport,
+                peer = %self.info.peer,
+                trace_id = tracing::field::Empty,
+                parent_span_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                duration_us = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         // Named and timed only when someone looks: the span, or the metrics (labels, histogram).
         let observed = cfg!(feature = "metrics") || !span.is_disabled();
         let method_name = if observed { method_name(descriptor, header.method) } else { "" };
