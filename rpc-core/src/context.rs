@@ -121,6 +121,11 @@ impl CallContext {
         CallContext { connection, id, method, deadline, trace }
     }
 
+    /// Makes `self` current while `f` runs.
+    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+
     /// Makes `self` current while `future` is polled.
     pub(crate) fn scope<F: std::future::Future>(self, future: F) -> impl std::future::Future<Output = F::Output> {
         CURRENT.scope(self, future)
