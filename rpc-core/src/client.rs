@@ -533,14 +533,20 @@ impl Client {
     {
         let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
         let call_span = span.clone();
+        // One async block, awaiting the steps in turn: each nested level of futures kept its own
+        // copy of what it handed down, and a call's future is moved before it is pinned.
         async move {
-            let result = async {
-                let (id, frame) = request?;
-                let (inner, _load) = ready(inner, via, deadline).await?;
-                let answer = round_trip(&inner, id, frame, outgoing, deadline).await?;
-                decode_answer(inner.service, method, &answer, decode)
-            }
-            .await;
+            let result = match request {
+                Ok((id, frame)) => match ready(inner, via, deadline).await {
+                    // `_load` counts the call on a balanced client's connection until it is done.
+                    Ok((inner, _load)) => match within(deadline, exchange(&inner, id, frame, outgoing)).await {
+                        Ok(answer) => decode_answer(inner.service, method, &answer, decode),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
             telemetry::client_call_finished(&call_span, started, &result);
             result
         }
@@ -652,14 +658,17 @@ fn encode_request<A: Serialize + ?Sized>(
 /// reconnecting client whose connection has died, a new one, or for a balanced client the one
 /// it picks (waiting for either within the call's deadline); with a balanced client's handle
 /// that counts the call as load until it is dropped.
-async fn ready(
+fn ready(
     inner: Arc<Inner>,
     via: Option<Via>,
     deadline: Option<Instant>,
-) -> Result<(Arc<Inner>, Option<balance::Picked>), RpcError> {
+) -> impl Future<Output = Result<(Arc<Inner>, Option<balance::Picked>), RpcError>> {
+    use futures_util::future::Either;
+    // Not an `async fn`, so that the common connection, which needs neither a redial nor a pick,
+    // skips a state machine.
     match via {
-        None => Ok((inner, None)),
-        Some(via) => within(deadline, via.ready(inner)).await,
+        None => Either::Left(std::future::ready(Ok((inner, None)))),
+        Some(via) => Either::Right(async move { within(deadline, via.ready(inner)).await }),
     }
 }
 
@@ -675,31 +684,32 @@ struct Prepared {
     via: Option<Via>,
 }
 
-/// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart.
-async fn split_app<T, E>(call: impl Future<Output = Result<Result<T, E>, RpcError>>) -> Result<T, CallError<E>> {
-    match call.await {
+/// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart. (Not an
+/// `async fn`, whose state would hold `call` twice.)
+fn split_app<T, E>(
+    call: impl Future<Output = Result<Result<T, E>, RpcError>>,
+) -> impl Future<Output = Result<T, CallError<E>>> {
+    use futures_util::FutureExt;
+    call.map(|answer| match answer {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(app)) => Err(CallError::App(app)),
         Err(rpc) => Err(CallError::Rpc(rpc)),
-    }
+    })
 }
 
-async fn round_trip(
+/// Sends a unary call's request (and its stream argument, if any) and waits for the answer.
+async fn exchange(
     inner: &Arc<Inner>,
     id: u64,
     frame: wire::Encoded,
     outgoing: Option<EncodedStream>,
-    deadline: Option<Instant>,
 ) -> Result<Bytes, RpcError> {
-    let exchange = async {
-        let mut call = PendingCall::register(inner, id, outgoing.is_some(), false)?;
-        let seq = call.enqueue(frame).await?;
-        if let Some(outgoing) = outgoing {
-            call.start_pump(outgoing);
-        }
-        call.answer(seq).await
-    };
-    within(deadline, exchange).await
+    let mut call = PendingCall::register(inner, id, outgoing.is_some(), false)?;
+    let seq = call.enqueue(frame).await?;
+    if let Some(outgoing) = outgoing {
+        call.start_pump(outgoing);
+    }
+    call.answer(seq).await
 }
 
 /// `future`, failing with [`RpcError::DeadlineExceeded`] at `deadline`.

@@ -331,3 +331,99 @@ impl Drop for MemReceiver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn pair() -> (MemSender, MemReceiver) {
+        let (mut sender, mut receiver) = channel();
+        sender.max_frame_len = usize::MAX;
+        receiver.max_frame_len = usize::MAX;
+        (sender, receiver)
+    }
+
+    fn recv(receiver: &mut MemReceiver, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        receiver.poll_recv(cx)
+    }
+
+    #[test]
+    fn frames_arrive_in_order_and_the_receiver_is_woken() {
+        let (mut sender, mut receiver) = pair();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        assert!(recv(&mut receiver, &mut cx).is_pending());
+        sender.start_send(Bytes::from_static(b"one")).unwrap();
+        sender.start_send(Bytes::from_static(b"two")).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting receiver was not woken once");
+        for expected in [&b"one"[..], b"two"] {
+            match recv(&mut receiver, &mut cx) {
+                Poll::Ready(Ok(Some(frame))) => assert_eq!(frame, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(recv(&mut receiver, &mut cx).is_pending());
+        drop(sender);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing did not wake the receiver");
+        assert!(matches!(recv(&mut receiver, &mut cx), Poll::Ready(Ok(None))));
+    }
+
+    #[test]
+    fn the_sender_waits_above_the_high_water_mark_until_the_receiver_drains_below_it() {
+        let (mut sender, mut receiver) = pair();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let frame = Bytes::from(vec![0u8; HIGH_WATER / 4]);
+        let mut sent = 0;
+        while sender.poll_ready(&mut cx).is_ready() {
+            sender.start_send(frame.clone()).unwrap();
+            sent += 1;
+            assert!(sent <= 5, "no backpressure after {sent} frames of a quarter of the mark");
+        }
+        assert_eq!(sent, 4);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert!(matches!(recv(&mut receiver, &mut cx), Poll::Ready(Ok(Some(_)))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "draining below the mark did not wake the sender");
+        assert!(sender.poll_ready(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_dropped_receiver_fails_the_sender_and_frees_what_was_queued() {
+        let (mut sender, receiver) = pair();
+        let frame = Bytes::from(vec![1u8; 1024]);
+        sender.start_send(frame.clone()).unwrap();
+        drop(receiver);
+        assert!(frame.is_unique(), "the queued frame outlived the receiver");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(sender.poll_ready(&mut cx), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe));
+        assert_eq!(sender.start_send(frame).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_frame_above_the_receivers_maximum_fails_the_receiver_and_the_sender() {
+        let (mut sender, mut receiver) = pair();
+        receiver.max_frame_len = 8;
+        sender.start_send(Bytes::from_static(b"more than eight")).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        match recv(&mut receiver, &mut cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(sender.poll_ready(&mut cx), Poll::Ready(Err(_))));
+    }
+}

@@ -656,7 +656,7 @@ impl Conn {
                     })))
                 })
                 .await;
-                let outcome = match polled {
+                match polled {
                     Ok(Poll::Pending) => (Ok(Call::Unary(handler)), true),
                     Ok(Poll::Ready(result)) => {
                         self.finished(&span, method_name, header.method, started, &result);
@@ -667,8 +667,7 @@ impl Conn {
                         self.finished(&span, method_name, header.method, started, &result);
                         return self.answer_at_once(id, result, permit).await;
                     }
-                };
-                outcome
+                }
             }
             dispatch => (dispatch, false),
         };
