@@ -11,6 +11,9 @@
 //! | `rpc.server.call` (child of the connection) | debug | `service`, `method`, `call_id`, `transport`, `peer`, `trace_id`, `parent_span_id`, then `outcome`, `duration_us` |
 //! | `rpc.client.call` | debug | `service`, `method`, `call_id`, `transport`, `peer`, `trace_id`, `span_id`, then `outcome`, `duration_us` |
 //!
+//! They are built only while some `tracing` subscriber listens at `debug` (see `spans_wanted`);
+//! without one, a call carries [`Span::none`](tracing::Span::none).
+//!
 //! # Events (target `rpc_core::…`)
 //!
 //! A healthy server logs nothing at `info`: connections and calls that go well are `debug`, and
