@@ -133,20 +133,30 @@ impl Client {
         let discovery: Discovery = futures_util::stream::poll_fn(poll);
         let peers = servers.iter().map(|(name, _, _)| name.as_str()).collect::<Vec<_>>().join(", ");
         let mut watchers = Vec::new();
+        let endpoint =
+            |inner: &Arc<Inner>| PendingRequests::new(Endpoint { inner: Arc::clone(inner) }, WhileTheCallRuns);
         for (key, (_, dial, client)) in servers.into_iter().enumerate() {
             let changes = changes.clone();
-            let mut connected = client.map(|client| client.inner);
+            // A server connected already is in the balancer before the first call, not once its
+            // watcher task has run: a burst of calls made right away would otherwise all go to
+            // the servers whose watchers happened to run first.
+            let mut connected = client.map(|client| {
+                let _ = changes.send(Change::Insert(key, endpoint(&client.inner)));
+                client.inner
+            });
             let options = options.clone();
             let task = tokio::spawn(async move {
                 loop {
                     let inner = match connected.take() {
                         Some(inner) => inner,
-                        None => dial_with_backoff(&dial, &options).await,
+                        None => {
+                            let inner = dial_with_backoff(&dial, &options).await;
+                            if changes.send(Change::Insert(key, endpoint(&inner))).is_err() {
+                                return;
+                            }
+                            inner
+                        }
                     };
-                    let endpoint = PendingRequests::new(Endpoint { inner: Arc::clone(&inner) }, WhileTheCallRuns);
-                    if changes.send(Change::Insert(key, endpoint)).is_err() {
-                        return;
-                    }
                     let _ = inner.until_closed().await;
                     if changes.send(Change::Remove(key)).is_err() {
                         return;
