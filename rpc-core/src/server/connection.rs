@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::permits::{Permit, Permits};
 use super::watch::{Stall, Watch};
 use super::ServerOptions;
 use crate::client::frame_name;
@@ -44,9 +44,6 @@ use crate::telemetry::{self, Counters};
 use crate::wire::TraceContext;
 
 type Services = HashMap<&'static str, Arc<dyn Service>>;
-
-// What `ServerOptions::max_in_flight` allows fits the in-flight semaphore.
-const _: () = assert!(super::MAX_IN_FLIGHT <= Semaphore::MAX_PERMITS);
 
 /// How many frames in a row the read loop may take before it looks whether the server is
 /// shutting down (it also does whenever it has to wait for input).
@@ -159,11 +156,10 @@ async fn serve_connection(
     // Handler tasks hold the connection; if this task is dropped (the server task aborted),
     // they must not keep it open.
     let _abort_on_drop = AbortOnDrop(Arc::clone(&conn));
-    // At least 1 and at most `MAX_IN_FLIGHT` (the setter makes sure), which fits a semaphore and
-    // the `u32` of `acquire_many`.
+    // At least 1 and at most `MAX_IN_FLIGHT` (the setter makes sure).
     let max_in_flight = options.max_in_flight;
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    let watch = Watch::new(&options, max_in_flight, Instant::now());
+    let permits = Permits::new(max_in_flight);
+    let watch = Watch::new(&options, Instant::now());
     let end = read_loop(&conn, &mut *receiver, &permits, &shutdown, watch).await;
     let peer = conn.info.peer.as_str();
     let goaway = match end {
@@ -174,13 +170,13 @@ async fn serve_connection(
             None
         }
         End::Shutdown => {
-            let running = max_in_flight - permits.available_permits();
+            let running = permits.taken();
             if running > 0 {
                 tracing::info!(peer, running, "shutdown: waiting for the connection's calls to finish");
             }
-            let all = permits.acquire_many(max_in_flight as u32);
+            let all = std::future::poll_fn(|cx| permits.poll_all_free(cx));
             if tokio::time::timeout(options.shutdown_grace, all).await.is_err() {
-                let running = max_in_flight - permits.available_permits();
+                let running = permits.taken();
                 tracing::info!(peer, running, "shutdown: grace period over, cancelling the calls still running");
                 conn.abort_all(true);
             }
@@ -381,7 +377,7 @@ fn answer_hello(services: &Services, hello: &Hello, stream_window: u32) -> (Hell
 async fn read_loop(
     conn: &Arc<Conn>,
     receiver: &mut dyn FrameReceiver,
-    permits: &Arc<Semaphore>,
+    permits: &Arc<Permits>,
     shutdown: &CancellationToken,
     mut watch: Watch,
 ) -> End {
@@ -399,17 +395,17 @@ async fn read_loop(
         // Take the permit before reading, so a client at its limit is simply not read from;
         // except while streams run, whose items and credit come in on this connection (a
         // request read then is refused, see below).
-        let permit = match Arc::clone(permits).try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) if conn.streams_running() => None,
-            Err(_) => tokio::select! {
+        let permit = match permits.try_take() {
+            Some(permit) => Some(permit),
+            None if conn.streams_running() => None,
+            None => tokio::select! {
                 biased;
                 () = &mut shut_down => return End::Shutdown,
-                permit = Arc::clone(permits).acquire_owned() => Some(permit.expect("the semaphore is never closed")),
+                permit = permits.take() => Some(permit),
                 () = std::future::poll_fn(|cx| conn.poll_flush_deferred(cx)) => unreachable!("never ready"),
                 // Every call is running or waiting to be answered: only the send timeout applies.
                 () = &mut timer => {
-                    let running = watch.max_in_flight() - permits.available_permits();
+                    let running = permits.taken();
                     conn.out.nudge();
                     let progress = conn.out.progress();
                     if let Some(stall) = watch.check(Instant::now(), running, 0, progress) {
@@ -451,7 +447,7 @@ async fn read_loop(
             // Polled after `recv` found nothing whole to read, so what the receiver holds now is
             // the beginning of a frame. (`- 1`: the permit taken for the next request.)
             () = &mut timer => {
-                let running = watch.max_in_flight() - permits.available_permits() - usize::from(permit.is_some());
+                let running = permits.taken() - usize::from(permit.is_some());
                 conn.out.nudge();
                 let (partial_len, progress) = (receiver.partial_frame_len(), conn.out.progress());
                 if let Some(stall) = watch.check(Instant::now(), running, partial_len, progress) {
@@ -480,7 +476,7 @@ async fn read_loop(
                 return End::violation(format!("the client reused call id {} while that call was running", header.id))
             }
             Ok(Frame::Request { header, args, trace }) => {
-                match permit.or_else(|| Arc::clone(permits).try_acquire_owned().ok()) {
+                match permit.or_else(|| permits.try_take()) {
                     Some(permit) => conn.start_call(header, trace, &frame, args, permit).await,
                     // At the limit while streams run: reading on is what keeps those streams
                     // going, so a new call is refused instead of waiting for a permit.
@@ -593,7 +589,7 @@ impl Conn {
         trace: Option<TraceContext>,
         frame: &Bytes,
         args: &[u8],
-        permit: OwnedSemaphorePermit,
+        permit: Permit,
     ) {
         let id = header.id;
         let descriptor = self.service.descriptor();
@@ -751,7 +747,7 @@ impl Conn {
         method_name: &'static str,
         started: Option<std::time::Instant>,
         result: Result<ResponsePayload, RemoteError>,
-        permit: OwnedSemaphorePermit,
+        permit: Permit,
     ) {
         let id = header.id;
         self.finished(span, method_name, header.method, started, &result);

@@ -7,6 +7,7 @@
 //! why the connection closes, and returns.
 
 mod connection;
+mod permits;
 mod watch;
 
 use std::collections::HashMap;

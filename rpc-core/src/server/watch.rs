@@ -85,7 +85,6 @@ pub(super) struct Watch {
     frame_timeout: Duration,
     idle_timeout: Option<Duration>,
     send_timeout: Duration,
-    max_in_flight: usize,
     /// Since when nothing has come in: no frame, no call running, no new byte of a partial frame.
     quiet_since: Instant,
     /// Since when the partial frame has not grown (calls running do not count here: a client
@@ -107,14 +106,13 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    /// The watch of a connection that starts at `now` and may run `max_in_flight` calls at once.
-    pub(super) fn new(options: &ServerOptions, max_in_flight: usize, now: Instant) -> Self {
+    /// The watch of a connection that starts at `now`.
+    pub(super) fn new(options: &ServerOptions, now: Instant) -> Self {
         let cap = |d: Duration| d.min(MAX_TIMEOUT);
         let mut watch = Watch {
             frame_timeout: cap(options.frame_timeout),
             idle_timeout: options.idle_timeout.map(cap),
             send_timeout: cap(options.send_timeout),
-            max_in_flight,
             quiet_since: now,
             frame_since: now,
             partial_len: 0,
@@ -127,11 +125,6 @@ impl Watch {
         };
         watch.next_check = watch.plan(now, 0);
         watch
-    }
-
-    /// The calls the connection may run at once, as given to [`Watch::new`].
-    pub(super) fn max_in_flight(&self) -> usize {
-        self.max_in_flight
     }
 
     /// When [`Watch::check`] should next be called.
@@ -249,7 +242,7 @@ mod tests {
     /// ends at the first close.
     fn run(name: &str, options: &ServerOptions, ticks: &[Tick]) {
         let start = Instant::now();
-        let mut watch = Watch::new(options, 8, start);
+        let mut watch = Watch::new(options, start);
         for (row, tick) in ticks.iter().enumerate() {
             for _ in 0..tick.frames {
                 watch.frame_received();
@@ -396,7 +389,7 @@ mod tests {
         run("a stuck frame", &o, &[at(SECOND).partial(5), at(50 * year).partial(5)]);
         run("idle", &o, &[at(50 * year)]);
         run("unread answers", &o, &[at(SECOND).unsent(9, 0), at(50 * year).unsent(9, 0)]);
-        let watch = Watch::new(&o, 1, Instant::now());
+        let watch = Watch::new(&o, Instant::now());
         assert!(watch.next_check() > Instant::now() + 90 * year);
     }
 
@@ -404,7 +397,7 @@ mod tests {
     fn the_next_check_is_never_sooner_than_the_minimum_interval() {
         let zero = options(Duration::ZERO, None, Duration::ZERO);
         let start = Instant::now();
-        let watch = Watch::new(&zero, 1, start);
+        let watch = Watch::new(&zero, start);
         assert_eq!(watch.next_check(), start + MIN_CHECK_INTERVAL);
         // Nothing to close for (no partial frame, no unsent answers, calls running keep a tiny
         // idle timeout from running out), yet every check plans the next one a while off.
@@ -423,7 +416,7 @@ mod tests {
             for kind in [CloseCode::FrameTimeout, CloseCode::IdleTimeout, CloseCode::SendTimeout] {
                 let o = options(timeout, Some(timeout), timeout);
                 let start = Instant::now();
-                let mut watch = Watch::new(&o, 4, start);
+                let mut watch = Watch::new(&o, start);
                 let mut previous = Duration::ZERO;
                 let (noticed, stall) = loop {
                     let t = watch.next_check() - start;
@@ -461,15 +454,14 @@ mod tests {
     fn reasons_name_the_timeout() {
         let o = options(1500 * MS, Some(2 * SECOND), 2500 * MS);
         let start = Instant::now();
-        let mut watch = Watch::new(&o, 1, start);
-        assert_eq!(watch.max_in_flight(), 1);
+        let mut watch = Watch::new(&o, start);
         let stall = watch.check(start + 3 * SECOND, 0, 0, (10, 0)).unwrap();
         assert_eq!(stall.reason(), "the client read none of 10 bytes of answers for 2500 ms (the send timeout)");
-        let mut watch = Watch::new(&o, 1, start);
+        let mut watch = Watch::new(&o, start);
         watch.check(start + MS, 0, 4, (0, 0));
         let stall = watch.check(start + 2 * SECOND, 0, 4, (0, 0)).unwrap();
         assert_eq!(stall.reason(), "4 bytes of a frame, then nothing for 1500 ms (the frame timeout)");
-        let mut watch = Watch::new(&o, 1, start);
+        let mut watch = Watch::new(&o, start);
         let stall = watch.check(start + 2 * SECOND, 0, 0, (0, 0)).unwrap();
         assert_eq!(stall.reason(), "idle for 2000 ms (the idle timeout)");
     }
