@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::permits::{Permit, Permits};
 use super::watch::{Stall, Watch};
+use super::woken::Woken;
 use super::ServerOptions;
 use crate::client::frame_name;
 use crate::context::CallContext;
@@ -383,12 +384,11 @@ async fn read_loop(
 ) -> End {
     // One timer for the connection's life, re-armed only when it fires: a busy connection pays
     // a counter increment per frame, no timer registration.
-    let timer = tokio::time::sleep_until(watch.next_check());
-    tokio::pin!(timer);
+    let mut timer = Woken::new(tokio::time::sleep_until(watch.next_check()));
     // Likewise one wait for shutdown, registered once: a new one per frame (a waiter linked
     // into the token's list and unlinked again) cost ~190 instructions a call (callgrind).
-    let shut_down = shutdown.cancelled();
-    tokio::pin!(shut_down);
+    // Both are polled again only once they fire (see `Woken`).
+    let mut shut_down = Woken::new(shutdown.cancelled());
     // Frames read since the shutdown token was last looked at.
     let mut unchecked = 0u32;
     loop {
@@ -411,7 +411,7 @@ async fn read_loop(
                     if let Some(stall) = watch.check(Instant::now(), running, 0, progress) {
                         return stall.into();
                     }
-                    timer.as_mut().reset(watch.next_check());
+                    timer.get_mut().reset(watch.next_check());
                     continue;
                 }
             },
@@ -453,7 +453,7 @@ async fn read_loop(
                 if let Some(stall) = watch.check(Instant::now(), running, partial_len, progress) {
                     return stall.into();
                 }
-                timer.as_mut().reset(watch.next_check());
+                timer.get_mut().reset(watch.next_check());
                 continue;
             }
         };

@@ -9,6 +9,7 @@
 mod connection;
 mod permits;
 mod watch;
+mod woken;
 
 use std::collections::HashMap;
 use std::future::Future;
