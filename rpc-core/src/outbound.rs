@@ -11,7 +11,7 @@
 //! dropped) therefore never strands the others. A caller joins the waiting list only when the
 //! transport said pending, so the common case (ready at once) clones no waker and wakes nobody.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -51,6 +51,10 @@ struct Waiters {
     /// from another thread as soon as it holds the waker) shows as a changed count, and the
     /// caller is woken at once instead of missing it.
     broadcasts: AtomicU64,
+    /// The list may hold wakers: a broadcast that finds it unset takes no lock. Every completed
+    /// flush broadcasts, nearly always to nobody; locking the list for that cost 84 of the 7,242
+    /// instructions of an `add` over `mem://` (callgrind).
+    listed: AtomicBool,
 }
 
 impl Wake for Waiters {
@@ -59,11 +63,15 @@ impl Wake for Waiters {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        // The count first, then the flag; `register` sets the flag, then reads the count (all
+        // `SeqCst`): a caller registering now either sees the new count or is seen here.
+        self.broadcasts.fetch_add(1, Ordering::SeqCst);
+        if !self.listed.load(Ordering::SeqCst) {
+            return;
+        }
         let wakers = {
             let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-            // Under the lock `register` checks it under: a caller either sees the new count or
-            // is in the list taken here.
-            self.broadcasts.fetch_add(1, Ordering::Relaxed);
+            self.listed.store(false, Ordering::SeqCst);
             std::mem::take(&mut *list)
         };
         for waker in wakers {
@@ -75,14 +83,17 @@ impl Wake for Waiters {
 impl Waiters {
     /// What to pass to [`register`](Self::register) after polling the transport.
     fn epoch(&self) -> u64 {
-        self.broadcasts.load(Ordering::Relaxed)
+        self.broadcasts.load(Ordering::SeqCst)
     }
 
     /// Registers a caller whose poll of the transport, begun when the count of broadcasts was
     /// `epoch`, was pending.
     fn register(&self, waker: &Waker, epoch: u64) {
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if self.broadcasts.load(Ordering::Relaxed) != epoch {
+        // Set under the lock, so a broadcast that clears it (also under the lock) takes every
+        // waker registered before.
+        self.listed.store(true, Ordering::SeqCst);
+        if self.broadcasts.load(Ordering::SeqCst) != epoch {
             // The transport fired after the poll began: what it waited for may be there now.
             drop(list);
             waker.wake_by_ref();
@@ -398,6 +409,53 @@ mod tests {
         }
         assert_eq!(sent.lock().unwrap().len(), 3);
         assert_eq!(count.get(), 0, "a caller that never waited was woken");
+    }
+
+    /// A transport that is pending until the test fires the waker it kept.
+    #[derive(Default)]
+    struct Later(Arc<Mutex<(bool, Option<Waker>)>>);
+
+    impl FrameSender for Later {
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let mut state = self.0.lock().unwrap();
+            if state.0 {
+                return Poll::Ready(Ok(()));
+            }
+            state.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        fn start_send(&mut self, _: Bytes) -> io::Result<()> {
+            Ok(())
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn every_waiting_caller_is_woken_once_by_the_transport() {
+        let later = Later::default();
+        let state = Arc::clone(&later.0);
+        let out = SharedSender::new(Box::new(later));
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count::default())).collect();
+        for count in &counts {
+            let waker = Waker::from(Arc::clone(count));
+            let mut frame = Some(Bytes::from_static(b"frame").into());
+            assert!(out.poll_enqueue(&mut Context::from_waker(&waker), &mut frame).is_pending());
+        }
+        let fire = |state: &Arc<Mutex<(bool, Option<Waker>)>>| state.lock().unwrap().1.take().unwrap().wake();
+        fire(&state);
+        assert_eq!(counts.iter().map(|c| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
+        // The list was emptied: a later broadcast (a flush completing) wakes none of them again.
+        let waker = Waker::from(Arc::new(Count::default()));
+        let mut frame = Some(Bytes::from_static(b"frame").into());
+        assert!(out.poll_enqueue(&mut Context::from_waker(&waker), &mut frame).is_pending());
+        state.lock().unwrap().0 = true;
+        fire(&state);
+        assert_eq!(counts.iter().map(|c| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
     }
 
     #[tokio::test]
