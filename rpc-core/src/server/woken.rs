@@ -67,8 +67,10 @@ impl<F: Future> Woken<F> {
         if same_task && !fired {
             return Poll::Pending;
         }
+        // Registered again after a wake too (waking took the waker out), and before the inner
+        // future is polled: a wake during or after that poll then reaches the task.
+        self.signal.task.register(cx.waker());
         if !same_task {
-            self.signal.task.register(cx.waker());
             self.task = Some(cx.waker().clone());
         }
         self.inner.as_mut().poll(&mut Context::from_waker(&self.waker))
@@ -135,6 +137,26 @@ mod tests {
         assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was not woken");
         assert!(woken.poll_woken(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_wake_that_finds_the_inner_future_pending_leaves_the_next_one_to_wake_the_task() {
+        let (polls, open, slot) = Default::default();
+        let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
+        let mut woken = Woken::new(gate);
+        let task = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+        assert!(woken.poll_woken(&mut cx).is_pending());
+        // A wake with nothing to report: the inner future is polled and is still pending.
+        slot.lock().unwrap().take().unwrap().wake();
+        assert!(woken.poll_woken(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        // The real one must still reach the task.
+        open.store(true, Ordering::SeqCst);
+        slot.lock().unwrap().take().unwrap().wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 2, "the second wake was lost");
+        assert!(woken.poll_woken(&mut cx).is_ready());
     }
 
     #[test]
