@@ -169,7 +169,7 @@ mod tests {
         assert!(woken.poll_woken(&mut Context::from_waker(&w1)).is_pending());
         assert!(woken.poll_woken(&mut Context::from_waker(&w2)).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 2, "another task's waker must be registered");
-        drop(woken.get_mut());
+        assert!(!woken.get_mut().open.load(Ordering::SeqCst), "changed: polled again next time");
         assert!(woken.poll_woken(&mut Context::from_waker(&w2)).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 3, "not polled after a change");
         // The wake goes to the task that polled last.
