@@ -288,7 +288,11 @@ fn connection(
         room_bell,
     );
     let (sender, receiver) = framed(reader, writer, max_frame_len);
-    // Writing into the ring costs no system call: publish each frame as it is queued.
+    // Writing into the ring costs no system call: publish each frame as it is queued. (Tried
+    // and measured slower: staging frames and publishing on flush or before this side's reader
+    // waits, to batch a server's answers. It needs the writer behind a lock the reader shares;
+    // the lock alone took the ring's round trip in rpc-bench from 1.42/1.47 to 1.67/1.66 µs, the
+    // batching on top to 1.86-1.99, and 1000 calls in flight did not clearly gain.)
     let sender = sender.write_through(ShmWriter::try_write_vectored);
     Connection {
         sender: Box::new(sender),
