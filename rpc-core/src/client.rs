@@ -1324,15 +1324,6 @@ mod tests {
         assert_eq!(CallOptions::new().with_timeout(Duration::from_secs(1)).with_deadline(deadline), new);
     }
 
-    /// A waker that counts its wakes.
-    struct Count(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// What `poll_frame` does for a call that finds another call reading.
     fn park(inbound: &mut Inbound, id: u64) {
         if inbound.calls.get_mut(&id).expect("a registered call").park() {
@@ -1342,9 +1333,8 @@ mod tests {
 
     #[test]
     fn a_stream_that_let_an_answered_call_run_first_reads_on_when_that_call_is_done() {
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(Arc::clone(&count));
-        let woken = || count.0.load(Ordering::Relaxed);
+        let (count, waker) = crate::wake_count::WakeCount::new();
+        let woken = || count.get();
         let mut inbound = Inbound { reader: Some(1), ..Inbound::default() };
         // 1: a stream reading; 2: a call it has just answered; 3: a call parked behind it.
         for id in 1..=3 {
@@ -1379,8 +1369,7 @@ mod tests {
 
     #[test]
     fn the_reader_role_is_handed_on_once_and_only_by_the_reader() {
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = crate::wake_count::WakeCount::new();
         let mut inbound = Inbound { reader: Some(0), ..Inbound::default() };
         for id in 0..100 {
             inbound.calls.insert(id, Slot { waker: Some(waker.clone()), ..Slot::default() });
@@ -1390,7 +1379,7 @@ mod tests {
             park(&mut inbound, id);
         }
         assert_eq!(inbound.parked.len(), 99, "once per wait, however often polled");
-        let woken = || count.0.load(Ordering::Relaxed);
+        let woken = || count.get();
         // A call that is not the reader finishes: nobody is woken.
         inbound.remove(7);
         assert_eq!((woken(), inbound.reader), (0, Some(0)));

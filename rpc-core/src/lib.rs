@@ -26,6 +26,8 @@ pub mod service;
 pub mod stream;
 pub mod telemetry;
 pub mod transport;
+#[cfg(test)]
+mod wake_count;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientOptions, Streaming};

@@ -323,6 +323,7 @@ mod tests {
 
     use super::SharedSender;
     use crate::transport::FrameSender;
+    use crate::wake_count::WakeCount;
 
     /// A transport that takes every frame at once and keeps it.
     struct Keep(Arc<Mutex<Vec<Bytes>>>);
@@ -340,25 +341,6 @@ mod tests {
         }
         fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Counts its wakes.
-    #[derive(Default)]
-    struct Count(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    impl Count {
-        fn get(&self) -> usize {
-            self.0.load(std::sync::atomic::Ordering::SeqCst)
         }
     }
 
@@ -387,8 +369,7 @@ mod tests {
         // The caller joins the waiting list only after the transport said pending; the
         // broadcast fired before that must still reach it.
         let out = SharedSender::new(Box::new(FiresAtOnce));
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::new();
         let mut frame = Some(Bytes::from_static(b"frame").into());
         assert!(out.poll_enqueue(&mut Context::from_waker(&waker), &mut frame).is_pending());
         assert_eq!(count.get(), 1, "the caller was not woken by the broadcast it missed");
@@ -399,8 +380,7 @@ mod tests {
         // Ready at once: no waker is kept, so no later broadcast polls the caller again.
         let sent = Arc::new(Mutex::new(Vec::new()));
         let out = SharedSender::new(Box::new(Keep(Arc::clone(&sent))));
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..3 {
             let mut frame = Some(Bytes::from_static(b"frame").into());
@@ -440,22 +420,21 @@ mod tests {
         let later = Later::default();
         let state = Arc::clone(&later.0);
         let out = SharedSender::new(Box::new(later));
-        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count::default())).collect();
-        for count in &counts {
-            let waker = Waker::from(Arc::clone(count));
+        let counts: Vec<_> = (0..3).map(|_| WakeCount::new()).collect();
+        for (_, waker) in &counts {
             let mut frame = Some(Bytes::from_static(b"frame").into());
-            assert!(out.poll_enqueue(&mut Context::from_waker(&waker), &mut frame).is_pending());
+            assert!(out.poll_enqueue(&mut Context::from_waker(waker), &mut frame).is_pending());
         }
         let fire = |state: &Arc<Mutex<(bool, Option<Waker>)>>| state.lock().unwrap().1.take().unwrap().wake();
         fire(&state);
-        assert_eq!(counts.iter().map(|c| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(counts.iter().map(|(c, _)| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
         // The list was emptied: a later broadcast (a flush completing) wakes none of them again.
-        let waker = Waker::from(Arc::new(Count::default()));
+        let (_, waker) = WakeCount::new();
         let mut frame = Some(Bytes::from_static(b"frame").into());
         assert!(out.poll_enqueue(&mut Context::from_waker(&waker), &mut frame).is_pending());
         state.lock().unwrap().0 = true;
         fire(&state);
-        assert_eq!(counts.iter().map(|c| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(counts.iter().map(|(c, _)| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
     }
 
     #[tokio::test]

@@ -91,19 +91,8 @@ impl Drop for Permit {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Wake, Waker};
-
     use super::*;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::wake_count::WakeCount;
 
     #[test]
     fn slots_run_out_and_come_back() {
@@ -123,13 +112,12 @@ mod tests {
     fn a_waiting_taker_is_woken_by_the_first_slot_given_back_and_gets_it() {
         let permits = Permits::new(1);
         let held = permits.try_take().unwrap();
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         assert!(permits.poll_take(&mut cx).is_pending());
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.get(), 0);
         drop(held);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "not woken when the slot came back");
+        assert_eq!(count.get(), 1, "not woken when the slot came back");
         assert!(permits.poll_take(&mut cx).is_ready());
     }
 
@@ -137,20 +125,19 @@ mod tests {
     fn the_shutdown_is_woken_by_the_last_call_only() {
         let permits = Permits::new(3);
         let held: Vec<_> = (0..3).map(|_| permits.try_take().unwrap()).collect();
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         assert!(permits.poll_all_free(&mut cx).is_pending());
         let mut held = held.into_iter();
         drop(held.next());
         // Back from zero: a wake (the taker could be waiting for a slot); the shutdown looks,
         // finds calls still running and waits again.
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(permits.poll_all_free(&mut cx).is_pending());
         drop(held.next());
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken while a call still runs");
+        assert_eq!(count.get(), 1, "woken while a call still runs");
         drop(held.next());
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "not woken by the last call");
+        assert_eq!(count.get(), 2, "not woken by the last call");
         assert!(permits.poll_all_free(&mut cx).is_ready());
     }
 

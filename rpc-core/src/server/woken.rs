@@ -90,6 +90,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::wake_count::WakeCount;
 
     /// Counts its polls; ready once `open` is set, waking the waker it was last polled with.
     struct Gate {
@@ -110,22 +111,12 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn the_inner_future_is_polled_again_only_after_it_fired() {
         let (polls, open, slot) = Default::default();
         let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
         let mut woken = Woken::new(gate);
-        let task = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..5 {
             assert!(woken.poll_woken(&mut cx).is_pending());
@@ -134,7 +125,7 @@ mod tests {
         // It fires: the task is woken and the next poll reaches the inner future.
         open.store(true, Ordering::SeqCst);
         slot.lock().unwrap().take().unwrap().wake();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was not woken");
+        assert_eq!(task.get(), 1, "the task was not woken");
         assert!(woken.poll_woken(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
@@ -144,8 +135,7 @@ mod tests {
         let (polls, open, slot) = Default::default();
         let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
         let mut woken = Woken::new(gate);
-        let task = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         assert!(woken.poll_woken(&mut cx).is_pending());
         // A wake with nothing to report: the inner future is polled and is still pending.
@@ -155,7 +145,7 @@ mod tests {
         // The real one must still reach the task.
         open.store(true, Ordering::SeqCst);
         slot.lock().unwrap().take().unwrap().wake();
-        assert_eq!(task.0.load(Ordering::SeqCst), 2, "the second wake was lost");
+        assert_eq!(task.get(), 2, "the second wake was lost");
         assert!(woken.poll_woken(&mut cx).is_ready());
     }
 
@@ -164,8 +154,7 @@ mod tests {
         let (polls, open, slot) = Default::default();
         let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
         let mut woken = Woken::new(gate);
-        let (one, two) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        let (w1, w2) = (Waker::from(Arc::clone(&one)), Waker::from(Arc::clone(&two)));
+        let ((one, w1), (two, w2)) = (WakeCount::new(), WakeCount::new());
         assert!(woken.poll_woken(&mut Context::from_waker(&w1)).is_pending());
         assert!(woken.poll_woken(&mut Context::from_waker(&w2)).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 2, "another task's waker must be registered");
@@ -174,7 +163,7 @@ mod tests {
         assert_eq!(polls.load(Ordering::SeqCst), 3, "not polled after a change");
         // The wake goes to the task that polled last.
         slot.lock().unwrap().take().unwrap().wake();
-        assert_eq!((one.0.load(Ordering::SeqCst), two.0.load(Ordering::SeqCst)), (0, 1));
+        assert_eq!((one.get(), two.get()), (0, 1));
     }
 
     #[tokio::test(start_paused = true)]
