@@ -4,9 +4,10 @@
 //! `select!` polls each of its branches whenever the task runs. For a connection that waits for
 //! its next request after every call, that re-polled the shutdown's `WaitForCancellationFuture`
 //! (a mutex and the waiter list of a `Notify`) and the timer's `Sleep` (the time driver's entry)
-//! once a call: 276 of the 7,518 instructions of an `add` over `mem://` (callgrind). Here the inner future
-//! gets a waker of our own, which notes that it fired before it wakes the task; until then, and
-//! while the task's waker stays the same, a poll returns `Pending` without touching the inner one.
+//! once a call: 276 of the 7,518 instructions of an `add` over `mem://` (callgrind). Here the
+//! inner future gets a waker of our own, which notes that it fired before it wakes the task;
+//! until then, and while the task's waker stays the same, a poll returns `Pending` without
+//! touching the inner one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +18,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 
 /// `inner`, polled only after it woke us, when the task's waker changed, or after
-/// [`Woken::repoll`].
+/// [`Woken::get_mut`].
 pub(crate) struct Woken<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
