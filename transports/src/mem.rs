@@ -356,37 +356,38 @@ mod tests {
         (sender, receiver)
     }
 
-    fn recv(receiver: &mut MemReceiver, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        receiver.poll_recv(cx)
+    /// A count of wakes and a waker that adds to it.
+    fn counter() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        (count, waker)
     }
 
     #[test]
     fn frames_arrive_in_order_and_the_receiver_is_woken() {
         let (mut sender, mut receiver) = pair();
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
-        assert!(recv(&mut receiver, &mut cx).is_pending());
+        assert!(receiver.poll_recv(&mut cx).is_pending());
         sender.start_send(Bytes::from_static(b"one")).unwrap();
         sender.start_send(Bytes::from_static(b"two")).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting receiver was not woken once");
         for expected in [&b"one"[..], b"two"] {
-            match recv(&mut receiver, &mut cx) {
+            match receiver.poll_recv(&mut cx) {
                 Poll::Ready(Ok(Some(frame))) => assert_eq!(frame, expected),
                 other => panic!("{other:?}"),
             }
         }
-        assert!(recv(&mut receiver, &mut cx).is_pending());
+        assert!(receiver.poll_recv(&mut cx).is_pending());
         drop(sender);
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing did not wake the receiver");
-        assert!(matches!(recv(&mut receiver, &mut cx), Poll::Ready(Ok(None))));
+        assert!(matches!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(None))));
     }
 
     #[test]
     fn the_sender_waits_above_the_high_water_mark_until_the_receiver_drains_below_it() {
         let (mut sender, mut receiver) = pair();
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
         let frame = Bytes::from(vec![0u8; HIGH_WATER / 4]);
         let mut sent = 0;
@@ -397,7 +398,7 @@ mod tests {
         }
         assert_eq!(sent, 4);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
-        assert!(matches!(recv(&mut receiver, &mut cx), Poll::Ready(Ok(Some(_)))));
+        assert!(matches!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(Some(_)))));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "draining below the mark did not wake the sender");
         assert!(sender.poll_ready(&mut cx).is_ready());
     }
@@ -420,7 +421,7 @@ mod tests {
         receiver.max_frame_len = 8;
         sender.start_send(Bytes::from_static(b"more than eight")).unwrap();
         let mut cx = Context::from_waker(Waker::noop());
-        match recv(&mut receiver, &mut cx) {
+        match receiver.poll_recv(&mut cx) {
             Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}"),
             other => panic!("{other:?}"),
         }

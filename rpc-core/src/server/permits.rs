@@ -45,15 +45,7 @@ impl Permits {
     /// A slot, once one is free. Only one task may wait at a time (the waker of the last
     /// pending poll is the one woken).
     pub(crate) fn poll_take(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Permit> {
-        if let Some(permit) = self.try_take() {
-            return Poll::Ready(permit);
-        }
-        self.waiter.register(cx.waker());
-        // A slot given back before the registration woke nobody: look again after it.
-        match self.try_take() {
-            Some(permit) => Poll::Ready(permit),
-            None => Poll::Pending,
-        }
+        self.poll_until(cx, || self.try_take())
     }
 
     /// A slot, once one is free.
@@ -63,14 +55,17 @@ impl Permits {
 
     /// Ready once every slot is free (every call was answered or dropped).
     pub(crate) fn poll_all_free(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.free.load(Ordering::Acquire) == self.max {
-            return Poll::Ready(());
+        self.poll_until(cx, || (self.free.load(Ordering::Acquire) == self.max).then_some(()))
+    }
+
+    /// Ready with what `check` finds, registering the waiter in between two looks: a slot given
+    /// back before the registration woke nobody, so the second look sees it.
+    fn poll_until<T>(&self, cx: &mut Context<'_>, check: impl Fn() -> Option<T>) -> Poll<T> {
+        if let Some(found) = check() {
+            return Poll::Ready(found);
         }
         self.waiter.register(cx.waker());
-        if self.free.load(Ordering::Acquire) == self.max {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        check().map_or(Poll::Pending, Poll::Ready)
     }
 
     /// Calls holding a slot now.

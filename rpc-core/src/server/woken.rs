@@ -97,8 +97,11 @@ mod tests {
     struct Gate {
         polls: Arc<AtomicUsize>,
         open: Arc<AtomicBool>,
-        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+        waker: Slot,
     }
+
+    /// Where a `Gate` keeps the waker it was last polled with.
+    type Slot = Arc<std::sync::Mutex<Option<Waker>>>;
 
     impl Future for Gate {
         type Output = ();
@@ -112,11 +115,16 @@ mod tests {
         }
     }
 
+    /// A `Woken` gate, with its poll count, its switch and the waker it was last polled with.
+    fn gate() -> (Woken<Gate>, Arc<AtomicUsize>, Arc<AtomicBool>, Slot) {
+        let (polls, open, slot): (Arc<AtomicUsize>, Arc<AtomicBool>, Slot) = Default::default();
+        let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
+        (Woken::new(gate), polls, open, slot)
+    }
+
     #[test]
     fn the_inner_future_is_polled_again_only_after_it_fired() {
-        let (polls, open, slot) = Default::default();
-        let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
-        let mut woken = Woken::new(gate);
+        let (mut woken, polls, open, slot) = gate();
         let (task, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..5 {
@@ -133,9 +141,7 @@ mod tests {
 
     #[test]
     fn a_wake_that_finds_the_inner_future_pending_leaves_the_next_one_to_wake_the_task() {
-        let (polls, open, slot) = Default::default();
-        let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
-        let mut woken = Woken::new(gate);
+        let (mut woken, polls, open, slot) = gate();
         let (task, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         assert!(woken.poll_woken(&mut cx).is_pending());
@@ -152,9 +158,7 @@ mod tests {
 
     #[test]
     fn a_new_task_waker_or_a_change_reaches_the_inner_future() {
-        let (polls, open, slot) = Default::default();
-        let gate = Gate { polls: Arc::clone(&polls), open: Arc::clone(&open), waker: Arc::clone(&slot) };
-        let mut woken = Woken::new(gate);
+        let (mut woken, polls, _, slot) = gate();
         let ((one, w1), (two, w2)) = (WakeCount::new(), WakeCount::new());
         assert!(woken.poll_woken(&mut Context::from_waker(&w1)).is_pending());
         assert!(woken.poll_woken(&mut Context::from_waker(&w2)).is_pending());
