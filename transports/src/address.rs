@@ -14,7 +14,7 @@ use crate::registry::{self, Scheme, REGISTRY};
 
 /// A parsed transport address.
 ///
-/// One variant per entry of the [registry](crate::registry); `#[non_exhaustive]` because new
+/// One variant per entry of the [registry]; `#[non_exhaustive]` because new
 /// transports add variants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -125,7 +125,7 @@ impl Address {
         (entry.parse)(s, body)
     }
 
-    /// This address's entry in the [registry](crate::registry).
+    /// This address's entry in the [registry].
     pub fn registered(&self) -> &'static Scheme {
         registry::lookup(self.scheme()).expect("every Address variant is registered")
     }

@@ -377,7 +377,7 @@ pub enum Frame<'a> {
     StreamItems {
         /// Call id of the request.
         id: u64,
-        /// The items, each prefixed by its length (checked by [`decode`]; iterate with [`items`]).
+        /// The items, each prefixed by its length (checked by [`decode`]; iterate with [`items()`]).
         items: &'a [u8],
     },
     /// Either side: the stream this side sends in call `id` ended normally.
@@ -558,7 +558,7 @@ pub fn items(items: &[u8]) -> Items<'_> {
     Items { items, pos: 0 }
 }
 
-/// The iterator of [`items`].
+/// The iterator of [`items()`].
 #[derive(Debug, Clone)]
 pub struct Items<'a> {
     items: &'a [u8],
