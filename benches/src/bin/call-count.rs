@@ -48,7 +48,8 @@ fn main() -> Result<(), BoxError> {
     if tasks == 0 || calls < tasks {
         return Err("TASKS must be at least 1 and at most CALLS".into());
     }
-    let echo = args.next().map(|bytes| bytes.parse::<usize>()).transpose()?;
+    // `Some`: each call echoes this payload instead of adding.
+    let payload = args.next().map(|bytes| bytes.parse::<usize>()).transpose()?.map(|n| rpc::Bytes::from(vec![7u8; n]));
     let address = if address == "tls" {
         rpc_transports::registry::lookup("tls")
             .and_then(|scheme| scheme.fresh_address("call-count"))
@@ -56,9 +57,11 @@ fn main() -> Result<(), BoxError> {
     } else {
         address
     };
-    let payload = rpc::Bytes::from(vec![7u8; echo.unwrap_or(0)]);
+    // What the registry made for the address (a socket file, tls's throwaway certificate) is
+    // removed after the run.
+    let endpoint = rpc_transports::Address::parse(&address).ok();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let run = runtime.block_on(async move {
         let listener = rpc::listen(&address).await?;
         let address = listener.local_addr();
         let server = tokio::spawn(rpc::Server::new().add_service(Counter.into_service()).serve(listener));
@@ -72,7 +75,7 @@ fn main() -> Result<(), BoxError> {
                 let payload = payload.clone();
                 tokio::spawn(async move {
                     for i in 0..calls / tasks {
-                        if echo.is_some() {
+                        if let Some(payload) = &payload {
                             let back = client.echo(payload.clone()).await?;
                             if back.len() != payload.len() {
                                 return Err(format!("echo of {} bytes returned {}", payload.len(), back.len()).into());
@@ -98,5 +101,9 @@ fn main() -> Result<(), BoxError> {
         );
         server.abort();
         Ok(())
-    })
+    });
+    if let Some(endpoint) = endpoint {
+        rpc_transports::registry::remove_endpoint(&endpoint);
+    }
+    run
 }

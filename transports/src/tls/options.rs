@@ -86,6 +86,10 @@ pub(crate) struct Identity {
 /// each client gives its own certificate with the same `certificate_*` setters, and handlers
 /// read the verified identity from `CallContext::peer_identity`.
 ///
+/// Both sides offer TLS 1.3 and 1.2 with every cipher suite of rustls's ring provider, preferring
+/// AES-128-GCM, then AES-256-GCM, then ChaCha20-Poly1305; a peer that prefers another of them
+/// gets it. These options do not change that.
+///
 /// ```no_run
 /// use rpc_transports::{TlsOptions, TransportOptions};
 ///
