@@ -20,7 +20,7 @@ use rpc::wire::{self, Frame, RemoteError, RequestHeader};
 use rpc::{CallError, CloseCode, RpcError};
 use rpc_tests::{CalculatorClient, GreeterClient, MathError};
 use streams::*;
-use support::{open_fds, raw_stream, rss_kib, unique, RawStream};
+use support::{cpu_time, open_fds, raw_stream, rss_kib, unique, RawStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -822,6 +822,30 @@ async fn idle_connection_is_closed_by_the_idle_timeout(addr: String, mode: Mode)
     assert_eq!(CalculatorClient::connect(&server.addr).await.unwrap().add(1, 2).await.unwrap(), 3);
 }
 
+/// Connections that fall idle right after a burst of calls (when every side polls longest
+/// before it sleeps: `TransportOptions::spin`, `ShmOptions::spin`) cost the server no CPU once
+/// the polling is over: it sleeps until the next call.
+async fn idle_connections_cost_the_server_no_cpu(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let pid = server.pid().expect("a server process");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let calc = CalculatorClient::connect(&server.addr).await.unwrap();
+        for i in 0..200 {
+            assert_eq!(calc.add(i, 1).await.unwrap(), i + 1);
+        }
+        clients.push(calc);
+    }
+    // Past the longest poll (50 µs by default) and the slowest scheduling of a loaded VM.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_time(pid) - before;
+    eprintln!("{}: the server used {used:?} of CPU in 1 s with {} idle connections", server.addr, clients.len());
+    assert!(used < Duration::from_millis(100), "idle connections cost the server {used:?} of CPU in 1 s");
+    assert_eq!(clients[0].add(1, 2).await.unwrap(), 3, "and they still work");
+}
+
 /// Reads until the server closes the connection; returns the goaway's code and reason if one
 /// came.
 async fn closed_with(conn: &mut rpc::transport::Connection) -> Option<(CloseCode, String)> {
@@ -1303,6 +1327,7 @@ macro_rules! process_checks {
         $callback! { $($args)* [killed_client_frees_its_connection,
             silent_connection_is_closed_by_the_handshake_timeout,
             idle_connection_is_closed_by_the_idle_timeout,
+            idle_connections_cost_the_server_no_cpu,
             a_client_that_never_reads_is_held_back_then_closed,
             client_at_its_descriptor_limit_gets_a_clear_error] }
     };

@@ -66,14 +66,7 @@ impl ServerProcess {
 
     /// CPU time (user + system) it has used so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5), in clock ticks; 3 and 4 are the
-        // state and ppid, so after the ")" they are at indices 11 and 12.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf only reads its argument.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / per_second)
+        cpu_time(self.pid())
     }
 
     /// Whether the process is still running (it must survive whatever a client sends).
@@ -137,6 +130,18 @@ pub fn remove_endpoint(addr: &str) {
 }
 
 /// Open descriptors of process `pid`, from /proc/PID/fd.
+/// CPU time (user + system) process `pid` has used so far, in whole clock ticks.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks; 3 and 4 are the
+    // state and ppid, so after the ")" they are at indices 11 and 12.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads its argument.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }

@@ -85,9 +85,10 @@ use tokio::net::unix::pipe;
 use crate::accept::PendingAccept;
 use crate::context::describe;
 use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 use crate::pipes;
 use crate::rendezvous::{self, RECORD_LEN};
+use crate::spin_read::SpinRead;
 use rpc_core::transport::transient::is_exhaustion;
 
 const MAGIC: &[u8; 8] = b"rpcfifo1";
@@ -134,7 +135,9 @@ pub(crate) async fn connect(path: &Path, options: &TransportOptions) -> io::Resu
     let server_gone = server_gone(control);
     pipes::enlarge(to_server.as_fd());
     pipes::enlarge(from_server.as_fd());
-    let max_frame_len = options.effective_max_frame_len();
+    let framing = options.framing();
+    let max_frame_len = framing.max_frame_len;
+    let from_server = SpinRead::new(from_server, |r| r.as_fd(), framing.spin);
     let from_server = AckFirst { inner: from_server, pending: Some((placeholder, pair)), server_gone };
     let (sender, receiver) = framed(from_server, pipes::CloseOnShutdown::new(to_server), max_frame_len);
     Ok(Connection {
@@ -276,7 +279,7 @@ pub(crate) async fn listen(path: &Path, options: &TransportOptions) -> io::Resul
         path: path.to_owned(),
         id,
         addr,
-        max_frame_len: options.effective_max_frame_len(),
+        framing: options.framing(),
     })
 }
 
@@ -359,7 +362,7 @@ pub(crate) struct FifoListener {
     path: PathBuf,
     id: FileId,
     addr: String,
-    max_frame_len: usize,
+    framing: Framing,
 }
 
 impl FifoListener {
@@ -466,11 +469,12 @@ impl FifoListener {
             Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(token, e),
             Err(_) => return PendingAccept::Skip,
         };
-        let (sender, receiver) = framed(from_client, pipes::CloseOnShutdown::new(to_client), self.max_frame_len);
+        let to_client = pipes::CloseOnShutdown::new(to_client);
+        let (sender, receiver) = crate::spin_read::framed(from_client, |r| r.as_fd(), to_client, self.framing);
         PendingAccept::Accepted(Connection {
             sender: Box::new(sender),
             receiver: Box::new(receiver),
-            info: ConnectionInfo::new("fifo", self.addr.clone(), self.max_frame_len),
+            info: ConnectionInfo::new("fifo", self.addr.clone(), self.framing.max_frame_len),
         })
     }
 }
@@ -509,7 +513,7 @@ impl Drop for FifoListener {
 /// The client's read end of `s2c`: consumes the server's acknowledgement byte before any frame,
 /// then lets go of the placeholder read end of `c2s` and of the pair's names.
 struct AckFirst {
-    inner: pipe::Receiver,
+    inner: SpinRead<pipe::Receiver>,
     /// Until the acknowledgement: the placeholder reader and the names (unlinked on drop).
     pending: Option<(fs::File, Pair)>,
     /// Until the acknowledgement: resolves if the server stops reading its connect FIFO.

@@ -96,8 +96,10 @@ mod rendezvous;
 mod shm;
 #[cfg(unix)]
 pub mod spawn;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(unix)]
 mod spin;
+#[cfg(unix)]
+mod spin_read;
 mod tcp;
 mod tls;
 #[cfg(unix)]

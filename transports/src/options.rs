@@ -13,8 +13,9 @@ pub const DEFAULT_RING_SIZE: usize = 256 * 1024;
 pub const MIN_RING_SIZE: usize = 4096;
 /// The largest [`ShmOptions::ring_size`]: 64 MiB.
 pub const MAX_RING_SIZE: usize = 64 << 20;
-/// Default [`ShmOptions::spin`]: about what a ring round trip to a busy peer can take while
-/// still being worth not sleeping for (waking a sleeping peer costs 50-90 µs here).
+/// Default [`ShmOptions::spin`] and [`TransportOptions::spin`]: about what a round trip to a
+/// busy peer can take while still being worth not sleeping for (waking a sleeping peer costs
+/// 50-90 µs here).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 // The range the setter allows is the range the rings support.
@@ -29,6 +30,7 @@ const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE
 /// | setter | affects |
 /// |---|---|
 /// | [`max_frame_len`](Self::max_frame_len) | every mechanism |
+/// | [`spin`](Self::spin) | sockets and pipes: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:` (Unix) |
 /// | [`mode`](Self::mode) | local endpoints this side creates: `unix://`, `fifo://`, `local://`, `shm://`, `mq://` |
 /// | [`keepalive`](Self::keepalive) | network mechanisms: `tcp://`, `tls://` |
 /// | [`tls`](Self::tls), a [`TlsOptions`] | `tls://` only: certificates, keys, trusted roots, mutual TLS |
@@ -52,6 +54,7 @@ const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportOptions {
     pub(crate) max_frame_len: usize,
+    pub(crate) spin: Duration,
     pub(crate) mode: u32,
     pub(crate) shm: ShmOptions,
     pub(crate) keepalive: Option<Duration>,
@@ -62,6 +65,7 @@ impl Default for TransportOptions {
     fn default() -> Self {
         Self {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            spin: DEFAULT_SPIN,
             mode: 0o600,
             shm: ShmOptions::default(),
             keepalive: None,
@@ -97,6 +101,41 @@ impl TransportOptions {
     pub(crate) fn effective_max_frame_len(&self) -> usize {
         self.max_frame_len.min(u32::MAX as usize)
     }
+
+    /// What a byte-stream connection (a socket or a pair of pipes) is built with.
+    pub(crate) fn framing(&self) -> Framing {
+        Framing { max_frame_len: self.effective_max_frame_len(), spin: self.spin }
+    }
+}
+
+/// # Sockets and pipes: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`
+impl TransportOptions {
+    /// The longest a side of a socket or pipe connection polls it for bytes (non-blocking reads)
+    /// before it sleeps until the kernel wakes it. Waking a sleeping thread on another core
+    /// costs tens of microseconds on a VM, more than most answers take to come back: polling
+    /// first took an `add` round trip over `unix://` between two processes from about 60 µs to
+    /// about 6 µs in `rpc-bench` on a 2-vCPU VM. The time actually spent adapts, as `shm://`'s
+    /// does ([`ShmOptions::spin`]): it shrinks while the peer is slow or idle, so an idle
+    /// connection costs no CPU; between looks the task lets the other tasks of its thread run
+    /// and offers its CPU to other threads (`sched_yield`), so a peer on the same CPU is not
+    /// held up. `Duration::ZERO` turns polling off (every wait sleeps at once, as tokio alone
+    /// does). Applies on Unix; set on each side for that side's reads. Default [`DEFAULT_SPIN`].
+    #[must_use]
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+}
+
+/// What a byte-stream connection is built with, taken from [`TransportOptions`] when a
+/// connection is made or a listener created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    /// [`TransportOptions::effective_max_frame_len`].
+    pub(crate) max_frame_len: usize,
+    /// [`TransportOptions::spin`].
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) spin: Duration,
 }
 
 /// # Local endpoints: `unix://`, `fifo://`, `local://`, `shm://`, `mq://`
@@ -224,6 +263,10 @@ mod tests {
         let defaults = TransportOptions::default();
         assert_eq!((defaults.max_frame_len, defaults.mode), (DEFAULT_MAX_FRAME_LEN, 0o600));
         assert_eq!((defaults.shm.ring_size, defaults.shm.spin), (DEFAULT_RING_SIZE, DEFAULT_SPIN));
+        assert_eq!(defaults.framing(), Framing { max_frame_len: DEFAULT_MAX_FRAME_LEN, spin: DEFAULT_SPIN });
+        let quiet = TransportOptions::new().spin(Duration::ZERO).max_frame_len(64);
+        assert_eq!(quiet.framing(), Framing { max_frame_len: 64, spin: Duration::ZERO });
+        assert_eq!(quiet.shm.spin, DEFAULT_SPIN, "the sockets' spin is not shm's");
     }
 
     #[test]

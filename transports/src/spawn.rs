@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc_core::error::RpcError;
-use rpc_core::transport::stream::{framed, StreamReceiver, StreamSender};
+use rpc_core::transport::stream::{StreamReceiver, StreamSender};
 use rpc_core::transport::{Connection, ConnectionInfo, FrameReceiver, FrameSender};
 use rpc_core::wire::{Encoded, FrameTooLarge};
 use tokio::net::unix::pipe;
@@ -62,6 +62,7 @@ use tokio::sync::{oneshot, watch};
 use crate::credentials;
 use crate::options::TransportOptions;
 use crate::pipes;
+use crate::spin_read::{framed, SpinRead};
 
 /// How long a child may take to exit after its connection was dropped before it is killed.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -96,7 +97,7 @@ pub fn connect_command(command: Command) -> Result<Connection, RpcError> {
     connect_command_with(command, &TransportOptions::default())
 }
 
-/// [`connect_command`] with the given options (only `max_frame_len` applies).
+/// [`connect_command`] with the given options (only `max_frame_len` and `spin` apply).
 pub fn connect_command_with(command: Command, options: &TransportOptions) -> Result<Connection, RpcError> {
     let program = command.as_std().get_program().to_string_lossy().into_owned();
     spawn(command, options, GRACE).map_err(|e| {
@@ -150,7 +151,7 @@ fn spawn(mut command: Command, options: &TransportOptions, grace: Duration) -> i
     let mut peer = crate::address::Address::Spawn { program: peer_program.into(), args: peer_args }.to_string();
     peer.push_str(&format!(" (pid {pid})"));
     let max_frame_len = options.effective_max_frame_len();
-    let (sender, receiver) = framed(stdout, pipes::CloseOnShutdown::new(stdin), max_frame_len);
+    let (sender, receiver) = framed(stdout, |r| r.as_fd(), pipes::CloseOnShutdown::new(stdin), options.framing());
     let owner = Arc::new(owner_tx);
     Ok(Connection {
         sender: Box::new(ChildSender { inner: sender, exit: exit_rx.clone(), failing: None, _owner: owner.clone() }),
@@ -289,7 +290,7 @@ impl FrameSender for ChildSender {
 /// held open by someone else, into an error naming its exit status, and stray stdout text into an
 /// error saying so. Once it has failed, it fails the same way on every later poll.
 struct ChildReceiver {
-    inner: StreamReceiver<ChildStdout>,
+    inner: StreamReceiver<SpinRead<ChildStdout>>,
     /// Resolves when the reaper publishes the exit status; `None` once it has resolved.
     exited: Option<ExitFuture>,
     /// The exit description, once published.
@@ -392,7 +393,7 @@ pub fn stdio() -> Result<Connection, RpcError> {
     stdio_with(&TransportOptions::default())
 }
 
-/// [`stdio`] with the given options (only `max_frame_len` applies).
+/// [`stdio`] with the given options (only `max_frame_len` and `spin` apply).
 pub fn stdio_with(options: &TransportOptions) -> Result<Connection, RpcError> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     if TAKEN.swap(true, Ordering::SeqCst) {
@@ -435,7 +436,7 @@ fn take_stdio(options: &TransportOptions) -> Result<Connection, RpcError> {
     pipes::enlarge(sender.as_fd());
     pipes::enlarge(receiver.as_fd());
     let max_frame_len = options.effective_max_frame_len();
-    let (sender, receiver) = framed(receiver, pipes::CloseOnShutdown::new(sender), max_frame_len);
+    let (sender, receiver) = framed(receiver, |r| r.as_fd(), pipes::CloseOnShutdown::new(sender), options.framing());
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),

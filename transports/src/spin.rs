@@ -1,7 +1,8 @@
 //! Polling for a peer in another thread or process before sleeping: waking a sleeping thread
 //! across cores costs tens of microseconds here, while polling for a few microseconds first
 //! catches an answer from a busy peer in well under one. Used by `shm://`, whose peer publishes
-//! without a system call.
+//! without a system call, and by the sockets and pipes ([`crate::spin_read`]), where each look
+//! is a non-blocking `read`.
 //!
 //! The spin happens inside `poll_*`, in the task that needs the bytes (a handoff through another
 //! thread would cost the same tens of microseconds), in slices of a few microseconds: between
@@ -52,11 +53,19 @@ pub(crate) struct Spin {
     since: Option<Instant>,
     /// Long waits in a row with the budget at its floor.
     at_floor: u32,
+    /// Checks between two reads of the clock: many when a check is a load from shared memory,
+    /// one when it is a system call (which costs more than reading the clock).
+    checks_per_clock: u32,
 }
 
 impl Spin {
     pub(crate) fn new(max: Duration) -> Self {
-        Spin { max, budget: max, since: None, at_floor: 0 }
+        Spin { max, budget: max, since: None, at_floor: 0, checks_per_clock: 64 }
+    }
+
+    /// Like [`new`](Self::new), for checks that cost a system call each.
+    pub(crate) fn with_costly_checks(max: Duration) -> Self {
+        Spin { checks_per_clock: 1, ..Spin::new(max) }
     }
 
     /// How long the current (or next) wait spins before it sleeps.
@@ -78,7 +87,7 @@ impl Spin {
         }
         let slice_end = deadline.min(now + SLICE);
         loop {
-            for _ in 0..64 {
+            for _ in 0..self.checks_per_clock {
                 if ready() {
                     return Spun::Ready;
                 }

@@ -6,17 +6,16 @@
 use std::io;
 use std::net::SocketAddr;
 
-use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 
 /// Connects to `host:port` (a name is resolved and each of its addresses tried in turn).
 pub(crate) async fn connect(host_port: &str, options: &TransportOptions) -> io::Result<Connection> {
     let stream = connect_stream(host_port, options).await?;
     let peer = stream.peer_addr()?;
-    Ok(connection(stream, peer, options.effective_max_frame_len()))
+    Ok(connection(stream, peer, options.framing()))
 }
 
 /// A connected TCP stream, tuned by [`tune`] (also for `tls://`).
@@ -53,9 +52,13 @@ pub(crate) async fn listen(host_port: &str, options: &TransportOptions) -> io::R
     Ok(TcpFrameListener { listener, local, options: options.clone() })
 }
 
-fn connection(stream: TcpStream, peer: SocketAddr, max_frame_len: usize) -> Connection {
+fn connection(stream: TcpStream, peer: SocketAddr, framing: Framing) -> Connection {
+    let max_frame_len = framing.max_frame_len;
     let (read, write) = stream.into_split();
-    let (sender, receiver) = framed(read, write, max_frame_len);
+    #[cfg(unix)]
+    let (sender, receiver) = crate::spin_read::framed(read, |r| std::os::fd::AsFd::as_fd(r.as_ref()), write, framing);
+    #[cfg(not(unix))]
+    let (sender, receiver) = rpc_core::transport::stream::framed(read, write, max_frame_len);
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
@@ -85,7 +88,7 @@ impl Listener for TcpFrameListener {
                 // Fails only if the client is already gone; that must not end the server's
                 // accept loop, so skip this connection instead of returning the error.
                 if tune(&stream, &self.options).is_ok() {
-                    return Ok(connection(stream, peer, self.options.effective_max_frame_len()));
+                    return Ok(connection(stream, peer, self.options.framing()));
                 }
             }
         })

@@ -26,12 +26,11 @@
 use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
@@ -39,7 +38,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::context::describe;
 use crate::credentials;
 use crate::endpoint::{self, remove_if_ours, remove_stale, FileId, TempName};
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 
 /// Pending connections the kernel queues for us (Linux caps it at `net.core.somaxconn`).
 pub(crate) const BACKLOG: i32 = 1024;
@@ -61,7 +60,7 @@ pub(crate) async fn connect_as(
     peer: String,
 ) -> io::Result<Connection> {
     let stream = retry_while_busy(|| UnixStream::connect(path)).await?;
-    Ok(connection(stream, transport, peer, options.effective_max_frame_len()))
+    Ok(connection(stream, transport, peer, options.framing()))
 }
 
 /// Creates a socket file at `path` (see the module docs) and listens on it.
@@ -84,14 +83,7 @@ pub(crate) async fn listen_as(
             return Err(e);
         }
     };
-    Ok(UnixFileListener {
-        listener,
-        path: path.to_owned(),
-        id,
-        transport,
-        addr,
-        max_frame_len: options.effective_max_frame_len(),
-    })
+    Ok(UnixFileListener { listener, path: path.to_owned(), id, transport, addr, framing: options.framing() })
 }
 
 /// A listening socket2 socket as a tokio listener.
@@ -101,15 +93,11 @@ pub(crate) fn into_tokio_listener(socket: Socket) -> io::Result<UnixListener> {
 }
 
 /// A framed connection over a connected Unix stream (also used by `local://`).
-pub(crate) fn connection(
-    stream: UnixStream,
-    transport: &'static str,
-    peer: String,
-    max_frame_len: usize,
-) -> Connection {
+pub(crate) fn connection(stream: UnixStream, transport: &'static str, peer: String, framing: Framing) -> Connection {
+    let max_frame_len = framing.max_frame_len;
     let peer_credentials = credentials::of_unix_stream(&stream);
     let (read, write) = stream.into_split();
-    let (sender, receiver) = framed(read, write, max_frame_len);
+    let (sender, receiver) = crate::spin_read::framed(read, |r| r.as_ref().as_fd(), write, framing);
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
@@ -226,7 +214,7 @@ pub(crate) struct UnixFileListener {
     id: FileId,
     transport: &'static str,
     addr: String,
-    max_frame_len: usize,
+    framing: Framing,
 }
 
 impl Listener for UnixFileListener {
@@ -235,7 +223,7 @@ impl Listener for UnixFileListener {
         Box::pin(async move {
             let (stream, _) = self.listener.accept().await?;
             // The client has no address of its own; the connection is known by ours.
-            Ok(connection(stream, self.transport, self.addr.clone(), self.max_frame_len))
+            Ok(connection(stream, self.transport, self.addr.clone(), self.framing))
         })
     }
 

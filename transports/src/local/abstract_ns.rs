@@ -19,7 +19,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::credentials;
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 use crate::unix::{connection, into_tokio_listener, retry_while_busy, BACKLOG};
 
 /// The abstract address for `name`: a leading NUL byte, then the name, not NUL-terminated
@@ -33,7 +33,7 @@ pub(crate) fn abstract_addr(name: &str) -> io::Result<SockAddr> {
 
 pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Result<Connection> {
     let stream = connect_stream(name).await?;
-    Ok(connection(stream, "local", format!("local://{name}"), options.effective_max_frame_len()))
+    Ok(connection(stream, "local", format!("local://{name}"), options.framing()))
 }
 
 /// A Unix stream connected to the abstract name `name` (also the setup socket of `shm://`).
@@ -67,7 +67,7 @@ pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<Abstr
     Ok(AbstractListener {
         socket: AbstractSocket::bind(name, options)?,
         name: name.to_owned(),
-        max_frame_len: options.effective_max_frame_len(),
+        framing: options.framing(),
     })
 }
 
@@ -116,14 +116,14 @@ impl AbstractSocket {
 pub(crate) struct AbstractListener {
     socket: AbstractSocket,
     name: String,
-    max_frame_len: usize,
+    framing: Framing,
 }
 
 impl Listener for AbstractListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
         Box::pin(async move {
             let stream = self.socket.accept().await?;
-            Ok(connection(stream, "local", self.local_addr(), self.max_frame_len))
+            Ok(connection(stream, "local", self.local_addr(), self.framing))
         })
     }
 

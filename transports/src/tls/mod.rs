@@ -37,7 +37,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use self::options::{TlsOptions, TlsParams};
 use crate::address::Address;
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 use crate::tcp;
 
 /// How long an accepted connection may take to finish its TLS handshake.
@@ -52,9 +52,19 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 128;
 /// loop 64 KiB was faster than 32, 128 and 256 KiB.
 const SOCKET_READ_BUFFER: usize = 64 * 1024;
 
+/// The socket under rustls: polled before it sleeps on Unix ([`TransportOptions::spin`]).
+#[cfg(unix)]
+type Socket = crate::spin_read::SpinRead<TcpStream>;
+#[cfg(not(unix))]
+type Socket = TcpStream;
+
 /// The socket as rustls reads it: through a buffer of [`SOCKET_READ_BUFFER`] (writes pass
-/// straight through, vectored).
-fn buffered(stream: TcpStream) -> BufReader<TcpStream> {
+/// straight through, vectored), polled for up to `spin` before a read sleeps.
+fn buffered(stream: TcpStream, spin: Duration) -> BufReader<Socket> {
+    #[cfg(unix)]
+    let stream = crate::spin_read::SpinRead::new(stream, |s| std::os::fd::AsFd::as_fd(s), spin);
+    #[cfg(not(unix))]
+    let _ = spin;
     BufReader::with_capacity(SOCKET_READ_BUFFER, stream)
 }
 
@@ -167,7 +177,7 @@ pub(crate) async fn connect(host_port: &str, params: &TlsParams, options: &Trans
     let stream = tcp::connect_stream(host_port, options).await?;
     let peer = stream.peer_addr()?;
     let stream = TlsConnector::from(Arc::new(config))
-        .connect(server_name, buffered(stream))
+        .connect(server_name, buffered(stream, options.spin))
         .await
         .map_err(|e| handshake_error(e, &name))?;
     let identity = stream.get_ref().1.peer_certificates().and_then(|certs| identity_of(certs.first()?));
@@ -198,7 +208,7 @@ async fn accept_loop(
     options: TransportOptions,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    let max_frame_len = options.effective_max_frame_len();
+    let Framing { max_frame_len, spin } = options.framing();
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
         let (stream, peer) = tokio::select! {
@@ -220,7 +230,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             // A failed or stalled handshake concerns that client only: drop it, keep serving.
-            if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(buffered(stream))).await {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(buffered(stream, spin))).await
+            {
                 let identity = stream.get_ref().1.peer_certificates().and_then(|certs| identity_of(certs.first()?));
                 let _ = sender.send(Ok(connection(stream, peer, &params, identity, max_frame_len))).await;
             }
@@ -350,6 +362,7 @@ impl Listener for TlsFrameListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::DEFAULT_SPIN;
     use rustls::CipherSuite;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -368,14 +381,14 @@ mod tests {
         let echo = payload.len();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let mut stream = TlsAcceptor::from(Arc::new(server)).accept(buffered(stream)).await.unwrap();
+            let mut stream = TlsAcceptor::from(Arc::new(server)).accept(buffered(stream, DEFAULT_SPIN)).await.unwrap();
             let mut data = vec![0; echo];
             stream.read_exact(&mut data).await.unwrap();
             stream.write_all(&data).await.unwrap();
             stream.flush().await.unwrap();
             stream.get_ref().1.negotiated_cipher_suite().unwrap().suite()
         });
-        let stream = buffered(TcpStream::connect(addr).await.unwrap());
+        let stream = buffered(TcpStream::connect(addr).await.unwrap(), DEFAULT_SPIN);
         let name = ServerName::try_from("localhost").unwrap();
         let mut stream = TlsConnector::from(Arc::new(client)).connect(name, stream).await.unwrap();
         stream.write_all(payload).await.unwrap();
