@@ -62,7 +62,7 @@ type Socket = TcpStream;
 /// straight through, vectored), polled for up to `spin` before a read sleeps.
 fn buffered(stream: TcpStream, spin: Duration) -> BufReader<Socket> {
     #[cfg(unix)]
-    let stream = crate::spin_read::SpinRead::new(stream, |s| std::os::fd::AsFd::as_fd(s), spin);
+    let stream = crate::spin_read::SpinRead::new(stream, std::os::fd::AsFd::as_fd, spin);
     #[cfg(not(unix))]
     let _ = spin;
     BufReader::with_capacity(SOCKET_READ_BUFFER, stream)
