@@ -1,8 +1,8 @@
 //! Polling for a peer in another thread or process before sleeping: waking a sleeping thread
 //! across cores costs tens of microseconds here, while polling for a few microseconds first
 //! catches an answer from a busy peer in well under one. Used by `shm://`, whose peer publishes
-//! without a system call, and by the sockets and pipes ([`crate::spin_read`]), where each look
-//! is a non-blocking `read`.
+//! without a system call, and, through [`PollFirst`], by the sockets and pipes
+//! ([`crate::spin_read`]) and `mq://`, where each look is a non-blocking system call.
 //!
 //! The spin happens inside `poll_*`, in the task that needs the bytes (a handoff through another
 //! thread would cost the same tens of microseconds), in slices of a few microseconds: between
@@ -14,6 +14,7 @@
 //! so without the probe a budget that fell below what a round trip takes (after a run of large
 //! messages, say) would never see a short wait again and every later wait would sleep.
 
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// The longest one poll spins before it yields to the other tasks of its thread (the rest of the
@@ -63,10 +64,6 @@ impl Spin {
         Spin { max, budget: max, since: None, at_floor: 0, checks_per_clock: 64 }
     }
 
-    /// Like [`new`](Self::new), for checks that cost a system call each.
-    pub(crate) fn with_costly_checks(max: Duration) -> Self {
-        Spin { checks_per_clock: 1, ..Spin::new(max) }
-    }
 
     /// How long the current (or next) wait spins before it sleeps.
     fn allowance(&self) -> Duration {
@@ -122,6 +119,78 @@ impl Spin {
             }
         }
     }
+}
+
+/// One side of a connection waiting for what a system call can check (bytes to read, room to
+/// write), after its reactor registration said `Pending`: it lets the other tasks of its thread
+/// run once, then looks with `look` for up to its [`Spin`] budget before it sleeps until the
+/// reactor wakes it. Used by the sockets and pipes ([`crate::spin_read`]) and by `mq://`.
+///
+/// The order matters for not losing a wake-up: the caller polls its reactor registration first,
+/// as if there were no polling, so when that is `Pending` the reactor holds the task's waker and
+/// the readiness is cleared. What arrives afterwards raises an edge-triggered event whether or
+/// not `look` took it first: at worst the task is polled once more for nothing.
+#[derive(Debug)]
+pub(crate) struct PollFirst {
+    spin: Spin,
+    /// The current wait has yielded once already.
+    yielded: bool,
+}
+
+impl PollFirst {
+    /// Looks for at most `max` (adaptive) per wait; zero never looks.
+    pub(crate) fn new(max: std::time::Duration) -> Self {
+        PollFirst { spin: Spin { checks_per_clock: 1, ..Spin::new(max) }, yielded: false }
+    }
+
+    /// Called after the reactor registration said `Pending`: `Ready` once `look` (one
+    /// non-blocking system call, true if it got what we wait for) succeeded, `Pending` while
+    /// the task should come back later or sleep. Each look takes a unit of tokio's budget.
+    pub(crate) fn poll_look(&mut self, cx: &mut std::task::Context<'_>, mut look: impl FnMut() -> bool) -> Poll<()> {
+        // The first time in a wait, let the thread's other tasks run before looking: the peer
+        // may be one of them (a client and a server in one thread), and the calls that other
+        // tasks are about to make may be what we wait for.
+        if !std::mem::replace(&mut self.yielded, true) {
+            return yield_to_the_runtime(cx);
+        }
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let spun = self.spin.spin(|| {
+            let found = look();
+            if !found {
+                // Offer the CPU: a peer on this same CPU cannot answer while we spin on it.
+                std::thread::yield_now();
+            }
+            found
+        });
+        match spun {
+            Spun::Ready => {
+                self.done();
+                coop.made_progress();
+                Poll::Ready(())
+            }
+            // A slice is over, the budget is not: look again after the thread's other tasks.
+            Spun::Yield => yield_to_the_runtime(cx),
+            // Sleep until the reactor wakes us.
+            Spun::Spent => Poll::Pending,
+        }
+    }
+
+    /// The current wait is over (the reactor reported what we waited for, or `look` found it).
+    pub(crate) fn done(&mut self) {
+        self.spin.done();
+        self.yielded = false;
+    }
+}
+
+/// Returns `Pending` after arranging for the task to be polled again once the runtime has
+/// polled its I/O driver and run the other tasks that were ready (what `tokio::task::yield_now`
+/// does): a task that woke itself at once would be polled again before the reactor could tell
+/// any other task of its thread that its bytes arrived.
+fn yield_to_the_runtime<T>(cx: &mut std::task::Context<'_>) -> Poll<T> {
+    use std::future::Future;
+    let yielded = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+    debug_assert!(yielded.is_pending(), "a fresh yield_now is pending on its first poll");
+    Poll::Pending
 }
 
 /// How long a waiter has found what it waits for within its spins, without once returning

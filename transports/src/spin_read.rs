@@ -7,16 +7,12 @@
 //! polling `recv` with `MSG_DONTWAIT`: 4.5 µs). An RPC answer or the next request of a busy
 //! caller usually arrives within a few microseconds, so a side that polls for it first rarely
 //! sleeps at all, and neither side pays for the other's wake-up. `shm://` waits the same way
-//! (without system calls); [`crate::spin`] holds the budget both use: adaptive, spent in short
-//! slices between which the task lets the other tasks of its thread run, and back to a plain
-//! sleep for a peer that keeps it waiting longer (an idle connection costs no CPU).
-//!
-//! The order matters for not losing a wake-up: the inner half is polled first, as if there were
-//! no spinning, so when it finds nothing the reactor holds the task's waker and the descriptor's
-//! readiness is cleared. Bytes that arrive afterwards raise an edge-triggered event whether or
-//! not the spin read them first: at worst the task is polled once more for nothing.
+//! (without system calls); [`crate::spin::PollFirst`] holds the wait this module and `mq://`
+//! share: a first yield to the thread's other tasks, then an adaptive budget of looks spent in
+//! short slices, and back to a plain sleep for a peer that keeps it waiting longer (an idle
+//! connection costs no CPU). The inner half is polled first, as if there were no polling, so
+//! no wake-up is lost.
 
-use std::future::Future;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::pin::Pin;
@@ -28,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::options::Framing;
 
-use crate::spin::{Spin, Spun};
+use crate::spin::PollFirst;
 
 /// A read half that polls its descriptor (non-blocking `read`, one system call per look) for up
 /// to its [`Spin`] budget before it returns `Pending`. Writes pass straight through.
@@ -38,16 +34,14 @@ pub(crate) struct SpinRead<R> {
     /// The descriptor `io` reads from (a function, so any half that can lend it works:
     /// tokio's split halves lend theirs through the whole stream).
     fd: fn(&R) -> BorrowedFd<'_>,
-    spin: Spin,
-    /// The current wait has yielded once already (see [`poll_read`](AsyncRead::poll_read)).
-    yielded: bool,
+    wait: PollFirst,
 }
 
 impl<R> SpinRead<R> {
     /// Wraps `io`, polling `fd(&io)` for at most `max` (adaptive) before each sleep; a `max`
     /// of zero never polls.
     pub(crate) fn new(io: R, fd: fn(&R) -> BorrowedFd<'_>, max: Duration) -> Self {
-        SpinRead { io, fd, spin: Spin::with_costly_checks(max), yielded: false }
+        SpinRead { io, fd, wait: PollFirst::new(max) }
     }
 }
 
@@ -73,58 +67,17 @@ fn read_now(fd: BorrowedFd<'_>, buf: &mut ReadBuf<'_>) -> bool {
     }
 }
 
-/// Returns `Pending` after arranging for the task to be polled again once the runtime has
-/// polled its I/O driver and run the other tasks that were ready (what `tokio::task::yield_now`
-/// does): a task that woke itself at once would be polled again before the reactor could tell
-/// any other task of its thread that its bytes arrived.
-fn yield_to_the_runtime<T>(cx: &mut Context<'_>) -> Poll<T> {
-    let yielded = std::pin::pin!(tokio::task::yield_now()).poll(cx);
-    debug_assert!(yielded.is_pending(), "a fresh yield_now is pending on its first poll");
-    Poll::Pending
-}
-
 impl<R: AsyncRead + Unpin> AsyncRead for SpinRead<R> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Poll::Ready(read) = Pin::new(&mut this.io).poll_read(cx, buf) {
-            this.done();
+            this.wait.done();
             return Poll::Ready(read);
         }
-        // Nothing there: the reactor holds our waker now (see the module docs). The first time
-        // in a wait, let the thread's other tasks run before polling: the peer may be one of
-        // them (a client and a server in one thread), and the calls that other tasks are about
-        // to make may be what we wait for.
-        if !std::mem::replace(&mut this.yielded, true) {
-            return yield_to_the_runtime(cx);
-        }
-        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        // Nothing there: the reactor holds our waker now.
         let fd = (this.fd)(&this.io);
-        match this.spin.spin(|| {
-            let found = read_now(fd, buf);
-            if !found {
-                // Offer the CPU: a peer on this same CPU cannot answer while we spin on it.
-                std::thread::yield_now();
-            }
-            found
-        }) {
-            Spun::Ready => {
-                this.done();
-                coop.made_progress();
-                Poll::Ready(Ok(()))
-            }
-            // A slice is over, the budget is not: look again after the thread's other tasks.
-            Spun::Yield => yield_to_the_runtime(cx),
-            // Sleep until the reactor wakes us.
-            Spun::Spent => Poll::Pending,
-        }
-    }
-}
-
-impl<R> SpinRead<R> {
-    /// The current wait is over: bytes (or the end, or an error) arrived.
-    fn done(&mut self) {
-        self.spin.done();
-        self.yielded = false;
+        std::task::ready!(this.wait.poll_look(cx, || read_now(fd, buf)));
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -48,6 +48,9 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 pub(crate) use crate::liveness::PeerExit;
 
+use crate::options::Framing;
+use crate::spin::PollFirst;
+
 use super::sys;
 
 /// The next bytes of the stream: kind, then at least one byte.
@@ -92,7 +95,7 @@ pub(crate) fn halves(
     outgoing: OwnedFd,
     (receiver_exit, sender_exit): (PeerExit, PeerExit),
     pid: u32,
-    max_frame_len: usize,
+    framing: Framing,
 ) -> io::Result<(MqSender, MqReceiver)> {
     let in_size = checked_geometry(&incoming)?.msg_size;
     let out = checked_geometry(&outgoing)?;
@@ -105,6 +108,7 @@ pub(crate) fn halves(
         peer,
         exit: receiver_exit,
         state: State::Open,
+        wait: PollFirst::new(framing.spin),
     };
     let writer = MqWriter {
         fd: sys::register(outgoing, Interest::WRITABLE)?,
@@ -115,8 +119,9 @@ pub(crate) fn halves(
         peer,
         exit: sender_exit,
         closed: false,
+        wait: PollFirst::new(framing.spin),
     };
-    Ok(framed(reader, writer, max_frame_len))
+    Ok(framed(reader, writer, framing.max_frame_len))
 }
 
 /// The shape of a queue the peer may have created: messages of at least [`MIN_MSG_SIZE`], and
@@ -145,10 +150,15 @@ fn checked_geometry(fd: &OwnedFd) -> io::Result<sys::Geometry> {
 /// or the peer is gone. `try_send` says `WouldBlock` while the message may not go in; then only
 /// the peer can make room, by taking a message (which Linux reports as the queue becoming
 /// writable, also when it was not full).
+///
+/// With a [`PollFirst`], a full queue is looked at again (`try_send`, a system call) for a
+/// while before the task sleeps: the peer on another core usually takes a message within
+/// microseconds, and waking from a sleep costs tens of them.
 fn poll_push(
     fd: &AsyncFd<OwnedFd>,
     peer: &Peer,
     exit: &PeerExit,
+    mut wait: Option<&mut PollFirst>,
     cx: &mut Context<'_>,
     mut try_send: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
 ) -> Poll<io::Result<()>> {
@@ -156,7 +166,12 @@ fn poll_push(
         match fd.poll_write_ready(cx) {
             // `try_io` clears the readiness on `WouldBlock` (unless an event came meanwhile).
             Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| try_send(fd.get_ref().as_fd())) {
-                Ok(result) => return Poll::Ready(result),
+                Ok(result) => {
+                    if let Some(wait) = wait.as_mut() {
+                        wait.done();
+                    }
+                    return Poll::Ready(result);
+                }
                 Err(_would_block) => continue,
             },
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -165,7 +180,16 @@ fn poll_push(
                 if exit.poll_exited(cx) {
                     return Poll::Ready(Err(peer.died()));
                 }
-                return Poll::Pending;
+                let Some(wait) = wait.as_mut() else { return Poll::Pending };
+                // Only a message that went counts; a refusal other than a full queue is
+                // reported through the reactor, as without looking.
+                let mut sent = false;
+                ready!(wait.poll_look(cx, || {
+                    sent = try_send(fd.get_ref().as_fd()).is_ok();
+                    sent
+                }));
+                debug_assert!(sent);
+                return Poll::Ready(Ok(()));
             }
         }
     }
@@ -206,6 +230,8 @@ pub(crate) struct MqWriter {
     exit: PeerExit,
     /// [`CLOSE`] was sent.
     closed: bool,
+    /// How a write to a full queue waits for room.
+    wait: PollFirst,
 }
 
 impl MqWriter {
@@ -242,7 +268,10 @@ impl AsyncWrite for MqWriter {
             return Poll::Ready(Ok(0));
         }
         let (room, max_msgs, message) = (&mut this.room, this.max_msgs, &this.message);
-        ready!(poll_push(&this.fd, &this.peer, &this.exit, cx, |fd| send_keeping_a_slot(fd, room, max_msgs, message)))?;
+        let wait = Some(&mut this.wait);
+        ready!(poll_push(&this.fd, &this.peer, &this.exit, wait, cx, |fd| send_keeping_a_slot(
+            fd, room, max_msgs, message
+        )))?;
         Poll::Ready(Ok(len))
     }
 
@@ -262,7 +291,7 @@ impl AsyncWrite for MqWriter {
         }
         // The slot data leaves free takes it at once; this waits only if another writer got
         // into our queue (see `send_keeping_a_slot`).
-        ready!(poll_push(&this.fd, &this.peer, &this.exit, cx, |fd| sys::send(fd, &[CLOSE])))?;
+        ready!(poll_push(&this.fd, &this.peer, &this.exit, None, cx, |fd| sys::send(fd, &[CLOSE])))?;
         this.closed = true;
         Poll::Ready(Ok(()))
     }
@@ -332,6 +361,8 @@ pub(crate) struct MqReader {
     peer: Peer,
     exit: PeerExit,
     state: State,
+    /// How a read of an empty queue waits for a message.
+    wait: PollFirst,
 }
 
 impl MqReader {
@@ -340,13 +371,24 @@ impl MqReader {
         loop {
             match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| sys::receive(fd.as_fd(), &mut self.buf)) {
-                    Ok(result) => return Poll::Ready(result),
+                    Ok(result) => {
+                        self.wait.done();
+                        return Poll::Ready(result);
+                    }
                     Err(_would_block) => continue,
                 },
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if !self.exit.poll_exited(cx) {
-                        return Poll::Pending;
+                        // Look at the queue for a while before sleeping; only a message counts
+                        // (an error is reported through the reactor, as without looking).
+                        let (fd, buf) = (self.fd.get_ref().as_fd(), &mut self.buf);
+                        let mut got = None;
+                        ready!(self.wait.poll_look(cx, || {
+                            got = sys::receive(fd, buf).ok();
+                            got.is_some()
+                        }));
+                        return Poll::Ready(Ok(got.expect("a look succeeds only with a message")));
                     }
                     // The peer exited: deliver what it sent before it died, then report it.
                     return Poll::Ready(match sys::receive(self.fd.get_ref().as_fd(), &mut self.buf) {
@@ -407,6 +449,10 @@ mod tests {
 
     /// A connection with itself over a fresh queue (4 messages of 128 bytes), in this process
     /// (so no pidfd: only [`CLOSE`] can tell the receiver that the sender went).
+    fn framing() -> Framing {
+        Framing { max_frame_len: 1 << 20, spin: crate::options::DEFAULT_SPIN }
+    }
+
     fn looped(tag: &str) -> (MqSender, MqReceiver) {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -419,8 +465,8 @@ mod tests {
         // each call (the other sender is marked closed so that dropping it says nothing).
         let exit = || PeerExit::watch(std::process::id()).unwrap();
         let (sender, _) =
-            halves(rx.try_clone().unwrap(), tx.try_clone().unwrap(), (exit(), exit()), 0, 1 << 20).unwrap();
-        let (mut unused, receiver) = halves(rx, tx, (exit(), exit()), 0, 1 << 20).unwrap();
+            halves(rx.try_clone().unwrap(), tx.try_clone().unwrap(), (exit(), exit()), 0, framing()).unwrap();
+        let (mut unused, receiver) = halves(rx, tx, (exit(), exit()), 0, framing()).unwrap();
         unused.get_mut().closed = true;
         (sender, receiver)
     }

@@ -71,7 +71,7 @@ use self::conn::{PeerExit, ACCEPT, REFUSE};
 use self::sys::{Access, Geometry};
 use crate::accept::PendingAccept;
 use crate::local::abstract_ns::{abstract_addr, connect_once};
-use crate::options::TransportOptions;
+use crate::options::{Framing, TransportOptions};
 use crate::rendezvous;
 use crate::unix::{into_tokio_listener, retry_while_busy};
 use rpc_core::transport::transient::is_exhaustion;
@@ -338,8 +338,9 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected handshake message from the server")),
     }
     drop(pair);
-    let max_frame_len = options.effective_max_frame_len();
-    let (sender, receiver) = conn::halves(from_server.into_inner(), to_server, exit.pair()?, server, max_frame_len)?;
+    let framing = options.framing();
+    let max_frame_len = framing.max_frame_len;
+    let (sender, receiver) = conn::halves(from_server.into_inner(), to_server, exit.pair()?, server, framing)?;
     Ok(Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
@@ -388,7 +389,7 @@ pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<MqLis
         name: name.to_owned(),
         lock,
         pending: None,
-        max_frame_len: options.effective_max_frame_len(),
+        framing: options.framing(),
     })
 }
 
@@ -403,7 +404,7 @@ pub(crate) struct MqListener {
     /// A request read but not yet served because descriptors ran out: retried first. Kept here,
     /// not in the accept future, so dropping that future loses nothing.
     pending: Option<Request>,
-    max_frame_len: usize,
+    framing: Framing,
 }
 
 /// What woke the accept loop.
@@ -450,14 +451,14 @@ impl MqListener {
         let _ = sys::unlink(&c2s);
         let _ = sys::unlink(&s2c);
         let Some(exits) = exits else { return PendingAccept::Skip };
-        match conn::halves(from_client, to_client, exits, request.pid, self.max_frame_len) {
+        match conn::halves(from_client, to_client, exits, request.pid, self.framing) {
             // A fresh queue has room for the answer; failing to send it means the queue is not
             // a fresh pair (the halves then say CLOSE into it when dropped).
             Ok((sender, receiver)) if sys::send(answer.as_fd(), &[ACCEPT]).is_ok() => {
                 PendingAccept::Accepted(Connection {
                     sender: Box::new(sender),
                     receiver: Box::new(receiver),
-                    info: ConnectionInfo::new("mq", peer_name(&self.name), self.max_frame_len),
+                    info: ConnectionInfo::new("mq", peer_name(&self.name), self.framing.max_frame_len),
                 })
             }
             Ok(_) => PendingAccept::Skip,
