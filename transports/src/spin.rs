@@ -186,7 +186,7 @@ impl PollFirst {
 /// polled its I/O driver and run the other tasks that were ready (what `tokio::task::yield_now`
 /// does): a task that woke itself at once would be polled again before the reactor could tell
 /// any other task of its thread that its bytes arrived.
-fn yield_to_the_runtime<T>(cx: &mut std::task::Context<'_>) -> Poll<T> {
+pub(crate) fn yield_to_the_runtime<T>(cx: &mut std::task::Context<'_>) -> Poll<T> {
     use std::future::Future;
     let yielded = std::pin::pin!(tokio::task::yield_now()).poll(cx);
     debug_assert!(yielded.is_pending(), "a fresh yield_now is pending on its first poll");

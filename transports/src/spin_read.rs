@@ -23,11 +23,10 @@ use rpc_core::transport::stream::{StreamReceiver, StreamSender};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::options::Framing;
-
 use crate::spin::PollFirst;
 
 /// A read half that polls its descriptor (non-blocking `read`, one system call per look) for up
-/// to its [`Spin`] budget before it returns `Pending`. Writes pass straight through.
+/// to its [`PollFirst`] budget before it returns `Pending`. Writes pass straight through.
 #[derive(Debug)]
 pub(crate) struct SpinRead<R> {
     io: R,

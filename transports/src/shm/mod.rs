@@ -272,6 +272,7 @@ fn connection(
     };
     // The process at the other end of the setup socket (the kernel's word: SO_PEERCRED).
     let credentials = crate::credentials::of_unix_stream(&setup);
+    let in_process = credentials.as_ref().is_some_and(|peer| peer.pid == Some(std::process::id()));
     // The setup socket carries "data published" rings, the socketpair "room made" rings.
     let data_bell = Arc::new(Bell(setup));
     let room_bell = Arc::new(Bell(bell));
@@ -280,11 +281,11 @@ fn connection(
         ring::Writer::new(Arc::clone(&region), out),
         Arc::clone(&data_bell),
         // Waiting for room happens under the engine's send lock: spin less there.
-        Waiter::new(Arc::clone(&room_bell), Spin::new(options.shm.spin / 8), sender_peer),
+        Waiter::new(Arc::clone(&room_bell), Spin::new(options.shm.spin / 8), sender_peer, in_process),
     );
     let reader = ShmReader::new(
         ring::Reader::new(region, inn),
-        Waiter::new(data_bell, Spin::new(options.shm.spin), receiver_peer),
+        Waiter::new(data_bell, Spin::new(options.shm.spin), receiver_peer, in_process),
         room_bell,
     );
     let (sender, receiver) = framed(reader, writer, max_frame_len);
