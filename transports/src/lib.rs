@@ -39,10 +39,10 @@
 //! side. Nothing is left in the queue namespace after a crash, except the connect queue of a
 //! killed server, which the next server on that name reclaims (a live one is never displaced).
 //!
-//! Sockets and pipes (`tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`, on Unix):
-//! a side that finds nothing to read lets the other tasks of its thread run, then polls its
-//! descriptor with non-blocking reads for up to [`TransportOptions::spin`] (adaptive) before it
-//! sleeps, since waking a sleeping thread across cores costs more than most answers take to
+//! Sockets, pipes and queues (`tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`,
+//! `mq://`, on Unix): a side that finds nothing to read lets the other tasks of its thread run,
+//! then looks again with non-blocking system calls for up to [`TransportOptions::spin`]
+//! (adaptive) before it sleeps, since waking a sleeping thread across cores costs more than most answers take to
 //! come back; an idle connection costs no CPU.
 //!
 //! Schemes the platform lacks (`shm://` and `mq://` off Linux, `unix://`, `fifo://` and

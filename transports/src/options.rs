@@ -30,7 +30,7 @@ const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE
 /// | setter | affects |
 /// |---|---|
 /// | [`max_frame_len`](Self::max_frame_len) | every mechanism |
-/// | [`spin`](Self::spin) | sockets and pipes: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:` (Unix) |
+/// | [`spin`](Self::spin) | sockets, pipes and queues: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`, `mq://` (Unix) |
 /// | [`mode`](Self::mode) | local endpoints this side creates: `unix://`, `fifo://`, `local://`, `shm://`, `mq://` |
 /// | [`keepalive`](Self::keepalive) | network mechanisms: `tcp://`, `tls://` |
 /// | [`tls`](Self::tls), a [`TlsOptions`] | `tls://` only: certificates, keys, trusted roots, mutual TLS |
@@ -102,16 +102,17 @@ impl TransportOptions {
         self.max_frame_len.min(u32::MAX as usize)
     }
 
-    /// What a byte-stream connection (a socket or a pair of pipes) is built with.
+    /// What a byte-stream connection (a socket, a pair of pipes or of queues) is built with.
     pub(crate) fn framing(&self) -> Framing {
         Framing { max_frame_len: self.effective_max_frame_len(), spin: self.spin }
     }
 }
 
-/// # Sockets and pipes: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`
+/// # Sockets, pipes and queues: `tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`, `mq://`
 impl TransportOptions {
-    /// The longest a side of a socket or pipe connection polls it for bytes (non-blocking reads)
-    /// before it sleeps until the kernel wakes it. Waking a sleeping thread on another core
+    /// The longest a side of a socket, pipe or message-queue connection polls it for bytes
+    /// (non-blocking reads; over `mq://` also for room in a full queue) before it sleeps until
+    /// the kernel wakes it. Waking a sleeping thread on another core
     /// costs tens of microseconds on a VM, more than most answers take to come back: polling
     /// first took an `add` round trip over `unix://` between two processes from about 60 µs to
     /// about 6 µs in `rpc-bench` on a 2-vCPU VM. The time actually spent adapts, as `shm://`'s

@@ -64,7 +64,6 @@ impl Spin {
         Spin { max, budget: max, since: None, at_floor: 0, checks_per_clock: 64 }
     }
 
-
     /// How long the current (or next) wait spins before it sleeps.
     fn allowance(&self) -> Duration {
         if self.at_floor == PROBE_EVERY {

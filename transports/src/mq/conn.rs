@@ -15,6 +15,15 @@
 //! transport uses (fuzzed once, in `rpc-core`); a message of any other shape fails the
 //! connection with `InvalidData`.
 //!
+//! # Waiting
+//!
+//! A reader with an empty queue and a writer with a full one first look again for a while
+//! (`mq_receive` / `mq_send` without waiting, [`crate::spin::PollFirst`], at most
+//! `TransportOptions::spin`) before they sleep until the queue's descriptor is reported ready:
+//! the peer on another core takes or sends its next message within microseconds, and a wake-up
+//! from a sleep costs tens of them. A queue holds only a few messages, so a large frame makes
+//! the writer wait for room many times over.
+//!
 //! # Liveness
 //!
 //! A queue does not report that the process at the other end died: its messages just stop. Each

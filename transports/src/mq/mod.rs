@@ -383,14 +383,7 @@ pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<MqLis
             return Err(e);
         }
     };
-    Ok(MqListener {
-        requests,
-        queue_name,
-        name: name.to_owned(),
-        lock,
-        pending: None,
-        framing: options.framing(),
-    })
+    Ok(MqListener { requests, queue_name, name: name.to_owned(), lock, pending: None, framing: options.framing() })
 }
 
 /// A listener on a connect queue, which it removes when dropped.
