@@ -456,12 +456,13 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    /// A connection with itself over a fresh queue (4 messages of 128 bytes), in this process
-    /// (so no pidfd: only [`CLOSE`] can tell the receiver that the sender went).
+    /// The options of a default connection with a 1 MiB frame limit.
     fn framing() -> Framing {
         Framing { max_frame_len: 1 << 20, spin: crate::options::DEFAULT_SPIN }
     }
 
+    /// A connection with itself over a fresh queue (4 messages of 128 bytes), in this process
+    /// (so no pidfd: only [`CLOSE`] can tell the receiver that the sender went).
     fn looped(tag: &str) -> (MqSender, MqReceiver) {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
