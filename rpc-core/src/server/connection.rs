@@ -50,6 +50,14 @@ type Services = HashMap<&'static str, Arc<dyn Service>>;
 /// shutting down (it also does whenever it has to wait for input).
 const SHUTDOWN_CHECK_EVERY: u32 = 64;
 
+/// How many frames in a row the read loop may take before it pushes out the answers its inline
+/// calls queued (it also does whenever it has to wait for input). A batch of requests read in
+/// one go is then answered in chunks, and a client that polls for its answers (the transports'
+/// `spin`) works on the first ones while the server computes the rest, instead of each side
+/// waiting for the other's whole batch: 64 calls in flight over unix:// went from 367-442 to
+/// 962-1050 k calls/s in `rpc-bench` (8 and 32 were within the spread of 16).
+const FLUSH_EVERY: u32 = 16;
+
 /// Why the read loop stopped.
 enum End {
     /// The client closed the connection (or said goaway).
@@ -460,6 +468,13 @@ async fn read_loop(
         watch.frame_received();
         conn.counters.received(frame.len());
         unchecked += 1;
+        if unchecked % FLUSH_EVERY == 0 {
+            std::future::poll_fn(|cx| {
+                let _ = conn.poll_flush_deferred(cx);
+                Poll::Ready(())
+            })
+            .await;
+        }
         if unchecked == SHUTDOWN_CHECK_EVERY {
             unchecked = 0;
             if shutdown.is_cancelled() {
