@@ -57,7 +57,8 @@ const SHUTDOWN_CHECK_EVERY: u32 = 64;
 /// ones while the server computes the rest, instead of each side waiting for the other's whole
 /// batch: 64 calls in flight over unix:// went from 367-442 to 962-1050 k calls/s in `rpc-bench`
 /// (a push every 8, 16 or 32 frames did about as well). The doubling keeps deep pipelines from
-/// paying a write per 16 answers: with a fixed 16, tls:// at 1000 calls in flight lost a fifth.
+/// paying a write per 16 answers (with a fixed 16, tls:// at 1000 calls in flight lost about a
+/// fifth in one set of bench rounds, though not in another).
 const FIRST_FLUSH: u32 = 16;
 
 /// Why the read loop stopped.
@@ -474,7 +475,7 @@ async fn read_loop(
         watch.frame_received();
         conn.counters.received(frame.len());
         unchecked += 1;
-        run += 1;
+        run = run.saturating_add(1);
         if run == flush_at {
             flush_at = flush_at.saturating_mul(2);
             std::future::poll_fn(|cx| {
