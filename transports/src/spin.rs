@@ -146,6 +146,10 @@ impl PollFirst {
     /// non-blocking system call, true if it got what we wait for) succeeded, `Pending` while
     /// the task should come back later or sleep. Each look takes a unit of tokio's budget.
     pub(crate) fn poll_look(&mut self, cx: &mut std::task::Context<'_>, mut look: impl FnMut() -> bool) -> Poll<()> {
+        if self.spin.max.is_zero() {
+            // Polling is off: sleep at once, as without a `PollFirst` (no yield either).
+            return Poll::Pending;
+        }
         // The first time in a wait, let the thread's other tasks run before looking: the peer
         // may be one of them (a client and a server in one thread), and the calls that other
         // tasks are about to make may be what we wait for.
