@@ -118,8 +118,9 @@ impl TransportOptions {
     /// about 6 µs in `rpc-bench` on a 2-vCPU VM. The time actually spent adapts, as `shm://`'s
     /// does ([`ShmOptions::spin`]): it shrinks while the peer is slow or idle, so an idle
     /// connection costs no CPU; between looks the task lets the other tasks of its thread run
-    /// and offers its CPU to other threads (`sched_yield`), so a peer on the same CPU is not
-    /// held up. `Duration::ZERO` turns polling off (every wait sleeps at once, as tokio alone
+    /// and, in a runtime of one thread, offers its CPU to other threads (`sched_yield`), so a
+    /// peer on the same CPU is not held up (in a multi-thread runtime the offer would hand the
+    /// CPU to the worker that the I/O driver wakes for the same bytes). `Duration::ZERO` turns polling off (every wait sleeps at once, as tokio alone
     /// does). Applies on Unix; set on each side for that side's reads. Default [`DEFAULT_SPIN`].
     #[must_use]
     pub fn spin(mut self, spin: Duration) -> Self {
