@@ -3,8 +3,9 @@
 //! tarpc over our transports (`rpc::tarpc`, any address), which tells the gain of
 //! our engine apart from the gain of our transport.
 //!
-//! Both servers run on a current-thread tokio runtime, as do both clients: the same runtime shape
-//! on both sides, so the comparison is between the frameworks, not between runtime set-ups.
+//! Both servers run on a current-thread tokio runtime, as do both clients (with `--multi-thread`,
+//! all of them on multi-thread ones): the same runtime shape on both sides, so the comparison is
+//! between the frameworks, not between runtime set-ups.
 
 use std::io;
 

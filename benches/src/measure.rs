@@ -9,9 +9,9 @@
 //! read for [`Config::stream_for`] and then dropped, which cancels them; the first item is read
 //! before the clock starts, so the call's set-up round trip is not counted as streaming.
 
-use std::cell::Cell;
 use std::future::Future;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -230,9 +230,23 @@ pub const CONNECTIONS: usize = 4;
 /// In-flight calls per connection in the multi-connection run.
 pub const PER_CONNECTION: usize = 64;
 
+/// Spawns a task of a measurement: on a current-thread runtime into the `LocalSet` the
+/// measurement runs in (as the bench did before it had `--multi-thread`, so its figures stay
+/// comparable), on a multi-thread one onto the runtime's workers.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => tokio::task::spawn_local(future),
+        _ => tokio::spawn(future),
+    }
+}
+
 /// Runs every measurement against a server, opening connections with `connect`.
-/// Must run inside a [`tokio::task::LocalSet`]: the pipelined tasks are spawned locally, so the
-/// client side is a single thread for both frameworks.
+/// Runs in a `LocalSet` on a current-thread runtime ([`spawn`]): the client side is then one
+/// thread for both frameworks.
 pub async fn run<C, F, Fut>(connect: F, config: &Config) -> Result<FrameworkResult, BoxError>
 where
     C: Probe,
@@ -290,25 +304,25 @@ async fn read_for(mut items: Items, duration: Duration, check_every: u64) -> Res
 /// the latency stats, and the stream's MB/s over the timed calls.
 async fn beside_stream<C: Probe>(client: &C, config: &Config) -> Result<(LatencyStats, f64), BoxError> {
     let mut chunks = client.chunks(config.chunk_size).await?.ok_or("small items but no chunks")?;
-    let received = Rc::new(Cell::new(0u64));
-    let drain = tokio::task::spawn_local({
-        let received = Rc::clone(&received);
+    let received = Arc::new(AtomicU64::new(0));
+    let drain = spawn({
+        let received = Arc::clone(&received);
         async move {
             while let Some(chunk) = chunks.next().await {
-                received.set(received.get() + chunk.map_err(|e| e.to_string())? as u64);
+                received.fetch_add(chunk.map_err(|e| e.to_string())? as u64, Ordering::Relaxed);
             }
             Err::<(), _>("the endless stream ended".to_owned())
         }
     });
     // Let the stream fill its window and the connection before timing anything.
-    while received.get() < 4 * config.chunk_size as u64 && !drain.is_finished() {
+    while received.load(Ordering::Relaxed) < 4 * config.chunk_size as u64 && !drain.is_finished() {
         tokio::task::yield_now().await;
     }
     for i in 0..(config.warmup / 10) as i64 {
         client.add(i, 1).await?;
     }
     let mut samples = Vec::with_capacity(config.beside_calls);
-    let (start, before) = (Instant::now(), received.get());
+    let (start, before) = (Instant::now(), received.load(Ordering::Relaxed));
     for i in 0..config.beside_calls as i64 {
         let started = Instant::now();
         let sum = client.add(i, 1).await?;
@@ -317,7 +331,7 @@ async fn beside_stream<C: Probe>(client: &C, config: &Config) -> Result<(Latency
             return Err(format!("add({i}, 1) beside a stream returned {sum}").into());
         }
     }
-    let stream_mb_s = (received.get() - before) as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let stream_mb_s = (received.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64() / 1e6;
     if drain.is_finished() {
         drain.await??;
     } else {
@@ -369,7 +383,7 @@ async fn throughput<C: Probe>(clients: &[C], depth: usize, duration: Duration) -
     for client in clients {
         for w in 0..depth as i64 {
             let client = client.clone();
-            tasks.push(tokio::task::spawn_local(async move {
+            tasks.push(spawn(async move {
                 let mut calls = 0u64;
                 loop {
                     let sum = client.add(w, 1).await.map_err(|e| e.to_string())?;

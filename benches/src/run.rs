@@ -6,8 +6,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::task::LocalSet;
-
 use crate::endpoint::Endpoint;
 use crate::frameworks::{self, OURS_ENCODING, TARPC_ENCODING, TARPC_ON_OURS_ENCODING};
 use crate::measure::{self, Config, FrameworkResult, SweepPoint, MEMCPY_SIZE, SWEEP_SIZES};
@@ -16,13 +14,18 @@ use crate::service::BoxError;
 use crate::{pin, raw, transports};
 
 const USAGE: &str =
-    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]";
+    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--multi-thread] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]";
+
+/// The flag that gives every process of a run (client, servers, spawned children) a multi-thread
+/// tokio runtime, `#[tokio::main]`'s default, instead of a current-thread one.
+const MULTI_THREAD: &str = "--multi-thread";
 
 struct Args {
     quick: bool,
     reps: Option<usize>,
     pin: bool,
     pin_same: bool,
+    multi_thread: bool,
     only: Option<Vec<String>>,
     json: PathBuf,
     svg: PathBuf,
@@ -35,6 +38,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> 
         reps: None,
         pin: false,
         pin_same: false,
+        multi_thread: false,
         only: None,
         json: "target/bench/results.json".into(),
         svg: "target/bench/latency.svg".into(),
@@ -46,6 +50,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, BoxError> 
             "--quick" => parsed.quick = true,
             "--pin" => parsed.pin = true,
             "--pin-same" => parsed.pin_same = true,
+            MULTI_THREAD => parsed.multi_thread = true,
             "--reps" => parsed.reps = Some(value()?.parse().map_err(|e| format!("--reps: {e}"))?),
             "--only" => parsed.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--json" => parsed.json = value()?.into(),
@@ -78,12 +83,48 @@ pub fn main() -> Result<(), BoxError> {
     client(parse_args(args.into_iter())?)
 }
 
-/// `--serve KIND TARGET [--cpu N]`: runs one server until stdin closes.
+/// The tokio runtime of every process of a run (see [`MULTI_THREAD`]).
+fn runtime(multi_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
+}
+
+/// Runs a measurement on `runtime` and waits for it. A current-thread runtime runs it in a
+/// `LocalSet` on this thread ([`measure::spawn`] keeps its tasks there). A multi-thread one runs
+/// it as a task, on a worker, as an async program's code runs, not on the thread that waits
+/// (every wake-up of which would be a cross-thread one).
+fn run_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl std::future::Future<Output = Result<T, BoxError>> + Send + 'static,
+) -> Result<T, BoxError> {
+    match runtime.handle().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => {
+            runtime.block_on(tokio::task::LocalSet::new().run_until(future))
+        }
+        _ => runtime.block_on(runtime.spawn(future))?,
+    }
+}
+
+/// Takes [`MULTI_THREAD`] out of a child's arguments: whether it was there.
+fn take_multi_thread(args: &[String]) -> (Vec<String>, bool) {
+    let rest: Vec<String> = args.iter().filter(|a| *a != MULTI_THREAD).cloned().collect();
+    let multi_thread = rest.len() != args.len();
+    (rest, multi_thread)
+}
+
+/// `--serve KIND TARGET [--cpu N] [--multi-thread]`: runs one server until stdin closes.
 fn serve(args: &[String]) -> Result<(), BoxError> {
-    let (kind, target, cpu) = match args {
+    let (args, multi_thread) = take_multi_thread(args);
+    let (kind, target, cpu) = match &args[..] {
         [kind, target] => (kind, target, None),
         [kind, target, flag, cpu] if flag == "--cpu" => (kind, target, Some(cpu.parse::<usize>()?)),
-        _ => return Err("usage: rpc-bench --serve ours|raw|tarpc|tarpc-on-ours TARGET [--cpu N]".into()),
+        _ => {
+            return Err("usage: rpc-bench --serve ours|raw|tarpc|tarpc-on-ours TARGET [--cpu N] [--multi-thread]".into())
+        }
     };
     if let Some(cpu) = cpu {
         pin::pin_to(cpu)?;
@@ -96,7 +137,7 @@ fn serve(args: &[String]) -> Result<(), BoxError> {
     match kind.as_str() {
         "raw" => Ok(raw::serve(&Endpoint::parse(target)?)?),
         "ours" | "tarpc" | "tarpc-on-ours" => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = runtime(multi_thread)?;
             match kind.as_str() {
                 "ours" => runtime.block_on(frameworks::serve_ours(target)),
                 "tarpc" => runtime.block_on(frameworks::serve_tarpc(&Endpoint::parse(target)?)),
@@ -107,20 +148,29 @@ fn serve(args: &[String]) -> Result<(), BoxError> {
     }
 }
 
-/// `--serve-stdio [--cpu N]` (ours) or `--serve-stdio-raw [--cpu N]` (raw): the child of a
-/// `spawn` row's client, serving over stdin and stdout until stdin reaches EOF. Nothing else may
-/// be written to stdout.
+/// `--serve-stdio [--cpu N] [--multi-thread]` (ours) or `--serve-stdio-raw [--cpu N]` (raw):
+/// the child of a `spawn` row's client, serving over stdin and stdout until stdin reaches EOF.
+/// Nothing else may be written to stdout.
 fn serve_stdio(mode: &str, args: &[String]) -> Result<(), BoxError> {
-    match args {
+    let (args, multi_thread) = take_multi_thread(args);
+    match &args[..] {
         [] => {}
         [flag, cpu] if flag == "--cpu" => pin::pin_to(cpu.parse()?)?,
-        _ => return Err(format!("usage: rpc-bench {mode} [--cpu N]").into()),
+        _ => return Err(format!("usage: rpc-bench {mode} [--cpu N] [--multi-thread]").into()),
     }
     if mode == "--serve-stdio-raw" {
         return Ok(raw::serve_stdio()?);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(frameworks::serve_ours_stdio())
+    runtime(multi_thread)?.block_on(frameworks::serve_ours_stdio())
+}
+
+/// How every server of a run is started.
+#[derive(Clone, Copy)]
+struct Sides {
+    /// The CPU servers are pinned to.
+    server_cpu: Option<usize>,
+    /// [`MULTI_THREAD`].
+    multi_thread: bool,
 }
 
 /// A server child process, stopped (and its socket or FIFO files removed) on [`stop`](Self::stop)
@@ -135,11 +185,14 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(kind: &str, target: &str, cpu: Option<usize>, files: Vec<PathBuf>) -> Result<Self, BoxError> {
+    fn start(kind: &str, target: &str, sides: Sides, files: Vec<PathBuf>) -> Result<Self, BoxError> {
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["--serve", kind, target]).stdin(Stdio::piped()).stdout(Stdio::piped());
-        if let Some(cpu) = cpu {
+        if let Some(cpu) = sides.server_cpu {
             command.args(["--cpu", &cpu.to_string()]);
+        }
+        if sides.multi_thread {
+            command.arg(MULTI_THREAD);
         }
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
@@ -258,12 +311,17 @@ fn client(args: Args) -> Result<(), BoxError> {
     results.notes.push((
         "counts".into(),
         format!(
-            "{} warm-up + {} timed round trips; pipelined runs {} ms each; {} × {} KiB echoes; both frameworks on current-thread tokio runtimes",
+            "{} warm-up + {} timed round trips; pipelined runs {} ms each; {} × {} KiB echoes; both frameworks on {} tokio runtimes",
             config.warmup,
             config.latency_calls,
             config.pipelined_for.as_millis(),
             config.bulk_calls,
-            config.bulk_size >> 10
+            config.bulk_size >> 10,
+            if args.multi_thread {
+                "multi-thread (--multi-thread: a worker per CPU, every process; the client's measurements run as tasks on its workers)"
+            } else {
+                "current-thread"
+            }
         ),
     ));
     results.notes.push((
@@ -302,7 +360,8 @@ fn client(args: Args) -> Result<(), BoxError> {
     ));
     eprintln!("rpc-bench: {} repetition(s) over {:?}; {}", reps, results.transports, results.pinning);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = runtime(args.multi_thread)?;
+    let sides = Sides { server_cpu, multi_thread: args.multi_thread };
     for rep in 1..=reps {
         let memcpy = measure::memcpy_mb_s(config.memcpy_copies);
         eprintln!("[{rep}/{reps}] memcpy of {}: {memcpy:.0} MB/s", fmt_size(MEMCPY_SIZE));
@@ -319,7 +378,7 @@ fn client(args: Args) -> Result<(), BoxError> {
                 None
             } else {
                 Some(
-                    ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?
+                    ServerProcess::start("raw", &endpoint.to_string(), sides, endpoint.files())?
                         .with_queues(endpoint.queues()),
                 )
             };
@@ -333,7 +392,7 @@ fn client(args: Args) -> Result<(), BoxError> {
 
             if let Some((ring, _)) = t.ring {
                 let endpoint = ring(&unique_name());
-                let server = ServerProcess::start("raw", &endpoint.to_string(), server_cpu, endpoint.files())?
+                let server = ServerProcess::start("raw", &endpoint.to_string(), sides, endpoint.files())?
                     .with_queues(endpoint.queues());
                 let r = raw::measure(&Endpoint::parse(&server.addr)?, &config)
                     .map_err(|e| format!("{tag} ring (no engine): {e}"))?;
@@ -346,22 +405,25 @@ fn client(args: Args) -> Result<(), BoxError> {
                 if let Some(cpu) = server_cpu {
                     addr += &format!("&--cpu&{cpu}");
                 }
+                if args.multi_thread {
+                    addr += &format!("&{MULTI_THREAD}");
+                }
                 None
             } else {
-                Some(
-                    ServerProcess::start("ours", &addr, server_cpu, server_files(&addr))?
-                        .with_queues(server_queues(&addr)),
-                )
+                Some(ServerProcess::start("ours", &addr, sides, server_files(&addr))?.with_queues(server_queues(&addr)))
             };
             let addr = server.as_ref().map_or(addr, |s| s.addr.clone());
-            let connect = || frameworks::connect_ours(&addr);
-            let r = runtime
-                .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
-                .map_err(|e| format!("{tag} ours: {e}"))?;
+            let r = run_on(&runtime, {
+                let (addr, config) = (addr.clone(), config.clone());
+                async move { measure::run(|| frameworks::connect_ours(&addr), &config).await }
+            })
+            .map_err(|e| format!("{tag} ours: {e}"))?;
             // On a connection of its own, so the sweep starts without the streams' leftovers.
-            let sweep = runtime
-                .block_on(LocalSet::new().run_until(async { measure::sweep(&connect().await?, &config).await }))
-                .map_err(|e| format!("{tag} ours sweep: {e}"))?;
+            let sweep = run_on(&runtime, {
+                let (addr, config) = (addr.clone(), config.clone());
+                async move { measure::sweep(&frameworks::connect_ours(&addr).await?, &config).await }
+            })
+            .map_err(|e| format!("{tag} ours sweep: {e}"))?;
             // The blocking client from this (plain) thread, against the same server.
             let blocking =
                 measure::blocking_latency(&addr, &config).map_err(|e| format!("{tag} ours blocking: {e}"))?;
@@ -378,12 +440,13 @@ fn client(args: Args) -> Result<(), BoxError> {
 
             if let Some(tarpc) = t.tarpc {
                 let endpoint = tarpc(&unique_name());
-                let server = ServerProcess::start("tarpc", &endpoint.to_string(), server_cpu, endpoint.files())?;
+                let server = ServerProcess::start("tarpc", &endpoint.to_string(), sides, endpoint.files())?;
                 let endpoint = Endpoint::parse(&server.addr)?;
-                let connect = || frameworks::connect_tarpc(&endpoint);
-                let r = runtime
-                    .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
-                    .map_err(|e| format!("{tag} tarpc: {e}"))?;
+                let r = run_on(&runtime, {
+                    let config = config.clone();
+                    async move { measure::run(|| frameworks::connect_tarpc(&endpoint), &config).await }
+                })
+                .map_err(|e| format!("{tag} tarpc: {e}"))?;
                 server.stop()?;
                 record(&mut results, &tag, t.name, Side::Tarpc, &r);
             }
@@ -393,12 +456,13 @@ fn client(args: Args) -> Result<(), BoxError> {
                     return Err(format!("{}: tarpc_on_ours is for rows with a listening server", t.name).into());
                 }
                 let addr = (t.ours)(&unique_name());
-                let server = ServerProcess::start("tarpc-on-ours", &addr, server_cpu, server_files(&addr))?
+                let server = ServerProcess::start("tarpc-on-ours", &addr, sides, server_files(&addr))?
                     .with_queues(server_queues(&addr));
-                let connect = || frameworks::connect_tarpc_on_ours(&server.addr);
-                let r = runtime
-                    .block_on(LocalSet::new().run_until(measure::run(connect, &config)))
-                    .map_err(|e| format!("{tag} tarpc-on-ours: {e}"))?;
+                let r = run_on(&runtime, {
+                    let (addr, config) = (server.addr.clone(), config.clone());
+                    async move { measure::run(|| frameworks::connect_tarpc_on_ours(&addr), &config).await }
+                })
+                .map_err(|e| format!("{tag} tarpc-on-ours: {e}"))?;
                 server.stop()?;
                 record(&mut results, &tag, t.name, Side::TarpcOnOurs, &r);
             }

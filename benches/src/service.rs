@@ -11,13 +11,14 @@
 use std::error::Error;
 use std::future::Future;
 
-use futures_util::stream::LocalBoxStream;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_bytes::ByteBuf;
 use tarpc::context;
 
-/// Errors of a measurement run; not `Send`, since clients run on one thread in a `LocalSet`.
-pub type BoxError = Box<dyn Error>;
+/// Errors of a measurement run (`Send`: with `--multi-thread` the client's tasks run on any of
+/// its runtime's workers).
+pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// One streamed item on the wire: 16 bytes, encoded by postcard as exactly 16 bytes (an array is
 /// a tuple, no length prefix).
@@ -25,7 +26,7 @@ pub type SmallItem = [u8; 16];
 
 /// A server stream as the measurement loops read it, whichever framework produced it: each
 /// item is the payload size of one received item.
-pub type Items = LocalBoxStream<'static, Result<usize, BoxError>>;
+pub type Items = BoxStream<'static, Result<usize, BoxError>>;
 
 /// Our framework's side of the service.
 #[rpc::service]
@@ -94,19 +95,19 @@ impl TarpcBench for TarpcImpl {
 
 /// What the measurement loops need from a client: cheap to clone (a handle on one
 /// connection), and the calls. Errors are boxed only on the failure path.
-pub trait Probe: Clone + 'static {
+pub trait Probe: Clone + Send + Sync + 'static {
     /// The framework's own type for a byte payload (what its users would write).
-    type Payload: From<Vec<u8>> + AsRef<[u8]>;
+    type Payload: From<Vec<u8>> + AsRef<[u8]> + Send;
     /// `a + b` computed by the server.
-    fn add(&self, a: i64, b: i64) -> impl Future<Output = Result<i64, BoxError>>;
+    fn add(&self, a: i64, b: i64) -> impl Future<Output = Result<i64, BoxError>> + Send;
     /// `data` sent to the server and back.
-    fn echo(&self, data: Self::Payload) -> impl Future<Output = Result<Self::Payload, BoxError>>;
+    fn echo(&self, data: Self::Payload) -> impl Future<Output = Result<Self::Payload, BoxError>> + Send;
     /// An endless server stream of 16-byte items, or `None` if the framework has no streams.
-    fn small_items(&self) -> impl Future<Output = Result<Option<Items>, BoxError>> {
+    fn small_items(&self) -> impl Future<Output = Result<Option<Items>, BoxError>> + Send {
         async { Ok(None) }
     }
     /// An endless server stream of `size`-byte chunks, or `None` if the framework has no streams.
-    fn chunks(&self, size: usize) -> impl Future<Output = Result<Option<Items>, BoxError>> {
+    fn chunks(&self, size: usize) -> impl Future<Output = Result<Option<Items>, BoxError>> + Send {
         let _ = size;
         async { Ok(None) }
     }
@@ -129,13 +130,13 @@ impl Probe for Ours {
 
     async fn small_items(&self) -> Result<Option<Items>, BoxError> {
         let items = self.0.small_items(u64::MAX).await?;
-        Ok(Some(items.map(|item| item.map(|item| item.len()).map_err(BoxError::from)).boxed_local()))
+        Ok(Some(items.map(|item| item.map(|item| item.len()).map_err(BoxError::from)).boxed()))
     }
 
     async fn chunks(&self, size: usize) -> Result<Option<Items>, BoxError> {
         let size = u32::try_from(size)?;
         let chunks = self.0.chunks(u64::MAX, size).await?;
-        Ok(Some(chunks.map(|chunk| chunk.map(|chunk| chunk.len()).map_err(BoxError::from)).boxed_local()))
+        Ok(Some(chunks.map(|chunk| chunk.map(|chunk| chunk.len()).map_err(BoxError::from)).boxed()))
     }
 }
 

@@ -146,3 +146,32 @@ fn quick_mode_measures_every_path() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(leftovers.is_empty(), "socket or FIFO files left behind: {leftovers:?}");
 }
+
+/// `--multi-thread` gives every process a multi-thread runtime, the spawned children included
+/// (a child that did not understand the flag would exit and fail its row).
+#[test]
+fn quick_mode_runs_on_multi_thread_runtimes() {
+    let dir = std::env::temp_dir().join(format!("rpc-bench-test-mt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
+        .args(["--quick", "--multi-thread", "--only", "tcp,unix,spawn", "--json"])
+        .arg(&json_path)
+        .arg("--svg")
+        .arg(dir.join("latency.svg"))
+        .arg("--sweep-svg")
+        .arg(dir.join("sweep.svg"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "rpc-bench --quick --multi-thread failed\nstderr:\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(json.to_string().contains("both frameworks on multi-thread"), "the run does not say its runtime: {json}");
+    let rows = json["rows"].as_array().unwrap();
+    let positive = |cell: &serde_json::Value| cell["median"].as_f64().is_some_and(|v| v > 0.0);
+    for (transport, side) in [("tcp", "ours"), ("tcp", "tarpc"), ("unix", "tarpc_on_ours"), ("spawn", "ours")] {
+        let measured = rows.iter().filter(|r| r["transport"] == transport && positive(&r[side])).count();
+        assert!(measured >= 5, "{transport}: {side} measured only {measured} metrics");
+    }
+}
