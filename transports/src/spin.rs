@@ -197,12 +197,14 @@ impl PollFirst {
 ///   `add` round trip over unix:// took 9.9 µs with the offer and 56-60 µs without, the peer
 ///   getting the CPU only when the spin was spent (`rpc-bench --pin-same`, one current-thread
 ///   runtime a side).
-/// - Several workers (`#[tokio::main]`'s default): the bytes we poll for also wake the worker
-///   parked on the I/O driver, a thread of our own that has nothing to do but note it and park
-///   again; the offer hands it our CPU at the moment the answer is there. In `cargo run
-///   --example demo` (multi-thread runtimes, unpinned) the round trip over unix:// was 31-46 µs
-///   with the offer and 5.5-7.1 µs without; the kernel moves a spinning thread off a peer's CPU
-///   when it is not pinned there.
+/// - Several workers (`#[tokio::main]`'s default): our process has threads of its own that
+///   wake when bytes come or work is queued (the worker parked on the I/O driver, idle workers
+///   told to look for work), and they wake the peer's likewise. Unpinned, the kernel had put
+///   all four workers of a client and a server on one vCPU (a `sched_switch` trace of the
+///   demo), where they woke one another in turn and each offer handed the CPU to the next.
+///   Round trip over unix:// with the offer and without: `cargo run --example demo` 31-46 µs
+///   against 5.5-7.1; `rpc-bench --multi-thread` unpinned 32-41 against 6.4-6.5. Pinned apart
+///   (`--pin`) or together (`--pin-same`), the offer made no difference there.
 fn offers_the_cpu() -> bool {
     tokio::runtime::Handle::try_current().map_or(true, |runtime| runtime.metrics().num_workers() <= 1)
 }
