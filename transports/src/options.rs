@@ -119,9 +119,11 @@ impl TransportOptions {
     /// does ([`ShmOptions::spin`]): it shrinks while the peer is slow or idle, so an idle
     /// connection costs no CPU; between looks the task lets the other tasks of its thread run
     /// and, in a runtime of one thread, offers its CPU to other threads (`sched_yield`), so a
-    /// peer on the same CPU is not held up (in a multi-thread runtime the offer would hand the
-    /// CPU to the worker that the I/O driver wakes for the same bytes). `Duration::ZERO` turns polling off (every wait sleeps at once, as tokio alone
-    /// does). Applies on Unix; set on each side for that side's reads. Default [`DEFAULT_SPIN`].
+    /// peer on the same CPU is not held up. (A multi-thread runtime does not offer it: there
+    /// the kernel may put the workers of both processes on one CPU, and each offer handed the
+    /// CPU to the next of them, costing the demo's round trips tens of microseconds.)
+    /// `Duration::ZERO` turns polling off (every wait sleeps at once, as tokio alone does).
+    /// Applies on Unix; set on each side for that side's reads. Default [`DEFAULT_SPIN`].
     #[must_use]
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
