@@ -8,16 +8,19 @@
 //! ```
 //!
 //! Options: `--quick`, `--reps N`, `--pin` (client and server on different CPUs), `--pin-same`
-//! (both on one CPU), `--only a,b` (transport names), `--json PATH` (default
+//! (both on one CPU), `--multi-thread` (every process on a multi-thread tokio runtime, as
+//! `#[tokio::main]` gives; by default each runs a current-thread one), `--only a,b` (transport
+//! names), `--json PATH` (default
 //! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`), `--sweep-svg
 //! PATH` (the payload sweep's chart, default `target/bench/sweep.svg`).
 //!
 //! Each server is this binary re-executed as
-//! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N]`;
+//! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N] [--multi-thread]` (a raw
+//! server has no runtime, so it is never given the flag);
 //! it prints `listening <addr>` and runs until its stdin closes, so a client that dies takes its
 //! servers with it. Tables go to stdout, progress to stderr. The `spawn` row has no server
 //! process of its own: each client connection starts this binary as its child, as
-//! `rpc-bench --serve-stdio [--cpu N]` (ours, via the `spawn:` address) or
+//! `rpc-bench --serve-stdio [--cpu N] [--multi-thread]` (ours, via the `spawn:` address) or
 //! `rpc-bench --serve-stdio-raw [--cpu N]` (raw), serving over the child's stdin and stdout.
 //!
 //! The binary is `src/bin/rpc-bench.rs`; everything lives in this library so that the crate's

@@ -191,7 +191,8 @@ impl ServerProcess {
         if let Some(cpu) = sides.server_cpu {
             command.args(["--cpu", &cpu.to_string()]);
         }
-        if sides.multi_thread {
+        // A raw server has no runtime to choose.
+        if sides.multi_thread && kind != "raw" {
             command.arg(MULTI_THREAD);
         }
         let mut child = command.spawn()?;

@@ -7,6 +7,11 @@
 
 use std::process::{Command, Stdio};
 
+/// Whether a figure of the results (a cell with a `median`) was measured.
+fn positive(cell: &serde_json::Value) -> bool {
+    cell["median"].as_f64().is_some_and(|v| v > 0.0)
+}
+
 #[test]
 fn quick_mode_measures_every_path() {
     let dir = std::env::temp_dir().join(format!("rpc-bench-test-{}", std::process::id()));
@@ -42,7 +47,6 @@ fn quick_mode_measures_every_path() {
         assert!(transports.contains(&expected), "{expected} missing from {transports:?}");
     }
     let rows = json["rows"].as_array().unwrap();
-    let positive = |cell: &serde_json::Value| cell["median"].as_f64().is_some_and(|v| v > 0.0);
     for transport in &transports {
         let mine: Vec<_> = rows.iter().filter(|r| r["transport"] == *transport).collect();
         assert!(!mine.is_empty(), "no rows for {transport}");
@@ -169,7 +173,6 @@ fn quick_mode_runs_on_multi_thread_runtimes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(json.to_string().contains("both frameworks on multi-thread"), "the run does not say its runtime: {json}");
     let rows = json["rows"].as_array().unwrap();
-    let positive = |cell: &serde_json::Value| cell["median"].as_f64().is_some_and(|v| v > 0.0);
     for (transport, side) in [("tcp", "ours"), ("tcp", "tarpc"), ("unix", "tarpc_on_ours"), ("spawn", "ours")] {
         let measured = rows.iter().filter(|r| r["transport"] == transport && positive(&r[side])).count();
         assert!(measured >= 5, "{transport}: {side} measured only {measured} metrics");

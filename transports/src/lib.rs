@@ -42,8 +42,8 @@
 //! Sockets, pipes and queues (`tcp://`, `tls://`, `unix://`, `local://`, `fifo://`, `spawn:`,
 //! `mq://`, on Unix): a side that finds nothing to read lets the other tasks of its thread run,
 //! then looks again with non-blocking system calls for up to [`TransportOptions::spin`]
-//! (adaptive) before it sleeps, since waking a sleeping thread across cores costs more than most answers take to
-//! come back; an idle connection costs no CPU.
+//! (adaptive) before it sleeps, since waking a sleeping thread across cores costs more than most
+//! answers take to come back; an idle connection costs no CPU.
 //!
 //! Schemes the platform lacks (`shm://` and `mq://` off Linux, `unix://`, `fifo://` and
 //! `spawn:` off Unix) are recognised and refused with a clear [`RpcError::Address`].

@@ -56,9 +56,9 @@ const SHUTDOWN_CHECK_EVERY: u32 = 64;
 /// chunks, and a client that polls for its answers (the transports' `spin`) works on the first
 /// ones while the server computes the rest, instead of each side waiting for the other's whole
 /// batch: 64 calls in flight over unix:// went from 355-442 to 922-1070 k calls/s in `rpc-bench`
-/// (three sets of rounds; a push every 8, 16 or 32 frames did about as well). The doubling keeps deep pipelines from
-/// paying a write per 16 answers (with a fixed 16, tls:// at 1000 calls in flight lost about a
-/// fifth in one set of bench rounds, though not in another).
+/// (three sets of rounds; a push every 8, 16 or 32 frames did about as well). The doubling keeps
+/// deep pipelines from paying a write per 16 answers (with a fixed 16, tls:// at 1000 calls in
+/// flight lost about a fifth in one set of bench rounds, though not in another).
 const FIRST_FLUSH: u32 = 16;
 
 /// Why the read loop stopped.
