@@ -212,6 +212,11 @@ impl CallOptions {
         self.deadline(deadline)
     }
 
+    /// Whether a call made with these options has a timeout or a deadline.
+    fn limits(&self) -> bool {
+        self.timeout.is_some() || self.deadline.is_some()
+    }
+
     /// The deadline of a call starting at `now`: the earlier of the two limits.
     pub fn deadline_from(&self, now: Instant) -> Option<Instant> {
         let from_timeout = self.timeout.and_then(|t| now.checked_add(t));
@@ -525,32 +530,38 @@ impl Client {
         outgoing: Option<EncodedStream>,
         options: &CallOptions,
         decode: D,
-    ) -> impl Future<Output = Result<R, RpcError>> + Send + 'static
+    ) -> Unary<R, D>
     where
         A: Serialize + ?Sized + 'static,
         R: 'static,
         D: DecodePayload<R>,
     {
         let Prepared { inner, request, deadline, span, started, via } = self.prepare(method, args, options);
+        if via.is_none() && deadline.is_none() && span.is_disabled() {
+            return match request.and_then(|(id, frame)| Exchange::new(inner, id, frame, method, outgoing, decode)) {
+                Ok(exchange) => Unary::Direct(exchange),
+                Err(e) => Unary::Failed(Some(e)),
+            };
+        }
         let call_span = span.clone();
-        // One async block, awaiting the steps in turn: each nested level of futures kept its own
-        // copy of what it handed down, and a call's future is moved before it is pinned.
-        async move {
-            let result = match request {
-                Ok((id, frame)) => match ready(inner, via, deadline).await {
-                    // `_load` counts the call on a balanced client's connection until it is done.
-                    Ok((inner, _load)) => match within(deadline, exchange(&inner, id, frame, outgoing)).await {
-                        Ok(answer) => decode_answer(inner.service, method, &answer, decode),
+        Unary::Layered(Box::pin(
+            async move {
+                let result = match request {
+                    Ok((id, frame)) => match ready(inner, via, deadline).await {
+                        // `_load` counts the call on a balanced client's connection until it is done.
+                        Ok((inner, _load)) => match Exchange::new(inner, id, frame, method, outgoing, decode) {
+                            Ok(exchange) => within(deadline, exchange).await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            telemetry::client_call_finished(&call_span, started, &result);
-            result
-        }
-        .instrument(span)
+                };
+                telemetry::client_call_finished(&call_span, started, &result);
+                result
+            }
+            .instrument(span),
+        ))
     }
 
     /// What every call does before its future runs: fixes the deadline and encodes the request.
@@ -560,15 +571,18 @@ impl Client {
         args: &A,
         options: &CallOptions,
     ) -> Prepared {
-        let started = Instant::now();
-        let deadline = options.deadline_from(started);
+        let spans = telemetry::spans_wanted();
+        // The clock is read only for a deadline or a span: that read is a few percent of a
+        // call's time (perf, 1000 calls in flight over tcp).
+        let started = (spans || options.limits()).then(Instant::now);
+        let deadline = started.and_then(|now| options.deadline_from(now));
         let (inner, ids) = match &self.via {
             None => (Arc::clone(&self.inner), None),
             Some(Via::Redial(redial)) => (redial.current(), None),
             Some(Via::Balanced(balanced)) => (Arc::clone(&self.inner), Some(&balanced.next_id)),
         };
         let info = &inner.info;
-        let span = if telemetry::spans_wanted() {
+        let span = if spans {
             tracing::debug_span!(
                 "rpc.client.call",
                 service = inner.service.name,
@@ -639,12 +653,13 @@ fn encode_request<A: Serialize + ?Sized>(
     method: &'static MethodDescriptor,
     args: &A,
     deadline: Option<Instant>,
-    now: Instant,
+    now: Option<Instant>,
     trace: Option<wire::TraceContext>,
 ) -> Result<(u64, wire::Encoded), RpcError> {
     let id = ids.fetch_add(1, Ordering::Relaxed);
-    // The server gets the time left, not our clock's reading: clocks of two hosts differ.
-    let timeout_us = deadline.map(|d| (d.saturating_duration_since(now).as_micros() as u64).max(1));
+    // The server gets the time left, not our clock's reading: clocks of two hosts differ. (A
+    // call with a deadline read the clock.)
+    let timeout_us = deadline.zip(now).map(|(d, now)| (d.saturating_duration_since(now).as_micros() as u64).max(1));
     let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
         .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
     let max = inner.info.max_frame_len;
@@ -679,9 +694,35 @@ struct Prepared {
     deadline: Option<Instant>,
     /// The call's span (`rpc.client.call`), disabled unless a subscriber wants it.
     span: tracing::Span,
-    started: Instant,
+    /// When the call began, if it has a deadline or a span (see [`Client::prepare`]).
+    started: Option<Instant>,
     /// Set for a reconnecting or balanced client: see [`ready`].
     via: Option<Via>,
+}
+
+/// The future of a unary call ([`Client::call`] and its siblings).
+enum Unary<R, D> {
+    /// A call with no deadline and no span, on the client's one connection: nearly every call.
+    Direct(Exchange<R, D>),
+    /// Any other call: the same exchange, within its deadline, its span, and a redial or a pick
+    /// of a connection first. Boxed, so that the direct call's future stays as small as it is.
+    Layered(std::pin::Pin<Box<dyn Future<Output = Result<R, RpcError>> + Send>>),
+    /// The request could not be encoded, or the connection is closed.
+    Failed(Option<RpcError>),
+}
+
+impl<R, D: DecodePayload<R>> Future for Unary<R, D> {
+    type Output = Result<R, RpcError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Unary::Direct(exchange) => std::pin::Pin::new(exchange).poll(cx),
+            Unary::Layered(layered) => layered.as_mut().poll(cx),
+            Unary::Failed(error) => {
+                Poll::Ready(Err(error.take().expect("a call's future was polled after it completed")))
+            }
+        }
+    }
 }
 
 /// The answer of a method declared `-> Result<T, E>`, with the application's `Err` apart. (Not an
@@ -695,21 +736,6 @@ fn split_app<T, E>(
         Ok(Err(app)) => Err(CallError::App(app)),
         Err(rpc) => Err(CallError::Rpc(rpc)),
     })
-}
-
-/// Sends a unary call's request (and its stream argument, if any) and waits for the answer.
-async fn exchange(
-    inner: &Arc<Inner>,
-    id: u64,
-    frame: wire::Encoded,
-    outgoing: Option<EncodedStream>,
-) -> Result<Bytes, RpcError> {
-    let mut call = PendingCall::register(inner, id, outgoing.is_some(), false)?;
-    let seq = call.enqueue(frame).await?;
-    if let Some(outgoing) = outgoing {
-        call.start_pump(outgoing);
-    }
-    call.answer(seq).await
 }
 
 /// `future`, failing with [`RpcError::DeadlineExceeded`] at `deadline`.
@@ -901,7 +927,7 @@ impl Inner {
     /// this does (a watcher's slot under an id no request uses), so a peer that went away is
     /// noticed at once rather than by the next call. For the reconnecting and balanced clients.
     pub(crate) async fn until_closed(self: &Arc<Self>) -> RpcError {
-        let watch = match PendingCall::register(self, WATCH_ID, false, false) {
+        let watch = match PendingCall::register(Arc::clone(self), WATCH_ID, false, false) {
             Ok(watch) => watch,
             Err(e) => return e,
         };
@@ -1095,8 +1121,8 @@ impl Inbound {
 
 /// A call between registration and its answer. Dropping it early removes its slot and tells
 /// the server to stop the handler.
-struct PendingCall<'a> {
-    inner: &'a Arc<Inner>,
+struct PendingCall {
+    inner: Arc<Inner>,
     id: u64,
     sent: bool,
     finished: bool,
@@ -1108,10 +1134,10 @@ struct PendingCall<'a> {
     pump: Option<tokio::task::AbortHandle>,
 }
 
-impl<'a> PendingCall<'a> {
+impl PendingCall {
     /// Registers call `id`; `sends` if it streams to the server, `receives` if the server
     /// streams to it.
-    fn register(inner: &'a Arc<Inner>, id: u64, sends: bool, receives: bool) -> Result<Self, RpcError> {
+    fn register(inner: Arc<Inner>, id: u64, sends: bool, receives: bool) -> Result<Self, RpcError> {
         let mut inbound = inner.lock_inbound();
         if let Some(err) = &inbound.closed {
             return Err(err.clone());
@@ -1127,75 +1153,85 @@ impl<'a> PendingCall<'a> {
         inbound.calls.insert(id, Slot { stream, ..Slot::default() });
         // Read here, under the lock registration takes anyway, not with a second lock later.
         let busy = inbound.calls.len() > 1;
+        drop(inbound);
         Ok(Self { inner, id, sent: false, finished: false, busy, window, pump: None })
     }
 
-    /// Queues the request; from here on the server may answer it.
-    async fn enqueue(&mut self, frame: wire::Encoded) -> Result<u64, RpcError> {
-        let (inner, id) = (self.inner, self.id);
-        let mut frame = Some(frame);
-        let seq = std::future::poll_fn(|cx| match inner.out.poll_enqueue(cx, &mut frame) {
-            Poll::Ready(queued) => Poll::Ready(queued.map_err(|e| inner.fail(e))),
+    /// Queues the request (taking it out of `frame`); from here on the server may answer it.
+    /// Ready with the frame's sequence number, for [`poll_first_frame`](Self::poll_first_frame).
+    fn poll_enqueue(&mut self, cx: &mut Context<'_>, frame: &mut Option<wire::Encoded>) -> Poll<Result<u64, RpcError>> {
+        let (inner, id) = (&self.inner, self.id);
+        let seq = match inner.out.poll_enqueue(cx, frame) {
+            Poll::Ready(queued) => queued.map_err(|e| inner.fail(e)),
             // While the transport is full, read too (the server may wait for us to read before
             // it reads again), and notice a connection the reader closed meanwhile.
             Poll::Pending => match inner.poll_answer(cx, id) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Ready(Ok(_)) => Poll::Ready(Err(inner
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Ready(Ok(_)) => Err(inner
                     .lock_inbound()
-                    .close(RpcError::Protocol(format!("the server answered call {id} before its request was sent"))))),
+                    .close(RpcError::Protocol(format!("the server answered call {id} before its request was sent")))),
             },
-        })
-        .await?;
-        self.sent = true;
-        Ok(seq)
+        };
+        self.sent = seq.is_ok();
+        Poll::Ready(seq)
+    }
+
+    /// [`poll_enqueue`](Self::poll_enqueue) as a future.
+    async fn enqueue(&mut self, frame: wire::Encoded) -> Result<u64, RpcError> {
+        let mut frame = Some(frame);
+        std::future::poll_fn(|cx| self.poll_enqueue(cx, &mut frame)).await
     }
 
     /// Starts sending the call's stream argument, in a task of its own: it must go on while the
     /// caller waits for (or reads) the answer.
     fn start_pump(&mut self, outgoing: EncodedStream) {
         let window = Arc::clone(self.window.as_ref().expect("registered as a call that sends a stream"));
-        self.pump = Some(streaming::spawn_pump(self.inner, self.id, window, outgoing));
+        self.pump = Some(streaming::spawn_pump(&self.inner, self.id, window, outgoing));
     }
 
-    /// Flushes the request and waits for the answer *at the same time*: a call whose frame is
-    /// still queued must take part in reading, or a server that stops reading until its answers
-    /// are read would deadlock with a client that stops reading until its requests are written.
-    async fn answer(&mut self, seq: u64) -> Result<Bytes, RpcError> {
-        let answer = self.first_frame(seq, false).await.map(|(_, frame)| frame);
-        self.finished = true;
-        self.stop_pump();
-        self.inner.lock_inbound().remove(self.id);
-        answer
-    }
-
-    /// Like [`PendingCall::answer`], for a call the server streams to: its first frame, with
-    /// the slot kept for the rest (the caller takes the call over, see
+    /// Like [`Exchange`] without its decoding, for a call the server streams to: its first
+    /// frame, with the slot kept for the rest (the caller takes the call over, see
     /// [`PendingCall::into_parts`]).
     async fn head(&mut self, seq: u64) -> Result<(Route, Bytes), RpcError> {
-        let head = self.first_frame(seq, true).await;
+        let mut wait = FirstFrame::new(seq, self.busy);
+        let head = std::future::poll_fn(|cx| self.poll_first_frame(cx, &mut wait, true)).await;
         self.inner.lock_inbound().release(self.id);
         head
     }
 
-    async fn first_frame(&mut self, seq: u64, queued: bool) -> Result<(Route, Bytes), RpcError> {
+    /// Flushes the request and waits for the first frame of the answer *at the same time*: a
+    /// call whose frame is still queued must take part in reading, or a server that stops
+    /// reading until its answers are read would deadlock with a client that stops reading until
+    /// its requests are written. `queued` says the call is one the server streams to.
+    fn poll_first_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        wait: &mut FirstFrame,
+        queued: bool,
+    ) -> Poll<Result<(Route, Bytes), RpcError>> {
         // Under load, let the other ready callers queue their frames first: the first of us to
-        // flush then carries them all in one write. A lone call does not wait.
-        if self.busy {
-            tokio::task::yield_now().await;
+        // flush then carries them all in one write. A lone call does not wait. (Woken by itself,
+        // a task goes to the back of its runtime's queue, behind those callers.)
+        if std::mem::take(&mut wait.yield_first) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
-        let mut flushed = false;
-        std::future::poll_fn(|cx| {
-            if !flushed {
-                match self.inner.out.poll_flushed(cx, seq) {
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.inner.fail(e))),
-                    Poll::Ready(Ok(())) => flushed = true,
-                    Poll::Pending => {}
-                }
+        if !wait.flushed {
+            match self.inner.out.poll_flushed(cx, wait.seq) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.inner.fail(e))),
+                Poll::Ready(Ok(())) => wait.flushed = true,
+                Poll::Pending => {}
             }
-            self.inner.poll_frame(cx, self.id, queued)
-        })
-        .await
+        }
+        self.inner.poll_frame(cx, self.id, queued)
+    }
+
+    /// The unary call got its answer: its slot goes, and its stream argument stops.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.stop_pump();
+        self.inner.lock_inbound().remove(self.id);
     }
 
     /// Hands the call (its slot, its stream's task) to whoever reads the rest of it.
@@ -1214,7 +1250,7 @@ impl<'a> PendingCall<'a> {
     }
 }
 
-impl Drop for PendingCall<'_> {
+impl Drop for PendingCall {
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -1226,8 +1262,104 @@ impl Drop for PendingCall<'_> {
             answered || inbound.closed.is_some()
         };
         if self.sent && !answered {
-            send_cancel(self.inner, self.id);
+            send_cancel(&self.inner, self.id);
         }
+    }
+}
+
+/// Where a call is in waiting for its first frame ([`PendingCall::poll_first_frame`]).
+struct FirstFrame {
+    /// The sequence number of the call's request in the connection's queue.
+    seq: u64,
+    /// Still to yield once before the first look.
+    yield_first: bool,
+    /// The request has left.
+    flushed: bool,
+}
+
+impl FirstFrame {
+    /// Waiting for request `seq` to leave and be answered; `busy` if other calls were pending
+    /// when this one registered (it then yields first).
+    fn new(seq: u64, busy: bool) -> Self {
+        Self { seq, yield_first: busy, flushed: false }
+    }
+}
+
+/// A unary call, from its queueing to its decoded answer.
+///
+/// Written out rather than as an `async` block: it is the whole future of nearly every call
+/// (no deadline, no span, one connection; see [`Unary`]), which is moved at least once before
+/// it is pinned, and each layer of nested futures costs instructions at every poll.
+struct Exchange<R, D> {
+    call: PendingCall,
+    method: &'static MethodDescriptor,
+    step: Step,
+    /// The call's stream argument, until it is handed to its task.
+    outgoing: Option<EncodedStream>,
+    /// Taken when the answer is decoded.
+    decode: Option<D>,
+    _answer: std::marker::PhantomData<fn() -> R>,
+}
+
+enum Step {
+    /// Queueing the request (taken out once queued).
+    Enqueue(Option<wire::Encoded>),
+    /// Waiting for the answer.
+    Answer(FirstFrame),
+    /// The answer (or an error) was returned.
+    Done,
+}
+
+// Nothing in an `Exchange` is pinned: its parts are polled through `&mut` (the decoder is only
+// ever called, by value).
+impl<R, D> Unpin for Exchange<R, D> {}
+
+impl<R, D: DecodePayload<R>> Exchange<R, D> {
+    /// Registers call `id` on `inner`, to send `frame` (and `outgoing`, its stream argument).
+    fn new(
+        inner: Arc<Inner>,
+        id: u64,
+        frame: wire::Encoded,
+        method: &'static MethodDescriptor,
+        outgoing: Option<EncodedStream>,
+        decode: D,
+    ) -> Result<Self, RpcError> {
+        let call = PendingCall::register(inner, id, outgoing.is_some(), false)?;
+        Ok(Self {
+            call,
+            method,
+            step: Step::Enqueue(Some(frame)),
+            outgoing,
+            decode: Some(decode),
+            _answer: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<R, D: DecodePayload<R>> Future for Exchange<R, D> {
+    type Output = Result<R, RpcError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Step::Enqueue(frame) = &mut this.step {
+            let seq = match std::task::ready!(this.call.poll_enqueue(cx, frame)) {
+                Ok(seq) => seq,
+                Err(e) => {
+                    this.step = Step::Done;
+                    return Poll::Ready(Err(e));
+                }
+            };
+            if let Some(outgoing) = this.outgoing.take() {
+                this.call.start_pump(outgoing);
+            }
+            this.step = Step::Answer(FirstFrame::new(seq, this.call.busy));
+        }
+        let Step::Answer(wait) = &mut this.step else { panic!("a call's future was polled after it completed") };
+        let answer = std::task::ready!(this.call.poll_first_frame(cx, wait, false));
+        this.step = Step::Done;
+        this.call.finish();
+        let decode = this.decode.take().expect("decoded once, when the answer came");
+        Poll::Ready(answer.and_then(|(_, frame)| decode_answer(this.call.inner.service, this.method, &frame, decode)))
     }
 }
 
@@ -1265,6 +1397,57 @@ fn send_cancel(inner: &Arc<Inner>, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client of the fuzz harness's service, served by the real server engine in a task.
+    async fn served_client() -> Client {
+        let (conn, serve) = crate::fuzzing::served_connection();
+        tokio::spawn(serve);
+        Client::handshake(conn, &crate::fuzzing::SERVICE, ClientOptions::default()).await.unwrap()
+    }
+
+    fn add(client: &Client, a: i64, b: i64, options: &CallOptions) -> impl Future<Output = Result<i64, RpcError>> {
+        client.call::<_, i64>(&crate::fuzzing::METHODS[0], &(a, b), options)
+    }
+
+    #[tokio::test]
+    async fn a_call_is_registered_when_made_and_forgotten_when_dropped_unpolled() {
+        let client = served_client().await;
+        let pending = || client.inner.lock_inbound().calls.len();
+        let call = add(&client, 1, 2, &CallOptions::new());
+        assert_eq!(pending(), 1, "registered as it was made");
+        drop(call);
+        assert_eq!(pending(), 0, "its slot went with it");
+        assert_eq!(add(&client, 2, 3, &CallOptions::new()).await.unwrap(), 5);
+        let timed = CallOptions::new().timeout(Duration::from_secs(60));
+        assert_eq!(add(&client, 3, 4, &timed).await.unwrap(), 7, "a call with a deadline takes the other path");
+        assert_eq!(pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_future_of_a_call_without_deadline_or_span_is_small() {
+        let client = served_client().await;
+        let call = add(&client, 1, 2, &CallOptions::new());
+        // Every call moves its future at least once before it is pinned; the async blocks it
+        // replaced took 840 bytes for this call.
+        let size = std::mem::size_of_val(&call);
+        assert!(size <= 192, "{size} bytes");
+        assert_eq!(call.await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn calls_made_together_are_all_answered() {
+        let client = served_client().await;
+        // Registered before any is polled: every call but the first finds others pending and
+        // yields once before it flushes.
+        let calls: Vec<_> = (0..100).map(|i| add(&client, i, 1, &CallOptions::new())).collect();
+        let sums = tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(calls))
+            .await
+            .expect("every call answered (a yield that never wakes its task would hang here)");
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), i as i64 + 1);
+        }
+        assert_eq!(client.inner.lock_inbound().calls.len(), 0);
+    }
 
     #[test]
     #[should_panic(expected = "ClientOptions::stream_window must be at least 4096 bytes, not 4095")]

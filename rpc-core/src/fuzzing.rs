@@ -342,6 +342,15 @@ async fn serve_bytes(input: &[u8], piece: usize) -> Vec<Bytes> {
     frames
 }
 
+/// A connection to a server of the harness's service over an in-memory pipe, and the future
+/// that serves it: for tests of the client engine against the real server engine.
+#[cfg(test)]
+pub(crate) fn served_connection() -> (Connection, impl Future<Output = ()>) {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let server = Server::new().add_service(FuzzService);
+    (duplex_connection(client_io), async move { server.serve_connection(duplex_connection(server_io)).await })
+}
+
 fn duplex_connection(io: tokio::io::DuplexStream) -> Connection {
     let (read, write) = tokio::io::split(io);
     let (sender, receiver) = stream::framed(read, write, MAX_FRAME_LEN);

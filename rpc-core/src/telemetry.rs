@@ -117,12 +117,15 @@ pub(crate) fn spans_wanted() -> bool {
 }
 
 /// Records how a client call ended on its span (a no-op when nobody listens).
-pub(crate) fn client_call_finished<T>(span: &tracing::Span, started: Instant, result: &Result<T, RpcError>) {
+/// `started` is when the call began (read whenever the span is enabled).
+pub(crate) fn client_call_finished<T>(span: &tracing::Span, started: Option<Instant>, result: &Result<T, RpcError>) {
     if span.is_disabled() {
         return;
     }
     span.record("outcome", client_outcome(result));
-    span.record("duration_us", started.elapsed().as_micros() as u64);
+    if let Some(started) = started {
+        span.record("duration_us", started.elapsed().as_micros() as u64);
+    }
     if let Err(e) = result {
         tracing::debug!(parent: span, error = %e, "call failed");
     }

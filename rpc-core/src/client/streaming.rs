@@ -102,7 +102,7 @@ async fn open_streaming<T: DeserializeOwned + 'static>(
     // A balanced client's load handle ends with the opening; the stream stays where it went.
     let (inner, _load) = ready(inner, via, deadline).await?;
     let opened = within(deadline, async {
-        let mut call = PendingCall::register(&inner, id, outgoing.is_some(), true)?;
+        let mut call = PendingCall::register(Arc::clone(&inner), id, outgoing.is_some(), true)?;
         let seq = call.enqueue(frame).await?;
         if let Some(outgoing) = outgoing {
             call.start_pump(outgoing);
