@@ -506,8 +506,9 @@ impl Client {
 
     /// Calls `method` with the argument tuple `args` and decodes its return value.
     ///
-    /// The arguments are encoded before this returns; the future owns everything it needs
-    /// (`'static`), so it can be stored or spawned.
+    /// The arguments are encoded before this returns; the request leaves when the future is
+    /// first polled, and a future dropped before that sends nothing. The future owns everything
+    /// it needs (`'static`), so it can be stored or spawned.
     pub fn call<A, R>(
         &self,
         method: &'static MethodDescriptor,
