@@ -1302,6 +1302,7 @@ struct Exchange<R, D> {
     _answer: std::marker::PhantomData<fn() -> R>,
 }
 
+/// Where an [`Exchange`] is.
 enum Step {
     /// Queueing the request (taken out once queued).
     Enqueue(Option<wire::Encoded>),
