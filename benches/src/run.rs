@@ -173,6 +173,21 @@ struct Sides {
     multi_thread: bool,
 }
 
+impl Sides {
+    /// The arguments a server child gets after its mode and target: its CPU, and its runtime
+    /// unless it has none (`with_runtime` false: a raw server).
+    fn args(&self, with_runtime: bool) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(cpu) = self.server_cpu {
+            args.extend(["--cpu".to_owned(), cpu.to_string()]);
+        }
+        if self.multi_thread && with_runtime {
+            args.push(MULTI_THREAD.to_owned());
+        }
+        args
+    }
+}
+
 /// A server child process, stopped (and its socket or FIFO files removed) on [`stop`](Self::stop)
 /// or drop.
 struct ServerProcess {
@@ -187,14 +202,11 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(kind: &str, target: &str, sides: Sides, files: Vec<PathBuf>) -> Result<Self, BoxError> {
         let mut command = Command::new(std::env::current_exe()?);
-        command.args(["--serve", kind, target]).stdin(Stdio::piped()).stdout(Stdio::piped());
-        if let Some(cpu) = sides.server_cpu {
-            command.args(["--cpu", &cpu.to_string()]);
-        }
-        // A raw server has no runtime to choose.
-        if sides.multi_thread && kind != "raw" {
-            command.arg(MULTI_THREAD);
-        }
+        command
+            .args(["--serve", kind, target])
+            .args(sides.args(kind != "raw"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
         let mut line = String::new();
@@ -374,7 +386,7 @@ fn client(args: Args) -> Result<(), BoxError> {
             // A spawned row has no server process: the client's connect starts the child.
             let server = if t.spawned {
                 if let Endpoint::Spawn(cpu) = &mut endpoint {
-                    *cpu = server_cpu;
+                    *cpu = sides.server_cpu;
                 }
                 None
             } else {
@@ -403,11 +415,8 @@ fn client(args: Args) -> Result<(), BoxError> {
 
             let mut addr = (t.ours)(&unique_name());
             let server = if t.spawned {
-                if let Some(cpu) = server_cpu {
-                    addr += &format!("&--cpu&{cpu}");
-                }
-                if args.multi_thread {
-                    addr += &format!("&{MULTI_THREAD}");
+                for arg in sides.args(true) {
+                    addr += &format!("&{arg}");
                 }
                 None
             } else {

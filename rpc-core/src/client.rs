@@ -8,8 +8,9 @@
 //! hands the role to another waiting call. Sending works the same way: the caller writes its own
 //! frame (see the `outbound` module).
 //!
-//! Dropping a call's future sends a cancel for it; a dead connection fails every pending call at
-//! once, and every later call, with the error that killed it.
+//! Dropping a call's future sends a cancel for it once its request went out (a future never
+//! polled sent nothing, and leaves nothing behind); a dead connection fails every pending call
+//! at once, and every later call, with the error that killed it.
 //!
 //! A streaming call is a call like the others: its slot stays in the table while its stream
 //! lasts, queues the frames the server streams (filed there by whichever call reads), and its

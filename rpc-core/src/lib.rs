@@ -26,8 +26,10 @@ pub mod service;
 pub mod stream;
 pub mod telemetry;
 pub mod transport;
-#[cfg(test)]
-mod wake_count;
+// Also for the transports' unit tests, which turn on `fuzzing` as a dev-dependency.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod wake_count;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientOptions, Streaming};

@@ -1,4 +1,5 @@
-//! A waker that counts its wakes, for the unit tests of the code that decides who is woken.
+//! A waker that counts its wakes, for the unit tests of the code that decides who is woken (in
+//! this crate and in the transports).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -6,18 +7,18 @@ use std::task::{Wake, Waker};
 
 /// Counts the wakes of the wakers made by [`WakeCount::waker`].
 #[derive(Debug, Default)]
-pub(crate) struct WakeCount(AtomicUsize);
+pub struct WakeCount(AtomicUsize);
 
 impl WakeCount {
     /// A new count and a waker that adds to it.
-    pub(crate) fn new() -> (Arc<Self>, Waker) {
+    pub fn new() -> (Arc<Self>, Waker) {
         let count = Arc::new(WakeCount::default());
         let waker = Waker::from(Arc::clone(&count));
         (count, waker)
     }
 
     /// Wakes so far.
-    pub(crate) fn get(&self) -> usize {
+    pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }

@@ -334,20 +334,9 @@ impl Drop for MemReceiver {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
+    use rpc_core::wake_count::WakeCount;
 
     use super::*;
-
-    /// Counts its wakes.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn pair() -> (MemSender, MemReceiver) {
         let (mut sender, mut receiver) = channel();
@@ -356,22 +345,15 @@ mod tests {
         (sender, receiver)
     }
 
-    /// A count of wakes and a waker that adds to it.
-    fn counter() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
-        (count, waker)
-    }
-
     #[test]
     fn frames_arrive_in_order_and_the_receiver_is_woken() {
         let (mut sender, mut receiver) = pair();
-        let (count, waker) = counter();
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         assert!(receiver.poll_recv(&mut cx).is_pending());
         sender.start_send(Bytes::from_static(b"one")).unwrap();
         sender.start_send(Bytes::from_static(b"two")).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting receiver was not woken once");
+        assert_eq!(count.get(), 1, "the waiting receiver was not woken once");
         for expected in [&b"one"[..], b"two"] {
             match receiver.poll_recv(&mut cx) {
                 Poll::Ready(Ok(Some(frame))) => assert_eq!(frame, expected),
@@ -380,14 +362,14 @@ mod tests {
         }
         assert!(receiver.poll_recv(&mut cx).is_pending());
         drop(sender);
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing did not wake the receiver");
+        assert_eq!(count.get(), 2, "closing did not wake the receiver");
         assert!(matches!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(None))));
     }
 
     #[test]
     fn the_sender_waits_above_the_high_water_mark_until_the_receiver_drains_below_it() {
         let (mut sender, mut receiver) = pair();
-        let (count, waker) = counter();
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         let frame = Bytes::from(vec![0u8; HIGH_WATER / 4]);
         let mut sent = 0;
@@ -397,9 +379,9 @@ mod tests {
             assert!(sent <= 5, "no backpressure after {sent} frames of a quarter of the mark");
         }
         assert_eq!(sent, 4);
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.get(), 0);
         assert!(matches!(receiver.poll_recv(&mut cx), Poll::Ready(Ok(Some(_)))));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "draining below the mark did not wake the sender");
+        assert_eq!(count.get(), 1, "draining below the mark did not wake the sender");
         assert!(sender.poll_ready(&mut cx).is_ready());
     }
 

@@ -177,18 +177,10 @@ mod tests {
     /// the task again), as a plain tokio read.
     #[tokio::test]
     async fn a_zero_spin_neither_polls_nor_yields() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
         for (max, wakes) in [(Duration::ZERO, 0), (Duration::from_millis(20), 1)] {
             let (ours, _theirs) = UnixStream::pair().unwrap();
             let mut reader = spinning(ours, max);
-            let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
-            let waker = std::task::Waker::from(std::sync::Arc::clone(&count));
+            let (count, waker) = rpc_core::wake_count::WakeCount::new();
             let mut space = [0u8; 8];
             let mut buf = ReadBuf::new(&mut space);
             let polled = Pin::new(&mut reader).poll_read(&mut Context::from_waker(&waker), &mut buf);
@@ -196,7 +188,7 @@ mod tests {
             // Let the runtime run its driver and deferred wakes.
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
-            assert_eq!(count.0.load(Ordering::SeqCst), wakes, "wakes after one Pending poll with a spin of {max:?}");
+            assert_eq!(count.get(), wakes, "wakes after one Pending poll with a spin of {max:?}");
         }
     }
 
