@@ -129,6 +129,15 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
         self.coalesce.put_slice(&prefix[from..]);
         self.queued += prefix.len() - from;
         skip -= from;
+        // A small frame is copied whole, from wherever its parts are (one held in place has
+        // none to take).
+        if frame.len() <= COALESCE_MAX {
+            self.coalesce_part(&mut skip, frame.head());
+            for part in frame.rest() {
+                self.coalesce_part(&mut skip, part);
+            }
+            return;
+        }
         for mut part in frame.into_parts() {
             if skip >= part.len() {
                 skip -= part.len();
@@ -144,6 +153,14 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
                 self.queue.push_back(part);
             }
         }
+    }
+
+    /// Copies what is left of `part` after `skip` bytes into the coalescing buffer.
+    fn coalesce_part(&mut self, skip: &mut usize, part: &[u8]) {
+        let take = (*skip).min(part.len());
+        *skip -= take;
+        self.coalesce.put_slice(&part[take..]);
+        self.queued += part.len() - take;
     }
 
     fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

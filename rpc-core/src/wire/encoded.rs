@@ -18,18 +18,115 @@ use bytes::Bytes;
 /// copies parts up to this size into its coalescing buffer anyway.
 pub const SPLICE_MIN: usize = 16 * 1024;
 
+/// Frames of at most this many bytes (an `add(i64, i64)` request or its answer) are held in
+/// place by [`Encoded`]: no buffer is carved for them and no reference count is taken and
+/// dropped. A byte-stream sender copies them into its coalescing buffer as it would any small
+/// frame; only a transport that needs a frame as [`Bytes`] (`mem://`) gets one made.
+pub const INLINE_MAX: usize = 56;
+
 /// An encoded frame: one or more parts that, sent back to back, are the frame.
 ///
 /// Build one from a contiguous frame with `From<Bytes>` or `From<Vec<u8>>`; the engines' encoders
 /// ([`encode_request`](super::encode_request), [`ResponsePayload`](super::ResponsePayload),
 /// [`ItemsWriter`](super::ItemsWriter)) return frames whose large byte payloads are parts of
-/// their own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// their own, and hold frames of at most [`INLINE_MAX`] bytes in place.
+#[derive(Clone)]
 pub struct Encoded {
-    head: Bytes,
-    /// The parts after `head`, in order; empty for a frame in one piece (no allocation).
-    rest: Vec<Bytes>,
-    len: usize,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// A small frame, in one piece, held in place.
+    Inline(Inline),
+    Parts {
+        head: Bytes,
+        /// The parts after `head`, in order; empty for a frame in one piece (no allocation).
+        rest: Vec<Bytes>,
+        len: usize,
+    },
+}
+
+/// The bytes of a frame of at most [`INLINE_MAX`] bytes, held in place.
+#[derive(Clone, Copy)]
+pub(crate) struct Inline {
+    len: u8,
+    bytes: [u8; INLINE_MAX],
+}
+
+const _: () = assert!(INLINE_MAX <= u8::MAX as usize);
+
+impl Inline {
+    pub(crate) const fn new() -> Self {
+        Inline { len: 0, bytes: [0; INLINE_MAX] }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[..usize::from(self.len)]
+    }
+
+    /// Appends `data` if it fits; `false`, with nothing written, if it does not.
+    #[inline]
+    pub(crate) fn push(&mut self, data: &[u8]) -> bool {
+        let at = usize::from(self.len);
+        match self.bytes.get_mut(at..at + data.len()) {
+            Some(room) => {
+                copy_short(room, data);
+                // At most `INLINE_MAX`, which fits a `u8` (checked above).
+                self.len = (at + data.len()) as u8;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends one byte if it fits.
+    #[inline]
+    pub(crate) fn push_byte(&mut self, byte: u8) -> bool {
+        match self.bytes.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = byte;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` (same lengths) without a call to `memcpy` for the lengths of
+/// varints and headers: two fixed-size copies that overlap in the middle. (`memcpy` for a
+/// frame's handful of short writes cost ~80 instructions an `add` call, callgrind.)
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+impl std::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Inline").field(&self.as_slice()).finish()
+    }
 }
 
 impl Encoded {
@@ -37,50 +134,77 @@ impl Encoded {
     #[inline]
     pub fn from_parts(head: Bytes, rest: Vec<Bytes>) -> Self {
         let len = head.len() + rest.iter().map(Bytes::len).sum::<usize>();
-        Encoded { head, rest, len }
+        Encoded { repr: Repr::Parts { head, rest, len } }
+    }
+
+    /// A small frame held in place.
+    #[inline]
+    pub(crate) fn inline(frame: Inline) -> Self {
+        Encoded { repr: Repr::Inline(frame) }
     }
 
     /// The frame's length in bytes (all parts).
+    #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        match &self.repr {
+            Repr::Inline(frame) => usize::from(frame.len),
+            Repr::Parts { len, .. } => *len,
+        }
     }
 
     /// Whether the frame has no bytes at all.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The first part: the frame's kind and header are always in it.
-    pub fn head(&self) -> &Bytes {
-        &self.head
+    pub fn head(&self) -> &[u8] {
+        match &self.repr {
+            Repr::Inline(frame) => frame.as_slice(),
+            Repr::Parts { head, .. } => head,
+        }
+    }
+
+    /// The parts after the first.
+    pub(crate) fn rest(&self) -> &[Bytes] {
+        match &self.repr {
+            Repr::Inline(_) => &[],
+            Repr::Parts { rest, .. } => rest,
+        }
     }
 
     /// Every part, in order (the first is [`head`](Self::head)).
-    pub fn parts(&self) -> impl Iterator<Item = &Bytes> {
-        std::iter::once(&self.head).chain(&self.rest)
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.head()).chain(self.rest().iter().map(|part| &part[..]))
     }
 
-    /// Every part, in order, by value.
+    /// Every part, in order, by value (a frame held in place becomes one [`Bytes`]).
     pub fn into_parts(self) -> impl Iterator<Item = Bytes> {
-        std::iter::once(self.head).chain(self.rest)
+        let (head, rest) = match self.repr {
+            Repr::Inline(frame) => (super::arena::carve(frame.as_slice()), Vec::new()),
+            Repr::Parts { head, rest, .. } => (head, rest),
+        };
+        std::iter::once(head).chain(rest)
     }
 
     /// How many parts the frame is in.
     pub fn part_count(&self) -> usize {
-        1 + self.rest.len()
+        1 + self.rest().len()
     }
 
-    /// The frame in one piece: its only part as is, or the parts copied into one buffer.
+    /// The frame in one piece: its only part as is, or the parts copied into one buffer (a
+    /// frame held in place is copied into a buffer shared with other small frames).
     pub fn into_bytes(self) -> Bytes {
-        if self.rest.is_empty() {
-            return self.head;
+        match self.repr {
+            Repr::Inline(frame) => super::arena::carve(frame.as_slice()),
+            Repr::Parts { head, rest, .. } if rest.is_empty() => head,
+            Repr::Parts { .. } => self.to_vec().into(),
         }
-        self.to_vec().into()
     }
 
     /// A copy of the whole frame.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut whole = Vec::with_capacity(self.len);
+        let mut whole = Vec::with_capacity(self.len());
         for part in self.parts() {
             whole.extend_from_slice(part);
         }
@@ -88,10 +212,32 @@ impl Encoded {
     }
 }
 
+/// The empty frame.
+impl Default for Encoded {
+    fn default() -> Self {
+        Encoded::inline(Inline::new())
+    }
+}
+
+/// Frames are equal when their bytes are, however they are held.
+impl PartialEq for Encoded {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.parts().flatten().eq(other.parts().flatten())
+    }
+}
+
+impl Eq for Encoded {}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded").field("len", &self.len()).field("parts", &self.part_count()).finish()
+    }
+}
+
 impl From<Bytes> for Encoded {
     #[inline]
     fn from(frame: Bytes) -> Self {
-        Encoded { len: frame.len(), head: frame, rest: Vec::new() }
+        Encoded { repr: Repr::Parts { len: frame.len(), head: frame, rest: Vec::new() } }
     }
 }
 
@@ -115,5 +261,40 @@ mod tests {
         let one = Encoded::from(whole.clone());
         assert_eq!(one.into_bytes().as_ptr(), whole.as_ptr(), "one part is handed out as is");
         assert!(Encoded::from(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_frame_held_in_place_is_the_same_frame() {
+        let mut small = Inline::new();
+        assert!(small.push(b"ab") && small.push_byte(b'c'));
+        let frame = Encoded::inline(small);
+        assert_eq!((frame.len(), frame.part_count(), frame.head()), (3, 1, &b"abc"[..]));
+        assert_eq!(frame, Encoded::from(Bytes::from_static(b"abc")), "equal by their bytes");
+        assert_ne!(frame, Encoded::from_parts(Bytes::from_static(b"ab"), vec![Bytes::from_static(b"d")]));
+        assert_eq!(&frame.clone().into_bytes()[..], b"abc");
+        assert_eq!(frame.into_parts().collect::<Vec<_>>(), vec![Bytes::from_static(b"abc")]);
+        assert!(Encoded::default().is_empty());
+    }
+
+    #[test]
+    fn short_copies_copy_every_byte() {
+        for n in 0..=40 {
+            let src: Vec<u8> = (1..=n as u8).collect();
+            let mut dst = vec![0u8; n];
+            copy_short(&mut dst, &src);
+            assert_eq!(dst, src, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn a_frame_held_in_place_takes_at_most_its_room() {
+        let mut full = Inline::new();
+        assert!(full.push(&[1; INLINE_MAX - 1]));
+        assert!(!full.push(&[2, 2]), "two bytes do not fit");
+        assert!(full.push_byte(3));
+        assert!(!full.push_byte(4) && !full.push(&[5]));
+        assert!(full.push(&[]));
+        assert_eq!(full.as_slice().len(), INLINE_MAX);
+        assert_eq!(full.as_slice()[INLINE_MAX - 1], 3, "nothing of a refused write is kept");
     }
 }

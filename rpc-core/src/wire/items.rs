@@ -52,8 +52,14 @@ pub struct ItemsWriter {
 }
 
 impl Sink for ItemsWriter {
-    fn bytes(&mut self) -> &mut BytesMut {
-        &mut self.buf
+    #[inline]
+    fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        self.buf.put_u8(byte);
     }
 
     fn splice(&mut self, payload: Bytes) {

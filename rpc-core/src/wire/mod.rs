@@ -59,12 +59,13 @@ pub mod codec;
 mod encoded;
 mod items;
 
-use bytes::BufMut;
 use serde::{Deserialize, Serialize};
+
+use arena::Sink;
 
 pub(crate) use arena::offer as offer_splice;
 pub use codec::{FrameTooLarge, LengthDelimited, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};
-pub use encoded::{Encoded, SPLICE_MIN};
+pub use encoded::{Encoded, INLINE_MAX, SPLICE_MIN};
 pub use items::ItemsWriter;
 
 /// The protocol version this build speaks. Bumped on any incompatible change of the layouts above.
@@ -659,13 +660,13 @@ pub fn encode_traced_request<A: Serialize + ?Sized>(
     args: &A,
 ) -> Result<Encoded, postcard::Error> {
     arena::frame(|buf| {
-        buf.put_u8(if trace.is_some() { KIND_TRACED_REQUEST } else { KIND_REQUEST });
-        buf.put_slice(&header.id.to_le_bytes());
-        buf.put_slice(&header.method.to_le_bytes());
-        buf.put_slice(&header.timeout_us.unwrap_or(0).to_le_bytes());
+        buf.push(if trace.is_some() { KIND_TRACED_REQUEST } else { KIND_REQUEST });
+        buf.extend(&header.id.to_le_bytes());
+        buf.extend(&header.method.to_le_bytes());
+        buf.extend(&header.timeout_us.unwrap_or(0).to_le_bytes());
         if let Some(trace) = trace {
-            buf.put_slice(&trace.trace_id.to_le_bytes());
-            buf.put_slice(&trace.span_id.to_le_bytes());
+            buf.extend(&trace.trace_id.to_le_bytes());
+            buf.extend(&trace.span_id.to_le_bytes());
         }
         arena::serialize(args, buf)
     })
@@ -682,7 +683,7 @@ impl ResponsePayload {
     /// Encodes `value` as a response payload.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, postcard::Error> {
         arena::frame(|buf| {
-            buf.put_bytes(0, RESPONSE_HEADER_LEN);
+            buf.extend(&[0; RESPONSE_HEADER_LEN]);
             arena::serialize(value, buf)
         })
         .map(ResponsePayload)
@@ -695,7 +696,7 @@ impl ResponsePayload {
 
     /// Writes the header for call `id` and returns the finished response frame.
     pub fn into_frame(mut self, id: u64) -> Encoded {
-        let head = &mut self.0.head;
+        let head = self.0.head_mut();
         head[0] = KIND_RESPONSE_OK;
         head[1..RESPONSE_HEADER_LEN].copy_from_slice(&id.to_le_bytes());
         self.0.freeze()
