@@ -29,7 +29,7 @@ mod tower_service;
 
 pub use redial::{Dialer, ReconnectOptions};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -820,6 +820,20 @@ pub(crate) fn frame_name(frame: &Frame<'_>) -> &'static str {
     }
 }
 
+/// What a call reads with [`Inner::poll_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// A unary call's answer: the call is over once it has it, and its slot goes with it, in
+    /// the same lock.
+    Answer,
+    /// A unary call's answer, looked for early (while the request waits to be queued; an answer
+    /// then is a protocol violation): the slot stays.
+    Peek,
+    /// The frames of a call the server streams to, which all go through its slot; the slot
+    /// stays.
+    Queued,
+}
+
 impl Inner {
     fn lock_inbound(&self) -> MutexGuard<'_, Inbound> {
         // Only our own code runs under this lock; the table stays consistent between
@@ -840,20 +854,30 @@ impl Inner {
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
-        self.poll_frame(cx, id, false).map_ok(|(_, frame)| frame)
+        self.poll_frame(cx, id, Reading::Peek).map_ok(|(_, frame)| frame)
     }
 
     /// The next frame for call `id`: waits for it, reading the connection for every call while
-    /// no other call does. `queued` says the call is one the server streams to, whose frames
-    /// all go through its slot.
-    fn poll_frame(&self, cx: &mut Context<'_>, id: u64, queued: bool) -> Poll<Result<(Route, Bytes), RpcError>> {
+    /// no other call does. `reading` says what the call reads, and whether its slot goes with
+    /// what it takes.
+    fn poll_frame(&self, cx: &mut Context<'_>, id: u64, reading: Reading) -> Poll<Result<(Route, Bytes), RpcError>> {
+        let queued = reading == Reading::Queued;
         {
             let mut inbound = self.lock_inbound();
             let inbound = &mut *inbound;
-            let slot = inbound.calls.get_mut(&id).expect("a pending call's slot exists until it finishes");
-            if let Some(next) = slot.take_next() {
+            let hash_map::Entry::Occupied(mut entry) = inbound.calls.entry(id) else {
+                panic!("a pending call's slot exists until it finishes")
+            };
+            if let Some(next) = entry.get_mut().take_next() {
+                // An answer's slot goes in the lock that takes the answer (one lookup, no
+                // second lock to remove it).
+                if reading == Reading::Answer {
+                    entry.remove();
+                    inbound.release(id);
+                }
                 return Poll::Ready(next);
             }
+            let slot = entry.into_mut();
             // Kept by the reader too: the transport's copy of its waker can be lost (a sender
             // that fails the connection drains it with a no-op waker), the slot's cannot.
             match &slot.waker {
@@ -877,7 +901,7 @@ impl Inner {
             let frame = match polled {
                 Poll::Pending => {
                     // The connection may have been failed by a sender while we polled.
-                    return match inbound.calls.get_mut(&id).and_then(Slot::take_next) {
+                    return match inbound.take_next(id, reading) {
                         Some(next) => Poll::Ready(next),
                         None => Poll::Pending,
                     };
@@ -885,20 +909,25 @@ impl Inner {
                 Poll::Ready(Ok(Some(frame))) => frame,
                 Poll::Ready(Ok(None)) => {
                     let err = RpcError::disconnected(format!("{} closed the connection", self.info.peer));
-                    return Poll::Ready(Err(inbound.close(err)));
+                    return Poll::Ready(Err(inbound.close_for(id, reading, err)));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(inbound.close(e.into()))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(inbound.close_for(id, reading, e.into()))),
             };
             // Frames are routed by their header alone; their caller decodes the body, once.
             let Some((for_call, route)) = wire::route(&frame) else {
-                return Poll::Ready(Err(inbound.close(self.unroutable(&frame))));
+                return Poll::Ready(Err(inbound.close_for(id, reading, self.unroutable(&frame))));
             };
             if for_call == id && route == Route::Response && !queued {
+                if reading == Reading::Answer {
+                    inbound.remove(id);
+                }
                 return Poll::Ready(Ok((route, frame)));
             }
             // The reader's own frames wake no one: it is running, and takes them below.
             let answered_another = match inbound.file(for_call, route, frame) {
-                Err(violation) => return Poll::Ready(Err(inbound.close(RpcError::Protocol(violation)))),
+                Err(violation) => {
+                    return Poll::Ready(Err(inbound.close_for(id, reading, RpcError::Protocol(violation))))
+                }
                 Ok(Some(slot)) if for_call != id => {
                     slot.wake();
                     route == Route::Response
@@ -915,9 +944,13 @@ impl Inner {
                 inbound.defer(id, for_call);
                 return Poll::Pending;
             }
-            // Ours, or failed by a sender meanwhile.
-            if let Some(next) = inbound.calls.get_mut(&id).and_then(Slot::take_next) {
-                return Poll::Ready(next);
+            // Ours, or the connection failed meanwhile (by a sender on another thread). A call
+            // failed alone (its stream argument could not be sent) is woken, and finds its
+            // answer when it is polled again: not worth a lookup for every frame read.
+            if for_call == id || inbound.closed.is_some() {
+                if let Some(next) = inbound.take_next(id, reading) {
+                    return Poll::Ready(next);
+                }
             }
         }
         // More may be buffered; let other tasks run, then carry on as the reader.
@@ -934,7 +967,7 @@ impl Inner {
             Err(e) => return e,
         };
         loop {
-            if let Err(e) = std::future::poll_fn(|cx| self.poll_frame(cx, WATCH_ID, true)).await {
+            if let Err(e) = std::future::poll_fn(|cx| self.poll_frame(cx, WATCH_ID, Reading::Queued)).await {
                 drop(watch);
                 return e;
             }
@@ -1028,6 +1061,26 @@ impl Inbound {
             (_, _) => return Err(format!("the server sent stream items for call {id}, which receives no stream")),
         }
         Ok(Some(slot))
+    }
+
+    /// Call `id`'s next frame, if it is here. A unary call's answer takes its slot with it
+    /// ([`Reading::Answer`]).
+    fn take_next(&mut self, id: u64, reading: Reading) -> Option<Result<(Route, Bytes), RpcError>> {
+        let next = self.calls.get_mut(&id)?.take_next()?;
+        if reading == Reading::Answer {
+            self.remove(id);
+        }
+        Some(next)
+    }
+
+    /// [`close`](Self::close), for call `id` reading as `reading`: an answer's reader gets the
+    /// error as its answer, so its slot goes too.
+    fn close_for(&mut self, id: u64, reading: Reading, err: RpcError) -> RpcError {
+        let err = self.close(err);
+        if reading == Reading::Answer {
+            self.remove(id);
+        }
+        err
     }
 
     /// Marks the connection dead and fails every pending call with `err`.
@@ -1197,7 +1250,7 @@ impl PendingCall {
     /// [`PendingCall::into_parts`]).
     async fn head(&mut self, seq: u64) -> Result<(Route, Bytes), RpcError> {
         let mut wait = FirstFrame::new(seq, self.busy);
-        let head = std::future::poll_fn(|cx| self.poll_first_frame(cx, &mut wait, true)).await;
+        let head = std::future::poll_fn(|cx| self.poll_first_frame(cx, &mut wait, Reading::Queued)).await;
         self.inner.lock_inbound().release(self.id);
         head
     }
@@ -1205,12 +1258,13 @@ impl PendingCall {
     /// Flushes the request and waits for the first frame of the answer *at the same time*: a
     /// call whose frame is still queued must take part in reading, or a server that stops
     /// reading until its answers are read would deadlock with a client that stops reading until
-    /// its requests are written. `queued` says the call is one the server streams to.
+    /// its requests are written. With [`Reading::Answer`], the call's slot is gone once this
+    /// is ready.
     fn poll_first_frame(
         &mut self,
         cx: &mut Context<'_>,
         wait: &mut FirstFrame,
-        queued: bool,
+        reading: Reading,
     ) -> Poll<Result<(Route, Bytes), RpcError>> {
         // Under load, let the other ready callers queue their frames first: the first of us to
         // flush then carries them all in one write. A lone call does not wait. (Woken by itself,
@@ -1221,19 +1275,25 @@ impl PendingCall {
         }
         if !wait.flushed {
             match self.inner.out.poll_flushed(cx, wait.seq) {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.inner.fail(e))),
+                Poll::Ready(Err(e)) => {
+                    let err = self.inner.fail(e);
+                    if reading == Reading::Answer {
+                        self.inner.lock_inbound().remove(self.id);
+                    }
+                    return Poll::Ready(Err(err));
+                }
                 Poll::Ready(Ok(())) => wait.flushed = true,
                 Poll::Pending => {}
             }
         }
-        self.inner.poll_frame(cx, self.id, queued)
+        self.inner.poll_frame(cx, self.id, reading)
     }
 
-    /// The unary call got its answer: its slot goes, and its stream argument stops.
+    /// The unary call got its answer, which took its slot ([`Reading::Answer`]): its stream
+    /// argument stops.
     fn finish(&mut self) {
         self.finished = true;
         self.stop_pump();
-        self.inner.lock_inbound().remove(self.id);
     }
 
     /// Hands the call (its slot, its stream's task) to whoever reads the rest of it.
@@ -1358,7 +1418,7 @@ impl<R, D: DecodePayload<R>> Future for Exchange<R, D> {
             this.step = Step::Answer(FirstFrame::new(seq, this.call.busy));
         }
         let Step::Answer(wait) = &mut this.step else { panic!("a call's future was polled after it completed") };
-        let answer = std::task::ready!(this.call.poll_first_frame(cx, wait, false));
+        let answer = std::task::ready!(this.call.poll_first_frame(cx, wait, Reading::Answer));
         this.step = Step::Done;
         this.call.finish();
         let decode = this.decode.take().expect("decoded once, when the answer came");

@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared, Via,
+    ready, remote_error, send_cancel, split_app, within, CallOptions, Client, Inner, PendingCall, Prepared, Reading,
+    Via,
 };
 use crate::descriptor::MethodDescriptor;
 use crate::error::{CallError, RpcError};
@@ -295,7 +296,7 @@ impl<T> Streaming<T> {
                 this.consumed(len);
                 this.grant(cx);
             }
-            let next = match this.inner.poll_frame(cx, this.id, true) {
+            let next = match this.inner.poll_frame(cx, this.id, Reading::Queued) {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     if let Some(deadline) = &mut this.deadline {

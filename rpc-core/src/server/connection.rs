@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -98,6 +98,9 @@ struct Conn {
     /// Calls that run in tasks of their own (so a cancel can stop them), and streaming calls
     /// (so their frames find them) from the moment they start.
     running: Mutex<HashMap<u64, Running>>,
+    /// How many calls `running` held when its lock was last released (stored under the lock),
+    /// so the read loop need not take the lock to learn that none runs.
+    running_len: AtomicUsize,
     /// The credit this server grants each stream a client sends.
     stream_window: u32,
     /// The credit the client grants each stream this server sends.
@@ -157,6 +160,7 @@ async fn serve_connection(
         out,
         info: Arc::new(info),
         running: Mutex::new(HashMap::new()),
+        running_len: AtomicUsize::new(0),
         stream_window: options.stream_window,
         peer_window,
         task: tokio::task::try_id(),
@@ -496,7 +500,7 @@ async fn read_loop(
             // connection ends: it would run on, holding the connection, after the client left.
             // (A call leaves `running` before its answer goes out, so a client that reuses an id
             // once it has the answer never trips this.)
-            Ok(Frame::Request { header, .. }) if conn.lock_running().contains_key(&header.id) => {
+            Ok(Frame::Request { header, .. }) if conn.is_running(header.id) => {
                 return End::violation(format!("the client reused call id {} while that call was running", header.id))
             }
             Ok(Frame::Request { header, args, trace }) => {
@@ -553,6 +557,33 @@ async fn read_loop(
     }
 }
 
+/// The lock on [`Conn::running`], which records how many calls it holds when released.
+struct RunningGuard<'a> {
+    calls: MutexGuard<'a, HashMap<u64, Running>>,
+    len: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for RunningGuard<'_> {
+    type Target = HashMap<u64, Running>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.calls
+    }
+}
+
+impl std::ops::DerefMut for RunningGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.calls
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        // Before `calls` unlocks (fields drop after this): stores are ordered by the lock.
+        self.len.store(self.calls.len(), Ordering::Relaxed);
+    }
+}
+
 /// A call the connection keeps track of while it runs.
 #[derive(Default)]
 struct Running {
@@ -576,8 +607,15 @@ impl Conn {
         Poll::Pending
     }
 
-    fn lock_running(&self) -> MutexGuard<'_, HashMap<u64, Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_running(&self) -> RunningGuard<'_> {
+        RunningGuard { calls: self.running.lock().unwrap_or_else(|e| e.into_inner()), len: &self.running_len }
+    }
+
+    /// Whether call `id` is running; for the read loop only. Without a lock when no call runs
+    /// (calls answered inline, nearly all, never run): only the read loop adds calls, so a count
+    /// of 0 it reads is not stale, it can only have been lowered since by calls that finished.
+    fn is_running(&self, id: u64) -> bool {
+        self.running_len.load(Ordering::Relaxed) != 0 && self.lock_running().contains_key(&id)
     }
 
     /// Whether a streaming call runs: then the read loop reads on at the in-flight limit, since
@@ -670,7 +708,6 @@ impl Conn {
             Ok(Call::Unary(mut handler)) if inbox.is_none() => {
                 let polled = std::future::poll_fn(|cx| {
                     let _entered = span.enter();
-                    let context = context.clone();
                     Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
                         context.sync_scope(|| handler.as_mut().poll(cx))
                     })))
