@@ -443,4 +443,33 @@ mod tests {
             assert_eq!((tx.unsent_len(), tx.bytes_written()), (0, 4 + 40_005 + 4 + 4));
         }
     }
+
+    #[test]
+    fn a_small_frame_is_copied_whole_wherever_the_sink_cuts_it() {
+        let codec = LengthDelimited::new(1 << 20);
+        let header = crate::wire::RequestHeader { id: 7, method: 1, timeout_us: None };
+        let small = [
+            // In parts, each short: copied part by part.
+            ("parts", Encoded::from_parts(Bytes::from_static(b"head"), vec![Bytes::from_static(b"mid"), Bytes::new()])),
+            // Held in place by the encoder (an `add` request).
+            ("in place", crate::wire::encode_request(header, &(1i64, 2i64)).unwrap()),
+        ];
+        for (what, frame) in small {
+            let len = frame.len();
+            for room in 0..=4 + len {
+                let mut tx =
+                    StreamSender::new(Tight { room, ..Tight::default() }, codec).write_through(Tight::try_write);
+                tx.start_send_parts(frame.clone()).unwrap();
+                assert_eq!(tx.unsent_len() as u64 + tx.bytes_written(), (4 + len) as u64, "{what}, room {room}");
+                tx.start_send(Bytes::from_static(b"next")).unwrap();
+                tx.get_mut().room = usize::MAX / 2;
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                assert!(tx.poll_flush(&mut cx).is_ready());
+                let mut buf = BytesMut::from(&tx.get_ref().out[..]);
+                assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), frame.to_vec(), "{what}, room {room}");
+                assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"next");
+                assert!(buf.is_empty());
+            }
+        }
+    }
 }
