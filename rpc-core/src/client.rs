@@ -918,9 +918,7 @@ impl Inner {
                 return Poll::Ready(Err(inbound.close_for(id, reading, self.unroutable(&frame))));
             };
             if for_call == id && route == Route::Response && !queued {
-                if reading == Reading::Answer {
-                    inbound.remove(id);
-                }
+                inbound.taken(id, reading);
                 return Poll::Ready(Ok((route, frame)));
             }
             // The reader's own frames wake no one: it is running, and takes them below.
@@ -1067,9 +1065,7 @@ impl Inbound {
     /// ([`Reading::Answer`]).
     fn take_next(&mut self, id: u64, reading: Reading) -> Option<Result<(Route, Bytes), RpcError>> {
         let next = self.calls.get_mut(&id)?.take_next()?;
-        if reading == Reading::Answer {
-            self.remove(id);
-        }
+        self.taken(id, reading);
         Some(next)
     }
 
@@ -1077,10 +1073,15 @@ impl Inbound {
     /// error as its answer, so its slot goes too.
     fn close_for(&mut self, id: u64, reading: Reading, err: RpcError) -> RpcError {
         let err = self.close(err);
+        self.taken(id, reading);
+        err
+    }
+
+    /// Call `id` took what it read: with [`Reading::Answer`], its slot goes.
+    fn taken(&mut self, id: u64, reading: Reading) {
         if reading == Reading::Answer {
             self.remove(id);
         }
-        err
     }
 
     /// Marks the connection dead and fails every pending call with `err`.

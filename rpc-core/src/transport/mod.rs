@@ -39,7 +39,8 @@ pub trait FrameSender: Send + 'static {
     fn start_send(&mut self, frame: Bytes) -> io::Result<()>;
 
     /// Queues one whole frame given in parts (the engines send every frame this way; see
-    /// [`Encoded`]). The default joins the parts (a copy if there are several) and calls
+    /// [`Encoded`]). The default joins the parts (a copy if there are several, or if the frame
+    /// is one of the small ones [`Encoded`] holds in place) and calls
     /// [`start_send`](Self::start_send); a sender that can write the parts as they are (the
     /// byte-stream driver in [`stream`] writes them vectored) overrides it, and a sender that
     /// wraps another forwards it.

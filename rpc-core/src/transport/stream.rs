@@ -125,12 +125,9 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
     /// Queues what is left of `prefix` and then of `frame` after their first `skip` bytes were
     /// written: small parts are copied into the coalescing buffer, large ones queued as they are.
     fn enqueue(&mut self, mut skip: usize, prefix: &[u8], frame: Encoded) {
-        let from = skip.min(prefix.len());
-        self.coalesce.put_slice(&prefix[from..]);
-        self.queued += prefix.len() - from;
-        skip -= from;
-        // A small frame is copied whole, from wherever its parts are (one held in place has
-        // none to take).
+        self.coalesce_part(&mut skip, prefix);
+        // A small frame is copied whole, from wherever its parts are (one held in place has no
+        // `Bytes` to take).
         if frame.len() <= COALESCE_MAX {
             self.coalesce_part(&mut skip, frame.head());
             for part in frame.rest() {
@@ -139,6 +136,10 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
             return;
         }
         for mut part in frame.into_parts() {
+            if part.len() <= COALESCE_MAX {
+                self.coalesce_part(&mut skip, &part);
+                continue;
+            }
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
@@ -146,12 +147,8 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
             part.advance(skip);
             skip = 0;
             self.queued += part.len();
-            if part.len() <= COALESCE_MAX {
-                self.coalesce.put_slice(&part);
-            } else {
-                self.seal_coalesced();
-                self.queue.push_back(part);
-            }
+            self.seal_coalesced();
+            self.queue.push_back(part);
         }
     }
 

@@ -8,6 +8,10 @@
 //! buffer, without the copy into an encode buffer it used to cost per direction. Transports that
 //! need a frame in one piece (`mem://`) join the parts, one copy, as encoding used to make.
 //!
+//! At the other end, a frame of at most [`INLINE_MAX`] bytes is held in place, in the `Encoded`
+//! itself, with no buffer of its own: the byte-stream sender copies it into its coalescing buffer
+//! as it copies every small frame, and a transport that needs `Bytes` has them carved then.
+//!
 //! On the wire nothing changes: the parts, back to back, are byte for byte the frame a
 //! contiguous encoder would have written.
 
