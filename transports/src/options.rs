@@ -8,7 +8,7 @@ use rpc_core::wire::DEFAULT_MAX_FRAME_LEN;
 pub use crate::tls::options::TlsOptions;
 
 /// Default [`ShmOptions::ring_size`]: 1 MiB per direction, so a connection maps 2 MiB and
-/// 4 KiB (pages are allocated as traffic first goes round each ring).
+/// 4 KiB, which each side faults in on a blocking thread as the connection starts.
 ///
 /// Not smaller because of what a large frame costs. A frame larger than the free room goes round
 /// the ring with the reader one step behind the writer, and the writer then stores into lines
@@ -236,7 +236,9 @@ impl ShmOptions {
     }
 
     /// Listener side: the size in bytes of each of a connection's two rings (frames larger than
-    /// the ring stream through it in pieces). Each connection maps `2 * ring_size + 4096` bytes.
+    /// the ring stream through it in pieces). Each connection maps `2 * ring_size + 4096` bytes,
+    /// all of it faulted in as the connection starts (on a blocking thread, while the first
+    /// calls go through), so that no call later waits for a page of a ring to be faulted in.
     /// The client uses the size the server offers. Default [`DEFAULT_RING_SIZE`].
     ///
     /// # Panics
