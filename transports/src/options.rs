@@ -10,13 +10,14 @@ pub use crate::tls::options::TlsOptions;
 /// Default [`ShmOptions::ring_size`]: 1 MiB per direction, so a connection maps 2 MiB and
 /// 4 KiB, which each side faults in on a blocking thread as the connection starts.
 ///
-/// Not smaller because of what a large frame costs. A frame larger than the free room goes round
-/// the ring with the reader one step behind the writer, and the writer then stores into lines
-/// the reader's core has only just read. On the 2-vCPU EPYC VM of the bench (1 MiB of L2 a core), `perf`
-/// found the writer's copy into a 256 KiB ring five times slower than the reader's copy out,
-/// and a 1 MiB echo over `shm://` took 220-250 µs with 256 KiB rings, about 137 µs with 512 KiB
-/// and 68-85 µs with 1 or 2 MiB (a Unix socket: 150-190 µs). Small calls did not change. A server
-/// with many connections and small messages can lower it with [`ShmOptions::ring_size`].
+/// Not smaller because of what a large frame costs. A frame larger than the free room goes
+/// round the ring with the reader one step behind the writer, and the writer then stores into
+/// lines the reader's core has only just read. On the bench's 2-vCPU EPYC VM (1 MiB of L2 a
+/// core), `perf` found the writer's copy into a 256 KiB ring five times slower than the
+/// reader's copy out, and a 1 MiB echo over `shm://` took 220-250 µs with 256 KiB rings, about
+/// 137 µs with 512 KiB and 68-85 µs with 1 or 2 MiB (a Unix socket: 150-190 µs). Small calls
+/// did not change. A server with many connections and small messages can lower it with
+/// [`ShmOptions::ring_size`].
 pub const DEFAULT_RING_SIZE: usize = 1 << 20;
 /// The smallest [`ShmOptions::ring_size`]: 4 KiB.
 pub const MIN_RING_SIZE: usize = 4096;
