@@ -66,6 +66,7 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not offer shared memory within 10 s"))??;
     let region = Region::open(&offer.memfd, offer.ring_len)?;
     drop(offer.memfd); // the mapping keeps the memory
+    let region = warm_up(region).await?;
     check_bell(&stream, &offer.bell)?;
     // From here on the server cannot pass descriptors to us; any it queued before are closed.
     region::refuse_passed_fds(&stream);
@@ -73,7 +74,7 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
     discard_queued(&offer.bell);
     let bell = tokio_stream(offer.bell)?;
     let peers = peer_process(&stream)?;
-    Ok(connection(region, Side::Client, stream, bell, peers, options, format!("shm://{name}")))
+    Ok(connection(Arc::new(region), Side::Client, stream, bell, peers, options, format!("shm://{name}")))
 }
 
 pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmListener> {
@@ -169,6 +170,11 @@ impl ShmListener {
         // `theirs` and `memfd` are closed here: the client now holds the only other ends, so
         // its exit is EOF on both sockets.
         let bell = tokio_stream(OwnedFd::from(ours))?;
+        // Our mapping's pages, mostly allocated by the client's [`warm_up`] meanwhile, are
+        // faulted in behind the accept: a thread that accepts must not stall for it.
+        let region = Arc::new(region);
+        let warm = Arc::clone(&region);
+        tokio::task::spawn_blocking(move || warm.populate());
         Ok(Some(connection(region, Side::Server, stream, bell, peers, &self.options, self.local_addr())))
     }
 }
@@ -256,8 +262,29 @@ fn tokio_stream(fd: OwnedFd) -> io::Result<UnixStream> {
     UnixStream::from_std(std)
 }
 
+/// Faults every page of a new connection's rings in ([`Region::populate`]) on a blocking
+/// thread, before the connection is handed out.
+///
+/// Otherwise the first lap of traffic round each ring faults a page in, in each process, every
+/// 4 KiB: one small call in about a hundred, for a connection's first tens of thousands of
+/// calls (the bench's `add` p99 over shm read 5.6-9.2 µs in twelve runs with 1 MiB rings left to
+/// fault in, 1.0-1.7 µs in five with them populated). Doing it while the first calls go
+/// through instead made them wait for the CPU on a busy machine (the demo's shm p99 read
+/// 59 and 71 µs in two runs of four, 8-10 µs before). The client pays it in `connect`, about
+/// 1.7 ms on the bench's VM, where allocating a page takes about 3 µs; the server's populate
+/// then mostly maps pages the client allocated.
+async fn warm_up(region: Region) -> io::Result<Region> {
+    tokio::task::spawn_blocking(move || {
+        // Best effort: without it, pages are faulted in on first use.
+        let _ = region.populate();
+        region
+    })
+    .await
+    .map_err(io::Error::other)
+}
+
 fn connection(
-    region: Region,
+    region: Arc<Region>,
     side: Side,
     setup: UnixStream,
     bell: UnixStream,
@@ -265,18 +292,6 @@ fn connection(
     options: &TransportOptions,
     peer: String,
 ) -> Connection {
-    let region = Arc::new(region);
-    // The first lap of traffic round each ring would fault a page in, in each process, every
-    // 4 KiB: one small call in about a hundred, for a connection's first tens of thousands of
-    // calls. The bench's `add` p99 over shm read 5.6-9.2 µs in twelve runs with 1 MiB rings left
-    // to fault in, 1.0-1.7 µs in five with them populated here. Populating before the connection
-    // is handed out would cost its setup 1.6 ms on the bench's VM (the server allocates the
-    // 2 MiB at about 3 µs a page) and stall the thread that accepts, so it runs on a blocking
-    // thread while the first calls go through.
-    let warm = Arc::clone(&region);
-    tokio::task::spawn_blocking(move || {
-        let _ = warm.populate();
-    });
     let (out, inn) = match side {
         Side::Client => (Direction::ClientToServer, Direction::ServerToClient),
         Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
