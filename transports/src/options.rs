@@ -14,10 +14,10 @@ pub use crate::tls::options::TlsOptions;
 /// round the ring with the reader one step behind the writer, and the writer then stores into
 /// lines the reader's core has only just read. On the bench's 2-vCPU EPYC VM (1 MiB of L2 a
 /// core), `perf` found the writer's copy into a 256 KiB ring five times slower than the
-/// reader's copy out, and a 1 MiB echo over `shm://` took 220-250 µs with 256 KiB rings, about
-/// 137 µs with 512 KiB and 68-85 µs with 1 or 2 MiB (a Unix socket: 150-190 µs). Small calls
-/// did not change. A server with many connections and small messages can lower it with
-/// [`ShmOptions::ring_size`].
+/// reader's copy out, and a 1 MiB echo over `shm://` took 219-285 µs with 256 KiB rings,
+/// 134-140 µs with 512 KiB and 68-92 µs with 1 or 2 MiB (over a Unix socket: 150-190 µs). Small
+/// calls did not change. A server with many mostly idle connections can lower it with
+/// [`ShmOptions::ring_size`] (see there what a connection's rings cost).
 pub const DEFAULT_RING_SIZE: usize = 1 << 20;
 /// The smallest [`ShmOptions::ring_size`]: 4 KiB.
 pub const MIN_RING_SIZE: usize = 4096;
