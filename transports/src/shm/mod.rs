@@ -364,6 +364,49 @@ mod tests {
         rpc_core::transport::close(&mut *client.sender).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), echo).await.expect("the server sees the close").unwrap();
     }
+
+    /// The resident kilobytes of each mapping of a connection's memfd in this process whose
+    /// size is `size_kib`, from `/proc/self/smaps`.
+    fn resident_kib_of_rings(size_kib: u64) -> Vec<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let kib = |line: &str, field: &str| {
+            line.strip_prefix(field)
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .map(|n| n.trim().parse::<u64>().unwrap())
+        };
+        let (mut resident, mut ours, mut sized) = (Vec::new(), false, false);
+        for line in smaps.lines() {
+            // A mapping's first line starts with its address range; its fields follow.
+            if line.split_whitespace().next().is_some_and(|first| first.contains('-')) {
+                (ours, sized) = (line.contains("/memfd:rpc-shm"), false);
+            } else if ours {
+                sized |= kib(line, "Size:") == Some(size_kib);
+                if let (true, Some(rss)) = (sized, kib(line, "Rss:")) {
+                    resident.push(rss);
+                }
+            }
+        }
+        resident
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_starts_with_its_rings_faulted_in() {
+        // A ring size no other test of this binary uses, to tell this pair's mappings apart.
+        let ring = 512 << 10;
+        let size_kib = (region::region_len(ring) / 1024) as u64;
+        let options = TransportOptions::default().shm(crate::ShmOptions::new().ring_size(ring));
+        let (client, server) = pair(&options).await;
+        let resident = resident_kib_of_rings(size_kib);
+        assert_eq!(resident.len(), 2, "the client's mapping and the server's: {resident:?}");
+        assert!(resident.contains(&size_kib), "the client's mapping is resident when connect returns: {resident:?}");
+        // The server's is faulted in behind its accept.
+        let start = std::time::Instant::now();
+        while resident_kib_of_rings(size_kib) != [size_kib, size_kib] {
+            assert!(start.elapsed() < Duration::from_secs(10), "{:?}", resident_kib_of_rings(size_kib));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop((client, server));
+    }
 }
 
 /// A peer that scribbles over the shared memory of a live connection: our side must fail that
