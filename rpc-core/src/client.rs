@@ -1278,9 +1278,7 @@ impl PendingCall {
             match self.inner.out.poll_flushed(cx, wait.seq) {
                 Poll::Ready(Err(e)) => {
                     let err = self.inner.fail(e);
-                    if reading == Reading::Answer {
-                        self.inner.lock_inbound().remove(self.id);
-                    }
+                    self.inner.lock_inbound().taken(self.id, reading);
                     return Poll::Ready(Err(err));
                 }
                 Poll::Ready(Ok(())) => wait.flushed = true,

@@ -15,7 +15,7 @@ pub use crate::tls::options::TlsOptions;
 /// lines the reader's core has only just read. On the bench's 2-vCPU EPYC VM (1 MiB of L2 a
 /// core), `perf` found the writer's copy into a 256 KiB ring five times slower than the
 /// reader's copy out, and a 1 MiB echo over `shm://` took 219-285 µs with 256 KiB rings,
-/// 134-140 µs with 512 KiB and 68-92 µs with 1 or 2 MiB (over a Unix socket: 150-190 µs). Small
+/// 134-140 µs with 512 KiB and 68-92 µs with 1 or 2 MiB (over a Unix socket: about 150-180 µs). Small
 /// calls did not change. A server with many mostly idle connections can lower it with
 /// [`ShmOptions::ring_size`] (see there what a connection's rings cost).
 pub const DEFAULT_RING_SIZE: usize = 1 << 20;
@@ -239,8 +239,9 @@ impl ShmOptions {
     /// Listener side: the size in bytes of each of a connection's two rings (frames larger than
     /// the ring stream through it in pieces). Each connection maps `2 * ring_size + 4096` bytes,
     /// all of it faulted in on a blocking thread as the connection starts, so that no call waits
-    /// for a page of a ring later: `connect` returns once the client's side is in (about 1.7 ms
-    /// for the default size on a 2-vCPU VM; a smaller ring connects sooner).
+    /// for a page of a ring later. `connect` returns once the client's side is in: with the
+    /// default size it took 2.4-3.1 ms on a 2-vCPU VM (about 3 µs a page), where lazily faulted
+    /// 256 KiB rings connected in about 0.5 ms; a smaller ring connects sooner.
     /// The client uses the size the server offers. Default [`DEFAULT_RING_SIZE`].
     ///
     /// # Panics

@@ -263,16 +263,18 @@ fn tokio_stream(fd: OwnedFd) -> io::Result<UnixStream> {
 }
 
 /// Faults every page of a new connection's rings in ([`Region::populate`]) on a blocking
-/// thread, before the connection is handed out.
+/// thread, before the client's `connect` returns.
 ///
 /// Otherwise the first lap of traffic round each ring faults a page in, in each process, every
 /// 4 KiB: one small call in about a hundred, for a connection's first tens of thousands of
 /// calls (the bench's `add` p99 over shm read 5.6-9.2 µs in twelve runs with 1 MiB rings left to
 /// fault in, 1.0-1.7 µs in five with them populated). Doing it while the first calls go
-/// through instead made them wait for the CPU on a busy machine (the demo's shm p99 read
-/// 59 and 71 µs in two runs of four, 8-10 µs before). The client pays it in `connect`, about
-/// 1.7 ms on the bench's VM, where allocating a page takes about 3 µs; the server's populate
-/// then mostly maps pages the client allocated.
+/// through instead made them wait for the CPU on a busy machine (the demo's shm p99 read 59
+/// and 71 µs in two runs of four, 6.6-21.5 µs in eight runs before). The client pays for it
+/// in `connect`, which took 2.4-3.1 ms (medians of 100, pinned) on the bench's VM, where
+/// allocating a page takes about 3 µs, against 0.46-0.48 ms with lazily faulted 256 KiB rings.
+/// The server's populate, behind its accept, mostly maps pages the client allocated (without
+/// it, `connect` took as long).
 async fn warm_up(region: Region) -> io::Result<Region> {
     tokio::task::spawn_blocking(move || {
         // Best effort: without it, pages are faulted in on first use.
