@@ -57,11 +57,13 @@ pub(crate) struct Spin {
     /// Checks between two reads of the clock: many when a check is a load from shared memory,
     /// one when it is a system call (which costs more than reading the clock).
     checks_per_clock: u32,
+    /// The last `spin` found what it waited for: the wait it ends was short (see `done`).
+    caught: bool,
 }
 
 impl Spin {
     pub(crate) fn new(max: Duration) -> Self {
-        Spin { max, budget: max, since: None, at_floor: 0, checks_per_clock: 64 }
+        Spin { max, budget: max, since: None, at_floor: 0, checks_per_clock: 64, caught: false }
     }
 
     /// How long the current (or next) wait spins before it sleeps.
@@ -76,6 +78,7 @@ impl Spin {
     /// Polls `ready` until it is true, for one slice of the budget at most.
     pub(crate) fn spin(&mut self, mut ready: impl FnMut() -> bool) -> Spun {
         let now = Instant::now();
+        self.caught = false;
         let start = *self.since.get_or_insert(now);
         let deadline = start + self.allowance();
         if now >= deadline {
@@ -85,6 +88,7 @@ impl Spin {
         loop {
             for _ in 0..self.checks_per_clock {
                 if ready() {
+                    self.caught = true;
                     return Spun::Ready;
                 }
                 std::hint::spin_loop();
@@ -103,12 +107,17 @@ impl Spin {
     /// doubles the budget (up to the maximum), a longer one halves it (down to a floor).
     /// Doubling rather than jumping back to the maximum keeps a peer that is often descheduled
     /// (an overloaded machine) from costing a full spin on most waits.
+    ///
+    /// A wait that a spin ended lasted at most its allowance (within one round of checks), so
+    /// it is short without reading the clock: the read (about 24 ns here) would come between
+    /// the bytes arriving and their being used, on both sides of every round trip.
     pub(crate) fn done(&mut self) {
+        let caught = std::mem::take(&mut self.caught);
         if let Some(since) = self.since.take() {
             // Never below the floor ([`FLOOR`]): a wait that includes a sleep costs more
             // than the maximum, so from a budget of zero no wait would ever look short again.
             let floor = self.max / FLOOR;
-            if since.elapsed() <= self.max {
+            if caught || since.elapsed() <= self.max {
                 self.budget = (self.budget * 2).clamp(floor, self.max);
                 self.at_floor = 0;
             } else {
@@ -340,6 +349,36 @@ mod tests {
         assert_eq!(Spin::new(max).spin(|| true), Spun::Ready);
         let mut long = Spin::new(Duration::from_secs(1));
         assert_eq!(long.spin(|| false), Spun::Yield, "one poll spins one slice, not the whole budget");
+    }
+
+    #[test]
+    fn a_wait_a_spin_ended_counts_as_short_whatever_the_clock_would_say() {
+        let max = Duration::from_micros(64);
+        let mut spin = Spin::new(max);
+        for _ in 0..2 {
+            wait(&mut spin, Duration::from_millis(5));
+        }
+        assert_eq!(spin.allowance(), max / 4);
+        // A spin finds what it waits for; `since` is then moved back as if the wait had lasted
+        // 5 ms. The clock is not read: the budget doubles, as after any short wait.
+        assert_eq!(spin.spin(|| true), Spun::Ready);
+        spin.since = Some(Instant::now() - Duration::from_millis(5));
+        spin.done();
+        assert_eq!(spin.allowance(), max / 2);
+        // What a spin found counts for that wait only: a wait that a later spin did not end (a
+        // sleep did) is judged by the clock again, even if an earlier spin had caught its bytes
+        // (and the caller found nothing to take after all).
+        assert_eq!(spin.spin(|| true), Spun::Ready);
+        spin.since = Some(Instant::now() - Duration::from_millis(5));
+        assert_eq!(spin.spin(|| false), Spun::Spent);
+        spin.done();
+        assert_eq!(spin.allowance(), max / 4);
+        // Nor does it outlive `done`: the next wait, ended by a sleep, is long.
+        assert_eq!(spin.spin(|| true), Spun::Ready);
+        spin.done();
+        assert_eq!(spin.allowance(), max / 2);
+        wait(&mut spin, Duration::from_millis(5));
+        assert_eq!(spin.allowance(), max / 4);
     }
 
     /// A wait's looks offer the CPU to other threads only in a runtime of one thread, decided
