@@ -108,7 +108,11 @@ impl Writer {
         let len = self.region.ring_len();
         let (offset, first, rest) = spans(self.head + self.staged as u64, src.len(), len);
         self.region.write(self.ring, offset, &src[..first]);
-        self.region.write(self.ring, 0, &src[first..first + rest]);
+        // Only a copy that crosses the ring's end has a second part (an empty copy is still a
+        // call into `memcpy`, on every frame).
+        if rest > 0 {
+            self.region.write(self.ring, 0, &src[first..first + rest]);
+        }
         self.staged += src.len();
     }
 
@@ -192,7 +196,9 @@ impl Reader {
         let len = self.region.ring_len();
         let (offset, first, rest) = spans(self.tail, n, len);
         self.region.read_into(self.ring, offset, first, buf);
-        self.region.read_into(self.ring, 0, rest, buf);
+        if rest > 0 {
+            self.region.read_into(self.ring, 0, rest, buf);
+        }
         self.tail += n as u64;
         self.control().tail.0.store(self.tail, SeqCst);
         Ok((n, take_flag(&self.control().writer_waiting.0)))
@@ -257,6 +263,28 @@ mod tests {
         assert_eq!(spans(14, 4, 16), (14, 2, 2));
         assert_eq!(spans(16 * 1000 + 3, 5, 16), (3, 5, 0));
         assert_eq!(spans(15, 0, 16), (15, 0, 0));
+    }
+
+    #[test]
+    fn copies_that_cross_the_end_by_one_byte_keep_it() {
+        // Every split of a copy at the ring's end, at the edges most of all: one byte before
+        // the end and the rest after it, and all but one before. Staged and read in one copy
+        // each, so each crosses the end itself.
+        for before in [1, 2, MIN_RING_LEN / 2, MIN_RING_LEN - 1] {
+            for after in [1, 2, 100].into_iter().filter(|after| before + after <= MIN_RING_LEN) {
+                let (mut w, mut r, _region) = pair(MIN_RING_LEN);
+                let lead = vec![0u8; MIN_RING_LEN - before];
+                w.stage(&lead);
+                w.publish();
+                read(&mut r, &mut Vec::new(), lead.len()).unwrap();
+                let crossing: Vec<u8> = (1..=before + after).map(|i| i as u8).collect();
+                w.stage(&crossing);
+                w.publish();
+                let mut got = Vec::new();
+                assert_eq!(read(&mut r, &mut got, usize::MAX).unwrap().0, crossing.len());
+                assert_eq!(got, crossing, "{before} bytes before the end, {after} after");
+            }
+        }
     }
 
     #[test]
