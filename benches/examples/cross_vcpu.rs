@@ -6,7 +6,7 @@
 //!   the writer (what `shm://` does with a large frame);
 //! - `mailbox`: the whole message copied in, then out (what the raw shm row does).
 //!
-//! On the 2-vCPU VMs of 2026-12 an echo took 70–100 µs either way, and about 1,100 µs in periods
+//! On the 2-vCPU VMs of 2026-12 an echo took 70–110 µs either way, and about 900–1,100 µs in periods
 //! that lasted from one round to minutes, both designs alike, while a single-thread `memcpy` of
 //! the same size did not change: what slows is the traffic between the two vCPUs. Bench runs in
 //! such a period measure the machine, not the code.
@@ -25,8 +25,8 @@ const MESSAGE: usize = (1 << 20) + 20;
 const STEP: usize = 32 * 1024;
 const ECHOES: u32 = 100;
 /// An echo is four copies of the message; over this many times one copy on one thread, the
-/// traffic between the CPUs is what it is waiting for (3–4.5 when the machine is not slowed, about
-/// 35 when it is, on the VMs of 2026-12).
+/// traffic between the CPUs is what it is waiting for (about 4 when the machine is not slowed,
+/// about 40 when it is, on the VMs of 2026-12).
 const SLOW: f64 = 10.0;
 
 /// A word on a cache line of its own.

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use super::{FrameReceiver, FrameSender, HIGH_WATER};
+use crate::wire::codec::MIN_RESERVE;
 use crate::wire::{Encoded, LengthDelimited};
 
 /// Frames up to this size are copied into the coalescing buffer; larger ones are queued as is.
@@ -33,11 +34,11 @@ const MAX_IOVECS: usize = 32;
 /// less one; a larger array costs its initialisation on every frame.
 const WRITE_THROUGH_SLICES: usize = 4;
 /// The least a receiver asks for when its buffer lacks room for the next read: twice the
-/// codec's smallest hint (4 KiB), so that small frames taken off the front leave room for
-/// many more reads before the buffer must be reclaimed. Asking for exactly the hint, a buffer
-/// of 4 KiB had less than that left after any frame, and took `BytesMut::reserve`'s slow path
-/// (reclaiming it) before every read.
-const RECEIVE_ROOM: usize = 8 * 1024;
+/// codec's smallest hint ([`MIN_RESERVE`]), so that small frames taken off the front leave room
+/// for many more reads before the buffer must be reclaimed. Asking for exactly the hint, a
+/// buffer of that size had less than it left after any frame, and took `BytesMut::reserve`'s
+/// slow path (reclaiming it) before every read.
+const RECEIVE_ROOM: usize = 2 * MIN_RESERVE;
 
 /// Wraps the two halves of a byte stream as frame halves with the given maximum frame length.
 pub fn framed<R, W>(read: R, write: W, max_frame_len: usize) -> (StreamSender<W>, StreamReceiver<R>)
@@ -335,17 +336,17 @@ mod tests {
     #[tokio::test]
     async fn small_frames_leave_room_for_the_next_reads() {
         // Frames of 20 bytes, one at a time: after each, the buffer still has the codec's
-        // smallest hint (4 KiB) free, so the next read needs no `reserve` (whose slow path
+        // smallest hint (`MIN_RESERVE`) free, so the next read needs no `reserve` (whose slow path
         // reclaims the buffer), for as many frames as `RECEIVE_ROOM` holds beyond the hint.
         let (a, b) = tokio::io::duplex(1 << 16);
         let (mut tx, _) = framed(tokio::io::empty(), a, 1 << 20);
         let (_, mut rx) = framed(b, tokio::io::sink(), 1 << 20);
-        let frames = (RECEIVE_ROOM - 4096) / 24;
+        let frames = (RECEIVE_ROOM - MIN_RESERVE) / 24;
         for i in 0..frames {
             send(&mut tx, Bytes::from(vec![i as u8; 20])).await.unwrap();
             assert_eq!(recv(&mut rx).await.unwrap().unwrap(), vec![i as u8; 20]);
             let room = rx.buf.capacity() - rx.buf.len();
-            assert!(room >= 4096, "after frame {i}, {room} bytes of room");
+            assert!(room >= MIN_RESERVE, "after frame {i}, {room} bytes of room");
         }
     }
 

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 32 * 1024 * 1024;
 
 /// The most the decoder asks to reserve beyond what has arrived.
 pub const MAX_RESERVE_STEP: usize = 64 * 1024;
+/// The least [`LengthDelimited::reserve_hint`] asks for: room for the next read even when only
+/// a few bytes are awaited (a prefix, the end of a small frame).
+pub const MIN_RESERVE: usize = 4096;
 
 /// A frame longer than the allowed maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +93,7 @@ impl LengthDelimited {
             Ok(Some(len)) => (LENGTH_PREFIX_LEN + len).saturating_sub(buf.len()),
             _ => LENGTH_PREFIX_LEN,
         };
-        missing.clamp(4096, MAX_RESERVE_STEP.max(buf.len()))
+        missing.clamp(MIN_RESERVE, MAX_RESERVE_STEP.max(buf.len()))
     }
 
     fn announced(&self, buf: &[u8]) -> Result<Option<usize>, FrameTooLarge> {
