@@ -81,6 +81,7 @@ pub async fn serve_tarpc(endpoint: &Endpoint) -> Result<(), BoxError> {
             }
         }
         Endpoint::Abstract(_)
+        | Endpoint::Tls { .. }
         | Endpoint::Fifo(_)
         | Endpoint::Spawn(_)
         | Endpoint::Shm(_)
@@ -151,6 +152,7 @@ pub async fn connect_tarpc(endpoint: &Endpoint) -> Result<Tarpc, BoxError> {
             TarpcBenchClient::new(config, transport).spawn()
         }
         Endpoint::Abstract(_)
+        | Endpoint::Tls { .. }
         | Endpoint::Fifo(_)
         | Endpoint::Spawn(_)
         | Endpoint::Shm(_)

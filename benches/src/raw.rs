@@ -1,5 +1,6 @@
 //! The limit: a blocking ping-pong over the bare OS primitive (a socket, a pair of named FIFOs,
-//! or a child's stdin/stdout pipes), no framework, no async runtime.
+//! or a child's stdin/stdout pipes; for `tls`, a rustls session over TCP, see `raw_tls.rs`), no
+//! framework, no async runtime.
 //!
 //! On connect the client sends the message size as 8 little-endian bytes; from then on the
 //! server reads exactly that many bytes and writes them back, until the client hangs up. The
@@ -52,6 +53,7 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
                 std::thread::spawn(move || echo_loop(stream));
             }
         }
+        Endpoint::Tls { addr, dir } => crate::raw_tls::serve(addr, dir)?,
         Endpoint::Unix(path) => {
             let listener = UnixListener::bind(path)?;
             crate::announce(endpoint);
@@ -484,6 +486,7 @@ fn connect(endpoint: &Endpoint, header: u64) -> io::Result<Box<dyn Stream>> {
             s.set_nodelay(true)?;
             Box::new(s)
         }
+        Endpoint::Tls { addr, dir } => Box::new(crate::raw_tls::connect(addr, dir)?),
         Endpoint::Unix(path) => Box::new(UnixStream::connect(path)?),
         Endpoint::Abstract(name) => Box::new(connect_abstract(name)?),
         Endpoint::Fifo(stem) => Box::new(FifoClient::connect(stem)?),

@@ -243,7 +243,8 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
         for file in &self.files {
-            let _ = std::fs::remove_file(file);
+            // The raw tls server's certificate directory is one of them.
+            let _ = if file.is_dir() { std::fs::remove_dir_all(file) } else { std::fs::remove_file(file) };
         }
         for queue in &self.queues {
             raw::unlink_queue(queue);
