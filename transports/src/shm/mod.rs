@@ -28,6 +28,7 @@
 //! A peer can make its own connection fail (with an `InvalidData` error naming the corrupt
 //! indices), never crash or hang us.
 
+mod copy;
 mod halves;
 pub(crate) mod region;
 mod ring;

@@ -1,5 +1,6 @@
 //! The shared mapping of one `shm://` connection, and the only unsafe code of the shm transport
-//! (the mapping, and one `setsockopt` that rustix has no wrapper for: [`refuse_passed_fds`]).
+//! besides the copy it uses (`copy.rs`): the mapping, and one `setsockopt` that rustix has no
+//! wrapper for ([`refuse_passed_fds`]).
 //!
 //! Layout of the memfd (all offsets fixed, nothing in it describes the layout; the ring size is
 //! agreed during setup and checked against the file's size):
@@ -201,7 +202,7 @@ impl Region {
         // Rust reference points into, and cannot overlap `src`, which is private memory. The
         // peer may read these bytes meanwhile (it only reads what we published, unless hostile),
         // which cannot affect us.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+        unsafe { super::copy::copy(src.as_ptr(), dst, src.len()) }
     }
 
     /// Appends `len` bytes of `ring` at `offset` to `buf`. Panics like [`write`](Self::write),
@@ -219,7 +220,7 @@ impl Region {
         // whatever arrives. After the copy the first `len` unfilled bytes are initialised, which
         // is what `assume_init` asks.
         unsafe {
-            std::ptr::copy_nonoverlapping(src, dst, len);
+            super::copy::copy(src, dst, len);
             buf.assume_init(len);
         }
         buf.advance(len);
