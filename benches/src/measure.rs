@@ -49,6 +49,8 @@ pub struct Config {
     pub sweep_max: usize,
     /// Timed copies of [`MEMCPY_SIZE`] bytes for the machine's memcpy rate.
     pub memcpy_copies: usize,
+    /// Round trips of the cross-CPU probe ([`cross_cpu_round_trip_ns`]).
+    pub probe_round_trips: usize,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             sweep_calls: [2_000, 2_000, 500, 100, 8],
             sweep_max: usize::MAX,
             memcpy_copies: 20,
+            probe_round_trips: 20_000,
         }
     }
 
@@ -102,6 +105,7 @@ impl Config {
             sweep_calls: [5, 5, 2, 1, 1],
             sweep_max: 1 << 20,
             memcpy_copies: 3,
+            probe_round_trips: 1_000,
         }
     }
 }
@@ -221,6 +225,59 @@ pub fn memcpy_mb_s(copies: usize) -> f64 {
         .collect();
     rates.sort_by(f64::total_cmp);
     rates[rates.len() / 2]
+}
+
+/// Round trips the cross-CPU probe times in batches of this many (one clock read a batch).
+const PROBE_BATCH: usize = 100;
+
+/// How long one cache line takes to go from this thread's CPU to `cpu` and back, ns: a thread
+/// pinned to `cpu` (unpinned if `None`) and this one take turns bumping a shared counter,
+/// spinning (after 256 spins a waiter yields its CPU between checks, so a pair on one CPU
+/// still progresses), for `round_trips` round trips timed in batches; the median batch.
+///
+/// Every cross-CPU figure of a run rides on this: on the 2-vCPU VMs of 2026-12 it was 160–190
+/// ns in most periods and 520–570 in others, when the raw shm ping-pong and ours slowed alike.
+pub fn cross_cpu_round_trip_ns(cpu: Option<usize>, round_trips: usize) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    fn wait_for(line: &Line, value: u64) {
+        let mut spins = 0u32;
+        while line.0.load(Ordering::Acquire) != value {
+            spins += 1;
+            if spins < 256 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+    let batches = (round_trips / PROBE_BATCH).max(1);
+    let line = std::sync::Arc::new(Line(AtomicU64::new(0)));
+    let peer = std::sync::Arc::clone(&line);
+    let helper = std::thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            // Unpinned if it cannot be (the figure is then labelled by the run's pinning).
+            let _ = crate::pin::pin_to(cpu);
+        }
+        for i in 0..(batches * PROBE_BATCH) as u64 {
+            wait_for(&peer, 2 * i + 1);
+            peer.0.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    let mut times: Vec<f64> = (0..batches as u64)
+        .map(|batch| {
+            let start = Instant::now();
+            for i in batch * PROBE_BATCH as u64..(batch + 1) * PROBE_BATCH as u64 {
+                line.0.store(2 * i + 1, Ordering::Release);
+                wait_for(&line, 2 * i + 2);
+            }
+            start.elapsed().as_secs_f64() * 1e9 / PROBE_BATCH as f64
+        })
+        .collect();
+    helper.join().expect("the probe's helper thread does not panic");
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// In-flight depths of the single-connection pipelined runs.
@@ -440,5 +497,7 @@ mod tests {
         assert_eq!((point.size, point.calls), (1_000_000, 4));
         assert!((point.mb_s - 1000.0).abs() < 1e-6, "{}", point.mb_s);
         assert!(memcpy_mb_s(1) > 0.0);
+        // Unpinned, and on whichever CPU the helper lands (one CPU included): it ends.
+        assert!(cross_cpu_round_trip_ns(None, 300) > 0.0);
     }
 }

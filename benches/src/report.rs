@@ -302,6 +302,8 @@ pub struct Results {
     sweep: HashMap<(&'static str, Side, usize), Vec<SweepPoint>>,
     /// Each repetition's memcpy rate, MB/s.
     memcpy: Vec<f64>,
+    /// Each repetition's cross-CPU round trip, ns.
+    cross_cpu: Vec<f64>,
 }
 
 impl Results {
@@ -318,6 +320,7 @@ impl Results {
             values: HashMap::new(),
             sweep: HashMap::new(),
             memcpy: Vec::new(),
+            cross_cpu: Vec::new(),
         }
     }
 
@@ -331,6 +334,16 @@ impl Results {
     /// Records one repetition's memcpy rate (MB/s).
     pub fn push_memcpy(&mut self, mb_s: f64) {
         self.memcpy.push(mb_s);
+    }
+
+    /// Records one repetition's cross-CPU round trip (ns).
+    pub fn push_cross_cpu(&mut self, ns: f64) {
+        self.cross_cpu.push(ns);
+    }
+
+    /// The cross-CPU round trip over the repetitions.
+    pub fn cross_cpu(&self) -> Option<Summary> {
+        summarize(&self.cross_cpu)
     }
 
     /// The memcpy rate over the repetitions.
@@ -412,6 +425,14 @@ impl Results {
                 "memcpy: {} MB/s copying {} buffers (each repetition: the median of its copies; here the median of the repetitions [min–max])",
                 fmt_summary(m),
                 fmt_size(MEMCPY_SIZE)
+            );
+        }
+        if let Some(c) = self.cross_cpu() {
+            let _ = writeln!(
+                out,
+                "cross-CPU round trip: {} ns (each repetition: the median batch; here the median of the repetitions [min–max]; \
+                 160–190 on the 2-vCPU VMs of 2026-12 in most periods, 520–570 in others, which slow every cross-CPU figure)",
+                fmt_summary(c)
             );
         }
         for metric in Metric::ALL {
@@ -658,6 +679,7 @@ impl Results {
             "rows": rows,
             "sweep": { "sizes_bytes": SWEEP_SIZES, "points": points },
             "memcpy": memcpy,
+            "cross_cpu_round_trip_ns": self.cross_cpu().map_or(Value::Null, |c| json!({ "ns": summary(c), "reps": self.cross_cpu })),
             "goals": goals,
         })
     }
@@ -962,6 +984,7 @@ mod tests {
         r.push_sweep("shm", Side::Ours, &[point(64, 2.0, 30.0), point(16 << 20, 8000.0, 2000.0)]);
         r.push_sweep("shm", Side::Raw, &[point(64, 0.2, 300.0), point(16 << 20, 4000.0, 4000.0)]);
         r.push_memcpy(12_000.0);
+        r.push_cross_cpu(170.0);
         r.push("shm", Metric::Bulk, Side::Ours, 3_000.0);
         assert_eq!(r.get_sweep("shm", Side::Ours, 64, SweepStat::P99).unwrap().median, 4.0);
         assert_eq!(r.sweep_ratio("shm", 64, SweepStat::Median, Side::Raw), Some(10.0));
@@ -973,6 +996,8 @@ mod tests {
         let json = r.json();
         assert_eq!(json["sweep"]["points"].as_array().unwrap().len(), 4);
         assert_eq!(json["memcpy"]["shm_bulk_1mib_echo_over_memcpy"], 0.25);
+        assert_eq!(json["cross_cpu_round_trip_ns"]["reps"][0], 170.0);
+        assert!(tables.contains("cross-CPU round trip: 170"), "{tables}");
         let svg = r.sweep_svg();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.ends_with("</svg>\n"));
         assert_eq!(fmt_size(64), "64 B");

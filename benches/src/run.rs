@@ -286,6 +286,7 @@ fn client(args: Args) -> Result<(), BoxError> {
     // Before pinning, which narrows what this process may use.
     let machine = machine();
     // Pin before the runtime exists, so its thread inherits the client CPU.
+    // The servers' CPU; also where the cross-CPU probe's helper runs.
     let (pinning, server_cpu) = if args.pin || args.pin_same {
         let cpus = pin::allowed_cpus();
         let server = if args.pin_same { cpus.first() } else { cpus.get(1) };
@@ -365,6 +366,14 @@ fn client(args: Args) -> Result<(), BoxError> {
         ),
     ));
     results.notes.push((
+        "cross-CPU".into(),
+        format!(
+            "each repetition starts with {} round trips of one cache line between a thread on the client's CPU and one on the servers' \
+             (spinning on a shared counter, medians of batches of 100): what every cross-CPU figure rides on; compare runs only at like values",
+            config.probe_round_trips
+        ),
+    ));
+    results.notes.push((
         "memcpy".into(),
         format!(
             "the client copies a {} buffer into another {} times per repetition (both faulted in first), on the client's CPU; the median copy is the repetition's figure",
@@ -380,6 +389,9 @@ fn client(args: Args) -> Result<(), BoxError> {
         let memcpy = measure::memcpy_mb_s(config.memcpy_copies);
         eprintln!("[{rep}/{reps}] memcpy of {}: {memcpy:.0} MB/s", fmt_size(MEMCPY_SIZE));
         results.push_memcpy(memcpy);
+        let probe = measure::cross_cpu_round_trip_ns(server_cpu, config.probe_round_trips);
+        eprintln!("[{rep}/{reps}] cross-CPU round trip: {probe:.0} ns");
+        results.push_cross_cpu(probe);
         for t in &selected {
             let tag = format!("[{rep}/{reps}] {:<6}", t.name);
 
