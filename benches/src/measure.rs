@@ -235,8 +235,9 @@ const PROBE_BATCH: usize = 100;
 /// spinning (after 256 spins a waiter yields its CPU between checks, so a pair on one CPU
 /// still progresses), for `round_trips` round trips timed in batches; the median batch.
 ///
-/// Every cross-CPU figure of a run rides on this: on the 2-vCPU VMs of 2026-12 it was 160–190
-/// ns in most periods and 520–570 in others, when the raw shm ping-pong and ours slowed alike.
+/// Every cross-CPU figure of a run rides on this: on the 2-vCPU VMs of 2026-12 it read 78–86 ns
+/// in a full run whose raw shm ping-pong took 0.18–0.21 µs, and 421 ns in one where that
+/// ping-pong took 0.76.
 pub fn cross_cpu_round_trip_ns(cpu: Option<usize>, round_trips: usize) -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     #[repr(align(128))]

@@ -431,7 +431,7 @@ impl Results {
             let _ = writeln!(
                 out,
                 "cross-CPU round trip: {} ns (each repetition: the median batch; here the median of the repetitions [min–max]; \
-                 160–190 on the 2-vCPU VMs of 2026-12 in most periods, 520–570 in others, which slow every cross-CPU figure)",
+                 about 80 on the 2-vCPU VMs of 2026-12 in most periods, over 400 in others, which slow every cross-CPU figure)",
                 fmt_summary(c)
             );
         }
