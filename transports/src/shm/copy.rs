@@ -52,68 +52,48 @@ mod x86_64 {
         __m128i, __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _mm_loadu_si128, _mm_storeu_si128,
     };
 
-    /// Bytes each loop iteration moves: four vector registers' worth at a time keeps the load
-    /// and store units busy without depending on one register's round trip.
-    const AVX2_STEP: usize = 4 * 32;
-    const SSE2_STEP: usize = 4 * 16;
+    /// The copy loop for one vector type: `$vec` registers of `size_of::<$vec>()` bytes moved
+    /// four at a time (which keeps the load and store units busy without waiting on one
+    /// register), then `memcpy` for the rest. One body for both widths, so that the AVX2
+    /// version is compiled inside its `#[target_feature]` function.
+    macro_rules! copy_loop {
+        ($src:ident, $dst:ident, $len:ident, $vec:ty, $load:ident, $store:ident) => {{
+            const STEP: usize = 4 * std::mem::size_of::<$vec>();
+            while $len >= STEP {
+                // SAFETY: `$len >= STEP` bytes remain in both ranges (the caller's promise for
+                // the whole copy, minus what the loop has moved), so the four loads and stores
+                // stay inside them; the unaligned (`u`) intrinsics take any alignment.
+                unsafe {
+                    let s = $src.cast::<$vec>();
+                    let d = $dst.cast::<$vec>();
+                    let (a, b, c, e) = ($load(s), $load(s.add(1)), $load(s.add(2)), $load(s.add(3)));
+                    $store(d, a);
+                    $store(d.add(1), b);
+                    $store(d.add(2), c);
+                    $store(d.add(3), e);
+                    $src = $src.add(STEP);
+                    $dst = $dst.add(STEP);
+                }
+                $len -= STEP;
+            }
+            // SAFETY: the `$len < STEP` bytes left of both ranges.
+            unsafe { std::ptr::copy_nonoverlapping($src, $dst, $len) }
+        }};
+    }
 
     /// # Safety
     ///
     /// As [`super::copy`], and the CPU supports AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn copy_avx2(mut src: *const u8, mut dst: *mut u8, mut len: usize) {
-        while len >= AVX2_STEP {
-            // SAFETY: `len >= AVX2_STEP` bytes remain in both ranges (the caller's promise for
-            // the whole copy, minus what the loop has moved), so the four 32-byte loads and
-            // stores stay inside them; the `u` intrinsics take any alignment.
-            unsafe {
-                let s = src.cast::<__m256i>();
-                let d = dst.cast::<__m256i>();
-                let (a, b, c, e) = (
-                    _mm256_loadu_si256(s),
-                    _mm256_loadu_si256(s.add(1)),
-                    _mm256_loadu_si256(s.add(2)),
-                    _mm256_loadu_si256(s.add(3)),
-                );
-                _mm256_storeu_si256(d, a);
-                _mm256_storeu_si256(d.add(1), b);
-                _mm256_storeu_si256(d.add(2), c);
-                _mm256_storeu_si256(d.add(3), e);
-                src = src.add(AVX2_STEP);
-                dst = dst.add(AVX2_STEP);
-            }
-            len -= AVX2_STEP;
-        }
-        // SAFETY: the `len < AVX2_STEP` bytes left of both ranges.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+        copy_loop!(src, dst, len, __m256i, _mm256_loadu_si256, _mm256_storeu_si256)
     }
 
     /// # Safety
     ///
     /// As [`super::copy`] (SSE2 is part of every x86-64 CPU).
     pub(super) unsafe fn copy_sse2(mut src: *const u8, mut dst: *mut u8, mut len: usize) {
-        while len >= SSE2_STEP {
-            // SAFETY: as in `copy_avx2`, with 16-byte moves.
-            unsafe {
-                let s = src.cast::<__m128i>();
-                let d = dst.cast::<__m128i>();
-                let (a, b, c, e) = (
-                    _mm_loadu_si128(s),
-                    _mm_loadu_si128(s.add(1)),
-                    _mm_loadu_si128(s.add(2)),
-                    _mm_loadu_si128(s.add(3)),
-                );
-                _mm_storeu_si128(d, a);
-                _mm_storeu_si128(d.add(1), b);
-                _mm_storeu_si128(d.add(2), c);
-                _mm_storeu_si128(d.add(3), e);
-                src = src.add(SSE2_STEP);
-                dst = dst.add(SSE2_STEP);
-            }
-            len -= SSE2_STEP;
-        }
-        // SAFETY: the `len < SSE2_STEP` bytes left of both ranges.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+        copy_loop!(src, dst, len, __m128i, _mm_loadu_si128, _mm_storeu_si128)
     }
 }
 
