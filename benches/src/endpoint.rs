@@ -1,8 +1,8 @@
 //! Where a raw or tarpc server listens: a socket of one OS kind, written as one string so it can
 //! be passed to the server process on its command line and printed back with the port filled in.
 //!
-//! `tcp:127.0.0.1:0`, `tls:127.0.0.1:0@/dir/of/cert` (the raw TLS echo, its certificate and
-//! key in that directory, see `raw_tls.rs`), `unix:/abs/path.sock`, `abstract:name` (Linux abstract-namespace Unix
+//! `tcp:127.0.0.1:0`, `tls:127.0.0.1:0@/cert.pem@/key.pem` (the raw TLS echo with that
+//! certificate and key, see `raw_tls.rs`; paths without `@`), `unix:/abs/path.sock`, `abstract:name` (Linux abstract-namespace Unix
 //! socket, what `local://` uses on Linux), `fifo:/abs/stem` (a pair of named FIFOs,
 //! `stem.c2s` and `stem.s2c`), `spawn:` or `spawn:N` (no listener: the client starts this binary
 //! as its child and talks over the child's stdin/stdout; `N` is the CPU the child pins itself to),
@@ -18,13 +18,15 @@ use std::path::{Path, PathBuf};
 pub enum Endpoint {
     /// A TCP address, `host:port`.
     Tcp(String),
-    /// TLS over TCP at `addr` (`host:port`), with the throwaway certificate `cert.pem` and its
-    /// key `key.pem` in `dir`, which is removed with the server (see `raw_tls.rs`).
+    /// TLS over TCP at `addr` (`host:port`) with a throwaway certificate the registry made (see
+    /// `raw_tls.rs`): the server presents it, the client trusts it.
     Tls {
         /// `host:port`.
         addr: String,
-        /// The directory holding `cert.pem` and `key.pem`.
-        dir: PathBuf,
+        /// The certificate (PEM).
+        cert: PathBuf,
+        /// Its private key (PEM).
+        key: PathBuf,
     },
     /// A Unix socket file.
     Unix(PathBuf),
@@ -51,10 +53,10 @@ impl Endpoint {
         let (kind, rest) = s.split_once(':').ok_or_else(|| format!("bad endpoint {s:?}"))?;
         match kind {
             "tcp" => Ok(Self::Tcp(rest.to_owned())),
-            "tls" => {
-                let (addr, dir) = rest.split_once('@').ok_or_else(|| format!("no @certificate-dir in {s:?}"))?;
-                Ok(Self::Tls { addr: addr.to_owned(), dir: dir.into() })
-            }
+            "tls" => match rest.split('@').collect::<Vec<_>>()[..] {
+                [addr, cert, key] => Ok(Self::Tls { addr: addr.to_owned(), cert: cert.into(), key: key.into() }),
+                _ => Err(format!("expected tls:host:port@cert@key, got {s:?}")),
+            },
             "unix" => Ok(Self::Unix(rest.into())),
             "abstract" => Ok(Self::Abstract(rest.to_owned())),
             "fifo" => Ok(Self::Fifo(rest.into())),
@@ -67,11 +69,18 @@ impl Endpoint {
         }
     }
 
-    /// The files (and directories) this endpoint leaves behind, for the parent to remove after
-    /// the server exits.
+    /// The `tls://` address whose throwaway certificate this endpoint uses, for the registry to
+    /// remove (`registry::remove_endpoint`, which removes only directories it made).
+    pub fn registry_address(&self) -> Option<rpc::transports::Address> {
+        let Self::Tls { addr, cert, key } = self else { return None };
+        let mut params = rpc::transports::TlsParams::default();
+        (params.ca, params.cert, params.key) = (Some(cert.clone()), Some(cert.clone()), Some(key.clone()));
+        Some(rpc::transports::Address::Tls { host_port: addr.clone(), params })
+    }
+
+    /// The files this endpoint leaves behind, for the parent to remove after the server exits.
     pub fn files(&self) -> Vec<PathBuf> {
         match self {
-            Self::Tls { dir, .. } => vec![dir.clone()],
             Self::Unix(path) => vec![path.clone()],
             Self::Fifo(stem) => vec![fifo_path(stem, "c2s"), fifo_path(stem, "s2c")],
             _ => Vec::new(),
@@ -100,7 +109,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp(addr) => write!(f, "tcp:{addr}"),
-            Self::Tls { addr, dir } => write!(f, "tls:{addr}@{}", dir.display()),
+            Self::Tls { addr, cert, key } => write!(f, "tls:{addr}@{}@{}", cert.display(), key.display()),
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Abstract(name) => write!(f, "abstract:{name}"),
             Self::Fifo(stem) => write!(f, "fifo:{}", stem.display()),
@@ -121,7 +130,7 @@ mod tests {
     fn round_trips() {
         for s in [
             "tcp:127.0.0.1:0",
-            "tls:127.0.0.1:0@/tmp/x-tls-test-certs",
+            "tls:127.0.0.1:0@/tmp/x-tls-test-certs/cert.pem@/tmp/x-tls-test-certs/key.pem",
             "unix:/tmp/x.sock",
             "abstract:rpc-bench-1",
             "fifo:/tmp/x",
@@ -136,7 +145,10 @@ mod tests {
         assert!(Endpoint::parse("pipe:x").is_err());
         assert!(Endpoint::parse("spawn:x").is_err());
         assert!(Endpoint::parse("tls:127.0.0.1:0").is_err());
+        assert!(Endpoint::parse("tls:127.0.0.1:0@/c.pem").is_err());
         assert_eq!(Endpoint::Fifo("/tmp/x".into()).files(), [PathBuf::from("/tmp/x.c2s"), "/tmp/x.s2c".into()]);
-        assert_eq!(Endpoint::parse("tls:127.0.0.1:0@/tmp/d").unwrap().files(), [PathBuf::from("/tmp/d")]);
+        let tls = Endpoint::parse("tls:127.0.0.1:0@/d/c.pem@/d/k.pem").unwrap();
+        assert!(tls.files().is_empty());
+        assert!(matches!(tls.registry_address(), Some(rpc::transports::Address::Tls { .. })));
     }
 }

@@ -126,15 +126,15 @@ pub fn transports() -> Vec<Transport> {
         }
     }
     fn raw_tls_endpoint(name: &str) -> Endpoint {
-        // The registry's throwaway certificate for tls://, its directory taken from the address.
+        // The registry's throwaway certificate for tls://, as its address names it.
         let addr = rpc::transports::registry::lookup("tls")
             .and_then(|scheme| scheme.fresh_address(name))
             .expect("a tls:// address with a test certificate");
         match rpc::transports::Address::parse(&addr) {
-            Ok(rpc::transports::Address::Tls { host_port, params }) => Endpoint::Tls {
-                addr: host_port,
-                dir: params.cert.as_deref().and_then(std::path::Path::parent).expect("a certificate file").to_owned(),
-            },
+            Ok(rpc::transports::Address::Tls {
+                host_port,
+                params: rpc::transports::TlsParams { cert: Some(cert), key: Some(key), .. },
+            }) => Endpoint::Tls { addr: host_port, cert, key },
             other => panic!("fresh_address(tls) gave {addr:?}: {other:?}"),
         }
     }

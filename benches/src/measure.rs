@@ -228,7 +228,7 @@ pub fn memcpy_mb_s(copies: usize) -> f64 {
 }
 
 /// Round trips the cross-CPU probe times in batches of this many (one clock read a batch).
-const PROBE_BATCH: usize = 100;
+pub const PROBE_BATCH: usize = 100;
 
 /// How long one cache line takes to go from this thread's CPU to `cpu` and back, ns: a thread
 /// pinned to `cpu` (unpinned if `None`) and this one take turns bumping a shared counter,

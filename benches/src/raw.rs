@@ -53,7 +53,7 @@ pub fn serve(endpoint: &Endpoint) -> io::Result<()> {
                 std::thread::spawn(move || echo_loop(stream));
             }
         }
-        Endpoint::Tls { addr, dir } => crate::raw_tls::serve(addr, dir)?,
+        Endpoint::Tls { addr, cert, key } => crate::raw_tls::serve(addr, cert, key)?,
         Endpoint::Unix(path) => {
             let listener = UnixListener::bind(path)?;
             crate::announce(endpoint);
@@ -486,7 +486,7 @@ fn connect(endpoint: &Endpoint, header: u64) -> io::Result<Box<dyn Stream>> {
             s.set_nodelay(true)?;
             Box::new(s)
         }
-        Endpoint::Tls { addr, dir } => Box::new(crate::raw_tls::connect(addr, dir)?),
+        Endpoint::Tls { addr, cert, .. } => Box::new(crate::raw_tls::connect(addr, cert)?),
         Endpoint::Unix(path) => Box::new(UnixStream::connect(path)?),
         Endpoint::Abstract(name) => Box::new(connect_abstract(name)?),
         Endpoint::Fifo(stem) => Box::new(FifoClient::connect(stem)?),

@@ -81,8 +81,9 @@ pub struct Client {
 
 impl Client {
     /// Runs `future` to completion on this thread: polled once in place, and only if that
-    /// leaves it waiting (its spin ended without the bytes or the room it waits for) handed to
-    /// the runtime, whose `block_on` polls it again and sleeps on its wake-up.
+    /// leaves it waiting (it spun out without the bytes or the room it waits for, or yielded to
+    /// the runtime) handed to the runtime, whose `block_on` polls it again and sleeps on its
+    /// wake-up.
     ///
     /// A `block_on` for every frame would cost more than the ring: entering the runtime,
     /// seeding its RNG and setting up its scheduler context took about 1,700 of the 3,050

@@ -8,8 +8,8 @@
 //! 64 KiB buffer, as `tls://` does (rustls alone reads 4 KiB at a time: one 1 MiB echo here
 //! moved 403 MB/s so, against 624 for ours in the same run). The certificate is a
 //! throwaway self-signed one for `127.0.0.1` that the harness had the registry make
-//! ([`Scheme::fresh_address`](rpc::transports::registry::Scheme::fresh_address)): `cert.pem` and
-//! `key.pem` in a directory the endpoint names, which the server presents and the client trusts.
+//! ([`Scheme::fresh_address`](rpc::transports::registry::Scheme::fresh_address)), which the
+//! server presents and the client trusts; the harness has the registry remove it afterwards.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +25,8 @@ use crate::endpoint::Endpoint;
 /// A client's session with the raw TLS server.
 pub type Client = StreamOwned<ClientConnection, Buffered>;
 
-/// The read buffer between the socket and rustls, as `tls://` has it.
+/// The read buffer between the socket and rustls: the size of `tls://`'s own
+/// (`SOCKET_READ_BUFFER` in `transports/src/tls/mod.rs`, private there), which this must follow.
 const SOCKET_READ_BUFFER: usize = 64 * 1024;
 
 /// The socket as rustls reads it: through a [`SOCKET_READ_BUFFER`]; writes pass straight through.
@@ -66,25 +67,24 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
-fn certificates(dir: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
-    CertificateDer::pem_file_iter(dir.join("cert.pem"))
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(io::Error::other)
+fn certificates(cert: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(cert).and_then(|certs| certs.collect::<Result<Vec<_>, _>>()).map_err(io::Error::other)
 }
 
-/// Serves the raw echo over TLS on `addr` with the certificate in `dir`, a thread per
-/// connection, until the process is stopped; announces its address first.
-pub fn serve(addr: &str, dir: &Path) -> io::Result<()> {
-    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).map_err(io::Error::other)?;
+/// Serves the raw echo over TLS on `addr` with the certificate `cert` and its key `key`, a
+/// thread per connection, until the process is stopped; announces its address first.
+pub fn serve(addr: &str, cert: &Path, key: &Path) -> io::Result<()> {
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(io::Error::other)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(io::Error::other)?
         .with_no_client_auth()
-        .with_single_cert(certificates(dir)?, key)
+        .with_single_cert(certificates(cert)?, key_der)
         .map_err(io::Error::other)?;
     let config = Arc::new(config);
     let listener = TcpListener::bind(addr)?;
-    crate::announce(&Endpoint::Tls { addr: listener.local_addr()?.to_string(), dir: dir.to_owned() });
+    let addr = listener.local_addr()?.to_string();
+    crate::announce(&Endpoint::Tls { addr, cert: cert.to_owned(), key: key.to_owned() });
     for stream in listener.incoming() {
         let stream = Buffered::new(stream?)?;
         let session = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
@@ -93,11 +93,11 @@ pub fn serve(addr: &str, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Connects to the raw TLS server at `addr`, trusting the certificate in `dir`. The handshake
+/// Connects to the raw TLS server at `addr`, trusting the certificate `cert`. The handshake
 /// completes with the first write (the size announcement), before anything is timed.
-pub fn connect(addr: &str, dir: &Path) -> io::Result<Client> {
+pub fn connect(addr: &str, cert: &Path) -> io::Result<Client> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(dir)? {
+    for cert in certificates(cert)? {
         roots.add(cert).map_err(io::Error::other)?;
     }
     let config = ClientConfig::builder_with_provider(provider())

@@ -430,8 +430,7 @@ impl Results {
         if let Some(c) = self.cross_cpu() {
             let _ = writeln!(
                 out,
-                "cross-CPU round trip: {} ns (each repetition: the median batch; here the median of the repetitions [min–max]; \
-                 about 80 on the 2-vCPU VMs of 2026-12 in most periods, over 400 in others, which slow every cross-CPU figure)",
+                "cross-CPU round trip: {} ns (each repetition: the median batch; here the median of the repetitions [min–max])",
                 fmt_summary(c)
             );
         }

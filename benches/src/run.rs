@@ -243,8 +243,7 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
         for file in &self.files {
-            // The raw tls server's certificate directory is one of them.
-            let _ = if file.is_dir() { std::fs::remove_dir_all(file) } else { std::fs::remove_file(file) };
+            let _ = std::fs::remove_file(file);
         }
         for queue in &self.queues {
             raw::unlink_queue(queue);
@@ -286,13 +285,17 @@ fn client(args: Args) -> Result<(), BoxError> {
     // Before pinning, which narrows what this process may use.
     let machine = machine();
     // Pin before the runtime exists, so its thread inherits the client CPU.
-    // The servers' CPU; also where the cross-CPU probe's helper runs.
+    // The servers' CPU, and where the cross-CPU probe's helper runs if that is not the client's.
+    let mut probe_cpu = None;
     let (pinning, server_cpu) = if args.pin || args.pin_same {
         let cpus = pin::allowed_cpus();
         let server = if args.pin_same { cpus.first() } else { cpus.get(1) };
         match (cpus.first(), server) {
             (Some(&client), Some(&server)) => {
                 pin::pin_to(client)?;
+                if server != client {
+                    probe_cpu = Some(server);
+                }
                 let mut pinning = format!("client on CPU {client}, servers on CPU {server}");
                 if selected.iter().any(|t| t.spawned) {
                     pinning += &format!(" (spawn: each child started with --cpu {server})");
@@ -367,11 +370,16 @@ fn client(args: Args) -> Result<(), BoxError> {
     ));
     results.notes.push((
         "cross-CPU".into(),
-        format!(
-            "each repetition starts with {} round trips of one cache line between a thread on the client's CPU and one on the servers' \
-             (spinning on a shared counter, medians of batches of 100): what every cross-CPU figure rides on; compare runs only at like values",
-            config.probe_round_trips
-        ),
+        if probe_cpu.is_some() {
+            format!(
+                "each repetition starts with {} round trips of one cache line between a thread on the client's CPU and one on the servers' \
+                 (spinning on a shared counter, medians of batches of {}): what every cross-CPU figure rides on; compare runs only at like values",
+                config.probe_round_trips,
+                measure::PROBE_BATCH
+            )
+        } else {
+            "not measured: client and servers are not pinned to two different CPUs (--pin)".to_owned()
+        },
     ));
     results.notes.push((
         "memcpy".into(),
@@ -389,13 +397,18 @@ fn client(args: Args) -> Result<(), BoxError> {
         let memcpy = measure::memcpy_mb_s(config.memcpy_copies);
         eprintln!("[{rep}/{reps}] memcpy of {}: {memcpy:.0} MB/s", fmt_size(MEMCPY_SIZE));
         results.push_memcpy(memcpy);
-        let probe = measure::cross_cpu_round_trip_ns(server_cpu, config.probe_round_trips);
-        eprintln!("[{rep}/{reps}] cross-CPU round trip: {probe:.0} ns");
-        results.push_cross_cpu(probe);
+        if let Some(cpu) = probe_cpu {
+            let probe = measure::cross_cpu_round_trip_ns(Some(cpu), config.probe_round_trips);
+            eprintln!("[{rep}/{reps}] cross-CPU round trip: {probe:.0} ns");
+            results.push_cross_cpu(probe);
+        }
         for t in &selected {
             let tag = format!("[{rep}/{reps}] {:<6}", t.name);
 
             let mut endpoint = (t.raw.0)(&unique_name());
+            // Whatever the registry made for it (the tls row's certificate) goes when this does,
+            // whether or not the server starts.
+            let _made = RegistryMade(endpoint.registry_address());
             // A spawned row has no server process: the client's connect starts the child.
             let server = if t.spawned {
                 if let Endpoint::Spawn(cpu) = &mut endpoint {
@@ -427,6 +440,8 @@ fn client(args: Args) -> Result<(), BoxError> {
             }
 
             let mut addr = (t.ours)(&unique_name());
+            // The tls row's throwaway certificate, removed however this side ends.
+            let _made = RegistryMade(rpc::transports::Address::parse(&addr).ok());
             let server = if t.spawned {
                 for arg in sides.args(true) {
                     addr += &format!("&{arg}");
@@ -454,10 +469,6 @@ fn client(args: Args) -> Result<(), BoxError> {
             results.push(t.name, Metric::LatencyMedian, Side::Blocking, blocking.median_us);
             results.push(t.name, Metric::LatencyP99, Side::Blocking, blocking.p99_us);
             server.map(ServerProcess::stop).transpose()?;
-            // What the registry made for the address (the tls row's throwaway certificate).
-            if let Ok(parsed) = rpc::transports::Address::parse(&addr) {
-                rpc::transports::registry::remove_endpoint(&parsed);
-            }
             record(&mut results, &tag, t.name, Side::Ours, &r);
             record_sweep(&mut results, &tag, t.name, Side::Ours, &sweep);
 
@@ -499,6 +510,17 @@ fn client(args: Args) -> Result<(), BoxError> {
     write_file(&args.sweep_svg, results.sweep_svg())?;
     eprintln!("rpc-bench: wrote {}, {} and {}", args.json.display(), args.svg.display(), args.sweep_svg.display());
     Ok(())
+}
+
+/// What the registry made for an address, removed on drop (`registry::remove_endpoint`).
+struct RegistryMade(Option<rpc::transports::Address>);
+
+impl Drop for RegistryMade {
+    fn drop(&mut self) {
+        if let Some(addr) = &self.0 {
+            rpc::transports::registry::remove_endpoint(addr);
+        }
+    }
 }
 
 /// The socket or connect-FIFO file our server creates for a `unix://` or `fifo://` address, for

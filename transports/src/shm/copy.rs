@@ -1,7 +1,7 @@
 //! The copy into and out of a shared ring, which must not use `rep movsb` on x86-64.
 //!
 //! glibc's `memcpy` copies from 2,112 bytes up to the L2 cache's size (512 KiB here) with
-//! `rep movsb` on CPUs that report fast string moves (ERMS/FSRM). On the AMD EPYC machines this
+//! `rep movsb` on CPUs that report fast short string moves (FSRM; from 8 KiB with ERMS alone). On the AMD EPYC machines this
 //! project runs on, `rep movsb` then moves 2.2–2.9 GB/s instead of 32–58 when
 //! `(dst - src) mod 4096` is 1 to 31 (as if it suspected an overlap): 1, 8, 31, 4,104, 8,208
 //! and 20,511 bytes apart were slow, 32, 72, 520, 4,095 and 28,705 fast (a C loop copying 4 KiB
@@ -20,7 +20,8 @@
 //! with the C loop may not be the only one.) Other targets use `memcpy` throughout.
 
 /// The smallest copy that glibc's `memcpy` would do with `rep movsb` (its default
-/// `x86_rep_movsb_threshold`, 0x840); shorter ones go to `memcpy`.
+/// `x86_rep_movsb_threshold` on CPUs with FSRM, 0x840); shorter ones go to `memcpy`.
+#[cfg(any(test, target_arch = "x86_64"))]
 const REP_MOVSB_FROM: usize = 2112;
 
 /// Copies `len` bytes from `src` to `dst`.
@@ -104,10 +105,8 @@ mod tests {
     /// A way to copy, as [`copy`] is called.
     type Path = unsafe fn(*const u8, *mut u8, usize);
 
-    /// Copies `len` bytes from `src_at` in one buffer to `dst_at` in another with each of the
-    /// paths this machine has, and checks every byte and that nothing around the target moved.
-    fn check(len: usize, src_at: usize, dst_at: usize) {
-        let src: Vec<u8> = (0..src_at + len).map(|i| (i * 7 + 3) as u8).collect();
+    /// Each way of copying this machine has: [`copy`] and the loops it may take.
+    fn paths() -> Vec<(&'static str, Path)> {
         let mut paths: Vec<(&str, Path)> = vec![("copy", copy)];
         #[cfg(target_arch = "x86_64")]
         {
@@ -116,7 +115,14 @@ mod tests {
                 paths.push(("avx2", x86_64::copy_avx2));
             }
         }
-        for (name, path) in paths {
+        paths
+    }
+
+    /// Copies `len` bytes from `src_at` in one buffer to `dst_at` in another with each path,
+    /// and checks every byte and that nothing around the target moved.
+    fn check(len: usize, src_at: usize, dst_at: usize) {
+        let src: Vec<u8> = (0..src_at + len).map(|i| (i * 7 + 3) as u8).collect();
+        for (name, path) in paths() {
             let mut dst = vec![0xeeu8; dst_at + len + 64];
             // SAFETY: both ranges lie inside their own vectors, which do not overlap; the AVX2
             // path is in the list only where the CPU has AVX2.
@@ -144,21 +150,24 @@ mod tests {
     }
 
     #[test]
-    fn copies_at_distances_in_and_out_of_the_slow_window() {
-        // One buffer, so that the distance between source and destination is chosen.
+    fn copies_within_one_buffer_at_chosen_distances() {
+        // One buffer, so that the distance from source to destination is chosen: inside and
+        // outside the window where `rep movsb` is slow (the loop must not care).
+        let len = REP_MOVSB_FROM + 300;
         for ahead in [0, 1, 16, 31, 32, 4095] {
-            let len = REP_MOVSB_FROM + 300;
-            let mut buf: Vec<u8> = (0..4 * 4096 + len).map(|i| (i * 5 + 1) as u8).collect();
-            let (src_at, dst_at) = (100, 100 + 2 * 4096 + ahead);
-            assert!(dst_at + len <= buf.len());
-            let want = buf[src_at..src_at + len].to_vec();
-            let base = buf.as_mut_ptr();
-            // SAFETY: both ranges lie inside `buf`, `2 * 4096 + ahead >= len` bytes apart, so
-            // they do not overlap.
-            unsafe {
-                copy(base.add(src_at), base.add(dst_at), len);
+            for (name, path) in paths() {
+                let mut buf: Vec<u8> = (0..4 * 4096 + len).map(|i| (i * 5 + 1) as u8).collect();
+                let (src_at, dst_at) = (100, 100 + 2 * 4096 + ahead);
+                assert!(dst_at + len <= buf.len() && src_at + len <= dst_at, "the ranges are apart");
+                let before = buf.clone();
+                let base = buf.as_mut_ptr();
+                // SAFETY: both ranges lie inside `buf` and do not overlap (asserted); the AVX2
+                // path is in the list only where the CPU has AVX2.
+                unsafe { path(base.add(src_at), base.add(dst_at), len) };
+                assert_eq!(&buf[dst_at..dst_at + len], &before[src_at..src_at + len], "{name}, {ahead} past");
+                assert_eq!(&buf[..dst_at], &before[..dst_at], "{name}: bytes before the target changed");
+                assert_eq!(&buf[dst_at + len..], &before[dst_at + len..], "{name}: bytes after the target changed");
             }
-            assert_eq!(&buf[dst_at..dst_at + len], &want[..], "{ahead} bytes past modulo 4 KiB");
         }
     }
 

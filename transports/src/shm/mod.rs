@@ -24,7 +24,8 @@
 //! calls fail as soon as a peer dies.
 //!
 //! **Trust.** The peer may be hostile: every index read from the mapping is checked before use,
-//! bytes are copied out before they are looked at, and the only unsafe code is in [`region`].
+//! bytes are copied out before they are looked at, and the only unsafe code is in [`region`]
+//! (the mapping) and `copy` (the copy in and out, which avoids `rep movsb`).
 //! A peer can make its own connection fail (with an `InvalidData` error naming the corrupt
 //! indices), never crash or hang us.
 
