@@ -1,23 +1,23 @@
 //! The copy into and out of a shared ring, which must not use `rep movsb` on x86-64.
 //!
 //! glibc's `memcpy` copies from 2,112 bytes up to the L2 cache's size (512 KiB here) with
-//! `rep movsb` on CPUs that report fast short string moves (FSRM; from 8 KiB with ERMS alone). On the AMD EPYC machines this
-//! project runs on, `rep movsb` then moves 2.2–2.9 GB/s instead of 32–58 when
-//! `(dst - src) mod 4096` is 1 to 31 (as if it suspected an overlap): 1, 8, 31, 4,104, 8,208
-//! and 20,511 bytes apart were slow, 32, 72, 520, 4,095 and 28,705 fast (a C loop copying 4 KiB
-//! and 32 KiB, each figure the best of 200 copies); 32-byte vector loads and stores ran 27–45
-//! GB/s at every distance. A ring and the buffers that fill and drain it are laid out alike
-//! (page-aligned rings, frames at offsets that repeat), so a connection's copies can keep
-//! falling into that window: with `memcpy`, some connections streamed large frames (which cross
-//! in [`STEP`](super::ring::STEP)s of 32 KiB) 2–4 times slower than others.
+//! `rep movsb` on CPUs that report fast short string moves (FSRM; from 8 KiB with ERMS alone).
+//! On the AMD EPYC machines this project runs on, `rep movsb` then moves 2.2–2.9 GB/s instead
+//! of 32–58 when `(dst - src) mod 4096` is 1 to 31 (as if it suspected an overlap): 1, 8, 31,
+//! 4,104, 8,208 and 20,511 bytes apart were slow, 32, 72, 520, 4,095 and 28,705 fast (a C loop
+//! copying 4 KiB and 32 KiB, each figure the best of 200 copies); 32-byte vector loads and
+//! stores ran 27–45 GB/s at every distance. A ring and the buffers that fill and drain it are
+//! laid out alike (page-aligned rings, frames at offsets that repeat), so a connection's copies
+//! can keep falling into that window: with `memcpy`, some connections streamed large frames
+//! (which cross in [`STEP`](super::ring::STEP)s of 32 KiB) 2–4 times slower than others.
 //!
 //! So every copy of [`REP_MOVSB_FROM`] bytes or more goes through a loop of unaligned 32-byte
 //! (AVX2) or 16-byte (SSE2) loads and stores, and shorter ones and the loop's tail through
 //! `memcpy`, which copies them with vector moves. The loop is at most about a fifth slower than
-//! `rep movsb` outside the window, and never 15 times slower. (Taking the loop only inside the
-//! window was tried: in four alternated `rpc-bench --only shm` runs, two still had connections
-//! whose streams ran 2–3 times slower while the raw ping-pong did not, so the window measured
-//! with the C loop may not be the only one.) Other targets use `memcpy` throughout.
+//! `rep movsb` outside the window, and never 15 times slower; it leaves no window to get wrong.
+//! (Taking the loop only inside the window did no better in four alternated `rpc-bench --only
+//! shm` runs; their slow connections were slow at 64 B too, where no copy takes the loop.)
+//! Other targets use `memcpy` throughout.
 
 /// The smallest copy that glibc's `memcpy` would do with `rep movsb` (its default
 /// `x86_rep_movsb_threshold` on CPUs with FSRM, 0x840); shorter ones go to `memcpy`.
