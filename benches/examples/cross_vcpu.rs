@@ -78,9 +78,7 @@ impl Lane {
                 std::hint::spin_loop();
                 continue;
             }
-            let n = (src.len() - done).min(room).min(STEP);
-            let at = (*head as usize) % RING;
-            let first = n.min(RING - at);
+            let (n, at, first) = step(*head, src.len() - done, room);
             // SAFETY: `at..at + first` and `0..n - first` lie in the ring's free room (`n <=
             // room`), which the reader does not touch until we publish (see `impl Sync`).
             unsafe {
@@ -102,9 +100,7 @@ impl Lane {
                 std::hint::spin_loop();
                 continue;
             }
-            let n = (dst.len() - done).min(ready).min(STEP);
-            let at = (*tail as usize) % RING;
-            let first = n.min(RING - at);
+            let (n, at, first) = step(*tail, dst.len() - done, ready);
             // SAFETY: `n <= ready` bytes from `tail` are published, so the writer has finished
             // them and will not touch them until we store the new tail (see `impl Sync`).
             unsafe {
@@ -122,7 +118,7 @@ impl Lane {
         while self.taken.0.load(Acquire) != *sent {
             std::hint::spin_loop();
         }
-        // SAFETY: the reader took the previous message (`consumed == sent`) and reads the area
+        // SAFETY: the reader took the previous message (`taken == sent`) and reads the area
         // again only after we publish the next (see `impl Sync`).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base(), src.len()) };
         *sent += 1;
@@ -140,6 +136,15 @@ impl Lane {
         *taken += 1;
         self.taken.0.store(*taken, Release);
     }
+}
+
+/// One ring step at stream position `at_pos` with `left` bytes to go and `avail` bytes of room
+/// (writer) or data (reader): how many bytes (at most `STEP`), where in the ring they start, and
+/// how many of them come before the ring's end (the rest wrap to its start).
+fn step(at_pos: u64, left: usize, avail: usize) -> (usize, usize, usize) {
+    let n = left.min(avail).min(STEP);
+    let at = (at_pos as usize) % RING;
+    (n, at, n.min(RING - at))
 }
 
 /// One side's positions in both lanes and both modes.

@@ -188,7 +188,7 @@ impl Sides {
     }
 }
 
-/// A server child process, stopped (and its socket or FIFO files removed) on [`stop`](Self::stop)
+/// A server child process, stopped (and what it leaves behind removed) on [`stop`](Self::stop)
 /// or drop.
 struct ServerProcess {
     child: Child,
@@ -197,6 +197,9 @@ struct ServerProcess {
     files: Vec<PathBuf>,
     /// Message queues to unlink once the server is gone (names with their leading `/`).
     queues: Vec<String>,
+    /// What the registry made for the server's address, removed once the server is gone (a
+    /// field, so it drops after [`Drop::drop`] has stopped the server).
+    made: RegistryMade,
 }
 
 impl ServerProcess {
@@ -211,7 +214,8 @@ impl ServerProcess {
         let stdin = child.stdin.take();
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        let mut server = Self { child, stdin, addr: String::new(), files, queues: Vec::new() };
+        let mut server =
+            Self { child, stdin, addr: String::new(), files, queues: Vec::new(), made: RegistryMade(None) };
         match line.trim().strip_prefix("listening ") {
             Some(addr) => server.addr = addr.to_owned(),
             None => return Err(format!("{kind} server on {target} did not start: {line:?}").into()),
@@ -222,6 +226,13 @@ impl ServerProcess {
     /// Also unlinks these message queues when the server is gone.
     fn with_queues(mut self, queues: Vec<String>) -> Self {
         self.queues = queues;
+        self
+    }
+
+    /// Also has the registry remove what it made for the address when the server is gone.
+    /// Made before the server starts, so that it is removed even if the start fails.
+    fn removing(mut self, made: RegistryMade) -> Self {
+        self.made = made;
         self
     }
 
@@ -406,9 +417,8 @@ fn client(args: Args) -> Result<(), BoxError> {
             let tag = format!("[{rep}/{reps}] {:<6}", t.name);
 
             let mut endpoint = (t.raw.0)(&unique_name());
-            // Whatever the registry made for it (the tls row's certificate) goes when this does,
-            // whether or not the server starts.
-            let _made = RegistryMade(endpoint.registry_address());
+            // What the registry made for it (the tls row's certificate).
+            let made = RegistryMade(endpoint.registry_address());
             // A spawned row has no server process: the client's connect starts the child.
             let server = if t.spawned {
                 if let Endpoint::Spawn(cpu) = &mut endpoint {
@@ -418,7 +428,8 @@ fn client(args: Args) -> Result<(), BoxError> {
             } else {
                 Some(
                     ServerProcess::start("raw", &endpoint.to_string(), sides, endpoint.files())?
-                        .with_queues(endpoint.queues()),
+                        .with_queues(endpoint.queues())
+                        .removing(made),
                 )
             };
             let endpoint = match &server {
@@ -440,15 +451,14 @@ fn client(args: Args) -> Result<(), BoxError> {
             }
 
             let mut addr = (t.ours)(&unique_name());
-            // The tls row's throwaway certificate, removed however this side ends.
-            let _made = RegistryMade(rpc::transports::Address::parse(&addr).ok());
             let server = if t.spawned {
                 for arg in sides.args(true) {
                     addr += &format!("&{arg}");
                 }
                 None
             } else {
-                Some(ServerProcess::start("ours", &addr, sides, server_files(&addr))?.with_queues(server_queues(&addr)))
+                let made = RegistryMade::of(&addr);
+                Some(ServerProcess::start("ours", &addr, sides, Vec::new())?.removing(made))
             };
             let addr = server.as_ref().map_or(addr, |s| s.addr.clone());
             let r = run_on(&runtime, {
@@ -490,8 +500,8 @@ fn client(args: Args) -> Result<(), BoxError> {
                     return Err(format!("{}: tarpc_on_ours is for rows with a listening server", t.name).into());
                 }
                 let addr = (t.ours)(&unique_name());
-                let server = ServerProcess::start("tarpc-on-ours", &addr, sides, server_files(&addr))?
-                    .with_queues(server_queues(&addr));
+                let made = RegistryMade::of(&addr);
+                let server = ServerProcess::start("tarpc-on-ours", &addr, sides, Vec::new())?.removing(made);
                 let r = run_on(&runtime, {
                     let (addr, config) = (server.addr.clone(), config.clone());
                     async move { measure::run(|| frameworks::connect_tarpc_on_ours(&addr), &config).await }
@@ -512,8 +522,18 @@ fn client(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// What the registry made for an address, removed on drop (`registry::remove_endpoint`).
+/// What the registry made for an address (the socket file, connect FIFO or queue a killed
+/// listener leaves, a fresh FIFO directory, the tls row's throwaway certificate), removed on
+/// drop by `registry::remove_endpoint`: our servers are stopped by exiting, so their listeners
+/// are never dropped.
 struct RegistryMade(Option<rpc::transports::Address>);
+
+impl RegistryMade {
+    /// For one of our addresses (nothing if it does not parse).
+    fn of(addr: &str) -> Self {
+        Self(rpc::transports::Address::parse(addr).ok())
+    }
+}
 
 impl Drop for RegistryMade {
     fn drop(&mut self) {
@@ -521,17 +541,6 @@ impl Drop for RegistryMade {
             rpc::transports::registry::remove_endpoint(addr);
         }
     }
-}
-
-/// The socket or connect-FIFO file our server creates for a `unix://` or `fifo://` address, for
-/// cleanup (the server is stopped by exiting, so its listener is never dropped).
-fn server_files(addr: &str) -> Vec<PathBuf> {
-    addr.strip_prefix("unix://").or_else(|| addr.strip_prefix("fifo://")).map(PathBuf::from).into_iter().collect()
-}
-
-/// The connect queue our server creates for an `mq://` address, for cleanup (as above).
-fn server_queues(addr: &str) -> Vec<String> {
-    addr.strip_prefix("mq://").map(|name| format!("/{name}")).into_iter().collect()
 }
 
 /// Records a raw side (the primitive, or the ring without the engine).
