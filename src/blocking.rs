@@ -18,7 +18,8 @@
 //! (a worker thread waiting for it instead would cost a thread wake-up on every answer). With
 //! several threads calling at once, one of them waits for the I/O of all and wakes the others.
 //! Nothing runs between calls: what a client leaves to a task (a cancel that had to wait for the
-//! transport's room, the watch of a reconnecting client) runs during its next call.
+//! transport's room, the watch of a reconnecting client) runs during its next call, which goes
+//! through the runtime's scheduler while such a task is alive (see [`block_on`]).
 //!
 //! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
 //! so it panics instead, naming the async client.
@@ -44,12 +45,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 ///
 /// The future is polled once in place first, inside the runtime's context: a call whose answer
 /// arrives while it polls (the transports poll for a few microseconds before they wait) is then
-/// done without the runtime's `block_on`, which costs more than the rest of a small call over
-/// `shm://` (entering the scheduler, parking and unparking its driver). Only when no task is
-/// alive on the runtime, so that nothing left to a task (see the module docs) waits longer than
-/// it would have: with one, or when the first poll is pending, the future goes on in
-/// `block_on`, which polls it again with a real waker (every waker the first poll left with the
-/// engine or a transport is replaced by that poll's).
+/// done without the runtime's `block_on`, which took about 930 of the 4,150 instructions a
+/// small call over `shm://` cost the calling thread (callgrind). Only when no task is alive on
+/// the runtime, so that nothing left to a task (see the module docs) waits longer than it would
+/// have: with one, or when the first poll is pending, the future goes on in `block_on`, which
+/// polls it again with a real waker (every waker the first poll left with the engine or a
+/// transport is replaced by that poll's).
 ///
 /// # Panics
 /// When called from inside an async runtime (use the async client there).
