@@ -18,8 +18,9 @@
 //! (a worker thread waiting for it instead would cost a thread wake-up on every answer). With
 //! several threads calling at once, one of them waits for the I/O of all and wakes the others.
 //! Nothing runs between calls: what a client leaves to a task (a cancel that had to wait for the
-//! transport's room, the watch of a reconnecting client) runs during its next call, which goes
-//! through the runtime's scheduler while such a task is alive (see [`block_on`]).
+//! transport's room, the watch of a reconnecting client) runs while a later call waits for its
+//! answer. While any such task is alive, every blocking call goes through the runtime's
+//! scheduler (see [`block_on`]).
 //!
 //! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
 //! so it panics instead, naming the async client.
@@ -44,13 +45,15 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// Runs `future` to completion on the calling thread; used by generated blocking clients.
 ///
 /// The future is polled once in place first, inside the runtime's context: a call whose answer
-/// arrives while it polls (the transports poll for a few microseconds before they wait) is then
-/// done without the runtime's `block_on`, which took about 930 of the 4,150 instructions a
-/// small call over `shm://` cost the calling thread (callgrind). Only when no task is alive on
-/// the runtime, so that nothing left to a task (see the module docs) waits longer than it would
-/// have: with one, or when the first poll is pending, the future goes on in `block_on`, which
-/// polls it again with a real waker (every waker the first poll left with the engine or a
-/// transport is replaced by that poll's).
+/// arrives while it polls is then done without the runtime's `block_on`, which took about 930
+/// of the 4,150 instructions a small call over `shm://` cost the calling thread (callgrind).
+/// That is a call over `shm://` between processes, whose transport polls the ring for a few
+/// microseconds before it waits; the sockets, pipes and queues let the runtime run once before
+/// their first look, so their calls go on in `block_on`, as does any call while another call of
+/// the connection is in flight. Only when no task is alive on the runtime, so that nothing left
+/// to a task (see the module docs) waits longer than it would have. A future still pending
+/// after that poll goes on in `block_on`, which polls it again with a real waker (every waker
+/// the first poll left with the engine or a transport is replaced by that poll's).
 ///
 /// # Panics
 /// When called from inside an async runtime (use the async client there).
@@ -60,9 +63,12 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         panic!("a blocking rpc client was called from async code: use the async client (`FooClient`) there");
     }
     let runtime = runtime();
+    // Held until the future is dropped (locals drop in reverse order), as `block_on` would have
+    // held it: a call dropped early (a panic while it is polled) sends its cancel, which may need
+    // a task, and so the runtime.
+    let _context = runtime.enter();
     let mut future = std::pin::pin!(future);
     if runtime.metrics().num_alive_tasks() == 0 {
-        let _context = runtime.enter();
         if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             return output;
         }
