@@ -19,8 +19,7 @@
 //! several threads calling at once, one of them waits for the I/O of all and wakes the others.
 //! Nothing runs between calls: what a client leaves to a task (a cancel that had to wait for the
 //! transport's room, the watch of a reconnecting client) runs while a later call waits for its
-//! answer. While any such task is alive, every blocking call goes through the runtime's
-//! scheduler (see [`block_on`]).
+//! answer (see [`block_on`]).
 //!
 //! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
 //! so it panics instead, naming the async client.
@@ -50,10 +49,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// That is a call over `shm://` between processes, whose transport polls the ring for a few
 /// microseconds before it waits; the sockets, pipes and queues let the runtime run once before
 /// their first look, so their calls go on in `block_on`, as does any call while another call of
-/// the connection is in flight. Only when no task is alive on the runtime, so that nothing left
-/// to a task (see the module docs) waits longer than it would have. A future still pending
-/// after that poll goes on in `block_on`, which polls it again with a real waker (every waker
-/// the first poll left with the engine or a transport is replaced by that poll's).
+/// the connection is in flight. A future still pending after that poll goes on in `block_on`,
+/// which polls it again with a real waker (every waker the first poll left with the engine or a
+/// transport is replaced by that poll's). Tasks left to the runtime (see the module docs) lose
+/// nothing by it: `block_on` too polls its future before anything else and returns at once if
+/// it is ready, so they run only while a call waits, as before.
 ///
 /// # Panics
 /// When called from inside an async runtime (use the async client there).
@@ -68,10 +68,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     // a task, and so the runtime.
     let _context = runtime.enter();
     let mut future = std::pin::pin!(future);
-    if runtime.metrics().num_alive_tasks() == 0 {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            return output;
-        }
+    if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return output;
     }
     runtime.block_on(future)
 }

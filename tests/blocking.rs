@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rpc::transports::registry;
-use rpc::{CallError, RpcError};
+use rpc::{CallError, ClientOptions, ReconnectOptions, RpcError};
 use rpc_tests::{CalculatorBlockingClient, MathError, StreamsBlockingClient};
 
 /// A `rpc-test-server` process, killed (its endpoint removed) on drop.
@@ -22,9 +22,13 @@ impl Server {
         static N: AtomicU32 = AtomicU32::new(0);
         let scheme = registry::lookup(scheme).filter(|s| s.is_available())?;
         let unique = format!("blocking-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let addr = scheme.fresh_address(&unique)?;
+        Some(Server::at(&scheme.fresh_address(&unique)?))
+    }
+
+    /// A server on `addr` (which it reports back, resolved).
+    fn at(addr: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-test-server"))
-            .arg(&addr)
+            .arg(addr)
             .stdout(Stdio::piped())
             .spawn()
             .expect("the test server starts");
@@ -32,7 +36,7 @@ impl Server {
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("a ready line");
         let addr =
             line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("bad ready line {line:?}")).to_owned();
-        Some(Server { child, addr })
+        Server { child, addr }
     }
 }
 
@@ -100,6 +104,45 @@ fn deadlines_errors_and_streams_are_those_of_the_async_client() {
 
     let missing = CalculatorBlockingClient::connect("tcp://127.0.0.1:1").unwrap_err();
     assert!(matches!(missing, RpcError::Io(_) | RpcError::Disconnected { .. }), "{missing:?}");
+}
+
+#[test]
+fn a_reconnecting_blocking_client_survives_a_restarted_server() {
+    // Its watch is a task alive on the blocking runtime all along: calls answered within their
+    // first poll (over shm) leave it unrun, and it must still notice the dead connection while
+    // a later call waits, so that the client dials again.
+    for scheme in ["tcp", "shm"] {
+        let Some(server) = Server::start(scheme) else {
+            assert_ne!(scheme, "tcp", "tcp is available everywhere");
+            continue;
+        };
+        let addr = server.addr.clone();
+        let reconnect =
+            ReconnectOptions::new().initial_delay(Duration::from_millis(20)).give_up_after(Duration::from_secs(5));
+        let options = ClientOptions::new().reconnect(reconnect).call_timeout(Duration::from_secs(10));
+        let calc = CalculatorBlockingClient::connect_with(&addr, options).unwrap();
+        for i in 0..1000 {
+            assert_eq!(calc.add(i, 1).unwrap(), i + 1, "{scheme}");
+        }
+        drop(server);
+        let _server = Server::at(&addr);
+        // A call that went out on the dead connection fails (once: it is not retried); then the
+        // client dials the new server.
+        let answered = (0..50).find_map(|_| match calc.add(2, 3) {
+            Ok(sum) => Some(sum),
+            Err(RpcError::Disconnected { .. } | RpcError::Io(_)) => {
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            }
+            Err(other) => panic!("{scheme}: {other:?}"),
+        });
+        assert_eq!(answered, Some(5), "{scheme}: answered by the restarted server");
+        let (adds, _) = calc.stats().unwrap();
+        for i in 0..1000 {
+            assert_eq!(calc.add(i, 2).unwrap(), i + 2, "{scheme}");
+        }
+        assert_eq!(calc.stats().unwrap().0 - adds, 1000, "{scheme}: every call reached the new server once");
+    }
 }
 
 #[test]
