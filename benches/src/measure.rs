@@ -236,8 +236,8 @@ pub const PROBE_BATCH: usize = 100;
 /// still progresses), for `round_trips` round trips timed in batches; the median batch.
 ///
 /// Every cross-CPU figure of a run rides on this: on the 2-vCPU VMs of 2026-12 it read 78–86 ns
-/// in a full run whose raw shm ping-pong took 0.18–0.21 µs, and 421 ns in one where that
-/// ping-pong took 0.76.
+/// in a full run whose raw shm ping-pong took 0.18–0.21 µs, 61–76 ns on a faster day (raw
+/// ping-pong 0.15 µs), and 421 ns in one where that ping-pong took 0.76.
 pub fn cross_cpu_round_trip_ns(cpu: Option<usize>, round_trips: usize) -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     #[repr(align(128))]
