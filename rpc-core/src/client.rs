@@ -662,8 +662,8 @@ fn encode_request<A: Serialize + ?Sized>(
     // The server gets the time left, not our clock's reading: clocks of two hosts differ. (A
     // call with a deadline read the clock.)
     let timeout_us = deadline.zip(now).map(|(d, now)| (d.saturating_duration_since(now).as_micros() as u64).max(1));
-    let frame = wire::encode_traced_request(RequestHeader { id, method: method.id, timeout_us }, trace, args)
-        .map_err(|e| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
+    let frame = wire::request_frame(RequestHeader { id, method: method.id, timeout_us }, trace, args)
+        .map_err(|wire::WideError(e)| RpcError::Encode(format!("arguments of `{}`: {e}", method.name)))?;
     let max = inner.info.max_frame_len;
     if frame.len() > max {
         return Err(RpcError::FrameTooLarge { size: frame.len() as u64, max: max as u64 });

@@ -14,7 +14,7 @@ use crate::outbound::SharedSender;
 use crate::schema::ServiceSchema;
 use crate::stream::inbox::{Inbox, Incoming};
 use crate::stream::{EncodedStream, Stream};
-use crate::wire::{self, RemoteError, ResponsePayload};
+use crate::wire::{self, RemoteError, ResponsePayload, WideError};
 
 /// The future of one running unary handler: resolves to the encoded return value, or a failure
 /// to report to the caller.
@@ -117,7 +117,7 @@ where
 {
     Call::Unary(Box::pin(async move {
         let value = future.await;
-        ResponsePayload::encode(&value).map_err(|e| RemoteError::Encode(format!("return value: {e}")))
+        ResponsePayload::encode_wide(&value).map_err(|WideError(e)| RemoteError::Encode(format!("return value: {e}")))
     }))
 }
 

@@ -252,6 +252,14 @@ fn take_arena() -> BytesMut {
         .unwrap_or_default()
 }
 
+/// A `postcard::Error` (one byte) as wide as a word, for [`frame`]'s result: in a
+/// `Result<Built, postcard::Error>` the error's byte overlaps the first byte of a frame held in
+/// place, and the compiler then copies an `Ok` frame as that byte and 63 bytes from an odd
+/// offset, each 16-byte move misaligned (44 of the 101 vector moves of the server's handler
+/// future, objdump). A word-wide error keeps the frame's copies aligned.
+#[repr(align(8))]
+pub(crate) struct WideError(pub(crate) postcard::Error);
+
 /// Builds one frame with `write`: in place if it fits, else in this thread's buffer, from which
 /// it is split off.
 pub(crate) fn frame<E>(write: impl FnOnce(&mut Builder) -> Result<(), E>) -> Result<Built, E> {

@@ -55,6 +55,7 @@
 //! longer wants a call's stream cancels the call (the *cancel* frame).
 
 mod arena;
+pub(crate) use arena::WideError;
 pub mod codec;
 mod encoded;
 mod items;
@@ -159,6 +160,8 @@ pub enum HelloReply {
 
 /// A framework failure reported by the server in place of a return value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// A word-wide tag, for aligned copies (see `RpcError`'s); the size stays 32 bytes.
+#[repr(u64)]
 pub enum RemoteError {
     /// No method with this id in the connection's service.
     UnknownMethod {
@@ -659,6 +662,16 @@ pub fn encode_traced_request<A: Serialize + ?Sized>(
     trace: Option<TraceContext>,
     args: &A,
 ) -> Result<Encoded, postcard::Error> {
+    request_frame(header, trace, args).map_err(|WideError(e)| e)
+}
+
+/// [`encode_traced_request`] for the client engine, which maps the error itself (see
+/// [`WideError`]).
+pub(crate) fn request_frame<A: Serialize + ?Sized>(
+    header: RequestHeader,
+    trace: Option<TraceContext>,
+    args: &A,
+) -> Result<Encoded, WideError> {
     arena::frame(|buf| {
         buf.push(if trace.is_some() { KIND_TRACED_REQUEST } else { KIND_REQUEST });
         buf.extend(&header.id.to_le_bytes());
@@ -668,7 +681,7 @@ pub fn encode_traced_request<A: Serialize + ?Sized>(
             buf.extend(&trace.trace_id.to_le_bytes());
             buf.extend(&trace.span_id.to_le_bytes());
         }
-        arena::serialize(args, buf)
+        arena::serialize(args, buf).map_err(WideError)
     })
     .map(arena::Built::freeze)
 }
@@ -682,9 +695,15 @@ pub struct ResponsePayload(arena::Built);
 impl ResponsePayload {
     /// Encodes `value` as a response payload.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, postcard::Error> {
+        Self::encode_wide(value).map_err(|WideError(e)| e)
+    }
+
+    /// [`encode`](Self::encode) for the server engine, which maps the error itself (see
+    /// [`WideError`]).
+    pub(crate) fn encode_wide<T: Serialize + ?Sized>(value: &T) -> Result<Self, WideError> {
         arena::frame(|buf| {
             buf.extend(&[0; RESPONSE_HEADER_LEN]);
-            arena::serialize(value, buf)
+            arena::serialize(value, buf).map_err(WideError)
         })
         .map(ResponsePayload)
     }
