@@ -1182,7 +1182,8 @@ struct PendingCall {
     id: u64,
     sent: bool,
     finished: bool,
-    /// Other calls were pending when this one registered.
+    /// Other calls were pending when this one registered, and its request leaves only with a
+    /// flush, which the others' may share (see [`FirstFrame`]).
     busy: bool,
     /// The credit for the stream this call sends, if it sends one.
     window: Option<Arc<SendWindow>>,
@@ -1208,7 +1209,7 @@ impl PendingCall {
         // Registered before the request leaves, so the answer always finds its slot.
         inbound.calls.insert(id, Slot { stream, ..Slot::default() });
         // Read here, under the lock registration takes anyway, not with a second lock later.
-        let busy = inbound.calls.len() > 1;
+        let busy = inbound.calls.len() > 1 && !inner.out.sends_at_once();
         drop(inbound);
         Ok(Self { inner, id, sent: false, finished: false, busy, window, pump: None })
     }
@@ -1268,8 +1269,9 @@ impl PendingCall {
         reading: Reading,
     ) -> Poll<Result<(Route, Bytes), RpcError>> {
         // Under load, let the other ready callers queue their frames first: the first of us to
-        // flush then carries them all in one write. A lone call does not wait. (Woken by itself,
-        // a task goes to the back of its runtime's queue, behind those callers.)
+        // flush then carries them all in one write. A lone call does not wait, nor one whose
+        // transport sent its request at once (no write to share). (Woken by itself, a task goes
+        // to the back of its runtime's queue, behind those callers.)
         if std::mem::take(&mut wait.yield_first) {
             cx.waker().wake_by_ref();
             return Poll::Pending;

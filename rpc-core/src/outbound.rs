@@ -22,6 +22,8 @@ use crate::wire::Encoded;
 /// A [`FrameSender`] that many tasks can send through concurrently.
 pub(crate) struct SharedSender {
     state: Mutex<State>,
+    /// The transport's [`FrameSender::sends_at_once`], asked once.
+    sends_at_once: bool,
     waiters: Arc<Waiters>,
     broadcast: Waker,
 }
@@ -108,6 +110,7 @@ impl SharedSender {
         let waiters = Arc::new(Waiters::default());
         let broadcast = Waker::from(Arc::clone(&waiters));
         Self {
+            sends_at_once: sender.sends_at_once(),
             state: Mutex::new(State {
                 sender,
                 queued: 0,
@@ -120,6 +123,11 @@ impl SharedSender {
             waiters,
             broadcast,
         }
+    }
+
+    /// Whether a queued frame leaves at once (see [`FrameSender::sends_at_once`]).
+    pub(crate) fn sends_at_once(&self) -> bool {
+        self.sends_at_once
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -48,6 +48,15 @@ pub trait FrameSender: Send + 'static {
         self.start_send(frame.into_bytes())
     }
 
+    /// Whether a queued frame is already on its way to the peer when
+    /// [`start_send_parts`](Self::start_send_parts) returns, leaving a flush nothing to do while
+    /// the peer keeps up (a shared-memory ring written through). The client engine then sends a
+    /// call under load without first letting the other ready callers queue theirs: there is no
+    /// write for them to share.
+    fn sends_at_once(&self) -> bool {
+        false
+    }
+
     /// Pushes every queued frame to the peer.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 

@@ -224,6 +224,10 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameSender for StreamSender<W> {
         Ok(())
     }
 
+    fn sends_at_once(&self) -> bool {
+        self.try_write.is_some()
+    }
+
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_queued(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
@@ -355,6 +359,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64);
         let (mut tx, _) = framed(tokio::io::empty(), a, 1 << 20);
         let (_, mut rx) = framed(b, tokio::io::sink(), 1 << 20);
+        assert!(!tx.sends_at_once(), "a queued frame waits for a flush");
         // 4 + 100 bytes queued; the pipe takes 64 of them, then the reader must make room.
         tx.start_send(Bytes::from(vec![1u8; 100])).unwrap();
         assert_eq!((tx.unsent_len(), tx.bytes_written()), (104, 0));
@@ -420,6 +425,7 @@ mod tests {
     fn write_through_writes_what_fits_at_once_and_keeps_the_order() {
         let codec = LengthDelimited::new(1 << 20);
         let mut tx = StreamSender::new(Tight { room: 6, ..Tight::default() }, codec).write_through(Tight::try_write);
+        assert!(tx.sends_at_once(), "a frame written through leaves when queued");
         let frames: Vec<Bytes> = vec![
             Bytes::from_static(b"ab"),   // 6 bytes: fits exactly
             Bytes::from_static(b"cdef"), // nothing fits: all queued
