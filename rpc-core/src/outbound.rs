@@ -24,6 +24,10 @@ pub(crate) struct SharedSender {
     state: Mutex<State>,
     /// The transport's [`FrameSender::sends_at_once`], asked once.
     sends_at_once: bool,
+    /// All frames with a sequence number up to this have been flushed. Stored under the state's
+    /// lock (it only grows), loaded without it: a caller whose frame left finds out without the
+    /// lock (over `shm://` nearly every caller, whose frame left as it was queued).
+    flushed: AtomicU64,
     waiters: Arc<Waiters>,
     broadcast: Waker,
 }
@@ -32,8 +36,6 @@ struct State {
     sender: Box<dyn FrameSender>,
     /// Number of frames queued so far; a frame's sequence number is the count after queueing it.
     queued: u64,
-    /// All frames with a sequence number up to this have been flushed.
-    flushed: u64,
     failed: Option<RpcError>,
     /// The transport's last `poll_ready` or `poll_flush` was pending: frames wait for the peer.
     waiting: bool,
@@ -111,15 +113,8 @@ impl SharedSender {
         let broadcast = Waker::from(Arc::clone(&waiters));
         Self {
             sends_at_once: sender.sends_at_once(),
-            state: Mutex::new(State {
-                sender,
-                queued: 0,
-                flushed: 0,
-                failed: None,
-                waiting: false,
-                flushes: 0,
-                sealed: false,
-            }),
+            flushed: AtomicU64::new(0),
+            state: Mutex::new(State { sender, queued: 0, failed: None, waiting: false, flushes: 0, sealed: false }),
             waiters,
             broadcast,
         }
@@ -177,13 +172,21 @@ impl SharedSender {
         }
         state.queued += 1;
         state.sealed = last;
+        if self.sends_at_once && state.sender.unsent_len() == 0 {
+            // Everything queued so far has left, this frame with it: a flush has nothing to do.
+            self.flushed.store(state.queued, Ordering::Release);
+        }
         Poll::Ready(Ok(state.queued))
     }
 
     /// Ready once the frame with sequence number `seq` has been flushed to the transport.
     pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>, seq: u64) -> Poll<Result<(), RpcError>> {
+        if self.flushed.load(Ordering::Acquire) >= seq {
+            return Poll::Ready(Ok(()));
+        }
         let mut state = self.lock();
-        if state.flushed >= seq {
+        // Flushed by another caller while we waited for the lock?
+        if self.flushed.load(Ordering::Acquire) >= seq {
             return Poll::Ready(Ok(()));
         }
         if let Some(err) = &state.failed {
@@ -201,7 +204,7 @@ impl SharedSender {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&mut state, e.into()))),
             Poll::Ready(Ok(())) => {
-                state.flushed = target;
+                self.flushed.store(target, Ordering::Release);
                 state.flushes += 1;
                 drop(state);
                 // Others waiting for frames this flush carried can finish now.
@@ -264,7 +267,7 @@ impl SharedSender {
                 self.fail(&mut state, e.into());
             }
             Poll::Ready(Ok(())) => {
-                state.flushed = target;
+                self.flushed.store(target, Ordering::Release);
                 state.flushes += 1;
                 drop(state);
                 self.broadcast.wake_by_ref();
