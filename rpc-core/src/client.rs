@@ -1341,8 +1341,8 @@ struct FirstFrame {
 }
 
 impl FirstFrame {
-    /// Waiting for request `seq` to leave and be answered; `busy` if other calls were pending
-    /// when this one registered (it then yields first).
+    /// Waiting for request `seq` to leave and be answered; `busy` as [`PendingCall`]'s (it then
+    /// yields first).
     fn new(seq: u64, busy: bool) -> Self {
         Self { seq, yield_first: busy, flushed: false }
     }

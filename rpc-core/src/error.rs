@@ -111,8 +111,10 @@ pub enum RpcError {
 
 // The word-wide tag costs no size, and a call's result still fits in the error's own bytes.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<RpcError>() == 56);
-const _: () = assert!(std::mem::size_of::<std::task::Poll<Result<u64, RpcError>>>() == std::mem::size_of::<RpcError>());
+const _: () = {
+    assert!(std::mem::size_of::<RpcError>() == 56);
+    assert!(std::mem::size_of::<std::task::Poll<Result<u64, RpcError>>>() == 56);
+};
 
 fn list(names: &[String]) -> String {
     if names.is_empty() {

@@ -173,7 +173,8 @@ impl SharedSender {
         state.queued += 1;
         state.sealed = last;
         if self.sends_at_once && state.sender.unsent_len() == 0 {
-            // Everything queued so far has left, this frame with it: a flush has nothing to do.
+            // Everything queued so far has left, this frame with it, and needs no flush (what
+            // `sends_at_once` promises).
             self.flushed.store(state.queued, Ordering::Release);
         }
         Poll::Ready(Ok(state.queued))
@@ -446,6 +447,50 @@ mod tests {
         state.lock().unwrap().0 = true;
         fire(&state);
         assert_eq!(counts.iter().map(|(c, _)| c.get()).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+
+    /// A transport that sends frames as they are queued and keeps `unsent` bytes of each back
+    /// for its flush, counting the flushes it is asked for.
+    struct AtOnce {
+        unsent: usize,
+        flushes: Arc<Mutex<usize>>,
+    }
+
+    impl FrameSender for AtOnce {
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(&mut self, _: Bytes) -> io::Result<()> {
+            Ok(())
+        }
+        fn sends_at_once(&self) -> bool {
+            true
+        }
+        fn unsent_len(&self) -> usize {
+            self.unsent
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            *self.flushes.lock().unwrap() += 1;
+            self.unsent = 0;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_frame_that_left_whole_is_flushed_without_asking_the_transport() {
+        let mut cx = Context::from_waker(Waker::noop());
+        for (unsent, flushes_expected) in [(0, 0), (3, 1)] {
+            let flushes = Arc::new(Mutex::new(0));
+            let out = SharedSender::new(Box::new(AtOnce { unsent, flushes: Arc::clone(&flushes) }));
+            let mut frame = Some(Bytes::from_static(b"frame").into());
+            let Poll::Ready(Ok(seq)) = out.poll_enqueue(&mut cx, &mut frame) else { panic!("not queued at once") };
+            assert!(matches!(out.poll_flushed(&mut cx, seq), Poll::Ready(Ok(()))));
+            // With bytes left behind, only the transport's flush may say they left.
+            assert_eq!(*flushes.lock().unwrap(), flushes_expected, "{unsent} bytes left unsent");
+        }
     }
 
     #[tokio::test]

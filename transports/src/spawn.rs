@@ -277,10 +277,6 @@ impl FrameSender for ChildSender {
         self.inner.start_send_parts(frame)
     }
 
-    fn sends_at_once(&self) -> bool {
-        self.inner.sends_at_once()
-    }
-
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.guarded(cx, |inner, cx| inner.poll_flush(cx))
     }

@@ -53,6 +53,11 @@ pub trait FrameSender: Send + 'static {
     /// the peer keeps up (a shared-memory ring written through). The client engine then sends a
     /// call under load without first letting the other ready callers queue theirs: there is no
     /// write for them to share.
+    ///
+    /// A sender that says so promises two things the engines rely on: its
+    /// [`unsent_len`](Self::unsent_len) is exact, and what it took (everything but those bytes)
+    /// needs no [`poll_flush`](Self::poll_flush). When a frame leaves whole (`unsent_len` is 0
+    /// after it is queued) the engines count it flushed without calling `poll_flush`.
     fn sends_at_once(&self) -> bool {
         false
     }

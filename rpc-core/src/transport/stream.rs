@@ -78,7 +78,9 @@ impl<W: AsyncWrite + Send + Unpin + 'static> StreamSender<W> {
     /// Writes every frame as soon as it is queued, with `try_write`, as far as the sink takes it
     /// without waiting (the rest leaves on the next flush). For sinks where a write costs no
     /// system call: a reader spinning on shared memory then sees each frame at once, not when
-    /// the engine next flushes.
+    /// the engine next flushes. What `try_write` took must need no flush of the sink: the sender
+    /// then reports [`FrameSender::sends_at_once`], and the engines count a frame that left whole
+    /// as flushed without polling the sink's `poll_flush`.
     #[must_use]
     pub fn write_through(mut self, try_write: TryWrite<W>) -> Self {
         self.try_write = Some(try_write);

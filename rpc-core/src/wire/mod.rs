@@ -160,7 +160,7 @@ pub enum HelloReply {
 
 /// A framework failure reported by the server in place of a return value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-// A word-wide tag, for aligned copies (see `RpcError`'s); the size stays 32 bytes.
+// A word-wide tag, for aligned copies (see `RpcError`'s); the size stays 32 bytes (asserted below).
 #[repr(u64)]
 pub enum RemoteError {
     /// No method with this id in the connection's service.
@@ -191,6 +191,9 @@ pub enum RemoteError {
     /// variants before it keep their numbers on the wire.
     Rejected(String),
 }
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<RemoteError>() == 32);
 
 impl std::fmt::Display for RemoteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
