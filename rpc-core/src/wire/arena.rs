@@ -256,7 +256,10 @@ fn take_arena() -> BytesMut {
 /// `Result<Built, postcard::Error>` the error's byte overlaps the first byte of a frame held in
 /// place, and the compiler then copies an `Ok` frame as that byte and 63 bytes from an odd
 /// offset, each 16-byte move misaligned (44 of the 101 vector moves of the server's handler
-/// future, objdump). A word-wide error keeps the frame's copies aligned.
+/// future, objdump). A word-wide error keeps the frame's copies aligned. The engines map it
+/// straight to their own errors; the public encoders convert it back to a `postcard::Error`
+/// (the engines must not use those: the conversion puts the odd byte back, 24 misaligned moves
+/// in `Client::unary` when it did).
 #[repr(align(8))]
 pub(crate) struct WideError(pub(crate) postcard::Error);
 
