@@ -23,6 +23,7 @@
 //! answers of the other calls on the same connection until it is polled again or dropped.
 
 mod balance;
+mod flusher;
 mod redial;
 mod streaming;
 mod tower_service;
@@ -289,6 +290,16 @@ struct Inner {
     call_options: CallOptions,
     /// Whether requests carry a trace context.
     propagate_trace_context: bool,
+    /// The task that flushes the requests of calls made under load, if one could be started.
+    flusher: Option<Arc<flusher::Flusher>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(flusher) = &self.flusher {
+            flusher.close();
+        }
+    }
 }
 
 /// The id of [`Inner::until_closed`]'s slot: no request is ever sent with it.
@@ -462,21 +473,23 @@ impl Client {
             Ok(other) => return Err(RpcError::Protocol(format!("expected a hello reply, got {}", frame_name(&other)))),
             Err(e) => return Err(RpcError::Protocol(format!("bad hello reply: {e}"))),
         };
-        Ok(Client {
-            inner: Arc::new(Inner {
-                service,
-                info,
-                next_id: AtomicU64::new(1),
-                out: SharedSender::new(sender),
-                inbound: Mutex::new(Inbound::default()),
-                receiver: Mutex::new(receiver),
-                stream_window,
-                peer_window,
-                call_options,
-                propagate_trace_context,
-            }),
-            via: None,
-        })
+        let inner = Arc::new(Inner {
+            service,
+            info,
+            next_id: AtomicU64::new(1),
+            out: SharedSender::new(sender),
+            inbound: Mutex::new(Inbound::default()),
+            receiver: Mutex::new(receiver),
+            stream_window,
+            peer_window,
+            call_options,
+            propagate_trace_context,
+            flusher: flusher::Flusher::new(),
+        });
+        if let Some(flusher) = &inner.flusher {
+            flusher.start(Arc::downgrade(&inner));
+        }
+        Ok(Client { inner, via: None })
     }
 
     /// The service this client is bound to.
@@ -854,13 +867,23 @@ impl Inner {
     }
 
     fn poll_answer(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes, RpcError>> {
-        self.poll_frame(cx, id, Reading::Peek).map_ok(|(_, frame)| frame)
+        self.poll_frame(cx, id, Reading::Peek, 0).map_ok(|(_, frame)| frame)
     }
 
     /// The next frame for call `id`: waits for it, reading the connection for every call while
     /// no other call does. `reading` says what the call reads, and whether its slot goes with
-    /// what it takes.
-    fn poll_frame(&self, cx: &mut Context<'_>, id: u64, reading: Reading) -> Poll<Result<(Route, Bytes), RpcError>> {
+    /// what it takes. `unflushed` is the sequence number of the call's request if it was left
+    /// to the flushing task and may not have left yet (else 0): a call that reads then sends
+    /// it first rather than wait for the answer to a request still queued (the transport may
+    /// poll for a while before it sleeps, and on a single-threaded runtime the task could not
+    /// run meanwhile).
+    fn poll_frame(
+        &self,
+        cx: &mut Context<'_>,
+        id: u64,
+        reading: Reading,
+        unflushed: u64,
+    ) -> Poll<Result<(Route, Bytes), RpcError>> {
         let queued = reading == Reading::Queued;
         {
             let mut inbound = self.lock_inbound();
@@ -891,6 +914,15 @@ impl Inner {
                 return Poll::Pending;
             }
             inbound.reader = Some(id);
+        }
+        if unflushed != 0 && !self.out.has_flushed(unflushed) {
+            // The task finds nothing left to flush when it comes.
+            let batch = self.out.end_batch();
+            if let Poll::Ready(Err(e)) = self.out.poll_flushed(cx, batch) {
+                let err = self.fail(e);
+                self.lock_inbound().taken(id, reading);
+                return Poll::Ready(Err(err));
+            }
         }
         // We are the reader. Lock order: receiver, then inbound (never the other way round).
         let mut receiver = self.receiver.lock().unwrap_or_else(|e| e.into_inner());
@@ -965,7 +997,7 @@ impl Inner {
             Err(e) => return e,
         };
         loop {
-            if let Err(e) = std::future::poll_fn(|cx| self.poll_frame(cx, WATCH_ID, Reading::Queued)).await {
+            if let Err(e) = std::future::poll_fn(|cx| self.poll_frame(cx, WATCH_ID, Reading::Queued, 0)).await {
                 drop(watch);
                 return e;
             }
@@ -1183,7 +1215,8 @@ struct PendingCall {
     sent: bool,
     finished: bool,
     /// Other calls were pending when this one registered, and its request leaves only with a
-    /// flush, which the others' may share (see [`FirstFrame`]).
+    /// flush: the connection's flushing task does that once for the requests of all such calls
+    /// (see `flusher.rs`).
     busy: bool,
     /// The credit for the stream this call sends, if it sends one.
     window: Option<Arc<SendWindow>>,
@@ -1209,7 +1242,9 @@ impl PendingCall {
         // Registered before the request leaves, so the answer always finds its slot.
         inbound.calls.insert(id, Slot { stream, ..Slot::default() });
         // Read here, under the lock registration takes anyway, not with a second lock later.
-        let busy = inbound.calls.len() > 1 && !inner.out.sends_at_once();
+        let busy = inbound.calls.len() > 1
+            && !inner.out.sends_at_once()
+            && inner.flusher.as_ref().is_some_and(|flusher| flusher.alive());
         drop(inbound);
         Ok(Self { inner, id, sent: false, finished: false, busy, window, pump: None })
     }
@@ -1218,7 +1253,16 @@ impl PendingCall {
     /// Ready with the frame's sequence number, for [`poll_first_frame`](Self::poll_first_frame).
     fn poll_enqueue(&mut self, cx: &mut Context<'_>, frame: &mut Option<wire::Encoded>) -> Poll<Result<u64, RpcError>> {
         let (inner, id) = (&self.inner, self.id);
-        let seq = match inner.out.poll_enqueue(cx, frame) {
+        let queued = match &inner.flusher {
+            Some(flusher) if self.busy => inner.out.poll_enqueue_batched(cx, frame).map_ok(|(seq, opened)| {
+                if opened {
+                    flusher.want();
+                }
+                seq
+            }),
+            _ => inner.out.poll_enqueue(cx, frame),
+        };
+        let seq = match queued {
             Poll::Ready(queued) => queued.map_err(|e| inner.fail(e)),
             // While the transport is full, read too (the server may wait for us to read before
             // it reads again), and notice a connection the reader closed meanwhile.
@@ -1268,14 +1312,6 @@ impl PendingCall {
         wait: &mut FirstFrame,
         reading: Reading,
     ) -> Poll<Result<(Route, Bytes), RpcError>> {
-        // Under load, let the other ready callers queue their frames first: the first of us to
-        // flush then carries them all in one write. A lone call does not wait, nor one whose
-        // transport sent its request at once (no write to share). (Woken by itself, a task goes
-        // to the back of its runtime's queue, behind those callers.)
-        if std::mem::take(&mut wait.yield_first) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         if !wait.flushed {
             match self.inner.out.poll_flushed(cx, wait.seq) {
                 Poll::Ready(Err(e)) => {
@@ -1287,7 +1323,9 @@ impl PendingCall {
                 Poll::Pending => {}
             }
         }
-        self.inner.poll_frame(cx, self.id, reading)
+        // A request left to the flushing task may not have left yet.
+        let unflushed = if wait.batched { wait.seq } else { 0 };
+        self.inner.poll_frame(cx, self.id, reading, unflushed)
     }
 
     /// The unary call got its answer, which took its slot ([`Reading::Answer`]): its stream
@@ -1334,17 +1372,17 @@ impl Drop for PendingCall {
 struct FirstFrame {
     /// The sequence number of the call's request in the connection's queue.
     seq: u64,
-    /// Still to yield once before the first look.
-    yield_first: bool,
-    /// The request has left.
+    /// The request has left, or the connection's flushing task sees to it.
     flushed: bool,
+    /// The flushing task sees to it (see [`Inner::poll_frame`]'s `unflushed`).
+    batched: bool,
 }
 
 impl FirstFrame {
-    /// Waiting for request `seq` to leave and be answered; `busy` as [`PendingCall`]'s (it then
-    /// yields first).
+    /// Waiting for request `seq` to leave and be answered; `busy` as [`PendingCall`]'s (its
+    /// request is then flushed by the connection's flushing task, with the others' of its batch).
     fn new(seq: u64, busy: bool) -> Self {
-        Self { seq, yield_first: busy, flushed: false }
+        Self { seq, flushed: busy, batched: busy }
     }
 }
 
@@ -1502,7 +1540,7 @@ mod tests {
     async fn calls_made_together_are_all_answered() {
         let client = served_client().await;
         // Registered before any is polled: every call but the first finds others pending and
-        // yields once before it flushes.
+        // leaves its flush to the connection's flushing task, which does it for all of them.
         let calls: Vec<_> = (0..100).map(|i| add(&client, i, 1, &CallOptions::new())).collect();
         let sums = tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(calls))
             .await
@@ -1511,6 +1549,70 @@ mod tests {
             assert_eq!(sum.unwrap(), i as i64 + 1);
         }
         assert_eq!(client.inner.lock_inbound().calls.len(), 0);
+        // The hello, the first call (alone, it flushes its own request) and a batch or two:
+        // not a flush per call.
+        let flushes = client.inner.out.flushes();
+        assert!(flushes <= 6, "{flushes} flushes for 100 calls made together");
+    }
+
+    /// A call made under load leaves its flush to the connection's task, not to the call that
+    /// opened its batch: that one's future may be polled once and then neither polled nor
+    /// dropped for as long as its owner likes.
+    #[tokio::test]
+    async fn a_call_under_load_does_not_wait_for_the_call_that_opened_its_batch() {
+        let client = served_client().await;
+        // Pending for 20 ms (the server sleeps), and reading for the others meanwhile.
+        let sleep = client.call::<_, u64>(&crate::fuzzing::METHODS[2], &(20u64,), &CallOptions::new());
+        let first = tokio::spawn(sleep);
+        while client.inner.lock_inbound().reader.is_none() {
+            tokio::task::yield_now().await;
+        }
+        // Finds the first pending: queues its request, opens a batch, and is not polled again.
+        let mut opener = Box::pin(add(&client, 2, 2, &CallOptions::new()));
+        let polled = opener.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending() && client.inner.out.flushes() < 3, "the opener's request waits for a flush");
+        let third = add(&client, 3, 3, &CallOptions::new());
+        let answer = tokio::time::timeout(Duration::from_secs(10), third).await;
+        assert_eq!(answer.expect("answered while the opener sits unpolled").unwrap(), 6);
+        assert_eq!(first.await.unwrap().unwrap(), 20);
+        assert_eq!(opener.await.unwrap(), 4);
+    }
+
+    /// A call under load that finds nobody reading reads itself, and sends its request first
+    /// (left to the flushing task, which has not run yet): it does not wait for the answer to a
+    /// request still queued.
+    #[tokio::test]
+    async fn a_call_under_load_that_reads_sends_its_request_first() {
+        let client = served_client().await;
+        // Registered as it is made, so the next call finds it pending.
+        let other = add(&client, 1, 1, &CallOptions::new());
+        let mut reader = Box::pin(add(&client, 2, 2, &CallOptions::new()));
+        let before = client.inner.out.flushes();
+        assert!(reader.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        assert!(client.inner.lock_inbound().reader.is_some(), "it took the reader's role");
+        assert_eq!(client.inner.out.flushes(), before + 1, "its request was sent before it read");
+        assert_eq!(reader.await.unwrap(), 4);
+        assert_eq!(other.await.unwrap(), 2);
+    }
+
+    /// The flushing task goes with its connection: dropping the client ends it (and the
+    /// served connection's task), leaving the runtime with the tasks it had before.
+    #[tokio::test]
+    async fn the_flushing_task_ends_with_its_connection() {
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = tasks();
+        let client = served_client().await;
+        assert_eq!(add(&client, 1, 2, &CallOptions::new()).await.unwrap(), 3);
+        assert!(client.inner.flusher.as_ref().is_some_and(|flusher| flusher.alive()));
+        assert_eq!(tasks(), before + 2, "the server's task and the flushing task");
+        drop(client);
+        for _ in 0..100 {
+            if tasks() == before {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} tasks left running after the client was dropped", tasks() - before);
     }
 
     #[test]

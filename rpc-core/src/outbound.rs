@@ -1,9 +1,11 @@
 //! The sending half of a connection, shared by every task that writes to it.
 //!
 //! There is no writer task: a caller queues its frame and flushes it itself, so an uncontended
-//! call costs no hop to another task. Under load, frames queued by other callers while one is
-//! flushing leave together in the same flush (the stream sender coalesces them), which gives the
-//! batching of a writer task without its wake-up.
+//! call costs no hop to another task. Frames queued by other callers while one is flushing leave
+//! together in the same flush (the stream sender coalesces them). Under load a client's calls go
+//! further ([`SharedSender::poll_enqueue_batched`]): they queue without flushing, and a task of
+//! the connection's flushes each batch once, after the callers that were ready had their turn
+//! (`client/flusher.rs`).
 //!
 //! The transport registers only one waker per direction, but many callers may wait for a flush.
 //! So the transport is always polled with a *broadcast* waker that wakes every waiting caller;
@@ -44,6 +46,11 @@ struct State {
     /// The last frame (a goaway) is queued: nothing may follow it, though what is queued is
     /// still flushed.
     sealed: bool,
+    /// A batch is open: frames queued under load since the last [`end_batch`] wait for the
+    /// flush that a client's flushing task does for all of them.
+    ///
+    /// [`end_batch`]: SharedSender::end_batch
+    batch_open: bool,
 }
 
 /// The callers waiting for the transport, woken all at once by the broadcast waker.
@@ -114,7 +121,15 @@ impl SharedSender {
         Self {
             sends_at_once: sender.sends_at_once(),
             flushed: AtomicU64::new(0),
-            state: Mutex::new(State { sender, queued: 0, failed: None, waiting: false, flushes: 0, sealed: false }),
+            state: Mutex::new(State {
+                sender,
+                queued: 0,
+                failed: None,
+                waiting: false,
+                flushes: 0,
+                sealed: false,
+                batch_open: false,
+            }),
             waiters,
             broadcast,
         }
@@ -137,7 +152,27 @@ impl SharedSender {
         cx: &mut Context<'_>,
         frame: &mut Option<Encoded>,
     ) -> Poll<Result<u64, RpcError>> {
-        self.poll_enqueue_as(cx, frame, false)
+        self.poll_enqueue_as(cx, frame, false, false).map_ok(|(seq, _)| seq)
+    }
+
+    /// [`poll_enqueue`](Self::poll_enqueue) for a caller under load, who leaves the flush to a
+    /// task that does it once for a batch of frames: also says whether this frame opened a new
+    /// batch (the caller must then wake that task, which ends it with
+    /// [`end_batch`](Self::end_batch) when it flushes).
+    pub(crate) fn poll_enqueue_batched(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<Encoded>,
+    ) -> Poll<Result<(u64, bool), RpcError>> {
+        self.poll_enqueue_as(cx, frame, false, true)
+    }
+
+    /// Ends the open batch, about to be flushed: frames queued from now on open a new one.
+    /// Returns the sequence number the flush must reach to carry the whole batch.
+    pub(crate) fn end_batch(&self) -> u64 {
+        let mut state = self.lock();
+        state.batch_open = false;
+        state.queued
     }
 
     /// [`poll_enqueue`](Self::poll_enqueue); with `last`, nothing can be queued after `frame`.
@@ -146,7 +181,8 @@ impl SharedSender {
         cx: &mut Context<'_>,
         frame: &mut Option<Encoded>,
         last: bool,
-    ) -> Poll<Result<u64, RpcError>> {
+        batched: bool,
+    ) -> Poll<Result<(u64, bool), RpcError>> {
         let mut state = self.lock();
         if let Some(err) = &state.failed {
             return Poll::Ready(Err(err.clone()));
@@ -177,7 +213,13 @@ impl SharedSender {
             // `sends_at_once` promises).
             self.flushed.store(state.queued, Ordering::Release);
         }
-        Poll::Ready(Ok(state.queued))
+        let opened = batched && !std::mem::replace(&mut state.batch_open, true);
+        Poll::Ready(Ok((state.queued, opened)))
+    }
+
+    /// Whether the frame with sequence number `seq` has been flushed (without waiting).
+    pub(crate) fn has_flushed(&self, seq: u64) -> bool {
+        self.flushed.load(Ordering::Acquire) >= seq
     }
 
     /// Ready once the frame with sequence number `seq` has been flushed to the transport.
@@ -229,7 +271,7 @@ impl SharedSender {
 
     async fn send_as(&self, frame: Encoded, last: bool) -> Result<(), RpcError> {
         let mut frame = Some(frame);
-        let seq = std::future::poll_fn(|cx| self.poll_enqueue_as(cx, &mut frame, last)).await?;
+        let (seq, _) = std::future::poll_fn(|cx| self.poll_enqueue_as(cx, &mut frame, last, false)).await?;
         std::future::poll_fn(|cx| self.poll_flushed(cx, seq)).await
     }
 
@@ -274,6 +316,12 @@ impl SharedSender {
                 self.broadcast.wake_by_ref();
             }
         }
+    }
+
+    /// Flushes that completed so far.
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> u64 {
+        self.lock().flushes
     }
 
     /// For stall detection: `(bytes waiting for the peer, a progress counter)`. The counter

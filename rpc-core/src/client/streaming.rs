@@ -296,7 +296,7 @@ impl<T> Streaming<T> {
                 this.consumed(len);
                 this.grant(cx);
             }
-            let next = match this.inner.poll_frame(cx, this.id, Reading::Queued) {
+            let next = match this.inner.poll_frame(cx, this.id, Reading::Queued, 0) {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     if let Some(deadline) = &mut this.deadline {

@@ -51,8 +51,9 @@ pub trait FrameSender: Send + 'static {
     /// Whether a queued frame is already on its way to the peer when
     /// [`start_send_parts`](Self::start_send_parts) returns, leaving a flush nothing to do while
     /// the peer keeps up (a shared-memory ring written through). The client engine then sends a
-    /// call under load without first letting the other ready callers queue theirs: there is no
-    /// write for them to share.
+    /// call under load as it would send a lone one, rather than leaving its flush to the
+    /// connection's flushing task, which writes the requests of the callers ready at once
+    /// together: there is no write for them to share.
     ///
     /// A sender that says so promises two things the engines rely on: its
     /// [`unsent_len`](Self::unsent_len) is exact, and what it took (everything but those bytes)

@@ -1,0 +1,116 @@
+//! The task that flushes, once for all of them, the requests that calls made under load queue
+//! without flushing.
+//!
+//! A call made while others of its connection are pending (`PendingCall::busy`) queues its
+//! request and goes straight on to wait for its answer. The first of such calls since the last
+//! flush wakes this task, which lets the callers that are ready now queue theirs too (it yields
+//! once, to the back of its runtime's queue) and then flushes them all in one write. Each call
+//! used to do that itself (yield once, then flush): one more poll of every call's future, where
+//! now there is one poll of this task per batch. A call's own future cannot be the one trusted
+//! with the others' requests: a future polled once and then neither polled nor dropped would
+//! hold them back. This task is polled whenever it is woken.
+//!
+//! The task holds the connection weakly: it ends when the connection's last handle is dropped
+//! (which wakes it) or its runtime shuts down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+
+use super::Inner;
+
+/// The handle the connection keeps to its flushing task.
+#[derive(Default)]
+pub(super) struct Flusher {
+    /// A batch is queued that nobody has flushed yet.
+    wanted: AtomicBool,
+    /// The connection is gone: the task ends.
+    closed: AtomicBool,
+    waker: AtomicWaker,
+    /// The task, once started.
+    task: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Flusher {
+    /// A flusher for a connection made on a tokio runtime, `None` outside one (a client
+    /// driven by another executor), whose calls then each flush their own.
+    pub(super) fn new() -> Option<Arc<Flusher>> {
+        tokio::runtime::Handle::try_current().ok().map(|_| Arc::new(Flusher::default()))
+    }
+
+    /// Starts the task for the connection `inner`, once it exists (a task started before could
+    /// find it missing and end); on the runtime [`new`](Self::new) found.
+    pub(super) fn start(self: &Arc<Self>, inner: Weak<Inner>) {
+        let task = tokio::spawn(run(inner, Arc::clone(self)));
+        let _ = self.task.set(task.abort_handle());
+    }
+
+    /// Whether the task runs: not if its runtime shut down (a client made on one runtime and
+    /// used on another), and then calls flush their own requests.
+    pub(super) fn alive(&self) -> bool {
+        self.task.get().is_some_and(|task| !task.is_finished())
+    }
+
+    /// A request was queued for the next batch, the first since the last flush.
+    pub(super) fn want(&self) {
+        self.wanted.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// The connection is being dropped.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+/// Where the task is in a batch.
+enum Step {
+    /// Waiting to be wanted.
+    Idle,
+    /// Woken by a call and yielded once: the other ready callers queue meanwhile.
+    Yielded,
+    /// Flushing up to this sequence number.
+    Flushing(u64),
+}
+
+async fn run(inner: Weak<Inner>, flusher: Arc<Flusher>) {
+    let mut step = Step::Idle;
+    std::future::poll_fn(|cx| {
+        // Registered on every poll, whatever else the task waits for (the transport's room), so
+        // that `close` always reaches it.
+        flusher.waker.register(cx.waker());
+        loop {
+            if flusher.closed.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            let Some(inner) = inner.upgrade() else { return Poll::Ready(()) };
+            match step {
+                Step::Idle => {
+                    if !flusher.wanted.swap(false, Ordering::SeqCst) {
+                        return Poll::Pending;
+                    }
+                    // Woken by itself, a task goes to the back of its runtime's queue, behind
+                    // the callers that are ready now (another task's wake-up could run it next).
+                    step = Step::Yielded;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Step::Yielded => step = Step::Flushing(inner.out.end_batch()),
+                Step::Flushing(target) => match inner.out.poll_flushed(cx, target) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => {
+                        step = Step::Idle;
+                        // The calls waiting for answers must hear that their requests are lost.
+                        if let Err(e) = result {
+                            inner.fail(e);
+                        }
+                    }
+                },
+            }
+        }
+    })
+    .await
+}
