@@ -3,15 +3,18 @@
 //!
 //! A call made while others of its connection are pending (`PendingCall::busy`) queues its
 //! request and goes straight on to wait for its answer. The first of such calls since the last
-//! flush wakes this task, which lets the callers that are ready now queue theirs too (it yields
-//! once, to the back of its runtime's queue) and then flushes them all in one write. Each call
-//! used to do that itself (yield once, then flush): one more poll of every call's future, where
+//! batch ended wakes this task, which lets the callers that are ready now queue theirs too (it
+//! yields once, to the back of its runtime's queue) and then flushes them all in one write. (A
+//! batch ends earlier if one of its calls takes the reader's role: that call sends it before it
+//! waits for its answer, see `Inner::poll_frame`.) Each call used to do that itself (yield once, then flush): one more poll of every call's future, where
 //! now there is one poll of this task per batch. A call's own future cannot be the one trusted
 //! with the others' requests: a future polled once and then neither polled nor dropped would
 //! hold them back. This task is polled whenever it is woken.
 //!
 //! The task holds the connection weakly: it ends when the connection's last handle is dropped
-//! (which wakes it) or its runtime shuts down.
+//! (which wakes it) or its runtime shuts down (then it sends what it was woken for on its way).
+//! A call on another runtime than the task's flushes its batch itself: that runtime may not be
+//! running.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -31,6 +34,8 @@ pub(super) struct Flusher {
     waker: AtomicWaker,
     /// The task, once started.
     task: OnceLock<tokio::task::AbortHandle>,
+    /// The runtime it runs on.
+    runtime: OnceLock<tokio::runtime::Id>,
 }
 
 impl Flusher {
@@ -43,20 +48,29 @@ impl Flusher {
     /// Starts the task for the connection `inner`, once it exists (a task started before could
     /// find it missing and end); on the runtime [`new`](Self::new) found.
     pub(super) fn start(self: &Arc<Self>, inner: Weak<Inner>) {
+        let _ = self.runtime.set(tokio::runtime::Handle::current().id());
         let task = tokio::spawn(run(inner, Arc::clone(self)));
         let _ = self.task.set(task.abort_handle());
     }
 
-    /// Whether the task runs: not if its runtime shut down (a client made on one runtime and
-    /// used on another), and then calls flush their own requests.
+    /// Whether the task runs: not once its runtime shut down, and then calls flush their own
+    /// requests.
     pub(super) fn alive(&self) -> bool {
         self.task.get().is_some_and(|task| !task.is_finished())
     }
 
-    /// A request was queued for the next batch, the first since the last flush.
-    pub(super) fn want(&self) {
+    /// A request opened a new batch: wakes the task to flush it. False, waking nothing, when
+    /// the caller does not run on the task's runtime (a client made on one runtime and used on
+    /// another, which may not be running): the caller must flush the batch itself. Asked once
+    /// a batch, not once a call.
+    pub(super) fn want(&self) -> bool {
+        let here = tokio::runtime::Handle::try_current().ok().map(|runtime| runtime.id());
+        if here.is_none() || here.as_ref() != self.runtime.get() {
+            return false;
+        }
         self.wanted.store(true, Ordering::SeqCst);
         self.waker.wake();
+        true
     }
 
     /// The connection is being dropped.
@@ -77,6 +91,9 @@ enum Step {
 }
 
 async fn run(inner: Weak<Inner>, flusher: Arc<Flusher>) {
+    // Dropped unfinished only when the runtime shuts down: the batch it was woken for, if any,
+    // is sent as far as the transport takes it now (its callers' runtime may be another one).
+    let _sends_the_last_batch = SendOnDrop(Weak::clone(&inner));
     let mut step = Step::Idle;
     std::future::poll_fn(|cx| {
         // Registered on every poll, whatever else the task waits for (the transport's room), so
@@ -113,4 +130,15 @@ async fn run(inner: Weak<Inner>, flusher: Arc<Flusher>) {
         }
     })
     .await
+}
+
+/// Flushes what is queued, once and without waiting, when dropped (see [`run`]).
+struct SendOnDrop(Weak<Inner>);
+
+impl Drop for SendOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.out.nudge();
+        }
+    }
 }
