@@ -1518,6 +1518,17 @@ mod tests {
         client.call::<_, i64>(&crate::fuzzing::METHODS[0], &(a, b), options)
     }
 
+    /// Makes `n` calls at once and checks every answer, within 30 s (`hung` says what it means
+    /// if they do not come).
+    async fn add_together(client: &Client, n: i64, hung: &str) {
+        let calls: Vec<_> = (0..n).map(|i| add(client, i, 1, &CallOptions::new())).collect();
+        let sums =
+            tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(calls)).await.expect(hung);
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), i as i64 + 1);
+        }
+    }
+
     #[tokio::test]
     async fn a_call_is_registered_when_made_and_forgotten_when_dropped_unpolled() {
         let client = served_client().await;
@@ -1548,13 +1559,7 @@ mod tests {
         let client = served_client().await;
         // Registered before any is polled: every call but the first finds others pending and
         // leaves its flush to the connection's flushing task, which does it for all of them.
-        let calls: Vec<_> = (0..100).map(|i| add(&client, i, 1, &CallOptions::new())).collect();
-        let sums = tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(calls))
-            .await
-            .expect("every call answered (a batch that nobody flushes would hang here)");
-        for (i, sum) in sums.into_iter().enumerate() {
-            assert_eq!(sum.unwrap(), i as i64 + 1);
-        }
+        add_together(&client, 100, "every call answered (a batch that nobody flushes would hang here)").await;
         assert_eq!(client.inner.lock_inbound().calls.len(), 0);
         // The first call (alone, it flushes its own request) and a batch or two, not a flush
         // per call.
@@ -1625,13 +1630,7 @@ mod tests {
             while client.inner.lock_inbound().reader.is_none() {
                 tokio::task::yield_now().await;
             }
-            let calls: Vec<_> = (0..20).map(|i| add(&client, i, 1, &CallOptions::new())).collect();
-            let sums = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(calls))
-                .await
-                .expect("every call answered, though the flushing task never runs");
-            for (i, sum) in sums.into_iter().enumerate() {
-                assert_eq!(sum.unwrap(), i as i64 + 1);
-            }
+            add_together(&client, 20, "every call answered, though the flushing task never runs").await;
             reading.abort();
         });
         drop(client);
