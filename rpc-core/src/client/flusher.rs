@@ -6,10 +6,11 @@
 //! batch ended wakes this task, which lets the callers that are ready now queue theirs too (it
 //! yields once, to the back of its runtime's queue) and then flushes them all in one write. (A
 //! batch ends earlier if one of its calls takes the reader's role: that call sends it before it
-//! waits for its answer, see `Inner::poll_frame`.) Each call used to do that itself (yield once, then flush): one more poll of every call's future, where
-//! now there is one poll of this task per batch. A call's own future cannot be the one trusted
-//! with the others' requests: a future polled once and then neither polled nor dropped would
-//! hold them back. This task is polled whenever it is woken.
+//! waits for its answer, see `Inner::poll_frame`.) Each call used to do that itself (yield
+//! once, then flush): one more poll of every call's future, where now there is one poll of this
+//! task per batch. A call's own future cannot be the one trusted with the others' requests: a
+//! future polled once and then neither polled nor dropped would hold them back. This task is
+//! polled whenever it is woken.
 //!
 //! The task holds the connection weakly: it ends when the connection's last handle is dropped
 //! (which wakes it) or its runtime shuts down (then it sends what it was woken for on its way).
