@@ -27,10 +27,11 @@
 //! connection is in flight, go on in `block_on`.
 //!
 //! Nothing runs between calls: what a client leaves to a task (a cancel that had to wait for the
-//! transport's room, the watch of a reconnecting client, the flush of the requests of calls made
+//! transport's room, the watch of a reconnecting client, the write of the requests of calls made
 //! from several threads at once) runs while a later call waits for its answer; a dropped
-//! client's flushing task ends at the next call of any blocking client. (`block_on` too polls its future first and returns at once if it is ready, so the
-//! poll in place takes nothing from those tasks.)
+//! client's flushing task ends at the next call of any blocking client. (`block_on` too polls
+//! its future first and returns at once if it is ready, so the poll in place takes nothing from
+//! those tasks.)
 //!
 //! Inside async code, use `FooClient`: a blocking call there would stall the runtime's thread,
 //! so it panics instead, naming the async client.

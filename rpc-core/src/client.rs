@@ -234,6 +234,10 @@ impl CallOptions {
 /// A connection to one service on a server. Cheap to clone; all clones share the connection and
 /// can call concurrently from any number of tasks. The connection closes when the last clone is
 /// dropped.
+///
+/// Made on a tokio runtime, a connection has one small task there, which writes the requests of
+/// calls made while others are pending, a batch at a time (a lone call writes its own); it ends
+/// with the connection. Calls from another runtime or executor write their own requests.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -1319,7 +1323,7 @@ impl PendingCall {
         wait: &mut FirstFrame,
         reading: Reading,
     ) -> Poll<Result<(Route, Bytes), RpcError>> {
-        if !wait.flushed {
+        if !wait.batched && !wait.flushed {
             match self.inner.out.poll_flushed(cx, wait.seq) {
                 Poll::Ready(Err(e)) => {
                     let err = self.inner.fail(e);
@@ -1379,9 +1383,10 @@ impl Drop for PendingCall {
 struct FirstFrame {
     /// The sequence number of the call's request in the connection's queue.
     seq: u64,
-    /// The request has left, or the connection's flushing task sees to it.
+    /// The request has left (the call saw to it itself).
     flushed: bool,
-    /// The flushing task sees to it (see [`Inner::poll_frame`]'s `unflushed`).
+    /// The connection's flushing task sees to it instead (see [`Inner::poll_frame`]'s
+    /// `unflushed`).
     batched: bool,
 }
 
@@ -1389,7 +1394,7 @@ impl FirstFrame {
     /// Waiting for request `seq` to leave and be answered; `busy` as [`PendingCall`]'s (its
     /// request is then flushed by the connection's flushing task, with the others' of its batch).
     fn new(seq: u64, busy: bool) -> Self {
-        Self { seq, flushed: busy, batched: busy }
+        Self { seq, flushed: false, batched: busy }
     }
 }
 

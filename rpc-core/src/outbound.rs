@@ -224,12 +224,12 @@ impl SharedSender {
 
     /// Ready once the frame with sequence number `seq` has been flushed to the transport.
     pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>, seq: u64) -> Poll<Result<(), RpcError>> {
-        if self.flushed.load(Ordering::Acquire) >= seq {
+        if self.has_flushed(seq) {
             return Poll::Ready(Ok(()));
         }
         let mut state = self.lock();
         // Flushed by another caller while we waited for the lock?
-        if self.flushed.load(Ordering::Acquire) >= seq {
+        if self.has_flushed(seq) {
             return Poll::Ready(Ok(()));
         }
         if let Some(err) = &state.failed {

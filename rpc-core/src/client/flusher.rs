@@ -30,8 +30,6 @@ use super::Inner;
 pub(super) struct Flusher {
     /// A batch is queued that nobody has flushed yet.
     wanted: AtomicBool,
-    /// The connection is gone: the task ends.
-    closed: AtomicBool,
     waker: AtomicWaker,
     /// The task, once started.
     task: OnceLock<tokio::task::AbortHandle>,
@@ -74,9 +72,8 @@ impl Flusher {
         true
     }
 
-    /// The connection is being dropped.
+    /// The connection is being dropped: the task, woken, finds it gone and ends.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
         self.waker.wake();
     }
 }
@@ -101,9 +98,7 @@ async fn run(inner: Weak<Inner>, flusher: Arc<Flusher>) {
         // that `close` always reaches it.
         flusher.waker.register(cx.waker());
         loop {
-            if flusher.closed.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
+            // Gone once its last handle was dropped (`Inner`'s drop wakes us for this).
             let Some(inner) = inner.upgrade() else { return Poll::Ready(()) };
             match step {
                 Step::Idle => {
