@@ -14,6 +14,9 @@
 //! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`), `--sweep-svg
 //! PATH` (the payload sweep's chart, default `target/bench/sweep.svg`).
 //!
+//! `rpc-bench --compare BEFORE.json... -- AFTER.json...` measures nothing: it compares the JSON
+//! of runs of two builds made in turn (`compare.rs`).
+//!
 //! Each server is this binary re-executed as
 //! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N] [--multi-thread]` (a raw
 //! server has no runtime, so it is never given the flag);
@@ -38,6 +41,8 @@
 //! 64 B to 16 MiB, see `measure::SWEEP_SIZES`), and each repetition measures this machine's
 //! memcpy rate, which the `shm` 1 MiB echo is reported against.
 
+#[cfg(unix)]
+mod compare;
 #[cfg(unix)]
 mod endpoint;
 #[cfg(unix)]

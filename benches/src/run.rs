@@ -14,7 +14,8 @@ use crate::service::BoxError;
 use crate::{pin, raw, transports};
 
 const USAGE: &str =
-    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--multi-thread] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]";
+    "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--multi-thread] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]
+       rpc-bench --compare BEFORE.json... -- AFTER.json...";
 
 /// The flag that gives every process of a run (client, servers, spawned children) a multi-thread
 /// tokio runtime, `#[tokio::main]`'s default, instead of a current-thread one.
@@ -78,6 +79,7 @@ pub fn main() -> Result<(), BoxError> {
     match args.first().map(String::as_str) {
         Some("--serve") => return serve(&args[1..]),
         Some(mode @ ("--serve-stdio" | "--serve-stdio-raw")) => return serve_stdio(mode, &args[1..]),
+        Some("--compare") => return crate::compare::run(&args[1..]),
         _ => {}
     }
     client(parse_args(args.into_iter())?)

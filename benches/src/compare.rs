@@ -1,0 +1,245 @@
+//! `rpc-bench --compare BEFORE.json... -- AFTER.json...`: what a change did, from the JSON of
+//! runs of two builds made in alternation (before, after, before, after, ...; one repetition
+//! each), so that both builds saw the same moods of the machine.
+//!
+//! For every figure both sides have (a transport, a metric, a column: ours, raw, ring, ...)
+//! it prints the median of the runs on each side with their spread, the ratio of the medians,
+//! and in how many pairs (the i-th run of each side) the after-build did better, which says
+//! more than a ratio on a noisy VM. The cross-CPU round trip of each run (with `--pin`) comes
+//! first: runs in the VM's slow mode show there and are best left out.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::service::BoxError;
+
+/// The columns a row may hold a figure in, in the order they are printed.
+const COLUMNS: [&str; 6] = ["ours", "raw", "ring", "blocking", "tarpc", "tarpc_on_ours"];
+
+/// One figure across the runs of both builds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub transport: String,
+    pub metric: String,
+    pub column: &'static str,
+    pub lower_is_better: bool,
+    /// The run's value, one per run of each side (`None` where a run lacks the figure).
+    pub before: Vec<Option<f64>>,
+    pub after: Vec<Option<f64>>,
+}
+
+impl Figure {
+    /// Pairs in which the after-build did better, and pairs in which both runs had the figure.
+    pub fn wins(&self) -> (usize, usize) {
+        let pairs = self.before.iter().zip(&self.after).filter_map(|(b, a)| Some(((*b)?, (*a)?)));
+        pairs.fold((0, 0), |(wins, pairs), (b, a)| {
+            let better = if self.lower_is_better { a < b } else { a > b };
+            (wins + usize::from(better), pairs + 1)
+        })
+    }
+}
+
+/// The median of the values present, `None` if there are none.
+pub fn median(values: &[Option<f64>]) -> Option<f64> {
+    let mut present: Vec<f64> = values.iter().flatten().copied().collect();
+    if present.is_empty() {
+        return None;
+    }
+    present.sort_by(f64::total_cmp);
+    let mid = present.len() / 2;
+    Some(if present.len() % 2 == 1 { present[mid] } else { (present[mid - 1] + present[mid]) / 2.0 })
+}
+
+/// Every figure of the runs, in the order of the first run's rows. A figure only one build has
+/// (a metric added by the change) is left out.
+pub fn figures(before: &[Value], after: &[Value]) -> Vec<Figure> {
+    // (transport, metric, column) → the figure, keyed in first-seen order.
+    let mut order = Vec::new();
+    let mut found: BTreeMap<(String, String, &'static str), Figure> = BTreeMap::new();
+    for (side, runs) in [(0, before), (1, after)] {
+        for (i, run) in runs.iter().enumerate() {
+            let rows = run.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for row in rows {
+                let (Some(transport), Some(metric)) =
+                    (row.get("transport").and_then(Value::as_str), row.get("metric").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                let lower_is_better = row.get("lower_is_better").and_then(Value::as_bool).unwrap_or(false);
+                for column in COLUMNS {
+                    let Some(value) = row.get(column).and_then(|c| c.get("median")).and_then(Value::as_f64) else {
+                        continue;
+                    };
+                    let key = (transport.to_owned(), metric.to_owned(), column);
+                    let figure = found.entry(key.clone()).or_insert_with(|| {
+                        order.push(key);
+                        Figure {
+                            transport: transport.to_owned(),
+                            metric: metric.to_owned(),
+                            column,
+                            lower_is_better,
+                            before: vec![None; before.len()],
+                            after: vec![None; after.len()],
+                        }
+                    });
+                    let values = if side == 0 { &mut figure.before } else { &mut figure.after };
+                    values[i] = Some(value);
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| found.remove(&key))
+        .filter(|f| f.before.iter().any(Option::is_some) && f.after.iter().any(Option::is_some))
+        .collect()
+}
+
+/// Each run's cross-CPU round trip in ns (`None` for a run without `--pin`).
+fn cross_cpu(runs: &[Value]) -> Vec<Option<f64>> {
+    runs.iter().map(|run| run.pointer("/cross_cpu_round_trip_ns/ns/median").and_then(Value::as_f64)).collect()
+}
+
+fn load(path: &Path) -> Result<Value, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+fn spread(values: &[Option<f64>]) -> String {
+    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    let (min, max) = present.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    format!("[{}–{}]", short(min), short(max))
+}
+
+/// A figure with 3–4 significant digits.
+fn short(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.1}"),
+        _ => format!("{value:.2}"),
+    }
+}
+
+/// The text of the comparison.
+pub fn report(before: &[Value], after: &[Value]) -> String {
+    let mut out = String::new();
+    let list = |values: Vec<Option<f64>>| -> String {
+        values.iter().map(|v| v.map_or("-".to_owned(), |v| format!("{v:.0}"))).collect::<Vec<_>>().join(" ")
+    };
+    out += &format!("cross-CPU round trip (ns), before: {}\n", list(cross_cpu(before)));
+    out += &format!("cross-CPU round trip (ns), after:  {}\n\n", list(cross_cpu(after)));
+    out += &format!(
+        "{:<10} {:<40} {:<14} {:>22} {:>22} {:>7} {:>7}\n",
+        "transport", "metric", "column", "before", "after", "ratio", "better"
+    );
+    for figure in figures(before, after) {
+        let (Some(b), Some(a)) = (median(&figure.before), median(&figure.after)) else { continue };
+        let (wins, pairs) = figure.wins();
+        let ratio = if b == 0.0 { "-".to_owned() } else { format!("{:.3}", a / b) };
+        out += &format!(
+            "{:<10} {:<40} {:<14} {:>22} {:>22} {:>7} {:>7}\n",
+            figure.transport,
+            figure.metric,
+            figure.column,
+            format!("{} {}", short(b), spread(&figure.before)),
+            format!("{} {}", short(a), spread(&figure.after)),
+            ratio,
+            format!("{wins}/{pairs}"),
+        );
+    }
+    out += "\nratio: after's median over before's; better: pairs (the i-th run of each) in which after did better\n";
+    out
+}
+
+/// `--compare`'s arguments: the before-files, `--`, the after-files.
+pub fn run(args: &[String]) -> Result<(), BoxError> {
+    const USAGE: &str = "usage: rpc-bench --compare BEFORE.json... -- AFTER.json...";
+    let split = args.iter().position(|a| a == "--").ok_or(USAGE)?;
+    let (before, after) = (&args[..split], &args[split + 1..]);
+    if before.is_empty() || after.is_empty() {
+        return Err(USAGE.into());
+    }
+    if before.len() != after.len() {
+        return Err(format!(
+            "{} runs before and {} after: the runs are compared in pairs, one of each build, made in turn",
+            before.len(),
+            after.len()
+        )
+        .into());
+    }
+    let load_all = |paths: &[String]| paths.iter().map(|p| load(Path::new(p))).collect::<Result<Vec<_>, _>>();
+    print!("{}", report(&load_all(before)?, &load_all(after)?));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(latency: f64, rate: f64, ring: Option<f64>) -> Value {
+        let stat = |v: f64| json!({ "median": v, "min": v, "max": v, "reps": [v] });
+        json!({
+            "cross_cpu_round_trip_ns": { "ns": { "median": 66.0 } },
+            "rows": [
+                { "transport": "shm", "metric": "latency_median_us", "lower_is_better": true,
+                  "ours": stat(latency), "raw": stat(0.14), "ring": ring.map(stat) },
+                { "transport": "shm", "metric": "pipelined_64_kcalls_s", "lower_is_better": false,
+                  "ours": stat(rate), "raw": null },
+            ]
+        })
+    }
+
+    #[test]
+    fn medians_ratios_and_wins_follow_each_metric_s_direction() {
+        let before = [run(0.8, 2000.0, Some(0.3)), run(0.7, 2100.0, Some(0.3)), run(0.9, 1900.0, Some(0.3))];
+        let after = [run(0.6, 2200.0, None), run(0.75, 2000.0, None), run(0.65, 2300.0, None)];
+        let figures = figures(&before, &after);
+        let names: Vec<_> = figures.iter().map(|f| (f.metric.as_str(), f.column)).collect();
+        // The ring column is on one side only: left out.
+        assert_eq!(
+            names,
+            [("latency_median_us", "ours"), ("latency_median_us", "raw"), ("pipelined_64_kcalls_s", "ours")]
+        );
+        let latency = &figures[0];
+        assert_eq!((median(&latency.before), median(&latency.after)), (Some(0.8), Some(0.65)));
+        // Lower is better: after won the 1st and 3rd pairs.
+        assert_eq!(latency.wins(), (2, 3));
+        let rate = &figures[2];
+        // Higher is better: after won the 1st and 3rd pairs, lost the 2nd.
+        assert_eq!(rate.wins(), (2, 3));
+        // Equal values are no win either way.
+        assert_eq!(figures[1].wins(), (0, 3));
+        let text = report(&before, &after);
+        assert!(text.contains("cross-CPU round trip (ns), before: 66 66 66"), "{text}");
+        let line = text.lines().find(|l| l.contains("pipelined_64_kcalls_s")).unwrap();
+        assert!(
+            line.contains("2000 [1900–2100]") && line.contains("2200 [2000–2300]") && line.contains("1.100"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_run_without_a_figure_is_no_pair() {
+        let mut lacking = run(0.8, 2000.0, None);
+        lacking["rows"][0]["ours"] = Value::Null;
+        let figures = figures(&[run(0.8, 2000.0, None), lacking], &[run(0.7, 2000.0, None), run(0.6, 2000.0, None)]);
+        assert_eq!(figures[0].wins(), (1, 1));
+        assert_eq!(median(&figures[0].before), Some(0.8));
+        assert_eq!(median(&[Some(1.0), Some(3.0)]), Some(2.0));
+        assert_eq!(median(&[None]), None);
+    }
+
+    #[test]
+    fn unequal_or_missing_sides_are_refused() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(super::run(&args(&["a.json", "b.json"])).is_err(), "no --");
+        assert!(super::run(&args(&["--", "b.json"])).is_err(), "nothing before");
+        let err = super::run(&args(&["a.json", "--", "b.json", "c.json"])).unwrap_err();
+        assert!(err.to_string().contains("1 runs before and 2 after"), "{err}");
+        let err = super::run(&args(&["/nonexistent/a.json", "--", "/nonexistent/b.json"])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/a.json"), "{err}");
+    }
+}
