@@ -13,13 +13,14 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::report::{fmt_summary, summarize};
 use crate::service::BoxError;
 
 /// The columns a row may hold a figure in, in the order they are printed.
 const COLUMNS: [&str; 6] = ["ours", "raw", "ring", "blocking", "tarpc", "tarpc_on_ours"];
 
 /// One figure across the runs of both builds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Figure {
     pub transport: String,
     pub metric: String,
@@ -41,15 +42,9 @@ impl Figure {
     }
 }
 
-/// The median of the values present, `None` if there are none.
-pub fn median(values: &[Option<f64>]) -> Option<f64> {
-    let mut present: Vec<f64> = values.iter().flatten().copied().collect();
-    if present.is_empty() {
-        return None;
-    }
-    present.sort_by(f64::total_cmp);
-    let mid = present.len() / 2;
-    Some(if present.len() % 2 == 1 { present[mid] } else { (present[mid - 1] + present[mid]) / 2.0 })
+/// The values present.
+fn present(values: &[Option<f64>]) -> Vec<f64> {
+    values.iter().flatten().copied().collect()
 }
 
 /// Every figure of the runs, in the order of the first run's rows. A figure only one build has
@@ -107,21 +102,6 @@ fn load(path: &Path) -> Result<Value, BoxError> {
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
-fn spread(values: &[Option<f64>]) -> String {
-    let present: Vec<f64> = values.iter().flatten().copied().collect();
-    let (min, max) = present.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    format!("[{}–{}]", short(min), short(max))
-}
-
-/// A figure with 3–4 significant digits.
-fn short(value: f64) -> String {
-    match value.abs() {
-        v if v >= 100.0 => format!("{value:.0}"),
-        v if v >= 10.0 => format!("{value:.1}"),
-        _ => format!("{value:.2}"),
-    }
-}
-
 /// The text of the comparison.
 pub fn report(before: &[Value], after: &[Value]) -> String {
     let mut out = String::new();
@@ -135,16 +115,18 @@ pub fn report(before: &[Value], after: &[Value]) -> String {
         "transport", "metric", "column", "before", "after", "ratio", "better"
     );
     for figure in figures(before, after) {
-        let (Some(b), Some(a)) = (median(&figure.before), median(&figure.after)) else { continue };
+        let (Some(b), Some(a)) = (summarize(&present(&figure.before)), summarize(&present(&figure.after))) else {
+            continue;
+        };
         let (wins, pairs) = figure.wins();
-        let ratio = if b == 0.0 { "-".to_owned() } else { format!("{:.3}", a / b) };
+        let ratio = if b.median == 0.0 { "-".to_owned() } else { format!("{:.3}", a.median / b.median) };
         out += &format!(
             "{:<10} {:<40} {:<14} {:>22} {:>22} {:>7} {:>7}\n",
             figure.transport,
             figure.metric,
             figure.column,
-            format!("{} {}", short(b), spread(&figure.before)),
-            format!("{} {}", short(a), spread(&figure.after)),
+            fmt_summary(b),
+            fmt_summary(a),
             ratio,
             format!("{wins}/{pairs}"),
         );
@@ -178,6 +160,10 @@ pub fn run(args: &[String]) -> Result<(), BoxError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn median(values: &[Option<f64>]) -> Option<f64> {
+        summarize(&present(values)).map(|s| s.median)
+    }
 
     fn run(latency: f64, rate: f64, ring: Option<f64>) -> Value {
         let stat = |v: f64| json!({ "median": v, "min": v, "max": v, "reps": [v] });

@@ -270,7 +270,7 @@ pub struct Summary {
     pub max: f64,
 }
 
-fn summarize(values: &[f64]) -> Option<Summary> {
+pub(crate) fn summarize(values: &[f64]) -> Option<Summary> {
     if values.is_empty() {
         return None;
     }
@@ -936,7 +936,7 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn fmt_summary(s: Summary) -> String {
+pub(crate) fn fmt_summary(s: Summary) -> String {
     format!("{} [{}–{}]", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max))
 }
 
