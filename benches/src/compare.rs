@@ -1,6 +1,9 @@
-//! `rpc-bench --compare BEFORE.json... -- AFTER.json...`: what a change did, from the JSON of
-//! runs of two builds made in alternation (before, after, before, after, ...; one repetition
-//! each), so that both builds saw the same moods of the machine.
+//! What a change did, from runs of two builds made in turn (one repetition each), so that both
+//! builds saw the same moods of the machine:
+//!
+//! - `rpc-bench --alternate BEFORE_BINARY [--pairs N] [--out DIR] [run options]` makes the runs
+//!   (this binary is the after-build) and compares them;
+//! - `rpc-bench --compare BEFORE.json... -- AFTER.json...` compares runs made otherwise.
 //!
 //! For every figure both sides have (a transport, a metric, a column: ours, raw, ring, ...)
 //! it prints the median of the runs on each side with their spread, the ratio of the medians,
@@ -9,7 +12,9 @@
 //! first: runs in the VM's slow mode show there and are best left out.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -156,6 +161,90 @@ pub fn run(args: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `--alternate`'s arguments, parsed.
+#[derive(Debug, PartialEq)]
+struct Alternate {
+    before: PathBuf,
+    pairs: usize,
+    out: PathBuf,
+    /// Passed to every run of both builds.
+    run_options: Vec<String>,
+}
+
+const ALTERNATE_USAGE: &str = "usage: rpc-bench --alternate BEFORE_BINARY [--pairs N] [--out DIR] [run options]";
+
+fn parse_alternate(args: &[String]) -> Result<Alternate, BoxError> {
+    let (before, rest) = args.split_first().ok_or(ALTERNATE_USAGE)?;
+    let mut parsed =
+        Alternate { before: before.into(), pairs: 5, out: "target/bench/alternate".into(), run_options: Vec::new() };
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = || rest.next().ok_or_else(|| format!("{arg} needs a value\n{ALTERNATE_USAGE}"));
+        match arg.as_str() {
+            "--pairs" => parsed.pairs = value()?.parse().map_err(|e| format!("--pairs: {e}"))?,
+            "--out" => parsed.out = value()?.into(),
+            "--reps" | "--json" | "--svg" | "--sweep-svg" => {
+                return Err(
+                    format!("{arg}: --alternate sets it for each run (one repetition each, files in --out)").into()
+                )
+            }
+            _ => parsed.run_options.push(arg.clone()),
+        }
+    }
+    if parsed.pairs == 0 {
+        return Err("--pairs must be at least 1".into());
+    }
+    Ok(parsed)
+}
+
+/// The order of the builds in pair `i` (from 0): before first in even pairs, after first in
+/// odd ones, so that a machine that drifts over the session favours neither.
+fn order(i: usize) -> [bool; 2] {
+    if i % 2 == 0 {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+/// `--alternate`: runs both builds `pairs` times in turn, then prints [`report`].
+pub fn alternate(args: &[String]) -> Result<(), BoxError> {
+    let options = parse_alternate(args)?;
+    let after = std::env::current_exe()?;
+    std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
+    let mut runs: [Vec<PathBuf>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..options.pairs {
+        for is_after in order(i) {
+            let (name, binary) = if is_after { ("after", &after) } else { ("before", &options.before) };
+            let file = |ext: &str| options.out.join(format!("{name}-{}.{ext}", i + 1));
+            let log = file("log");
+            eprint!("pair {}/{}: {name} ... ", i + 1, options.pairs);
+            let started = Instant::now();
+            let output = Command::new(binary)
+                .args(&options.run_options)
+                .args(["--reps", "1", "--json"])
+                .arg(file("json"))
+                .arg("--svg")
+                .arg(file("svg"))
+                .arg("--sweep-svg")
+                .arg(options.out.join(format!("{name}-{}-sweep.svg", i + 1)))
+                .output()
+                .map_err(|e| format!("{}: {e}", binary.display()))?;
+            let mut text = output.stdout;
+            text.extend_from_slice(&output.stderr);
+            std::fs::write(&log, text)?;
+            if !output.status.success() {
+                return Err(format!("the {name}-build's run failed ({}): see {}", output.status, log.display()).into());
+            }
+            eprintln!("{:.0} s", started.elapsed().as_secs_f64());
+            runs[usize::from(is_after)].push(file("json"));
+        }
+    }
+    let load_all = |paths: &[PathBuf]| paths.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>();
+    print!("{}", report(&load_all(&runs[0])?, &load_all(&runs[1])?));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +305,30 @@ mod tests {
         assert_eq!(median(&figures[0].before), Some(0.8));
         assert_eq!(median(&[Some(1.0), Some(3.0)]), Some(2.0));
         assert_eq!(median(&[None]), None);
+    }
+
+    #[test]
+    fn alternate_takes_its_own_options_and_passes_the_rest_to_every_run() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = parse_alternate(&args(&["/tmp/old", "--pin", "--pairs", "3", "--only", "shm", "--out", "x"]));
+        assert_eq!(
+            parsed.unwrap(),
+            Alternate {
+                before: "/tmp/old".into(),
+                pairs: 3,
+                out: "x".into(),
+                run_options: args(&["--pin", "--only", "shm"]),
+            }
+        );
+        assert_eq!(parse_alternate(&args(&["/tmp/old"])).unwrap().pairs, 5);
+        for refused in
+            [&["/tmp/old", "--reps", "3"][..], &["/tmp/old", "--json", "a.json"], &["/tmp/old", "--pairs", "0"]]
+        {
+            assert!(parse_alternate(&args(refused)).is_err(), "{refused:?}");
+        }
+        assert!(parse_alternate(&[]).is_err());
+        // Before first, then after first: four pairs are two of each.
+        assert_eq!((0..4).map(order).collect::<Vec<_>>(), [[false, true], [true, false], [false, true], [true, false]]);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! `target/bench/results.json`), `--svg PATH` (default `target/bench/latency.svg`), `--sweep-svg
 //! PATH` (the payload sweep's chart, default `target/bench/sweep.svg`).
 //!
-//! `rpc-bench --compare BEFORE.json... -- AFTER.json...` measures nothing: it compares the JSON
-//! of runs of two builds made in turn (`compare.rs`).
+//! `rpc-bench --alternate BEFORE_BINARY [--pairs N] [--out DIR] [run options]` runs a build made
+//! before a change and this one in turn and compares them; `rpc-bench --compare BEFORE.json...
+//! -- AFTER.json...` compares runs made otherwise (`compare.rs`).
 //!
 //! Each server is this binary re-executed as
 //! `rpc-bench --serve ours|raw|tarpc|tarpc-on-ours ADDR [--cpu N] [--multi-thread]` (a raw

@@ -15,6 +15,7 @@ use crate::{pin, raw, transports};
 
 const USAGE: &str =
     "usage: rpc-bench [--quick] [--reps N] [--pin | --pin-same] [--multi-thread] [--only tcp,unix,...] [--json PATH] [--svg PATH] [--sweep-svg PATH]
+       rpc-bench --alternate BEFORE_BINARY [--pairs N] [--out DIR] [run options]
        rpc-bench --compare BEFORE.json... -- AFTER.json...";
 
 /// The flag that gives every process of a run (client, servers, spawned children) a multi-thread
@@ -80,6 +81,7 @@ pub fn main() -> Result<(), BoxError> {
         Some("--serve") => return serve(&args[1..]),
         Some(mode @ ("--serve-stdio" | "--serve-stdio-raw")) => return serve_stdio(mode, &args[1..]),
         Some("--compare") => return crate::compare::run(&args[1..]),
+        Some("--alternate") => return crate::compare::alternate(&args[1..]),
         _ => {}
     }
     client(parse_args(args.into_iter())?)

@@ -181,3 +181,31 @@ fn quick_mode_runs_on_multi_thread_runtimes() {
         assert!(measured >= 5, "{transport}: {side} measured only {measured} metrics");
     }
 }
+
+/// `--alternate` runs two builds in turn (here the same binary as both) and compares them: the
+/// runs land in `--out`, the pairs alternate which build goes first, and the comparison has
+/// every pair.
+#[test]
+fn alternate_runs_two_builds_in_turn_and_compares_them() {
+    let dir = std::env::temp_dir().join(format!("rpc-bench-test-alternate-{}", std::process::id()));
+    let bench = env!("CARGO_BIN_EXE_rpc-bench");
+    let output = Command::new(bench)
+        .args(["--alternate", bench, "--pairs", "2", "--quick", "--only", "unix", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "rpc-bench --alternate failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let runs: Vec<_> = stderr.lines().filter_map(|l| l.split(" ... ").next()).collect();
+    assert_eq!(runs, ["pair 1/2: before", "pair 1/2: after", "pair 2/2: after", "pair 2/2: before"], "{stderr}");
+    for name in ["before-1", "before-2", "after-1", "after-2"] {
+        let json = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["reps"], 1, "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let line =
+        stdout.lines().find(|l| l.starts_with("unix") && l.contains("latency_median_us") && l.contains(" ours "));
+    let line = line.unwrap_or_else(|| panic!("no row for ours' unix latency:\n{stdout}"));
+    assert!(line.trim_end().ends_with("/2"), "both pairs compared: {line}");
+}
