@@ -102,9 +102,13 @@ fn cross_cpu(runs: &[Value]) -> Vec<Option<f64>> {
     runs.iter().map(|run| run.pointer("/cross_cpu_round_trip_ns/ns/median").and_then(Value::as_f64)).collect()
 }
 
-fn load(path: &Path) -> Result<Value, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+/// The JSON of each run.
+fn load_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Value>, BoxError> {
+    let load = |path: &Path| -> Result<Value, BoxError> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+    };
+    paths.iter().map(|path| load(path.as_ref())).collect()
 }
 
 /// The text of the comparison.
@@ -156,7 +160,6 @@ pub fn run(args: &[String]) -> Result<(), BoxError> {
         )
         .into());
     }
-    let load_all = |paths: &[String]| paths.iter().map(|p| load(Path::new(p))).collect::<Result<Vec<_>, _>>();
     print!("{}", report(&load_all(before)?, &load_all(after)?));
     Ok(())
 }
@@ -240,7 +243,6 @@ pub fn alternate(args: &[String]) -> Result<(), BoxError> {
             runs[usize::from(is_after)].push(file("json"));
         }
     }
-    let load_all = |paths: &[PathBuf]| paths.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>();
     print!("{}", report(&load_all(&runs[0])?, &load_all(&runs[1])?));
     Ok(())
 }
