@@ -11,7 +11,6 @@
 //! more than a ratio on a noisy VM. The cross-CPU round trip of each run (with `--pin`) comes
 //! first: runs in the VM's slow mode show there and are best left out.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -55,10 +54,9 @@ fn present(values: &[Option<f64>]) -> Vec<f64> {
 /// Every figure of the runs, in the order of the first run's rows. A figure only one build has
 /// (a metric added by the change) is left out.
 pub fn figures(before: &[Value], after: &[Value]) -> Vec<Figure> {
-    // (transport, metric, column) → the figure, keyed in first-seen order.
-    let mut order = Vec::new();
-    let mut found: BTreeMap<(String, String, &'static str), Figure> = BTreeMap::new();
-    for (side, runs) in [(0, before), (1, after)] {
+    // A few dozen figures: a list searched in place keeps them in first-seen order.
+    let mut found: Vec<Figure> = Vec::new();
+    for (is_after, runs) in [(false, before), (true, after)] {
         for (i, run) in runs.iter().enumerate() {
             let rows = run.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             for row in rows {
@@ -72,29 +70,30 @@ pub fn figures(before: &[Value], after: &[Value]) -> Vec<Figure> {
                     let Some(value) = row.get(column).and_then(|c| c.get("median")).and_then(Value::as_f64) else {
                         continue;
                     };
-                    let key = (transport.to_owned(), metric.to_owned(), column);
-                    let figure = found.entry(key.clone()).or_insert_with(|| {
-                        order.push(key);
-                        Figure {
-                            transport: transport.to_owned(),
-                            metric: metric.to_owned(),
-                            column,
-                            lower_is_better,
-                            before: vec![None; before.len()],
-                            after: vec![None; after.len()],
+                    let at =
+                        found.iter().position(|f| f.transport == transport && f.metric == metric && f.column == column);
+                    let figure = match at {
+                        Some(at) => &mut found[at],
+                        None => {
+                            found.push(Figure {
+                                transport: transport.to_owned(),
+                                metric: metric.to_owned(),
+                                column,
+                                lower_is_better,
+                                before: vec![None; before.len()],
+                                after: vec![None; after.len()],
+                            });
+                            found.last_mut().expect("just pushed")
                         }
-                    });
-                    let values = if side == 0 { &mut figure.before } else { &mut figure.after };
+                    };
+                    let values = if is_after { &mut figure.after } else { &mut figure.before };
                     values[i] = Some(value);
                 }
             }
         }
     }
-    order
-        .into_iter()
-        .filter_map(|key| found.remove(&key))
-        .filter(|f| f.before.iter().any(Option::is_some) && f.after.iter().any(Option::is_some))
-        .collect()
+    found.retain(|f| f.before.iter().any(Option::is_some) && f.after.iter().any(Option::is_some));
+    found
 }
 
 /// Each run's cross-CPU round trip in ns (`None` for a run without `--pin`).
