@@ -84,6 +84,7 @@ pub use rpc_core::context::{self, CallContext};
 pub use rpc_core::descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use rpc_core::error::{CallError, RpcError};
 pub use rpc_core::layer;
+pub use rpc_core::loan::Loan;
 pub use rpc_core::server::{Server, ServerOptions};
 pub use rpc_core::service::Service;
 pub use rpc_core::stream::{Stream, StreamClosed, StreamSender};

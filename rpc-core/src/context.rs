@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::loan::Loan;
 use crate::transport::{ConnectionInfo, PeerCredentials, PeerIdentity};
 use crate::wire::TraceContext;
 
@@ -91,6 +92,35 @@ impl CallContext {
     /// Everything known about the connection the call came over.
     pub fn connection(&self) -> &ConnectionInfo {
         &self.connection
+    }
+
+    /// A buffer of `len` bytes for a payload the handler returns or sends: memory the connection
+    /// lends where it can send from it without copying (`shm://`), else a zeroed heap buffer (see
+    /// [`crate::loan`]). Write all of it: a lent buffer holds earlier payloads of the connection.
+    /// Only worth it for payloads of at least [`SPLICE_MIN`](crate::wire::SPLICE_MIN) bytes
+    /// (smaller ones are copied into their frame anyway).
+    ///
+    /// ```
+    /// use rpc_core::bytes::Bytes;
+    /// use rpc_core::context::CallContext;
+    /// use rpc_core::loan::Loan;
+    ///
+    /// // A handler whose result is written where the connection sends it from (over `shm://`);
+    /// // called outside a handler (no call being served), it fills a heap buffer.
+    /// async fn read_block(len: usize) -> Bytes {
+    ///     let mut block = CallContext::with_current(|ctx| ctx.loan(len)).unwrap_or_else(|| Loan::heap(len));
+    ///     // All of it: a lent buffer holds earlier payloads of the connection.
+    ///     block.fill(0xAB);
+    ///     block.freeze()
+    /// }
+    /// # let block = futures_util::FutureExt::now_or_never(read_block(64 * 1024)).unwrap();
+    /// # assert!(block.iter().all(|&b| b == 0xAB));
+    /// ```
+    pub fn loan(&self, len: usize) -> Loan {
+        match &self.connection.lender {
+            Some(lender) => lender.loan(len),
+            None => Loan::heap(len),
+        }
     }
 
     /// When the caller stops waiting (the call's timeout, counted from when the server read the

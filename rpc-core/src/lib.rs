@@ -7,7 +7,9 @@
 //! → [`wire`] → [`transport`] → [`wire`] → [`server::Server`] → [`service::Service`] → user impl.
 
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `loan` alone needs `unsafe` (memory a transport lends), and allows it for
+// itself.
+#![deny(unsafe_code)]
 
 pub mod bytes;
 pub mod client;
@@ -18,6 +20,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layer;
+#[allow(unsafe_code)]
+pub mod loan;
 mod outbound;
 pub mod reflection;
 pub mod schema;
@@ -35,6 +39,7 @@ pub mod wire;
 pub use client::{CallOptions, Client, ClientOptions, Streaming};
 pub use context::CallContext;
 pub use error::{CallError, RpcError};
+pub use loan::Loan;
 pub use server::{Server, ServerOptions};
 pub use stream::{Stream, StreamSender};
 pub use telemetry::ServerStats;

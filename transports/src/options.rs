@@ -23,6 +23,12 @@ pub const DEFAULT_RING_SIZE: usize = 1 << 20;
 pub const MIN_RING_SIZE: usize = 4096;
 /// The largest [`ShmOptions::ring_size`]: 64 MiB.
 pub const MAX_RING_SIZE: usize = 64 << 20;
+/// Default [`ShmOptions::slab_size`]: 16 MiB. Its pages are allocated only as loans use them,
+/// and a slab with nothing lent starts again at its beginning, so a server that lends one
+/// payload at a time keeps about that payload's size of it in memory.
+pub const DEFAULT_SLAB_SIZE: usize = 16 << 20;
+/// The largest [`ShmOptions::slab_size`]: 1 GiB.
+pub const MAX_SLAB_SIZE: usize = 1 << 30;
 /// Default [`ShmOptions::spin`] and [`TransportOptions::spin`]: about what a round trip to a
 /// busy peer can take while still being worth not sleeping for (waking a sleeping peer costs
 /// 50-90 µs here).
@@ -30,7 +36,11 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 // The range the setter allows is the range the rings support.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const _: () = assert!(MIN_RING_SIZE == crate::shm::MIN_RING_LEN && MAX_RING_SIZE == crate::shm::MAX_RING_LEN);
+const _: () = assert!(
+    MIN_RING_SIZE == crate::shm::MIN_RING_LEN
+        && MAX_RING_SIZE == crate::shm::MAX_RING_LEN
+        && MAX_SLAB_SIZE == crate::shm::MAX_SLAB_LEN
+);
 
 /// Options for [`connect_with`](crate::connect_with) and [`listen_with`](crate::listen_with)
 /// (and, through the `rpc` facade's `ClientOptions`, for a generated client's `connect_with`).
@@ -221,12 +231,13 @@ impl TransportOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShmOptions {
     pub(crate) ring_size: usize,
+    pub(crate) slab_size: usize,
     pub(crate) spin: Duration,
 }
 
 impl Default for ShmOptions {
     fn default() -> Self {
-        Self { ring_size: DEFAULT_RING_SIZE, spin: DEFAULT_SPIN }
+        Self { ring_size: DEFAULT_RING_SIZE, slab_size: DEFAULT_SLAB_SIZE, spin: DEFAULT_SPIN }
     }
 }
 
@@ -257,6 +268,27 @@ impl ShmOptions {
         self
     }
 
+    /// Listener side: the size in bytes of the shared memory each connection's server side
+    /// lends to handlers to fill results and stream items in place
+    /// ([`CallContext::loan`](rpc_core::CallContext::loan)): a payload written there is sent
+    /// by reference and copied once, by the client, instead of into the ring and out again.
+    /// Loans of 16 KiB or more are lent from it while it has room; others, and all loans when
+    /// it is 0, are heap buffers. The memory is mapped at once but allocated only as loans use
+    /// it (see [`DEFAULT_SLAB_SIZE`]); the client maps it read-only. Default
+    /// [`DEFAULT_SLAB_SIZE`].
+    ///
+    /// # Panics
+    /// If `bytes` is not a multiple of 4096 or is over [`MAX_SLAB_SIZE`] (1 GiB).
+    #[must_use]
+    pub fn slab_size(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes % 4096 == 0 && bytes <= MAX_SLAB_SIZE,
+            "ShmOptions::slab_size must be a multiple of 4096 up to {MAX_SLAB_SIZE} bytes, not {bytes}"
+        );
+        self.slab_size = bytes;
+        self
+    }
+
     /// The longest a side polls its ring for bytes (or room) before it sleeps. Polling lets a
     /// busy peer's answer arrive in well under a microsecond instead of the tens of microseconds
     /// a wake-up costs; the time actually spent adapts (it shrinks while the peer is idle), and
@@ -278,6 +310,9 @@ mod tests {
         let options = TransportOptions::new().max_frame_len(10).mode(0o7660).shm(shm.clone());
         assert_eq!((options.max_frame_len, options.permission_bits(), &options.shm), (10, 0o660, &shm));
         assert_eq!(ShmOptions::new().ring_size(MAX_RING_SIZE).ring_size, MAX_RING_SIZE);
+        assert_eq!(ShmOptions::new().slab_size(0).slab_size, 0);
+        assert_eq!(ShmOptions::new().slab_size(MAX_SLAB_SIZE).slab_size, MAX_SLAB_SIZE);
+        assert_eq!(ShmOptions::new().slab_size, DEFAULT_SLAB_SIZE);
         let defaults = TransportOptions::default();
         assert_eq!((defaults.max_frame_len, defaults.mode), (DEFAULT_MAX_FRAME_LEN, 0o600));
         assert_eq!((defaults.shm.ring_size, defaults.shm.spin), (DEFAULT_RING_SIZE, DEFAULT_SPIN));

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::loan::Lender;
 use crate::wire::Encoded;
 
 /// The backpressure limit of every transport: a sender's `poll_ready` pushes queued bytes to
@@ -121,12 +122,16 @@ pub struct ConnectionInfo {
     /// listener's side, the client's certificate; on the client's side, the server's). `None`
     /// elsewhere.
     pub peer_identity: Option<PeerIdentity>,
+    /// The connection's lender: set by transports that lend memory the connection sends from
+    /// without copying (`shm://`), so that handlers fill payloads in place (see [`crate::loan`]).
+    /// `None` elsewhere.
+    pub lender: Option<Lender>,
 }
 
 impl ConnectionInfo {
     /// Facts about a connection over `transport` to `peer` (no peer credentials).
     pub fn new(transport: &'static str, peer: impl Into<String>, max_frame_len: usize) -> Self {
-        Self { transport, peer: peer.into(), max_frame_len, peer_credentials: None, peer_identity: None }
+        Self { transport, peer: peer.into(), max_frame_len, peer_credentials: None, peer_identity: None, lender: None }
     }
 
     /// Sets [`peer_identity`](Self::peer_identity).
@@ -140,6 +145,13 @@ impl ConnectionInfo {
     #[must_use]
     pub fn with_peer_credentials(mut self, credentials: Option<PeerCredentials>) -> Self {
         self.peer_credentials = credentials;
+        self
+    }
+
+    /// Sets [`lender`](Self::lender).
+    #[must_use]
+    pub fn with_lender(mut self, lender: Option<Lender>) -> Self {
+        self.lender = lender;
         self
     }
 }

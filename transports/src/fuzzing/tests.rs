@@ -47,11 +47,13 @@ fn seeds() -> Vec<Seed> {
     let mut padded = crate::fifo::record("1f-2-abc").to_vec();
     padded[63] = 1;
     let two = [crate::fifo::record("1-2-3"), crate::fifo::record("4-5-6")].concat();
-    let setup = crate::shm::setup::encode(1 << 16).to_vec();
+    let setup = crate::shm::setup::encode(1 << 16, 16 << 20).to_vec();
     let mut version = setup.clone();
-    version[8] = 2;
-    let mut reserved = setup.clone();
-    reserved[20] = 0xff;
+    version[8] = 1;
+    let mut huge_slab = setup.clone();
+    huge_slab[20] = 0xff;
+    let mut odd_slab = setup.clone();
+    odd_slab[16] = 1;
     vec![
         ("fifo_record", "fifo", fifo),
         ("fifo_record", "mq", mq.clone()),
@@ -71,8 +73,9 @@ fn seeds() -> Vec<Seed> {
         ("mq_messages", "empty-data", [message(&[crate::mq::conn::DATA]), message(&data(&frame(b"a")))].concat()),
         ("mq_messages", "unknown-kind-and-empty", [message(&[9, 1, 2]), message(&[])].concat()),
         ("shm_setup", "valid", setup.clone()),
-        ("shm_setup", "version-2", version),
-        ("shm_setup", "reserved-bytes", reserved),
+        ("shm_setup", "version-1", version),
+        ("shm_setup", "huge-slab", huge_slab),
+        ("shm_setup", "odd-slab", odd_slab),
         ("shm_setup", "short", setup[..23].to_vec()),
         ("shm_setup", "not-a-power-of-two", {
             let mut odd = setup.clone();
@@ -142,10 +145,16 @@ proptest! {
     }
 
     #[test]
-    fn generated_setup_messages_are_checked(bytes in proptest::collection::vec(any::<u8>(), 0..30), ring in any::<u32>()) {
+    fn generated_setup_messages_are_checked(
+        bytes in proptest::collection::vec(any::<u8>(), 0..30),
+        ring in any::<u32>(),
+        slab in any::<u64>(),
+    ) {
         shm_setup(&bytes);
-        let mut setup = crate::shm::setup::encode(1 << 16).to_vec();
+        let mut setup = crate::shm::setup::encode(1 << 16, 0).to_vec();
         setup[12..16].copy_from_slice(&ring.to_le_bytes());
+        shm_setup(&setup);
+        setup[16..24].copy_from_slice(&slab.to_le_bytes());
         shm_setup(&setup);
     }
 }

@@ -31,27 +31,31 @@
 
 mod copy;
 mod halves;
+mod lend;
 pub(crate) mod region;
 mod ring;
 pub(crate) mod setup;
+mod slab;
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::loan::Lender;
 use rpc_core::transport::stream::framed;
 use rpc_core::transport::{BoxFuture, Connection, ConnectionInfo, Listener};
 use tokio::net::UnixStream;
 
 use crate::accept::PendingAccept;
 use crate::local::abstract_ns::{self, AbstractSocket};
-use crate::options::TransportOptions;
+use crate::options::{ShmOptions, TransportOptions};
 use halves::{Bell, PeerProcess, ShmReader, ShmWriter, Spin, Waiter};
-use region::{Direction, Region};
+use lend::{SlabLender, SlabOut};
+use region::{Direction, Region, SlabMap};
 use rpc_core::transport::transient::is_exhaustion;
 
-pub(crate) use region::{MAX_RING_LEN, MIN_RING_LEN};
+pub(crate) use region::{MAX_RING_LEN, MAX_SLAB_LEN, MIN_RING_LEN};
 
 /// How long a client waits for the server's setup message.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +72,7 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not offer shared memory within 10 s"))??;
     let region = Region::open(&offer.memfd, offer.ring_len)?;
     drop(offer.memfd); // the mapping keeps the memory
+    let slab = offer.slab.map(|(fd, len)| SlabMap::open(&fd, len)).transpose()?;
     let region = warm_up(region).await?;
     check_bell(&stream, &offer.bell)?;
     // From here on the server cannot pass descriptors to us; any it queued before are closed.
@@ -76,7 +81,8 @@ pub(crate) async fn connect(name: &str, options: &TransportOptions) -> io::Resul
     discard_queued(&offer.bell);
     let bell = tokio_stream(offer.bell)?;
     let peers = peer_process(&stream)?;
-    Ok(connection(Arc::new(region), Side::Client, stream, bell, peers, options, format!("shm://{name}")))
+    let ends = Ends { setup: stream, bell, peers, slab };
+    Ok(connection(Arc::new(region), Side::Client, ends, options, format!("shm://{name}")))
 }
 
 pub(crate) fn listen(name: &str, options: &TransportOptions) -> io::Result<ShmListener> {
@@ -114,23 +120,26 @@ pub(crate) struct ShmListener {
 struct Parts {
     region: Region,
     memfd: OwnedFd,
+    /// Our slab, if we lend, and its fd for the client.
+    slab: Option<(SlabMap, OwnedFd)>,
     ours: std::os::unix::net::UnixStream,
     theirs: std::os::unix::net::UnixStream,
     peers: (PeerProcess, PeerProcess),
 }
 
 impl Parts {
-    fn new(ring_size: usize, client: &UnixStream) -> io::Result<Parts> {
-        let (region, memfd) = Region::create(ring_size)?;
+    fn new(options: &ShmOptions, client: &UnixStream) -> io::Result<Parts> {
+        let (region, memfd) = Region::create(options.ring_size)?;
+        let slab = (options.slab_size > 0).then(|| SlabMap::create(options.slab_size)).transpose()?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        Ok(Parts { region, memfd, ours, theirs, peers: peer_process(client)? })
+        Ok(Parts { region, memfd, slab, ours, theirs, peers: peer_process(client)? })
     }
 }
 
 impl ShmListener {
     /// Sets up the connection of an accepted client (no await: `accept` stays cancel-safe).
     fn serve(&self, stream: UnixStream) -> PendingAccept<UnixStream> {
-        let parts = match Parts::new(self.options.shm.ring_size, &stream) {
+        let parts = match Parts::new(&self.options.shm, &stream) {
             Ok(parts) => parts,
             Err(e) if is_exhaustion(&e) => return PendingAccept::Retry(stream, e),
             Err(e) => return PendingAccept::Failed(e),
@@ -144,12 +153,13 @@ impl ShmListener {
 
     /// Gives an accepted client its memory; `Ok(None)` if the client is gone already.
     fn offer(&self, stream: UnixStream, parts: Parts) -> io::Result<Option<Connection>> {
-        let Parts { region, memfd, ours, theirs, peers } = parts;
+        let Parts { region, memfd, slab, ours, theirs, peers } = parts;
         // The client cannot pass descriptors to us (anything it queued before this is closed
         // when the receiver drains the bell).
         region::refuse_passed_fds(&stream);
         region::refuse_passed_fds(&ours);
-        match setup::send(&stream, self.options.shm.ring_size, &memfd, &OwnedFd::from(theirs)) {
+        let offered = slab.as_ref().map(|(map, fd)| (fd, map.len()));
+        match setup::send(&stream, self.options.shm.ring_size, &memfd, &OwnedFd::from(theirs), offered) {
             Ok(()) => {}
             // The client's problem (it left, or stuffed its own socket): not the server's.
             Err(e)
@@ -177,7 +187,8 @@ impl ShmListener {
         let region = Arc::new(region);
         let warm = Arc::clone(&region);
         tokio::task::spawn_blocking(move || warm.populate());
-        Ok(Some(connection(region, Side::Server, stream, bell, peers, &self.options, self.local_addr())))
+        let ends = Ends { setup: stream, bell, peers, slab: slab.map(|(map, _fd)| map) };
+        Ok(Some(connection(region, Side::Server, ends, &self.options, self.local_addr())))
     }
 }
 
@@ -287,15 +298,18 @@ async fn warm_up(region: Region) -> io::Result<Region> {
     .map_err(io::Error::other)
 }
 
-fn connection(
-    region: Arc<Region>,
-    side: Side,
+/// A side's sockets, peer watches and slab, for [`connection`].
+struct Ends {
     setup: UnixStream,
     bell: UnixStream,
-    (sender_peer, receiver_peer): (PeerProcess, PeerProcess),
-    options: &TransportOptions,
-    peer: String,
-) -> Connection {
+    peers: (PeerProcess, PeerProcess),
+    /// The server's slab: ours to lend on the server's side, the server's to read on the
+    /// client's.
+    slab: Option<SlabMap>,
+}
+
+fn connection(region: Arc<Region>, side: Side, ends: Ends, options: &TransportOptions, peer: String) -> Connection {
+    let Ends { setup, bell, peers: (sender_peer, receiver_peer), slab } = ends;
     let (out, inn) = match side {
         Side::Client => (Direction::ClientToServer, Direction::ServerToClient),
         Side::Server => (Direction::ServerToClient, Direction::ClientToServer),
@@ -307,14 +321,25 @@ fn connection(
     let data_bell = Arc::new(Bell(setup));
     let room_bell = Arc::new(Bell(bell));
     let max_frame_len = options.effective_max_frame_len();
-    let writer = ShmWriter::new(
+    let mut writer = ShmWriter::new(
         ring::Writer::new(Arc::clone(&region), out),
         Arc::clone(&data_bell),
         // Waiting for room happens under the engine's send lock: spin less there.
         Waiter::new(Arc::clone(&room_bell), Spin::new(options.shm.spin / 8), sender_peer, in_process),
     );
+    let mut ring_in = ring::Reader::new(Arc::clone(&region), inn);
+    let mut lender = None;
+    match (side, slab) {
+        (Side::Server, Some(slab)) => {
+            let slab = Arc::new(SlabOut::new(slab, region, out));
+            writer = writer.with_slab(Arc::clone(&slab));
+            lender = Some(Lender::new(SlabLender(slab)));
+        }
+        (Side::Client, Some(slab)) => ring_in = ring_in.with_slab(slab),
+        (_, None) => {}
+    }
     let reader = ShmReader::new(
-        ring::Reader::new(region, inn),
+        ring_in,
         Waiter::new(data_bell, Spin::new(options.shm.spin), receiver_peer, in_process),
         room_bell,
     );
@@ -328,7 +353,7 @@ fn connection(
     Connection {
         sender: Box::new(sender),
         receiver: Box::new(receiver),
-        info: ConnectionInfo::new("shm", peer, max_frame_len).with_peer_credentials(credentials),
+        info: ConnectionInfo::new("shm", peer, max_frame_len).with_peer_credentials(credentials).with_lender(lender),
     }
 }
 
@@ -625,7 +650,7 @@ mod review {
             let stream = fake.accept().await.unwrap();
             let (region, memfd) = Region::create(MIN_RING_LEN).unwrap();
             let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            setup::send(&stream, MIN_RING_LEN, &memfd, &OwnedFd::from(udp)).unwrap();
+            setup::send(&stream, MIN_RING_LEN, &memfd, &OwnedFd::from(udp), None).unwrap();
             (stream, region)
         };
         let (client, _held) = tokio::join!(connect(&name, &options), server);

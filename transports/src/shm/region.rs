@@ -1,13 +1,14 @@
-//! The shared mapping of one `shm://` connection, and the only unsafe code of the shm transport
-//! besides the copy it uses (`copy.rs`): the mapping, and one `setsockopt` that rustix has no
-//! wrapper for ([`refuse_passed_fds`]).
+//! The shared mappings of one `shm://` connection, and the only unsafe code of the shm transport
+//! besides the copy it uses (`copy.rs`) and the lending of slab blocks (`lend.rs`): the rings'
+//! mapping, the slabs' mappings ([`SlabMap`]), and one `setsockopt` that rustix has no wrapper
+//! for ([`refuse_passed_fds`]).
 //!
 //! Layout of the memfd (all offsets fixed, nothing in it describes the layout; the ring size is
 //! agreed during setup and checked against the file's size):
 //!
 //! ```text
-//! 0       control block of ring 0 (client -> server), 640 bytes (5 lines of 128)
-//! 640     control block of ring 1 (server -> client), 640 bytes
+//! 0       control block of ring 0 (client -> server), 1664 bytes (7 lines of 128, 32 slots of 24)
+//! 1664    control block of ring 1 (server -> client), 1664 bytes
 //! 4096    ring 0 data, `ring_len` bytes
 //! 4096 + ring_len   ring 1 data, `ring_len` bytes
 //! ```
@@ -67,6 +68,27 @@ pub(crate) struct Control {
     pub(crate) writer_waiting: Line<AtomicU32>,
     /// Set by the writer when it will write no more (its half was closed).
     pub(crate) closed: Line<AtomicU32>,
+    /// References to the writer's slab pushed into `refs` (stored by the writer).
+    pub(crate) refs_head: Line<AtomicU64>,
+    /// References the reader has copied out (stored by the reader): the writer's blocks behind
+    /// them may be reused.
+    pub(crate) refs_tail: Line<AtomicU64>,
+    /// The queue of references, reference `n` in slot `n % REFS` (see [`super::ring`]).
+    pub(crate) refs: [RefSlot; REFS],
+}
+
+/// Slots in a ring's queue of slab references: at most this many references are in flight
+/// (sent and not yet copied out by the reader) at once; a writer that finds the queue full
+/// copies the bytes instead.
+pub(crate) const REFS: usize = 32;
+
+/// One reference: the byte at stream index `at` of the ring stands for `len` bytes of the
+/// writer's slab at `offset`. Stored by the writer before the ring's head passes `at`.
+#[repr(C)]
+pub(crate) struct RefSlot {
+    pub(crate) at: AtomicU64,
+    pub(crate) offset: AtomicU64,
+    pub(crate) len: AtomicU64,
 }
 
 const _: () = assert!(2 * std::mem::size_of::<Control>() <= CONTROL_LEN);
@@ -235,6 +257,128 @@ impl Drop for Region {
     }
 }
 
+/// The largest slab, in bytes.
+pub(crate) const MAX_SLAB_LEN: usize = 1 << 30;
+/// Seals a peer's slab must carry: besides fixing its size, no one can write it any more
+/// except through mappings its owner made before sealing, which only the owner has.
+const SLAB_SEALS: SealFlags = REQUIRED_SEALS.union(SealFlags::FUTURE_WRITE);
+
+/// Whether `len` is a slab size both sides accept (0: no slab).
+pub(crate) fn valid_slab_len(len: usize) -> bool {
+    len % 4096 == 0 && len <= MAX_SLAB_LEN
+}
+
+/// A mapping of one side's slab: memory its owner lends to users to fill in place, and the
+/// peer only reads (see [`super::lend`]). The owner maps it writable and then seals the memfd
+/// against any further write access (`F_SEAL_FUTURE_WRITE`) before the peer gets it, so the
+/// peer can map it read-only and nothing else: a user writing a lent buffer through a
+/// `&mut [u8]` is the only writer of those bytes, as Rust requires of it. The peer, which must
+/// assume the owner changes them at any time, only copies them out with raw pointers, as it
+/// does the ring's bytes.
+#[derive(Debug)]
+pub(crate) struct SlabMap {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `Region`: plain memory owned by this value until drop; every access goes
+// through a raw copy or a lent range whose exclusive use `super::lend` arranges.
+unsafe impl Send for SlabMap {}
+// SAFETY: as above.
+unsafe impl Sync for SlabMap {}
+
+impl SlabMap {
+    /// Creates a slab of `len` bytes (`valid_slab_len`, not 0), mapped writable here and
+    /// sealed so that the fd returned, which the peer receives, maps read-only.
+    pub(crate) fn create(len: usize) -> io::Result<(SlabMap, OwnedFd)> {
+        assert!(len > 0 && valid_slab_len(len), "slab size {len} was validated by the options");
+        let fd = rustix::fs::memfd_create("rpc-shm-slab", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        let slab = SlabMap::map(&fd, len, ProtFlags::READ | ProtFlags::WRITE)?;
+        // After our writable mapping exists: the seal refuses new ones, keeps ours.
+        rustix::fs::fcntl_add_seals(&fd, SLAB_SEALS | SealFlags::SEAL)?;
+        Ok((slab, fd))
+    }
+
+    /// Maps the peer's slab read-only after checking that it is what setup promised: a
+    /// regular file of exactly `len` bytes, sealed against resizing and against writes.
+    pub(crate) fn open(fd: &OwnedFd, len: usize) -> io::Result<SlabMap> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("bad shared-memory setup: {what}"));
+        if len == 0 || !valid_slab_len(len) {
+            return Err(bad(format!("the server offered a slab of {len} bytes")));
+        }
+        let stat = rustix::fs::fstat(fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(bad("the slab is not shared memory".into()));
+        }
+        if u64::try_from(stat.st_size).ok() != Some(len as u64) {
+            return Err(bad(format!("the slab has {} bytes, not the {len} announced", stat.st_size)));
+        }
+        if !rustix::fs::fcntl_get_seals(fd)?.contains(SLAB_SEALS) {
+            return Err(bad("the slab is not sealed against resizing and writing".into()));
+        }
+        SlabMap::map(fd, len, ProtFlags::READ)
+    }
+
+    fn map(fd: &OwnedFd, len: usize, prot: ProtFlags) -> io::Result<SlabMap> {
+        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias
+        // any Rust object; the file is `len` bytes and sealed against shrinking (set or
+        // checked by the callers; `create` seals right after mapping, before anyone else has
+        // the fd), so every page stays backed.
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd.as_fd(), 0)? };
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SlabMap { base, len })
+    }
+
+    /// The slab's size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The address of the byte at `offset` (for lending a block; only the owner's mapping may
+    /// be written through it).
+    pub(crate) fn at(&self, offset: usize) -> NonNull<u8> {
+        assert!(offset < self.len, "offset {offset} outside a slab of {} bytes", self.len);
+        // SAFETY: `offset < len`, so the result stays inside the mapping.
+        unsafe { self.base.add(offset) }
+    }
+
+    /// Where `bytes` starts in the slab, if all of it lies inside.
+    pub(crate) fn offset_of(&self, bytes: &[u8]) -> Option<usize> {
+        let offset = (bytes.as_ptr() as usize).checked_sub(self.base.as_ptr() as usize)?;
+        (offset <= self.len && bytes.len() <= self.len - offset).then_some(offset)
+    }
+
+    /// Appends `len` bytes at `offset` to `buf`. Panics if the range leaves the slab (the
+    /// caller checks what the peer sent first) or `buf` has less room than `len`.
+    pub(crate) fn read_into(&self, offset: usize, len: usize, buf: &mut ReadBuf<'_>) {
+        assert!(offset <= self.len && len <= self.len - offset, "copy outside the slab");
+        assert!(buf.remaining() >= len, "a copy of {len} bytes into {} bytes of room", buf.remaining());
+        // SAFETY: the caller of `unfilled_mut` must not de-initialise bytes; we only write
+        // initialised `u8`s into them.
+        let dst = unsafe { buf.unfilled_mut() }.as_mut_ptr().cast::<u8>();
+        // SAFETY: `offset..offset + len` lies inside the mapping (asserted); `dst` has `len`
+        // bytes of room (asserted) in private memory, so the ranges cannot overlap. The owner
+        // may change the source bytes during the copy (only if buggy or hostile: it reuses a
+        // block only after we said we copied it): we get some mix of valid `u8`s, which the
+        // frame decoder validates. After the copy the first `len` unfilled bytes are
+        // initialised, which is what `assume_init` asks.
+        unsafe {
+            super::copy::copy(self.base.as_ptr().add(offset), dst, len);
+            buf.assume_init(len);
+        }
+        buf.advance(len);
+    }
+}
+
+impl Drop for SlabMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `map` with this address and length; lent buffers
+        // keep the `SlabMap` alive (through `super::lend`), so nothing points into it now.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
 /// `SO_PASSRIGHTS` (Linux 6.16+): whether a socket accepts file descriptors passed to it.
 const SO_PASSRIGHTS: libc::c_int = 83;
 
@@ -358,5 +502,48 @@ mod tests {
         assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "shrinking must be refused");
         assert!(rustix::fs::ftruncate(&fd, 1 << 30).is_err(), "growing must be refused");
         assert!(rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE).is_err(), "the seals are sealed");
+    }
+
+    #[test]
+    fn a_slab_maps_read_only_for_the_peer_and_stays_so() {
+        let (ours, fd) = SlabMap::create(2 * 4096).unwrap();
+        let theirs = SlabMap::open(&fd, 2 * 4096).unwrap();
+        // What the owner writes, the peer reads.
+        // SAFETY: the owner's mapping is writable, 2 pages long; nothing else uses it here.
+        unsafe { ours.at(4096).as_ptr().write(42) };
+        let mut space = [0u8; 3];
+        let mut buf = ReadBuf::new(&mut space);
+        theirs.read_into(4095, 3, &mut buf);
+        assert_eq!(buf.filled(), [0, 42, 0]);
+        // The peer cannot turn its mapping writable, write the file or map it writable anew,
+        // nor resize it.
+        // SAFETY: changes only the protection of the peer's mapping, which this test owns and
+        // does not use again if the call (wrongly) succeeds.
+        let upgraded =
+            unsafe { rustix::mm::mprotect(theirs.at(0).as_ptr().cast(), 4096, rustix::mm::MprotectFlags::WRITE) };
+        assert!(upgraded.is_err(), "the read-only mapping must stay read-only");
+        assert!(rustix::io::pwrite(&fd, b"x", 0).is_err(), "writes through the fd are refused");
+        // SAFETY: a fresh mapping (or, as expected, an error); unmapped at once if it succeeds.
+        let writable = unsafe {
+            rustix::mm::mmap(std::ptr::null_mut(), 4096, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0)
+        };
+        if let Ok(ptr) = writable {
+            // SAFETY: the mapping just made.
+            let _ = unsafe { rustix::mm::munmap(ptr, 4096) };
+            panic!("a writable mapping of a sealed slab was allowed");
+        }
+        assert!(rustix::fs::ftruncate(&fd, 4096).is_err(), "shrinking must be refused");
+        assert_eq!(ours.offset_of(&[1, 2, 3]), None, "a slice elsewhere is not in the slab");
+    }
+
+    #[test]
+    fn a_peer_slab_must_be_sealed_against_writes_and_of_the_announced_size() {
+        let (_ours, fd) = SlabMap::create(4096).unwrap();
+        assert!(SlabMap::open(&fd, 8192).unwrap_err().to_string().contains("not the 8192 announced"));
+        assert!(SlabMap::open(&fd, 4000).unwrap_err().to_string().contains("slab of 4000 bytes"));
+        // Sealed against resizing only: its owner could still write it through a new mapping.
+        let (_region, ring_fd) = Region::create(MIN_RING_LEN).unwrap();
+        let err = SlabMap::open(&ring_fd, region_len(MIN_RING_LEN)).unwrap_err();
+        assert!(err.to_string().contains("not sealed against resizing and writing"), "{err}");
     }
 }

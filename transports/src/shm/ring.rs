@@ -14,12 +14,12 @@
 //! happen in, either the sleeper sees the new index or the mover sees the flag.
 
 use std::io;
-use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 
 use tokio::io::ReadBuf;
 
-use super::region::{Control, Direction, Region};
+use super::region::{Control, Direction, Region, SlabMap, REFS};
 
 /// The most bytes either side copies before it publishes them (the writer) or frees their
 /// room (the reader). A frame larger than this crosses in steps, so the writer fills one part of
@@ -116,6 +116,20 @@ impl Writer {
         self.staged += src.len();
     }
 
+    /// Stages a reference instead of bytes: the next stream byte (staged here, its value
+    /// unused) stands for `len` bytes of our slab at `offset`. `seq` is the reference's number,
+    /// whose slot the caller knows the reader is done with; it needs one byte of room. The slot
+    /// is filled before the byte is published, so a reader that sees the byte sees the slot.
+    pub(crate) fn stage_ref(&mut self, seq: u64, offset: usize, len: usize) {
+        let control = self.region.control(self.ring);
+        let slot = &control.refs[(seq % REFS as u64) as usize];
+        slot.at.store(self.head + self.staged as u64, Relaxed);
+        slot.offset.store(offset as u64, Relaxed);
+        slot.len.store(len as u64, Relaxed);
+        control.refs_head.0.store(seq + 1, Release);
+        self.stage(&[0]);
+    }
+
     /// Makes the staged bytes visible to the reader; true if the reader was asleep and must be
     /// woken (its flag is cleared: one bell per sleep).
     pub(crate) fn publish(&mut self) -> bool {
@@ -146,11 +160,71 @@ pub(crate) struct Reader {
     region: Arc<Region>,
     ring: Direction,
     tail: u64,
+    /// The writer's slab and where we are in its references, if it has one.
+    refs: Option<Refs>,
+}
+
+/// A reader's side of the writer's slab references.
+#[derive(Debug)]
+struct Refs {
+    slab: SlabMap,
+    /// References copied out (and acknowledged).
+    consumed: u64,
+    /// Reference number `consumed`, once loaded and checked.
+    next: Option<Ref>,
+    /// Bytes of `next` copied out so far (a reference larger than the room of one read is
+    /// copied over several).
+    done: usize,
+}
+
+/// One reference, checked: `len` bytes of the slab at `offset` stand for the stream byte `at`.
+#[derive(Debug, Clone, Copy)]
+struct Ref {
+    at: u64,
+    offset: usize,
+    len: usize,
+}
+
+impl Refs {
+    /// The next reference, loading it if it is stored; an error if what the writer stored
+    /// cannot be right. Every reference whose byte is published is stored (`stage_ref`), so
+    /// after a load of the ring's head this finds any that the bytes up to it contain.
+    fn next(&mut self, control: &Control, tail: u64) -> io::Result<Option<Ref>> {
+        if self.next.is_some() {
+            return Ok(self.next);
+        }
+        let head = control.refs_head.0.load(Acquire);
+        let pending = head.wrapping_sub(self.consumed);
+        if pending == 0 {
+            return Ok(None);
+        }
+        let slot = &control.refs[(self.consumed % REFS as u64) as usize];
+        let (at, offset, len) = (slot.at.load(Relaxed), slot.offset.load(Relaxed), slot.len.load(Relaxed));
+        let slab = self.slab.len() as u64;
+        if pending > REFS as u64 || at < tail || len == 0 || offset > slab || len > slab - offset {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the peer corrupted the shared ring's references (reference {} of {head}: at {at}, read up to \
+                     {tail}, {len} bytes at {offset} of a {slab}-byte slab)",
+                    self.consumed
+                ),
+            ));
+        }
+        self.next = Some(Ref { at, offset: offset as usize, len: len as usize });
+        Ok(self.next)
+    }
 }
 
 impl Reader {
     pub(crate) fn new(region: Arc<Region>, ring: Direction) -> Self {
-        Reader { region, ring, tail: 0 }
+        Reader { region, ring, tail: 0, refs: None }
+    }
+
+    /// A reader of a ring whose writer may send references to its `slab`.
+    pub(crate) fn with_slab(mut self, slab: SlabMap) -> Self {
+        self.refs = Some(Refs { slab, consumed: 0, next: None, done: 0 });
+        self
     }
 
     fn control(&self) -> &Control {
@@ -189,6 +263,9 @@ impl Reader {
     /// space; returns how many moved and whether the writer was asleep waiting for room (its
     /// flag is cleared).
     pub(crate) fn read_into(&mut self, buf: &mut ReadBuf<'_>, max: usize) -> io::Result<(usize, bool)> {
+        if self.refs.is_some() {
+            return self.read_with_refs(buf, max);
+        }
         let n = self.available()?.min(buf.remaining()).min(max);
         if n == 0 {
             return Ok((0, false));
@@ -202,6 +279,52 @@ impl Reader {
         self.tail += n as u64;
         self.control().tail.0.store(self.tail, SeqCst);
         Ok((n, take_flag(&self.control().writer_waiting.0)))
+    }
+
+    /// [`read_into`](Self::read_into) for a ring whose bytes may stand for slab references:
+    /// the bytes in front of the next reference's byte come from the ring, that byte is
+    /// replaced by the slab's bytes (copied out, then acknowledged so the writer may reuse
+    /// them), and so on. `max` and the room in `buf` count the bytes delivered.
+    fn read_with_refs(&mut self, buf: &mut ReadBuf<'_>, max: usize) -> io::Result<(usize, bool)> {
+        let mut left = self.available()?;
+        let mut room = buf.remaining().min(max);
+        let (start, mut moved, mut acked) = (self.tail, 0, false);
+        let len = self.region.ring_len();
+        let control = self.region.control(self.ring);
+        let refs = self.refs.as_mut().expect("checked by read_into");
+        while room > 0 && left > 0 {
+            let next = refs.next(control, self.tail)?;
+            let gap = next.map_or(left as u64, |r| r.at - self.tail).min(left as u64) as usize;
+            if gap == 0 {
+                // The reference's byte is published (`left > 0`): copy its bytes instead.
+                let r = next.expect("a gap of 0 is a reference");
+                let n = (r.len - refs.done).min(room);
+                refs.slab.read_into(r.offset + refs.done, n, buf);
+                (refs.done, moved, room) = (refs.done + n, moved + n, room - n);
+                if refs.done == r.len {
+                    (refs.done, refs.next, refs.consumed, acked) = (0, None, refs.consumed + 1, true);
+                    self.tail += 1;
+                    left -= 1;
+                }
+                continue;
+            }
+            let n = gap.min(room);
+            let (offset, first, rest) = spans(self.tail, n, len);
+            self.region.read_into(self.ring, offset, first, buf);
+            if rest > 0 {
+                self.region.read_into(self.ring, 0, rest, buf);
+            }
+            (self.tail, moved, room, left) = (self.tail + n as u64, moved + n, room - n, left - n);
+        }
+        if acked {
+            // After the copies: the writer reuses the blocks once it loads this.
+            control.refs_tail.0.store(refs.consumed, Release);
+        }
+        if self.tail == start {
+            return Ok((moved, false));
+        }
+        control.tail.0.store(self.tail, SeqCst);
+        Ok((moved, take_flag(&control.writer_waiting.0)))
     }
 
     /// Says whether this reader is about to sleep until bytes arrive.
@@ -337,6 +460,91 @@ mod tests {
         w.close();
         assert!(r.writer_closed());
         assert_eq!(r.available().unwrap(), 4);
+    }
+
+    /// A ring whose writer may send references to a slab of `SLAB` bytes, which the reader
+    /// maps read-only; the writer's mapping fills it.
+    fn pair_with_slab(ring_len: usize) -> (Writer, Reader, Arc<Region>, SlabMap) {
+        let (w, r, region) = pair(ring_len);
+        let (ours, fd) = SlabMap::create(SLAB).unwrap();
+        let r = r.with_slab(SlabMap::open(&fd, SLAB).unwrap());
+        (w, r, region, ours)
+    }
+
+    const SLAB: usize = 64 * 1024;
+
+    #[test]
+    fn a_reference_must_lie_in_the_slab_and_ahead_of_the_reader() {
+        let slot = |region: &Region, at: u64, offset: u64, len: u64| {
+            let control = region.control(Direction::ClientToServer);
+            control.refs[0].at.store(at, SeqCst);
+            control.refs[0].offset.store(offset, SeqCst);
+            control.refs[0].len.store(len, SeqCst);
+            control.refs_head.0.store(1, SeqCst);
+        };
+        let cases: [(u64, u64, u64, &str); 5] = [
+            (4, SLAB as u64 - 10, 11, "11 bytes at 65526 of a 65536-byte slab"),
+            (4, SLAB as u64 + 1, 1, "1 bytes at 65537"),
+            (4, 0, 0, "0 bytes"),
+            (4, u64::MAX, 2, "2 bytes at 18446744073709551615"),
+            (2, 0, 1, "at 2, read up to 4"),
+        ];
+        for (at, offset, len, what) in cases {
+            let (mut w, mut r, region, _slab) = pair_with_slab(MIN_RING_LEN);
+            w.stage(b"abcd");
+            w.publish();
+            // The reader is at 4 now; a reference for the next byte is at 4.
+            read(&mut r, &mut Vec::new(), 4).unwrap();
+            slot(&region, at, offset, len);
+            w.stage(b"x");
+            w.publish();
+            let err = read(&mut r, &mut Vec::new(), usize::MAX).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}");
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+        // More references stored than there are slots.
+        let (mut w, mut r, region, _slab) = pair_with_slab(MIN_RING_LEN);
+        region.control(Direction::ClientToServer).refs_head.0.store(REFS as u64 + 1, SeqCst);
+        w.stage(b"x");
+        w.publish();
+        assert!(read(&mut r, &mut Vec::new(), usize::MAX).unwrap_err().to_string().contains("references"));
+    }
+
+    proptest! {
+        /// Whatever a hostile writer stores in the queue of references, the reader delivers at
+        /// most the room it was given or reports corruption: never a copy outside the slab or
+        /// the buffer (which would panic), never a loop.
+        #[test]
+        fn any_stored_reference_is_checked(
+            refs_head in 0u64..(2 * REFS as u64),
+            slots in proptest::collection::vec((0u64..64, any::<u64>(), any::<u64>()), REFS),
+            small in proptest::collection::vec((0u64..64, 0u64..(SLAB as u64 + 10), 0u64..(SLAB as u64 + 10)), REFS),
+            room in 1usize..(2 * SLAB),
+            wild in any::<bool>(),
+        ) {
+            let (mut w, mut r, region, _slab) = pair_with_slab(MIN_RING_LEN);
+            let control = region.control(Direction::ClientToServer);
+            for (slot, &(at, offset, len)) in control.refs.iter().zip(if wild { &slots } else { &small }) {
+                slot.at.store(at, SeqCst);
+                slot.offset.store(offset, SeqCst);
+                slot.len.store(len, SeqCst);
+            }
+            control.refs_head.0.store(refs_head, SeqCst);
+            w.stage(&[9; 64]);
+            w.publish();
+            let mut space = vec![0u8; room];
+            let mut buf = ReadBuf::new(&mut space);
+            for _ in 0..100 {
+                match r.read_into(&mut buf, usize::MAX) {
+                    Ok((0, _)) => break,
+                    Ok((n, _)) => prop_assert!(n <= room && buf.filled().len() <= room),
+                    Err(e) => {
+                        prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

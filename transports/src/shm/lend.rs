@@ -1,0 +1,302 @@
+//! Lending: the sending side's slab, whose blocks users fill in place ([`rpc_core::loan`]) and
+//! the ring then carries by reference.
+//!
+//! A side with a slab hands out blocks of it as [`Lent`] buffers. When a frame the engine writes
+//! contains one (a frozen loan is a large payload, which the frame driver passes on as a part
+//! of its own, not copied), [`ShmWriter`](super::halves::ShmWriter) finds that the part lies in
+//! the slab, and instead of copying it into the ring it stages a reference (one placeholder
+//! byte, and the block's offset and length in the ring's queue of references; see
+//! [`super::ring`]). The reader copies the bytes straight out of the slab into its frame buffer
+//! and acknowledges the reference. So a payload filled in place is copied once on its way, by
+//! the receiver, instead of twice (into the ring and out of it).
+//!
+//! A block is reused only when both its local owner is gone (every clone of the frozen payload
+//! dropped, so nothing here still reads it) and every reference sent to it was acknowledged
+//! (so the peer is done reading it); [`Blocks`] keeps that account. A loan the slab has no
+//! room for, or a reference the queue has no slot for, falls back to the heap and to copying:
+//! slower, never stuck.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rpc_core::loan::{Lend, Lent};
+use rpc_core::wire::SPLICE_MIN;
+
+use super::region::{Direction, Region, SlabMap, REFS};
+use super::slab::{BlockId, Blocks};
+
+/// Loans smaller than this are not lent: a frame of up to 16 KiB is copied into the frame
+/// driver's buffer whatever its payload's memory (`SPLICE_MIN`), so lending it would save
+/// nothing.
+pub(crate) const LEND_MIN: usize = SPLICE_MIN;
+
+/// One side's slab, shared by its lender (the blocks it hands out) and its ring writer (the
+/// references it sends).
+#[derive(Debug)]
+pub(crate) struct SlabOut {
+    map: SlabMap,
+    region: Arc<Region>,
+    ring: Direction,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    blocks: Blocks,
+    /// The block of each reference sent and not yet acknowledged, oldest first.
+    in_flight: VecDeque<BlockId>,
+    /// References sent.
+    sent: u64,
+    /// References the reader acknowledged, as last loaded.
+    acked: u64,
+}
+
+impl SlabOut {
+    /// The slab `map`, whose references travel on `ring` of `region`.
+    pub(crate) fn new(map: SlabMap, region: Arc<Region>, ring: Direction) -> Self {
+        let blocks = Blocks::new(map.len());
+        let state = State { blocks, in_flight: VecDeque::new(), sent: 0, acked: 0 };
+        SlabOut { map, region, ring, state: Mutex::new(state) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between calls (no method panics halfway on input from the
+        // peer), so a panic elsewhere while it was held leaves nothing to repair.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Frees what the reader acknowledged since the last look. An acknowledgement count that
+    /// goes back or past what was sent is the peer corrupting the ring.
+    fn collect_acks(&self, state: &mut State) -> io::Result<()> {
+        let done = self.region.control(self.ring).refs_tail.0.load(std::sync::atomic::Ordering::Acquire);
+        if done < state.acked || done > state.sent {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the peer corrupted the shared ring's references (acknowledged {done}, after {} of {} sent)",
+                    state.acked, state.sent
+                ),
+            ));
+        }
+        for _ in state.acked..done {
+            let block = state.in_flight.pop_front().expect("one block a reference sent");
+            state.blocks.acked(block);
+        }
+        state.acked = done;
+        Ok(())
+    }
+
+    /// If `bytes` lies in a block lent out and a slot is free, counts a reference to it as
+    /// sent and returns the reference's number and the bytes' offset in the slab; `None` if
+    /// the bytes must be copied instead. The caller stages the reference before it publishes.
+    pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<Option<(u64, usize)>> {
+        let Some(offset) = self.map.offset_of(bytes) else {
+            return Ok(None);
+        };
+        let mut state = self.state();
+        let state = &mut *state;
+        self.collect_acks(state)?;
+        if state.sent - state.acked >= REFS as u64 {
+            return Ok(None);
+        }
+        let Some(block) = state.blocks.send(offset, bytes.len()) else {
+            return Ok(None);
+        };
+        state.in_flight.push_back(block);
+        state.sent += 1;
+        Ok(Some((state.sent - 1, offset)))
+    }
+}
+
+/// The lender of one side's slab, for [`ConnectionInfo`](rpc_core::transport::ConnectionInfo).
+#[derive(Debug)]
+pub(crate) struct SlabLender(pub(crate) Arc<SlabOut>);
+
+impl Lend for SlabLender {
+    fn lend(&self, len: usize) -> Option<Lent> {
+        if len < LEND_MIN {
+            return None;
+        }
+        let slab = &self.0;
+        let (offset, block) = {
+            let mut state = slab.state();
+            // A corrupt count is the writer's to report; lending just stops freeing blocks.
+            let _ = slab.collect_acks(&mut state);
+            state.blocks.take(len)?
+        };
+        let owner = LentBlock { slab: Arc::clone(slab), block };
+        // SAFETY: `Blocks::take` gave `offset..offset + len` (rounded up, so at least `len`
+        // bytes) inside the slab to this loan alone: no other block overlaps it while `owner`
+        // lives, and the ring writer reads it only through a payload frozen from the loan
+        // (after its user is done writing). The mapping outlives `owner`, which holds the
+        // slab. Its bytes are initialised (a memfd's pages are zeroed; later, earlier
+        // payloads). No other process can write them: the memfd was sealed against writes
+        // after our mapping was made (`SlabMap::create`); the peer only reads them.
+        Some(unsafe { Lent::new(slab.map.at(offset), len, Box::new(owner)) })
+    }
+}
+
+/// Gives a lent block back when the loan, or the last clone of the payload frozen from it, is
+/// dropped.
+struct LentBlock {
+    slab: Arc<SlabOut>,
+    block: BlockId,
+}
+
+impl Drop for LentBlock {
+    fn drop(&mut self) {
+        self.slab.state().blocks.release(self.block);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::MIN_RING_LEN;
+    use crate::shm::ring::{Reader, Writer};
+    use rpc_core::loan::Lender;
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::ReadBuf;
+
+    const SLAB: usize = 1 << 20;
+    const RING: Direction = Direction::ServerToClient;
+
+    /// A ring and a slab as the two sides see them: the writer's slab and lender, the reader
+    /// with its read-only mapping of the same slab.
+    struct Sides {
+        writer: Writer,
+        reader: Reader,
+        slab: Arc<SlabOut>,
+        lender: Lender,
+        region: Arc<Region>,
+    }
+
+    fn sides(ring_len: usize) -> Sides {
+        let (region, _fd) = Region::create(ring_len).unwrap();
+        let region = Arc::new(region);
+        let (map, fd) = SlabMap::create(SLAB).unwrap();
+        let peer = SlabMap::open(&fd, SLAB).unwrap();
+        let slab = Arc::new(SlabOut::new(map, Arc::clone(&region), RING));
+        Sides {
+            writer: Writer::new(Arc::clone(&region), RING),
+            reader: Reader::new(Arc::clone(&region), RING).with_slab(peer),
+            lender: Lender::new(SlabLender(Arc::clone(&slab))),
+            slab,
+            region,
+        }
+    }
+
+    /// A payload of `len` bytes filled in a loan (shared if `shared`), byte `i` being `seed + i`.
+    fn filled(lender: &Lender, len: usize, seed: u8, shared: bool) -> rpc_core::bytes::Bytes {
+        let mut loan = lender.loan(len);
+        assert_eq!(loan.is_shared(), shared, "a loan of {len} bytes");
+        for (i, byte) in loan.iter_mut().enumerate() {
+            *byte = seed.wrapping_add(i as u8);
+        }
+        loan.freeze()
+    }
+
+    /// Stages `bytes` as the shm writer does: by reference if the slab takes it, else copied.
+    fn stage(sides: &mut Sides, bytes: &[u8]) -> bool {
+        match sides.slab.send(bytes).unwrap() {
+            Some((seq, offset)) => {
+                sides.writer.stage_ref(seq, offset, bytes.len());
+                true
+            }
+            None => {
+                sides.writer.stage(bytes);
+                false
+            }
+        }
+    }
+
+    /// Reads everything available, `step` bytes of room at a time.
+    fn read_all(reader: &mut Reader, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut space = vec![0u8; step];
+            let mut buf = ReadBuf::new(&mut space);
+            let (n, _) = reader.read_into(&mut buf, usize::MAX).unwrap();
+            out.extend_from_slice(buf.filled());
+            if n == 0 {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_lent_payload_crosses_by_reference_between_ring_bytes() {
+        let mut sides = sides(MIN_RING_LEN);
+        // Larger than the ring: only a reference can carry it through at once.
+        let payload = filled(&sides.lender, 2 * LEND_MIN + 3, 7, true);
+        let expected = [&b"head"[..], &payload, b"tail"].concat();
+        for step in [1, 5, 1000, 64 * 1024] {
+            sides.writer.stage(b"head");
+            assert!(stage(&mut sides, &payload), "a lent payload goes by reference");
+            sides.writer.stage(b"tail");
+            sides.writer.publish();
+            assert_eq!(sides.reader.available().unwrap(), 9, "one ring byte stands for the payload");
+            let got = read_all(&mut sides.reader, step);
+            assert!(got == expected, "read {step} bytes at a time: {} bytes, not {}", got.len(), expected.len());
+        }
+    }
+
+    #[test]
+    fn a_block_is_reused_only_once_its_owner_and_the_reader_are_done() {
+        let mut sides = sides(MIN_RING_LEN);
+        // The whole slab, so that any reuse must be of this block.
+        let payload = filled(&sides.lender, SLAB, 1, true);
+        assert!(stage(&mut sides, &payload));
+        sides.writer.publish();
+        drop(payload);
+        assert!(!sides.lender.loan(SLAB).is_shared(), "the reader has not copied it out yet");
+        let got = read_all(&mut sides.reader, 64 * 1024);
+        assert_eq!(got.len(), SLAB);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == 1u8.wrapping_add(i as u8)));
+        let payload = filled(&sides.lender, SLAB, 2, true);
+
+        // The other order: acknowledged first, dropped after.
+        assert!(stage(&mut sides, &payload));
+        sides.writer.publish();
+        assert_eq!(read_all(&mut sides.reader, 64 * 1024).len(), SLAB);
+        assert!(!sides.lender.loan(SLAB).is_shared(), "the payload is still held here");
+        drop(payload);
+        filled(&sides.lender, SLAB, 3, true);
+    }
+
+    #[test]
+    fn with_every_slot_in_flight_the_writer_copies() {
+        let mut sides = sides(1 << 20);
+        let payloads: Vec<_> = (0..=REFS).map(|i| filled(&sides.lender, LEND_MIN, i as u8, true)).collect();
+        for payload in &payloads[..REFS] {
+            assert!(stage(&mut sides, payload));
+        }
+        assert!(!stage(&mut sides, &payloads[REFS]), "no slot: copied");
+        sides.writer.publish();
+        let got = read_all(&mut sides.reader, 1 << 20);
+        assert!(got == payloads.concat(), "{} bytes", got.len());
+        assert!(stage(&mut sides, &payloads[0]), "acknowledged: the slots are free again");
+    }
+
+    #[test]
+    fn bytes_outside_a_lent_block_are_copied() {
+        let sides = sides(MIN_RING_LEN);
+        assert_eq!(sides.slab.send(&vec![0u8; LEND_MIN]).unwrap(), None, "heap bytes");
+        let small = sides.lender.loan(LEND_MIN - 1);
+        assert!(!small.is_shared(), "too small to be worth lending");
+        let lent = filled(&sides.lender, LEND_MIN, 0, true);
+        let inside = lent.slice(1..);
+        assert!(sides.slab.send(&inside).unwrap().is_some(), "part of a lent block");
+    }
+
+    #[test]
+    fn a_corrupt_acknowledgement_is_an_error() {
+        let sides = sides(MIN_RING_LEN);
+        let payload = filled(&sides.lender, LEND_MIN, 0, true);
+        sides.region.control(RING).refs_tail.0.store(5, SeqCst);
+        let err = sides.slab.send(&payload).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("acknowledged 5, after 0 of 0 sent"), "{err}");
+    }
+}
