@@ -514,6 +514,50 @@ async fn interface_mismatch_is_refused_at_connect(addr: String, mode: Mode) {
     }
 }
 
+/// Results and stream items filled in place (`CallContext::loan`) arrive whole: over `shm://`
+/// from the connection's shared memory (the handler's loan says so), elsewhere from the heap.
+/// Far more than the server's slab holds crosses, one call after another and many at once, so
+/// lent blocks must come back (the client acknowledges each reference) and a full slab must
+/// fall back to the heap rather than stall.
+async fn loans_fill_results_in_place(addr: String, mode: Mode) {
+    let server = TestServer::start(&addr, mode).await;
+    let streams = rpc_tests::StreamsClient::connect(&server.addr).await.unwrap();
+    let lends = server.addr.starts_with("shm://");
+    let check = |len: u32, seed: u8, (shared, bytes): (bool, rpc::Bytes)| {
+        assert_eq!(bytes.len(), len as usize);
+        let wrong = bytes.iter().enumerate().position(|(i, &b)| b != seed.wrapping_add(i as u8));
+        assert_eq!(wrong, None, "the first wrong byte of {len} (seed {seed}) over {addr}");
+        shared
+    };
+    // Too small to be worth lending, then large enough.
+    for (len, lent) in [(100, false), (16 * 1024, lends), (1 << 20, lends), (3 << 20, lends)] {
+        let shared = check(len, 9, streams.fill(len, 9).await.unwrap());
+        assert_eq!(shared, lent, "a loan of {len} bytes");
+    }
+    // 40 MiB one call after another through the 16 MiB slab: every block comes back.
+    for seed in 0..40 {
+        assert_eq!(check(1 << 20, seed, streams.fill(1 << 20, seed).await.unwrap()), lends, "call {seed}");
+    }
+    // 24 calls of 2 MiB at once, more than the slab holds: all arrive, some from the heap.
+    let calls = (0..24u8).map(|seed| {
+        let streams = streams.clone();
+        async move { (seed, streams.fill(2 << 20, seed).await.unwrap()) }
+    });
+    for (seed, answer) in futures_util::future::join_all(calls).await {
+        check(2 << 20, seed, answer);
+    }
+    // Stream items, lent by the producing task.
+    let mut items = streams.fills(100, 64 * 1024).await.unwrap();
+    let mut k = 0u32;
+    while let Some(item) = items.next().await {
+        assert_eq!(check(64 * 1024, k as u8, item.unwrap()), lends, "item {k}");
+        k += 1;
+    }
+    assert_eq!(k, 100);
+    // Nothing stayed lent: a large loan is shared memory again.
+    assert_eq!(check(8 << 20, 1, streams.fill(8 << 20, 1).await.unwrap()), lends);
+}
+
 async fn large_arguments(addr: String, mode: Mode) {
     let server = TestServer::start(&addr, mode).await;
     let calc = CalculatorClient::connect(&server.addr).await.unwrap();
@@ -1311,7 +1355,7 @@ macro_rules! shared_checks {
             many_clients_many_concurrent_calls, app_error_is_delivered_intact,
             unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
             dropping_a_call_cancels_the_handler, handler_panic_is_reported,
-            interface_mismatch_is_refused_at_connect, large_arguments,
+            interface_mismatch_is_refused_at_connect, large_arguments, loans_fill_results_in_place,
             garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
             graceful_shutdown_finishes_in_flight_calls, tarpc_add, tarpc_large_argument,
             tarpc_client_disconnect_leaves_others_served, tarpc_bad_bytes_close_only_that_connection,
@@ -1432,7 +1476,7 @@ conformance! {
 conformance!(@only spawn => String::new(), Mode::Spawn, [basic_call, several_services_on_one_address,
     app_error_is_delivered_intact, unknown_method_from_a_hand_made_frame, deadline_exceeded_stops_the_handler,
     dropping_a_call_cancels_the_handler, handler_panic_is_reported, interface_mismatch_is_refused_at_connect,
-    large_arguments, garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
+    large_arguments, loans_fill_results_in_place, garbage_frames_close_only_that_connection, killed_server_fails_pending_calls,
     killed_child_is_named_in_the_error, killed_parent_makes_the_child_exit, dropped_client_reaps_the_child,
     stray_stdout_is_a_clear_error, tarpc_add, tarpc_large_argument, tarpc_client_disconnect_leaves_others_served,
     tarpc_bad_bytes_close_only_that_connection, streams_server_stream_in_order, streams_client_stream,

@@ -75,6 +75,22 @@ pub trait Streams {
     async fn shout(&self, lines: rpc::Stream<String>) -> rpc::Stream<String>;
     /// `(items count produced, count producers that saw their stream dropped)` so far.
     fn produced(&self) -> (u64, u64);
+    /// `len` bytes (byte `i` is `seed + i`, wrapping) written into a loan of the call's connection
+    /// ([`rpc::CallContext::loan`]), and whether the loan was the connection's shared memory.
+    async fn fill(&self, len: u32, seed: u8) -> (bool, rpc::Bytes);
+    /// `n` items like [`fill`](Streams::fill)'s, item `k` with seed `k`, each written into a loan
+    /// of the call's connection by the producing task.
+    async fn fills(&self, n: u32, len: u32) -> rpc::Stream<(bool, rpc::Bytes)>;
+}
+
+/// `len` bytes written as [`Streams::fill`] describes into a loan from `ctx` (a heap buffer
+/// without one), and whether the loan was shared memory.
+pub fn filled(ctx: Option<&rpc::CallContext>, len: u32, seed: u8) -> (bool, rpc::Bytes) {
+    let mut loan = ctx.map_or_else(|| rpc::Loan::heap(len as usize), |ctx| ctx.loan(len as usize));
+    for (i, byte) in loan.iter_mut().enumerate() {
+        *byte = seed.wrapping_add(i as u8);
+    }
+    (loan.is_shared(), loan.freeze())
 }
 
 /// The implementation of [`Streams`] used by the tests.
@@ -101,6 +117,24 @@ impl Streams for TestStreams {
                     return;
                 }
                 produced.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        stream
+    }
+
+    async fn fill(&self, len: u32, seed: u8) -> (bool, rpc::Bytes) {
+        filled(rpc::CallContext::current().as_ref(), len, seed)
+    }
+
+    async fn fills(&self, n: u32, len: u32) -> rpc::Stream<(bool, rpc::Bytes)> {
+        let (tx, stream) = rpc::Stream::channel(8);
+        // A task the handler spawns does not inherit the context: it takes it along.
+        let ctx = rpc::CallContext::current();
+        tokio::spawn(async move {
+            for k in 0..n {
+                if tx.send(filled(ctx.as_ref(), len, k as u8)).await.is_err() {
+                    return;
+                }
             }
         });
         stream

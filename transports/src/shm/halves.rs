@@ -455,6 +455,41 @@ mod tests {
     use crate::shm::region::{Direction, Region};
     use crate::shm::MIN_RING_LEN;
 
+    /// A frame the frame driver writes with a part filled in a loan (a slab block): the part
+    /// crosses as one ring byte and a reference, the reader gets every byte in order, and a
+    /// part of the same size from the heap crosses through the ring.
+    #[tokio::test]
+    async fn a_lent_part_crosses_by_reference() {
+        use crate::shm::lend::{SlabLender, SlabOut};
+        use crate::shm::region::SlabMap;
+        let (region, _fd) = Region::create(1 << 20).unwrap();
+        let region = Arc::new(region);
+        let (slab, slab_fd) = SlabMap::create(1 << 20).unwrap();
+        let slab = Arc::new(SlabOut::new(slab, Arc::clone(&region), Direction::ServerToClient));
+        let lender = rpc_core::loan::Lender::new(SlabLender(Arc::clone(&slab)));
+        let (data, _data_peer) = UnixStream::pair().unwrap();
+        let (room, _room_peer) = UnixStream::pair().unwrap();
+        let waiter = Waiter::new(Arc::new(Bell(room)), Spin::new(Duration::ZERO), PeerProcess::none(), true);
+        let ring = Writer::new(Arc::clone(&region), Direction::ServerToClient);
+        let mut writer = ShmWriter::new(ring, Arc::new(Bell(data)), waiter).with_slab(slab);
+        let mut reader = Reader::new(Arc::clone(&region), Direction::ServerToClient)
+            .with_slab(SlabMap::open(&slab_fd, 1 << 20).unwrap());
+        let mut loan = lender.loan(100_000);
+        assert!(loan.is_shared());
+        loan.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let lent = loan.freeze();
+        let heap = vec![5u8; 100_000];
+        for (payload, ring_bytes) in [(&lent[..], 4 + 1 + 3), (&heap[..], 4 + 100_000 + 3)] {
+            let parts = [IoSlice::new(b"pre:"), IoSlice::new(payload), IoSlice::new(b"end")];
+            assert_eq!(writer.try_write_vectored(&parts).unwrap(), 100_007);
+            assert_eq!(reader.available().unwrap(), ring_bytes);
+            let mut space = vec![0u8; 200_000];
+            let mut buf = ReadBuf::new(&mut space);
+            reader.read_into(&mut buf, usize::MAX).unwrap();
+            assert!(buf.filled() == [&b"pre:"[..], payload, b"end"].concat());
+        }
+    }
+
     /// Fills the ring's free room with sevens.
     fn fill(writer: &mut Writer) {
         let room = writer.free().unwrap();
