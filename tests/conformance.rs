@@ -515,10 +515,10 @@ async fn interface_mismatch_is_refused_at_connect(addr: String, mode: Mode) {
 }
 
 /// Results and stream items filled in place (`CallContext::loan`) arrive whole: over `shm://`
-/// from the connection's shared memory (the handler's loan says so), elsewhere from the heap.
-/// Far more than the server's slab holds crosses, one call after another and many at once, so
-/// lent blocks must come back (the client acknowledges each reference) and a full slab must
-/// fall back to the heap rather than stall.
+/// from the connection's shared memory (the handler's loan says so), elsewhere from the heap;
+/// a lent item sent again and again too (over `shm://` by reference). Far more than the
+/// server's slab holds crosses, one call after another and many at once, so lent blocks must
+/// come back and a full slab must fall back to the heap rather than stall.
 async fn loans_fill_results_in_place(addr: String, mode: Mode) {
     let server = TestServer::start(&addr, mode).await;
     let streams = rpc_tests::StreamsClient::connect(&server.addr).await.unwrap();
@@ -546,14 +546,18 @@ async fn loans_fill_results_in_place(addr: String, mode: Mode) {
     for (seed, answer) in futures_util::future::join_all(calls).await {
         check(2 << 20, seed, answer);
     }
-    // Stream items, lent by the producing task.
-    let mut items = streams.fills(100, 64 * 1024).await.unwrap();
-    let mut k = 0u32;
-    while let Some(item) = items.next().await {
-        assert_eq!(check(64 * 1024, k as u8, item.unwrap()), lends, "item {k}");
-        k += 1;
+    // Stream items, lent by the producing task: each filled afresh, then one sent 100 times
+    // (over shm:// by reference from the second on, 32 at most in flight).
+    for same in [false, true] {
+        let mut items = streams.fills(100, 64 * 1024, same).await.unwrap();
+        let mut k = 0u32;
+        while let Some(item) = items.next().await {
+            let seed = if same { 0 } else { k as u8 };
+            assert_eq!(check(64 * 1024, seed, item.unwrap()), lends, "item {k}");
+            k += 1;
+        }
+        assert_eq!(k, 100);
     }
-    assert_eq!(k, 100);
     // Nothing stayed lent: a large loan is shared memory again.
     assert_eq!(check(8 << 20, 1, streams.fill(8 << 20, 1).await.unwrap()), lends);
 }

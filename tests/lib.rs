@@ -79,8 +79,9 @@ pub trait Streams {
     /// ([`rpc::CallContext::loan`]), and whether the loan was the connection's shared memory.
     async fn fill(&self, len: u32, seed: u8) -> (bool, rpc::Bytes);
     /// `n` items like [`fill`](Streams::fill)'s, item `k` with seed `k`, each written into a loan
-    /// of the call's connection by the producing task.
-    async fn fills(&self, n: u32, len: u32) -> rpc::Stream<(bool, rpc::Bytes)>;
+    /// of the call's connection by the producing task; if `same`, one loan (seed 0) sent `n`
+    /// times, which `shm://` sends by reference from the second time on.
+    async fn fills(&self, n: u32, len: u32, same: bool) -> rpc::Stream<(bool, rpc::Bytes)>;
 }
 
 /// `len` bytes written as [`Streams::fill`] describes into a loan from `ctx` (a heap buffer
@@ -126,13 +127,15 @@ impl Streams for TestStreams {
         filled(rpc::CallContext::current().as_ref(), len, seed)
     }
 
-    async fn fills(&self, n: u32, len: u32) -> rpc::Stream<(bool, rpc::Bytes)> {
+    async fn fills(&self, n: u32, len: u32, same: bool) -> rpc::Stream<(bool, rpc::Bytes)> {
         let (tx, stream) = rpc::Stream::channel(8);
         // A task the handler spawns does not inherit the context: it takes it along.
         let ctx = rpc::CallContext::current();
         tokio::spawn(async move {
+            let once = same.then(|| filled(ctx.as_ref(), len, 0));
             for k in 0..n {
-                if tx.send(filled(ctx.as_ref(), len, k as u8)).await.is_err() {
+                let item = once.clone().unwrap_or_else(|| filled(ctx.as_ref(), len, k as u8));
+                if tx.send(item).await.is_err() {
                     return;
                 }
             }

@@ -145,6 +145,10 @@ pub struct FrameworkResult {
     pub multi_conn: f64,
     /// 1 MiB echoes one at a time, MB/s of payload.
     pub bulk_mb_s: f64,
+    /// 1 MiB results one at a time, MB/s of payload, if the framework has loans: `[made
+    /// afresh for each call in a heap buffer, the same filled in a loan, made once in a heap
+    /// buffer and sent again, made once in a loan and sent again]`.
+    pub made_mb_s: Option<[f64; 4]>,
     /// The streaming figures, if the framework has streams.
     pub streams: Option<StreamResult>,
 }
@@ -324,8 +328,15 @@ where
     let multi_conn = throughput(&clients, PER_CONNECTION, config.pipelined_for).await?;
     drop(clients);
     let bulk_mb_s = bulk(&client, config).await?;
+    let mut made_mb_s = Some([0.0; 4]);
+    for (i, how) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+        match (made(&client, config, how).await?, made_mb_s.as_mut()) {
+            (Some(mb_s), Some(all)) => all[i] = mb_s,
+            _ => made_mb_s = None,
+        }
+    }
     let streams = streams(&client, config).await?;
-    Ok(FrameworkResult { latency, pipelined, multi_conn, bulk_mb_s, streams })
+    Ok(FrameworkResult { latency, pipelined, multi_conn, bulk_mb_s, made_mb_s, streams })
 }
 
 /// The streaming runs, or `None` if the client has no streams.
@@ -477,6 +488,24 @@ async fn bulk<C: Probe>(client: &C, config: &Config) -> Result<f64, BoxError> {
         return Err("echo returned different bytes".into());
     }
     Ok(mb_per_s(config.bulk_size, config.bulk_calls, elapsed))
+}
+
+/// [`Config::bulk_size`] results made by the server one at a time as `how` (`(lend, keep)`,
+/// see `Bench::make`) says, MB/s of payload; `None` if the framework has no loans.
+async fn made<C: Probe>(client: &C, config: &Config, how: (bool, bool)) -> Result<Option<f64>, BoxError> {
+    let len = config.bulk_size;
+    // Warm-up call, as the echo's, and the one whose bytes are checked (as the echo checks only
+    // its last answer).
+    if client.make(len, how, true).await?.is_none() {
+        return Ok(None);
+    }
+    let start = Instant::now();
+    for _ in 0..config.bulk_calls {
+        if client.make(len, how, false).await? != Some(len) {
+            return Err(format!("a made result was not {len} bytes").into());
+        }
+    }
+    Ok(Some(mb_per_s(len, config.bulk_calls, start.elapsed())))
 }
 
 #[cfg(test)]

@@ -29,6 +29,14 @@ pub enum Metric {
     MultiConn,
     /// 1 MiB echo, MB/s.
     Bulk,
+    /// A 1 MiB result made afresh for each call in a heap buffer, MB/s (ours only).
+    Made,
+    /// The same filled in place in a loan of the connection (`CallContext::loan`), MB/s.
+    MadeLent,
+    /// A 1 MiB result made once in a heap buffer and sent again by every call, MB/s.
+    Kept,
+    /// The same made once in a loan, MB/s.
+    KeptLent,
     /// One server stream of 16-byte items, M items/s (no raw figure).
     StreamSmall,
     /// One server stream of 64 KiB chunks, MB/s; raw: one-way 64 KiB messages.
@@ -41,7 +49,7 @@ pub enum Metric {
 
 impl Metric {
     /// In table order.
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 15] = [
         Metric::LatencyMedian,
         Metric::LatencyP99,
         Metric::InFlight1,
@@ -49,6 +57,10 @@ impl Metric {
         Metric::InFlight1000,
         Metric::MultiConn,
         Metric::Bulk,
+        Metric::Made,
+        Metric::MadeLent,
+        Metric::Kept,
+        Metric::KeptLent,
         Metric::StreamSmall,
         Metric::StreamChunks,
         Metric::BesideStreamMedian,
@@ -65,6 +77,10 @@ impl Metric {
             Metric::InFlight1000 => "pipelined_1000_kcalls_s",
             Metric::MultiConn => "connections_4x64_kcalls_s",
             Metric::Bulk => "bulk_1mib_echo_mb_s",
+            Metric::Made => "result_1mib_made_in_heap_mb_s",
+            Metric::MadeLent => "result_1mib_filled_in_loan_mb_s",
+            Metric::Kept => "result_1mib_kept_in_heap_mb_s",
+            Metric::KeptLent => "result_1mib_kept_in_loan_mb_s",
             Metric::StreamSmall => "stream_16b_items_m_items_s",
             Metric::StreamChunks => "stream_64kib_chunks_mb_s",
             Metric::BesideStreamMedian => "add_beside_saturating_stream_median_us",
@@ -81,6 +97,12 @@ impl Metric {
             Metric::InFlight1000 => "Pipelined, 1000 in flight, one connection (k calls/s)",
             Metric::MultiConn => "Pipelined, 4 connections × 64 in flight (k calls/s)",
             Metric::Bulk => "Bulk: 1 MiB echo, one at a time (MB/s of payload)",
+            Metric::Made => "A 1 MiB result the server makes for each call in a new heap buffer (MB/s of payload)",
+            Metric::MadeLent => {
+                "The same result filled in place in a loan of the connection (MB/s; shm: its slab, sent by reference; elsewhere the heap)"
+            }
+            Metric::Kept => "A 1 MiB result made once in a heap buffer, sent again by every call (MB/s of payload)",
+            Metric::KeptLent => "The same result made once in a loan of the connection (MB/s; shm: sent by reference every time)",
             Metric::StreamSmall => {
                 "Server stream of 16-byte items, one stream on one connection (M items/s received; no raw figure)"
             }

@@ -600,6 +600,15 @@ fn record(results: &mut Results, tag: &str, transport: &'static str, side: Side,
     results.push(transport, Metric::InFlight1000, side, r.pipelined[2] / 1e3);
     results.push(transport, Metric::MultiConn, side, r.multi_conn / 1e3);
     results.push(transport, Metric::Bulk, side, r.bulk_mb_s);
+    if let Some([heap, lent, kept, kept_lent]) = r.made_mb_s {
+        eprintln!(
+            "{tag} {name} : 1 MiB result made per call {heap:.0} MB/s in the heap, {lent:.0} MB/s in a loan; made once and sent again {kept:.0} MB/s in the heap, {kept_lent:.0} MB/s in a loan"
+        );
+        results.push(transport, Metric::Made, side, heap);
+        results.push(transport, Metric::MadeLent, side, lent);
+        results.push(transport, Metric::Kept, side, kept);
+        results.push(transport, Metric::KeptLent, side, kept_lent);
+    }
     if let Some(s) = &r.streams {
         eprintln!(
             "{tag} {name} : stream of 16-byte items {:.2} M items/s; of 64 KiB chunks {:.0} MB/s; add beside a saturating stream {:.1} µs median, {:.1} µs p99 (the stream meanwhile {:.0} MB/s)",

@@ -42,6 +42,12 @@ pub trait Bench {
     /// once; every chunk is the same reference-counted buffer, so the server copies nothing
     /// before encoding.
     async fn chunks(&self, n: u64, size: u32) -> rpc::Stream<rpc::Bytes>;
+    /// `len` bytes of 0x5a: in a loan of the call's connection if `lend` (shared memory over
+    /// `shm://` with a slab, see `rpc::CallContext::loan`), else in a new heap buffer, as a
+    /// handler that builds a `Vec` would. Made afresh for this call, or, if `keep`, made once
+    /// and the same payload returned again by later calls asking for the same (a prepared or
+    /// cached result; one kept at a time, for the bench's one connection).
+    async fn make(&self, len: u32, lend: bool, keep: bool) -> rpc::Bytes;
 }
 
 /// Our server's implementation.
@@ -67,6 +73,27 @@ impl Bench for BenchImpl {
     async fn chunks(&self, n: u64, size: u32) -> rpc::Stream<rpc::Bytes> {
         let chunk = rpc::Bytes::from(vec![0x5a; size as usize]);
         rpc::Stream::from_iter((0..n).map(move |_| chunk.clone()))
+    }
+
+    async fn make(&self, len: u32, lend: bool, keep: bool) -> rpc::Bytes {
+        static KEPT: std::sync::Mutex<Option<(bool, rpc::Bytes)>> = std::sync::Mutex::new(None);
+        let len = len as usize;
+        if keep {
+            if let Some((_, kept)) = KEPT.lock().unwrap().as_ref().filter(|(l, b)| *l == lend && b.len() == len) {
+                return kept.clone();
+            }
+        }
+        let made = match lend.then(|| rpc::CallContext::with_current(|ctx| ctx.loan(len))).flatten() {
+            Some(mut loan) => {
+                loan.fill(0x5a);
+                loan.freeze()
+            }
+            None => rpc::Bytes::from(vec![0x5a; len]),
+        };
+        if keep {
+            *KEPT.lock().unwrap() = Some((lend, made.clone()));
+        }
+        made
     }
 }
 
@@ -111,6 +138,18 @@ pub trait Probe: Clone + Send + Sync + 'static {
         let _ = size;
         async { Ok(None) }
     }
+    /// A `len`-byte result the server makes as `Bench::make` says (`how`: `(lend, keep)`): its
+    /// length (its bytes checked if `check`: a byte-wise look costs more than the call), or
+    /// `None` if the framework has no loans.
+    fn make(
+        &self,
+        len: usize,
+        how: (bool, bool),
+        check: bool,
+    ) -> impl Future<Output = Result<Option<usize>, BoxError>> + Send {
+        let _ = (len, how, check);
+        async { Ok(None) }
+    }
 }
 
 /// Our generated client.
@@ -137,6 +176,14 @@ impl Probe for Ours {
         let size = u32::try_from(size)?;
         let chunks = self.0.chunks(u64::MAX, size).await?;
         Ok(Some(chunks.map(|chunk| chunk.map(|chunk| chunk.len()).map_err(BoxError::from)).boxed()))
+    }
+
+    async fn make(&self, len: usize, (lend, keep): (bool, bool), check: bool) -> Result<Option<usize>, BoxError> {
+        let made = self.0.make(u32::try_from(len)?, lend, keep).await?;
+        if check && made.iter().any(|&b| b != 0x5a) {
+            return Err("a made result held other bytes".into());
+        }
+        Ok(Some(made.len()))
     }
 }
 

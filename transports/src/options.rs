@@ -23,8 +23,8 @@ pub const DEFAULT_RING_SIZE: usize = 1 << 20;
 pub const MIN_RING_SIZE: usize = 4096;
 /// The largest [`ShmOptions::ring_size`]: 64 MiB.
 pub const MAX_RING_SIZE: usize = 64 << 20;
-/// Default [`ShmOptions::slab_size`]: 16 MiB. Its pages are allocated only as loans use them,
-/// and a slab with nothing lent starts again at its beginning, so a server that lends one
+/// Default [`ShmOptions::slab_size`]: 16 MiB. Its pages are allocated only as loans first use
+/// them, and a slab with nothing lent starts again at its beginning, so a server that lends one
 /// payload at a time keeps about that payload's size of it in memory.
 pub const DEFAULT_SLAB_SIZE: usize = 16 << 20;
 /// The largest [`ShmOptions::slab_size`]: 1 GiB.
@@ -268,14 +268,21 @@ impl ShmOptions {
         self
     }
 
-    /// Listener side: the size in bytes of the shared memory each connection's server side
-    /// lends to handlers to fill results and stream items in place
-    /// ([`CallContext::loan`](rpc_core::CallContext::loan)): a payload written there is sent
-    /// by reference and copied once, by the client, instead of into the ring and out again.
-    /// Loans of 16 KiB or more are lent from it while it has room; others, and all loans when
-    /// it is 0, are heap buffers. The memory is mapped at once but allocated only as loans use
-    /// it (see [`DEFAULT_SLAB_SIZE`]); the client maps it read-only. Default
-    /// [`DEFAULT_SLAB_SIZE`].
+    /// Listener side: the size in bytes of the shared memory (the *slab*) each connection's
+    /// server side lends to handlers to fill results and stream items in place
+    /// ([`CallContext::loan`](rpc_core::CallContext::loan)). Loans of 16 KiB or more are lent
+    /// from it while it has room; others, and all loans when it is 0, are heap buffers. The
+    /// client maps it read-only. Default [`DEFAULT_SLAB_SIZE`].
+    ///
+    /// A lent payload crosses as one from the heap the first time it is sent (copied through
+    /// the ring), and by reference every later time (the client copies it straight out of the
+    /// slab, the server copies nothing). So a payload filled for one send costs what a heap
+    /// one does, less its allocation, and one prepared once and sent again and again (a cached
+    /// result, a stream of the same frame) is never copied by the server. `rpc-bench`, 1 MiB
+    /// results one call after another on a 2-vCPU VM: filled afresh for each call 20.5-22.2
+    /// GB/s lent against 19.6-21.0 from the heap; sent again unchanged 32-36 GB/s lent against
+    /// 28-29. (Referring to a block on its first send measured 3.6-4.7 GB/s: the handler's
+    /// next fill then waits for every cache line the client's core just read.)
     ///
     /// # Panics
     /// If `bytes` is not a multiple of 4096 or is over [`MAX_SLAB_SIZE`] (1 GiB).
@@ -313,6 +320,7 @@ mod tests {
         assert_eq!(ShmOptions::new().slab_size(0).slab_size, 0);
         assert_eq!(ShmOptions::new().slab_size(MAX_SLAB_SIZE).slab_size, MAX_SLAB_SIZE);
         assert_eq!(ShmOptions::new().slab_size, DEFAULT_SLAB_SIZE);
+        assert_eq!(ShmOptions::new().slab_size(16 << 20).slab_size, 16 << 20);
         let defaults = TransportOptions::default();
         assert_eq!((defaults.max_frame_len, defaults.mode), (DEFAULT_MAX_FRAME_LEN, 0o600));
         assert_eq!((defaults.shm.ring_size, defaults.shm.spin), (DEFAULT_RING_SIZE, DEFAULT_SPIN));
@@ -339,6 +347,12 @@ mod tests {
     #[test]
     fn frame_limits_beyond_the_length_prefix_are_capped() {
         assert_eq!(TransportOptions::new().max_frame_len(usize::MAX).effective_max_frame_len(), u32::MAX as usize);
+    }
+
+    #[test]
+    #[should_panic(expected = "ShmOptions::slab_size must be a multiple of 4096 up to 1073741824 bytes, not 12345")]
+    fn a_slab_of_a_partial_page_is_refused() {
+        let _ = ShmOptions::new().slab_size(12345);
     }
 
     #[test]

@@ -455,9 +455,9 @@ mod tests {
     use crate::shm::region::{Direction, Region};
     use crate::shm::MIN_RING_LEN;
 
-    /// A frame the frame driver writes with a part filled in a loan (a slab block): the part
-    /// crosses as one ring byte and a reference, the reader gets every byte in order, and a
-    /// part of the same size from the heap crosses through the ring.
+    /// A frame the frame driver writes with a part filled in a loan (a slab block): sent again,
+    /// the part crosses as one ring byte and a reference, the reader gets every byte in order,
+    /// and a part of the same size from the heap crosses through the ring.
     #[tokio::test]
     async fn a_lent_part_crosses_by_reference() {
         use crate::shm::lend::{SlabLender, SlabOut};
@@ -479,7 +479,9 @@ mod tests {
         loan.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
         let lent = loan.freeze();
         let heap = vec![5u8; 100_000];
-        for (payload, ring_bytes) in [(&lent[..], 4 + 1 + 3), (&heap[..], 4 + 100_000 + 3)] {
+        // The first send of a block copies it (see `lend`), later ones refer to it.
+        let sends = [(&lent[..], 4 + 100_000 + 3), (&lent[..], 4 + 1 + 3), (&heap[..], 4 + 100_000 + 3)];
+        for (payload, ring_bytes) in sends {
             let parts = [IoSlice::new(b"pre:"), IoSlice::new(payload), IoSlice::new(b"end")];
             assert_eq!(writer.try_write_vectored(&parts).unwrap(), 100_007);
             assert_eq!(reader.available().unwrap(), ring_bytes);

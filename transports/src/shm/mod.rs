@@ -4,8 +4,8 @@
 //! **Setup.** The listener binds a local socket (the abstract name `rpc-shm.<name>`, admitted by
 //! [`TransportOptions::mode`] like `local://`). For each client it accepts, it creates a memfd
 //! (sealed against resizing), maps it, makes a socketpair, and sends the client one message
-//! carrying the ring size with the memfd and one socketpair end attached (`SCM_RIGHTS`; see
-//! [`setup`]). Nothing is ever created in `/dev/shm` or on disk, so nothing can be left behind,
+//! carrying the ring size with the memfd, one socketpair end and the server's slab (see Loans
+//! below) attached (`SCM_RIGHTS`; see [`setup`]). Nothing is ever created in `/dev/shm` or on disk, so nothing can be left behind,
 //! whoever crashes. So unlike a socket's, an `shm://` connect completes only when the server
 //! accepts (a server that never does makes it fail after 10 s). A server out of descriptors or
 //! memory keeps the accepted client waiting and offers it memory when its next accept runs, as a
@@ -17,6 +17,17 @@
 //! publishes each step as soon as it is copied in and the receiver frees each step's room as
 //! soon as it is copied out, so the two copies overlap on two cores. The receiver enforces the
 //! maximum frame length before it allocates, like every other mechanism.
+//!
+//! **Loans.** The server also creates a *slab* (a second memfd, [`ShmOptions::slab_size`],
+//! 16 MiB by default) and sends it along; it maps it writable and then seals it against any
+//! write access but that mapping, so the client can only map it read-only. Handlers fill large
+//! results and stream items in blocks of it ([`CallContext::loan`](rpc_core::CallContext::loan),
+//! see [`lend`]); from a block's second send on, the ring carries a reference to it instead of
+//! its bytes, and the client copies them straight out of the slab into its frame buffer: one
+//! copy instead of two (a block's first send is copied through the ring, which measured faster
+//! for payloads filled right before it; see `lend`).
+//! The client side lends nothing yet: that needs a memfd of the client's own, which the server
+//! would have to accept over the setup socket (today it refuses descriptors from clients).
 //!
 //! **Waiting and liveness.** See [`halves`]: a side spins briefly (adaptive, at most
 //! [`ShmOptions::spin`](crate::ShmOptions::spin)) and then sleeps on a Unix socket that the peer

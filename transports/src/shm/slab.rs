@@ -49,6 +49,8 @@ struct Block {
     held: bool,
     /// References sent to the peer and not yet acknowledged.
     in_flight: u32,
+    /// Whether [`Blocks::sent_before`] was asked about it.
+    sent: bool,
 }
 
 impl Block {
@@ -100,7 +102,7 @@ impl Blocks {
         if end - self.tail > self.size as u64 {
             return None;
         }
-        self.blocks.push_back(Block { start, len, held: true, in_flight: 0 });
+        self.blocks.push_back(Block { start, len, held: true, in_flight: 0, sent: false });
         self.head = end;
         Some((self.offset(start), BlockId(start)))
     }
@@ -135,6 +137,12 @@ impl Blocks {
         // still correct.
         block.in_flight = block.in_flight.checked_add(1)?;
         Some(BlockId(block.start))
+    }
+
+    /// Whether block `id` (a live block) was asked about before; it has been now.
+    pub(crate) fn sent_before(&mut self, id: BlockId) -> bool {
+        let block = self.block_mut(id).expect("a live block");
+        std::mem::replace(&mut block.sent, true)
     }
 
     /// The peer consumed one reference to block `id`. Panics if none was in flight (a bug of
@@ -289,6 +297,20 @@ mod tests {
         assert_eq!(b.free(), 0);
         b.release(id);
         assert_eq!(b.free(), 256);
+    }
+
+    #[test]
+    fn a_block_says_once_that_it_was_not_sent_before() {
+        let mut b = Blocks::new(256);
+        let (_, x) = b.take(64).unwrap();
+        let (_, y) = b.take(64).unwrap();
+        assert!(!b.sent_before(x));
+        assert!(b.sent_before(x));
+        assert!(!b.sent_before(y), "each block its own");
+        b.release(x);
+        b.release(y);
+        let (_, z) = b.take(64).unwrap();
+        assert!(!b.sent_before(z), "a new block in the same memory was not");
     }
 
     #[test]
