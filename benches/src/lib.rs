@@ -40,7 +40,10 @@
 //!
 //! Besides the fixed-size figures, every raw, ring and ours side runs a payload sweep (echoes of
 //! 64 B to 16 MiB, see `measure::SWEEP_SIZES`), and each repetition measures this machine's
-//! memcpy rate, which the `shm` 1 MiB echo is reported against.
+//! memcpy rate, which the `shm` 1 MiB echo is reported against. Ours also times 1 MiB results
+//! the server makes (`Bench::make`), made afresh for each call and made once and sent again,
+//! each in a heap buffer and in a loan of the connection (`CallContext::loan`: over `shm://`
+//! a block of its slab, sent by reference from its second send on).
 
 #[cfg(unix)]
 mod compare;
