@@ -95,8 +95,9 @@ impl CallContext {
     }
 
     /// A buffer of `len` bytes for a payload the handler returns or sends: memory the connection
-    /// lends where it can send from it without copying (`shm://`), else a zeroed heap buffer (see
-    /// [`crate::loan`]). Write all of it: a lent buffer holds earlier payloads of the connection.
+    /// shares with the client, which it can send by reference (`shm://`), else a zeroed heap
+    /// buffer (see [`crate::loan`]). Write all of it: a lent buffer holds earlier payloads of the
+    /// connection; and only what the client may see: it can read a lent buffer at any time.
     /// Only worth it for payloads of at least [`SPLICE_MIN`](crate::wire::SPLICE_MIN) bytes
     /// (smaller ones are copied into their frame anyway).
     ///

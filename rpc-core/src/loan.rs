@@ -1,18 +1,21 @@
-//! [`Loan`]: a buffer a handler fills with a result payload where the connection sends it from,
-//! so that the payload is not copied on the sending side.
+//! [`Loan`]: a buffer a handler fills with a result payload in memory its connection shares
+//! with the peer, so that the transport can send the payload without copying it.
 //!
 //! A large payload ([`Bytes`](crate::bytes::Bytes) of at least
 //! [`SPLICE_MIN`](crate::wire::SPLICE_MIN), 16 KiB) is not copied into its frame, but a transport
 //! that moves frames through shared memory (`shm://`) still copies it once, from the handler's
-//! heap buffer into the memory the peer reads. A transport that can, *lends* buffers of that
-//! memory instead ([`Lend`]): a handler that takes one ([`CallContext::loan`]) writes the payload
-//! where the peer will read it, and one copy of every large payload goes away. Every other
+//! heap buffer into the memory the peer reads. A transport that can *lends* buffers of memory
+//! the peer can read ([`Lend`]): a handler that takes one ([`CallContext::loan`]) writes the
+//! payload there, and the transport may send it by reference instead (`shm://` does from the
+//! payload's second send on; see its `ShmOptions::slab_size` for when that pays). Every other
 //! transport lends nothing, and the same code gets an ordinary heap buffer.
 //!
 //! What the handler finds in a buffer depends on where it came from: a lent buffer holds whatever
 //! was there before (earlier payloads of the same connection), so the handler must write all of
-//! it; a heap buffer is zeroed. Payloads under [`SPLICE_MIN`](crate::wire::SPLICE_MIN) are copied
-//! into their frame anyway, so a loan gains them nothing.
+//! it; a heap buffer is zeroed. The peer can read a lent buffer as soon as it is written, sent or
+//! not: write into it only what that peer may see. Payloads under
+//! [`SPLICE_MIN`](crate::wire::SPLICE_MIN) are copied into their frame anyway, so a loan gains
+//! them nothing.
 //!
 //! Transports implement [`Lend`] and hand a [`Lender`] to the engines in their
 //! [`ConnectionInfo`](crate::transport::ConnectionInfo::lender).
@@ -133,8 +136,9 @@ impl Lent {
     /// # Safety
     ///
     /// `ptr` is valid for reads and writes of `len` initialized bytes until `owner` is dropped;
-    /// nothing else in this process reads or writes them meanwhile, and no other process can
-    /// write them (a peer may read them).
+    /// nothing else in this process writes them meanwhile, or reads them but through this
+    /// `Lent` (once frozen, its transport may read the payload it sends), and no other process
+    /// can write them (a peer may read them).
     pub unsafe fn new(ptr: NonNull<u8>, len: usize, owner: Box<dyn Send + Sync>) -> Lent {
         Lent { ptr, len, _owner: owner }
     }

@@ -116,7 +116,7 @@ mod watch;
 pub use address::{Address, SCHEMES};
 pub use options::{
     ShmOptions, TlsOptions, TransportOptions, DEFAULT_RING_SIZE, DEFAULT_SLAB_SIZE, DEFAULT_SPIN, MAX_RING_SIZE,
-    MAX_SLAB_SIZE, MIN_RING_SIZE,
+    MAX_SLAB_SIZE, MIN_RING_SIZE, MIN_SLAB_SIZE,
 };
 pub use tls::options::TlsParams;
 

@@ -23,12 +23,12 @@ pub const DEFAULT_RING_SIZE: usize = 1 << 20;
 pub const MIN_RING_SIZE: usize = 4096;
 /// The largest [`ShmOptions::ring_size`]: 64 MiB.
 pub const MAX_RING_SIZE: usize = 64 << 20;
-/// Default [`ShmOptions::slab_size`]: 16 MiB. Its pages are allocated only as loans first use
-/// them, and a slab with nothing lent starts again at its beginning, so a server that lends one
-/// payload at a time keeps about that payload's size of it in memory.
+/// Default [`ShmOptions::slab_size`]: 16 MiB, of address space; memory only as loans use it.
 pub const DEFAULT_SLAB_SIZE: usize = 16 << 20;
-/// The largest [`ShmOptions::slab_size`]: 1 GiB.
-pub const MAX_SLAB_SIZE: usize = 1 << 30;
+/// The smallest [`ShmOptions::slab_size`] but 0: 16 KiB, the smallest loan that is lent.
+pub const MIN_SLAB_SIZE: usize = 16 << 10;
+/// The largest [`ShmOptions::slab_size`]: 256 MiB.
+pub const MAX_SLAB_SIZE: usize = 256 << 20;
 /// Default [`ShmOptions::spin`] and [`TransportOptions::spin`]: about what a round trip to a
 /// busy peer can take while still being worth not sleeping for (waking a sleeping peer costs
 /// 50-90 µs here).
@@ -39,6 +39,7 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 const _: () = assert!(
     MIN_RING_SIZE == crate::shm::MIN_RING_LEN
         && MAX_RING_SIZE == crate::shm::MAX_RING_LEN
+        && MIN_SLAB_SIZE == crate::shm::MIN_SLAB_LEN
         && MAX_SLAB_SIZE == crate::shm::MAX_SLAB_LEN
 );
 
@@ -270,27 +271,37 @@ impl ShmOptions {
 
     /// Listener side: the size in bytes of the shared memory (the *slab*) each connection's
     /// server side lends to handlers to fill results and stream items in place
-    /// ([`CallContext::loan`](rpc_core::CallContext::loan)). Loans of 16 KiB or more are lent
-    /// from it while it has room; others, and all loans when it is 0, are heap buffers. The
-    /// client maps it read-only. Default [`DEFAULT_SLAB_SIZE`].
+    /// ([`CallContext::loan`](rpc_core::CallContext::loan)); 0 for none. Loans of 16 KiB or
+    /// more are lent from it while it has room; others, and all loans when it has none, are
+    /// heap buffers. The client maps it read-only, and can read all of it at any time: a lent
+    /// buffer is for bytes that client may see. Default [`DEFAULT_SLAB_SIZE`].
     ///
-    /// A lent payload crosses as one from the heap the first time it is sent (copied through
-    /// the ring), and by reference every later time (the client copies it straight out of the
-    /// slab, the server copies nothing). So a payload filled for one send costs what a heap
-    /// one does, less its allocation, and one prepared once and sent again and again (a cached
-    /// result, a stream of the same frame) is never copied by the server. `rpc-bench`, 1 MiB
-    /// results one call after another on a 2-vCPU VM: filled afresh for each call 20.5-22.2
-    /// GB/s lent against 19.6-21.0 from the heap; sent again unchanged 32-36 GB/s lent against
-    /// 28-29. (Referring to a block on its first send measured 3.6-4.7 GB/s: the handler's
-    /// next fill then waits for every cache line the client's core just read.)
+    /// A lent payload crosses like a heap one (copied through the ring) the first time it is
+    /// sent, and by reference every later time it is sent on the same connection: the client
+    /// copies it straight out of the slab, and the server copies nothing (unless 32 references
+    /// are already in flight, when it copies). `rpc-bench`, 1 MiB results one call after
+    /// another on a 2-vCPU VM: filled afresh for each call 20.5-22.2 GB/s lent against
+    /// 19.6-21.0 from the heap; sent again unchanged 32-36 GB/s lent against 28-29. (Referring
+    /// to a block on its first send measured 3.6-4.7 GB/s: the handler's next fill then waits
+    /// for every cache line the client's core just read.)
+    ///
+    /// Blocks are lent in order round the slab and reused in that order, so a loan kept for
+    /// long (a payload sent again and again) keeps the blocks lent after it from being reused:
+    /// once the rest of the slab is used round, later loans are heap buffers until it is
+    /// dropped. A payload frozen from a loan also keeps the connection's mappings until it is
+    /// dropped, after the connection closes too. A page of the slab is allocated when a loan
+    /// first writes it and kept until the connection closes, so a connection's slab memory
+    /// grows to what its loans held at most at once; every connection maps two more areas
+    /// (the slab on each side) whether it lends or not.
     ///
     /// # Panics
-    /// If `bytes` is not a multiple of 4096 or is over [`MAX_SLAB_SIZE`] (1 GiB).
+    /// If `bytes` is neither 0 nor a multiple of 4096 from [`MIN_SLAB_SIZE`] (16 KiB) to
+    /// [`MAX_SLAB_SIZE`] (256 MiB).
     #[must_use]
     pub fn slab_size(mut self, bytes: usize) -> Self {
         assert!(
-            bytes % 4096 == 0 && bytes <= MAX_SLAB_SIZE,
-            "ShmOptions::slab_size must be a multiple of 4096 up to {MAX_SLAB_SIZE} bytes, not {bytes}"
+            bytes == 0 || (bytes % 4096 == 0 && (MIN_SLAB_SIZE..=MAX_SLAB_SIZE).contains(&bytes)),
+            "ShmOptions::slab_size must be 0 or a multiple of 4096 from {MIN_SLAB_SIZE} to {MAX_SLAB_SIZE} bytes, not {bytes}"
         );
         self.slab_size = bytes;
         self
@@ -350,9 +361,17 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "ShmOptions::slab_size must be a multiple of 4096 up to 1073741824 bytes, not 12345")]
+    #[should_panic(
+        expected = "ShmOptions::slab_size must be 0 or a multiple of 4096 from 16384 to 268435456 bytes, not 12345"
+    )]
     fn a_slab_of_a_partial_page_is_refused() {
         let _ = ShmOptions::new().slab_size(12345);
+    }
+
+    #[test]
+    #[should_panic(expected = "not 8192")]
+    fn a_slab_too_small_to_lend_from_is_refused() {
+        let _ = ShmOptions::new().slab_size(8192);
     }
 
     #[test]

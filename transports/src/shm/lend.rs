@@ -88,6 +88,11 @@ impl SlabOut {
         Ok(())
     }
 
+    /// Whether `bytes` lies in the slab.
+    pub(crate) fn holds(&self, bytes: &[u8]) -> bool {
+        self.map.offset_of(bytes).is_some()
+    }
+
     /// If `bytes` lies in a block lent out that was sent before and a slot is free, counts a
     /// reference to it as sent and returns the reference's number and the bytes' offset in the
     /// slab; `None` if the bytes must be copied instead (always the first time a block is
@@ -338,5 +343,76 @@ mod tests {
         let err = sides.slab.send(&payload).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("acknowledged 5, after 0 of 0 sent"), "{err}");
+    }
+    /// A writer thread lending, filling and sending payloads (each 1 to 3 times, so that later
+    /// sends go by reference), while a reader thread copies them out and acknowledges, through
+    /// an 8 KiB ring and a slab far smaller than what crosses: every byte arrives as written, so
+    /// no block is filled again while the reader may still copy it.
+    #[test]
+    fn blocks_reused_while_the_reader_copies_never_show_other_bytes() {
+        const SLAB_LEN: usize = 256 * 1024;
+        let plan: Vec<(usize, u8, usize)> =
+            (0..400).map(|i| (LEND_MIN + (i * 7919) % (3 * LEND_MIN), i as u8, 1 + i % 3)).collect();
+        let expected: Vec<u8> = plan
+            .iter()
+            .flat_map(|&(len, seed, times)| {
+                (0..times).flat_map(move |_| (0..len).map(move |j| seed.wrapping_add((j / 64) as u8)))
+            })
+            .collect();
+        let (region, _fd) = Region::create(8192).unwrap();
+        let region = Arc::new(region);
+        let (map, fd) = SlabMap::create(SLAB_LEN).unwrap();
+        let mut reader = Reader::new(Arc::clone(&region), RING).with_slab(SlabMap::open(&fd, SLAB_LEN).unwrap());
+        let slab = Arc::new(SlabOut::new(map, Arc::clone(&region), RING));
+        let mut writer = Writer::new(Arc::clone(&region), RING);
+        let writing = std::thread::spawn(move || {
+            let lender = Lender::new(SlabLender(Arc::clone(&slab)));
+            let mut refs = 0;
+            for (len, seed, times) in plan {
+                let mut loan = lender.loan(len);
+                loan.chunks_mut(64).enumerate().for_each(|(j, line)| line.fill(seed.wrapping_add(j as u8)));
+                let payload = loan.freeze();
+                for _ in 0..times {
+                    // As the shm writer does: by reference if the slab takes it, else copied in
+                    // pieces as room frees up.
+                    let mut rest = &payload[..];
+                    while !rest.is_empty() {
+                        let free = writer.free().unwrap();
+                        if free == 0 {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        if let Some((seq, offset)) = slab.send(rest).unwrap() {
+                            writer.stage_ref(seq, offset, rest.len());
+                            (refs, rest) = (refs + 1, &[]);
+                        } else {
+                            let n = free.min(rest.len()).min(7000);
+                            writer.stage(&rest[..n]);
+                            rest = &rest[n..];
+                        }
+                        writer.publish();
+                    }
+                }
+            }
+            refs
+        });
+        let mut got = 0;
+        let mut space = vec![0u8; 100_000];
+        while got < expected.len() {
+            let mut buf = ReadBuf::new(&mut space);
+            let (n, _) = reader.read_into(&mut buf, usize::MAX).unwrap();
+            assert!(buf.filled() == &expected[got..got + n], "other bytes within {got}..{}", got + n);
+            got += n;
+            if n == 0 {
+                // A writer that failed (panicked) sends no more: stop waiting and report it.
+                if writing.is_finished() && reader.available().unwrap() == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        let refs = writing.join().unwrap();
+        assert_eq!(got, expected.len());
+        assert!(refs > 100, "only {refs} sends went by reference");
     }
 }

@@ -22,10 +22,10 @@
 //! 16 MiB by default) and sends it along; it maps it writable and then seals it against any
 //! write access but that mapping, so the client can only map it read-only. Handlers fill large
 //! results and stream items in blocks of it ([`CallContext::loan`](rpc_core::CallContext::loan),
-//! see [`lend`]); from a block's second send on, the ring carries a reference to it instead of
-//! its bytes, and the client copies them straight out of the slab into its frame buffer: one
-//! copy instead of two (a block's first send is copied through the ring, which measured faster
-//! for payloads filled right before it; see `lend`).
+//! see [`lend`]). A block's first send is copied through the ring like any payload (that
+//! measured faster for payloads filled right before it; see `lend`); when it is sent again, the
+//! ring carries a reference to it instead of its bytes, and the client copies them straight out
+//! of the slab into its frame buffer: one copy instead of two.
 //! The client side lends nothing yet: that needs a memfd of the client's own, which the server
 //! would have to accept over the setup socket (today it refuses descriptors from clients).
 //!
@@ -66,7 +66,7 @@ use lend::{SlabLender, SlabOut};
 use region::{Direction, Region, SlabMap};
 use rpc_core::transport::transient::is_exhaustion;
 
-pub(crate) use region::{MAX_RING_LEN, MAX_SLAB_LEN, MIN_RING_LEN};
+pub(crate) use region::{MAX_RING_LEN, MAX_SLAB_LEN, MIN_RING_LEN, MIN_SLAB_LEN};
 
 /// How long a client waits for the server's setup message.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +141,13 @@ struct Parts {
 impl Parts {
     fn new(options: &ShmOptions, client: &UnixStream) -> io::Result<Parts> {
         let (region, memfd) = Region::create(options.ring_size)?;
-        let slab = (options.slab_size > 0).then(|| SlabMap::create(options.slab_size)).transpose()?;
+        let slab = match (options.slab_size > 0).then(|| SlabMap::create(options.slab_size)).transpose() {
+            Ok(slab) => slab,
+            Err(e) if is_exhaustion(&e) => return Err(e),
+            // A kernel that cannot seal it (`F_SEAL_FUTURE_WRITE` is Linux 5.1+): the connection
+            // goes without one, and its loans are heap buffers.
+            Err(_) => None,
+        };
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         Ok(Parts { region, memfd, slab, ours, theirs, peers: peer_process(client)? })
     }

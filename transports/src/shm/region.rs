@@ -135,44 +135,18 @@ impl Region {
     /// Maps a memfd received from the peer after checking that it is what setup promised: a
     /// regular file of exactly the expected size, sealed against shrinking and growing.
     pub(crate) fn open(fd: &OwnedFd, ring_len: usize) -> io::Result<Region> {
-        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         if !valid_ring_len(ring_len) {
-            return Err(bad(format!("the server offered rings of {ring_len} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the server offered rings of {ring_len} bytes"),
+            ));
         }
-        let stat = rustix::fs::fstat(fd)?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(bad("the server sent a file descriptor that is not shared memory".into()));
-        }
-        if u64::try_from(stat.st_size).ok() != Some(region_len(ring_len) as u64) {
-            return Err(bad(format!(
-                "the shared memory has {} bytes, not the {} its rings need",
-                stat.st_size,
-                region_len(ring_len)
-            )));
-        }
-        let seals = rustix::fs::fcntl_get_seals(fd)?;
-        if !seals.contains(REQUIRED_SEALS) {
-            return Err(bad("the shared memory is not sealed against resizing".into()));
-        }
+        check_received(fd, region_len(ring_len), "the shared memory")?;
         Region::map(fd, ring_len)
     }
 
     fn map(fd: &OwnedFd, ring_len: usize) -> io::Result<Region> {
-        let len = region_len(ring_len);
-        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias any
-        // Rust object. The file is at least `len` bytes and sealed against shrinking (checked
-        // or set by the callers), so every page of the mapping stays backed.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd.as_fd(),
-                0,
-            )?
-        };
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let base = map_shared(fd, region_len(ring_len), ProtFlags::READ | ProtFlags::WRITE)?;
         Ok(Region { base, ring_len })
     }
 
@@ -231,22 +205,61 @@ impl Region {
     /// and if `buf` has less room than `len`.
     pub(crate) fn read_into(&self, ring: Direction, offset: usize, len: usize, buf: &mut ReadBuf<'_>) {
         let src = self.data(ring, offset, len);
-        assert!(buf.remaining() >= len, "a copy of {len} bytes into {} bytes of room", buf.remaining());
-        // SAFETY: the caller of `unfilled_mut` must not de-initialise bytes; we only write
-        // initialised `u8`s into them.
-        let dst = unsafe { buf.unfilled_mut() }.as_mut_ptr().cast::<u8>();
-        // SAFETY: `src..src + len` lies inside the mapping (checked by `data`); `dst` has at
-        // least `len` bytes (asserted) and is private memory, so the ranges cannot overlap. A
-        // hostile peer may change the source bytes during the copy: we get some mix of old and
-        // new `u8`s, every one of which is a valid `u8`, and the frame decoder validates
-        // whatever arrives. After the copy the first `len` unfilled bytes are initialised, which
-        // is what `assume_init` asks.
-        unsafe {
-            super::copy::copy(src, dst, len);
-            buf.assume_init(len);
-        }
-        buf.advance(len);
+        // SAFETY: `src..src + len` lies inside the mapping (checked by `data`), alive while
+        // `self` is.
+        unsafe { copy_out(src, len, buf) }
     }
+}
+
+/// Appends `len` bytes at `src` to `buf`, with a raw copy: the peer may change them meanwhile.
+/// Panics if `buf` has less room than `len`.
+///
+/// # Safety
+///
+/// `src` is valid for reads of `len` bytes (a range of one of our mappings).
+unsafe fn copy_out(src: *const u8, len: usize, buf: &mut ReadBuf<'_>) {
+    assert!(buf.remaining() >= len, "a copy of {len} bytes into {} bytes of room", buf.remaining());
+    // SAFETY: the caller of `unfilled_mut` must not de-initialise bytes; we only write
+    // initialised `u8`s into them.
+    let dst = unsafe { buf.unfilled_mut() }.as_mut_ptr().cast::<u8>();
+    // SAFETY: `src` is readable for `len` bytes (the caller's promise); `dst` has at least `len`
+    // bytes (asserted) of private memory, so the ranges cannot overlap. A hostile peer may
+    // change the source bytes during the copy: we get some mix of old and new `u8`s, every one
+    // of which is a valid `u8`, and the frame decoder validates whatever arrives. After the copy
+    // the first `len` unfilled bytes are initialised, which is what `assume_init` asks.
+    unsafe {
+        super::copy::copy(src, dst, len);
+        buf.assume_init(len);
+    }
+    buf.advance(len);
+}
+
+/// Checks that a memfd received from the peer is what setup announced: a regular file (not a
+/// socket, not a device) of exactly `len` bytes, sealed against shrinking and growing, so that
+/// its peer cannot make our mapping of it shorter (which would turn our loads into `SIGBUS`).
+/// `what` names it in the errors.
+fn check_received(fd: &OwnedFd, len: usize, what: &str) -> io::Result<()> {
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("bad shared-memory setup: {why}"));
+    let stat = rustix::fs::fstat(fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(bad(format!("{what} is not shared memory")));
+    }
+    if u64::try_from(stat.st_size).ok() != Some(len as u64) {
+        return Err(bad(format!("{what} has {} bytes, not the {len} announced", stat.st_size)));
+    }
+    if !rustix::fs::fcntl_get_seals(fd)?.contains(REQUIRED_SEALS) {
+        return Err(bad(format!("{what} is not sealed against resizing")));
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of `fd` shared, with `prot`.
+fn map_shared(fd: &OwnedFd, len: usize, prot: ProtFlags) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias any
+    // Rust object. The callers made or checked the file to be at least `len` bytes and sealed
+    // against shrinking, so every page of the mapping stays backed.
+    let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd.as_fd(), 0)? };
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
 impl Drop for Region {
@@ -257,15 +270,15 @@ impl Drop for Region {
     }
 }
 
-/// The largest slab, in bytes.
-pub(crate) const MAX_SLAB_LEN: usize = 1 << 30;
-/// Seals a peer's slab must carry: besides fixing its size, no one can write it any more
-/// except through mappings its owner made before sealing, which only the owner has.
-const SLAB_SEALS: SealFlags = REQUIRED_SEALS.union(SealFlags::FUTURE_WRITE);
+/// The largest slab, in bytes: also what a hostile server can make a client map (and fault in,
+/// a page for each reference into memory it never wrote).
+pub(crate) const MAX_SLAB_LEN: usize = 256 << 20;
+/// The smallest slab that is not 0: one block of the smallest payload that is lent.
+pub(crate) const MIN_SLAB_LEN: usize = super::lend::LEND_MIN;
 
 /// Whether `len` is a slab size both sides accept (0: no slab).
 pub(crate) fn valid_slab_len(len: usize) -> bool {
-    len % 4096 == 0 && len <= MAX_SLAB_LEN
+    len == 0 || (len % 4096 == 0 && (MIN_SLAB_LEN..=MAX_SLAB_LEN).contains(&len))
 }
 
 /// A mapping of one side's slab: memory its owner lends to users to fill in place, and the
@@ -289,45 +302,32 @@ unsafe impl Sync for SlabMap {}
 
 impl SlabMap {
     /// Creates a slab of `len` bytes (`valid_slab_len`, not 0), mapped writable here and
-    /// sealed so that the fd returned, which the peer receives, maps read-only.
+    /// sealed so that the fd returned, which the peer receives, maps read-only. Fails with
+    /// `EINVAL` where the kernel has no `F_SEAL_FUTURE_WRITE` (before Linux 5.1).
     pub(crate) fn create(len: usize) -> io::Result<(SlabMap, OwnedFd)> {
         assert!(len > 0 && valid_slab_len(len), "slab size {len} was validated by the options");
         let fd = rustix::fs::memfd_create("rpc-shm-slab", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
-        let slab = SlabMap::map(&fd, len, ProtFlags::READ | ProtFlags::WRITE)?;
-        // After our writable mapping exists: the seal refuses new ones, keeps ours.
-        rustix::fs::fcntl_add_seals(&fd, SLAB_SEALS | SealFlags::SEAL)?;
+        let base = map_shared(&fd, len, ProtFlags::READ | ProtFlags::WRITE)?;
+        let slab = SlabMap { base, len };
+        // After our writable mapping exists: the seal refuses new ones (and `write`s, and
+        // turning a read-only mapping writable), and keeps ours.
+        rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS | SealFlags::FUTURE_WRITE | SealFlags::SEAL)?;
         Ok((slab, fd))
     }
 
     /// Maps the peer's slab read-only after checking that it is what setup promised: a
-    /// regular file of exactly `len` bytes, sealed against resizing and against writes.
+    /// regular file of exactly `len` bytes, sealed against resizing. (Whether its owner sealed
+    /// it against our writes is the owner's concern: we only read it, with raw copies.)
     pub(crate) fn open(fd: &OwnedFd, len: usize) -> io::Result<SlabMap> {
-        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("bad shared-memory setup: {what}"));
         if len == 0 || !valid_slab_len(len) {
-            return Err(bad(format!("the server offered a slab of {len} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad shared-memory setup: the server offered a slab of {len} bytes"),
+            ));
         }
-        let stat = rustix::fs::fstat(fd)?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(bad("the slab is not shared memory".into()));
-        }
-        if u64::try_from(stat.st_size).ok() != Some(len as u64) {
-            return Err(bad(format!("the slab has {} bytes, not the {len} announced", stat.st_size)));
-        }
-        if !rustix::fs::fcntl_get_seals(fd)?.contains(SLAB_SEALS) {
-            return Err(bad("the slab is not sealed against resizing and writing".into()));
-        }
-        SlabMap::map(fd, len, ProtFlags::READ)
-    }
-
-    fn map(fd: &OwnedFd, len: usize, prot: ProtFlags) -> io::Result<SlabMap> {
-        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias
-        // any Rust object; the file is `len` bytes and sealed against shrinking (set or
-        // checked by the callers; `create` seals right after mapping, before anyone else has
-        // the fd), so every page stays backed.
-        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd.as_fd(), 0)? };
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(SlabMap { base, len })
+        check_received(fd, len, "the slab")?;
+        Ok(SlabMap { base: map_shared(fd, len, ProtFlags::READ)?, len })
     }
 
     /// The slab's size in bytes.
@@ -350,24 +350,13 @@ impl SlabMap {
     }
 
     /// Appends `len` bytes at `offset` to `buf`. Panics if the range leaves the slab (the
-    /// caller checks what the peer sent first) or `buf` has less room than `len`.
+    /// caller checks what the peer sent first) or `buf` has less room than `len`. The owner
+    /// may change the bytes during the copy (only if buggy or hostile: it reuses a block only
+    /// after we said we copied it out).
     pub(crate) fn read_into(&self, offset: usize, len: usize, buf: &mut ReadBuf<'_>) {
         assert!(offset <= self.len && len <= self.len - offset, "copy outside the slab");
-        assert!(buf.remaining() >= len, "a copy of {len} bytes into {} bytes of room", buf.remaining());
-        // SAFETY: the caller of `unfilled_mut` must not de-initialise bytes; we only write
-        // initialised `u8`s into them.
-        let dst = unsafe { buf.unfilled_mut() }.as_mut_ptr().cast::<u8>();
-        // SAFETY: `offset..offset + len` lies inside the mapping (asserted); `dst` has `len`
-        // bytes of room (asserted) in private memory, so the ranges cannot overlap. The owner
-        // may change the source bytes during the copy (only if buggy or hostile: it reuses a
-        // block only after we said we copied it): we get some mix of valid `u8`s, which the
-        // frame decoder validates. After the copy the first `len` unfilled bytes are
-        // initialised, which is what `assume_init` asks.
-        unsafe {
-            super::copy::copy(self.base.as_ptr().add(offset), dst, len);
-            buf.assume_init(len);
-        }
-        buf.advance(len);
+        // SAFETY: `offset..offset + len` lies inside the mapping (asserted), alive while `self` is.
+        unsafe { copy_out(self.base.as_ptr().add(offset), len, buf) }
     }
 }
 
@@ -506,8 +495,8 @@ mod tests {
 
     #[test]
     fn a_slab_maps_read_only_for_the_peer_and_stays_so() {
-        let (ours, fd) = SlabMap::create(2 * 4096).unwrap();
-        let theirs = SlabMap::open(&fd, 2 * 4096).unwrap();
+        let (ours, fd) = SlabMap::create(MIN_SLAB_LEN).unwrap();
+        let theirs = SlabMap::open(&fd, MIN_SLAB_LEN).unwrap();
         // What the owner writes, the peer reads.
         // SAFETY: the owner's mapping is writable, 2 pages long; nothing else uses it here.
         unsafe { ours.at(4096).as_ptr().write(42) };
@@ -537,13 +526,15 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_slab_must_be_sealed_against_writes_and_of_the_announced_size() {
-        let (_ours, fd) = SlabMap::create(4096).unwrap();
-        assert!(SlabMap::open(&fd, 8192).unwrap_err().to_string().contains("not the 8192 announced"));
-        assert!(SlabMap::open(&fd, 4000).unwrap_err().to_string().contains("slab of 4000 bytes"));
-        // Sealed against resizing only: its owner could still write it through a new mapping.
-        let (_region, ring_fd) = Region::create(MIN_RING_LEN).unwrap();
-        let err = SlabMap::open(&ring_fd, region_len(MIN_RING_LEN)).unwrap_err();
-        assert!(err.to_string().contains("not sealed against resizing and writing"), "{err}");
+    fn a_peer_slab_must_be_sealed_against_resizing_and_of_the_announced_size() {
+        let (_ours, fd) = SlabMap::create(16 << 10).unwrap();
+        assert!(SlabMap::open(&fd, 32 << 10).unwrap_err().to_string().contains("not the 32768 announced"));
+        assert!(SlabMap::open(&fd, 40_000).unwrap_err().to_string().contains("slab of 40000 bytes"));
+        assert!(SlabMap::open(&fd, 4096).unwrap_err().to_string().contains("slab of 4096 bytes"), "too small to lend");
+        // Not sealed against resizing: its owner could shrink it under us.
+        let unsealed = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&unsealed, 16 << 10).unwrap();
+        let err = SlabMap::open(&unsealed, 16 << 10).unwrap_err();
+        assert!(err.to_string().contains("the slab is not sealed against resizing"), "{err}");
     }
 }

@@ -2,10 +2,10 @@
 //! referenced by the peer, or free to reuse. No unsafe code, no I/O: offsets are plain `usize`s
 //! into the slab, and whoever owns the mapping turns them into memory.
 //!
-//! An `shm://` connection gives each sending side a slab, `size` bytes of shared memory that only
+//! An `shm://` connection gives its server side a slab, `size` bytes of shared memory that only
 //! it writes. User code borrows ("loans") a contiguous block of it and fills it, and the transport
-//! sends the peer a reference to the block instead of copying the bytes through the ring; the
-//! peer copies them out and acknowledges. A block can be reused only once both its local owner
+//! may send the peer a reference to the block instead of copying the bytes through the ring
+//! (`super::lend` says when); the peer copies them out and acknowledges. A block can be reused only once both its local owner
 //! has dropped it ([`Blocks::release`]) and every reference sent to the peer has been acknowledged
 //! ([`Blocks::acked`]), in either order: until then the peer may still read it, or the owner may
 //! still write it.
