@@ -232,7 +232,7 @@ impl ShmWriter {
         // staged as it is, without the stepping below (an `add` over shm at 64 in flight, both
         // sides in one process: 5,627 → 5,542 instructions a call, `call-count` under callgrind).
         let total = bufs.iter().map(|buf| buf.len()).sum::<usize>();
-        if total <= free && total < STEP && !self.has_lent_part(bufs) {
+        if total <= free && total < STEP && (total < LEND_MIN || !self.has_lent_part(bufs)) {
             for buf in bufs {
                 self.ring.stage(buf);
             }
