@@ -468,25 +468,32 @@ mod tests {
     use crate::shm::region::{Direction, Region};
     use crate::shm::MIN_RING_LEN;
 
+    /// A server's writer lending from a slab of 1 MiB and the client's reader of its ring of
+    /// `ring_len` bytes, the slab's lender, and the bells' other ends (kept open).
+    fn lending(ring_len: usize) -> (ShmWriter, Reader, rpc_core::loan::Lender, [UnixStream; 2]) {
+        use crate::shm::lend::{SlabLender, SlabOut};
+        use crate::shm::region::SlabMap;
+        let (region, _fd) = Region::create(ring_len).unwrap();
+        let region = Arc::new(region);
+        let (slab, slab_fd) = SlabMap::create(1 << 20).unwrap();
+        let slab = Arc::new(SlabOut::new(slab, Arc::clone(&region), Direction::ServerToClient));
+        let lender = rpc_core::loan::Lender::new(SlabLender(Arc::clone(&slab)));
+        let (data, data_peer) = UnixStream::pair().unwrap();
+        let (room, room_peer) = UnixStream::pair().unwrap();
+        let waiter = Waiter::new(Arc::new(Bell(room)), Spin::new(Duration::ZERO), PeerProcess::none(), true);
+        let ring = Writer::new(Arc::clone(&region), Direction::ServerToClient);
+        let writer = ShmWriter::new(ring, Arc::new(Bell(data)), waiter).with_slab(slab);
+        let reader =
+            Reader::new(region, Direction::ServerToClient).with_slab(SlabMap::open(&slab_fd, 1 << 20).unwrap());
+        (writer, reader, lender, [data_peer, room_peer])
+    }
+
     /// A frame the frame driver writes with a part filled in a loan (a slab block): sent again,
     /// the part crosses as one ring byte and a reference, the reader gets every byte in order,
     /// and a part of the same size from the heap crosses through the ring.
     #[tokio::test]
     async fn a_lent_part_crosses_by_reference() {
-        use crate::shm::lend::{SlabLender, SlabOut};
-        use crate::shm::region::SlabMap;
-        let (region, _fd) = Region::create(1 << 20).unwrap();
-        let region = Arc::new(region);
-        let (slab, slab_fd) = SlabMap::create(1 << 20).unwrap();
-        let slab = Arc::new(SlabOut::new(slab, Arc::clone(&region), Direction::ServerToClient));
-        let lender = rpc_core::loan::Lender::new(SlabLender(Arc::clone(&slab)));
-        let (data, _data_peer) = UnixStream::pair().unwrap();
-        let (room, _room_peer) = UnixStream::pair().unwrap();
-        let waiter = Waiter::new(Arc::new(Bell(room)), Spin::new(Duration::ZERO), PeerProcess::none(), true);
-        let ring = Writer::new(Arc::clone(&region), Direction::ServerToClient);
-        let mut writer = ShmWriter::new(ring, Arc::new(Bell(data)), waiter).with_slab(slab);
-        let mut reader = Reader::new(Arc::clone(&region), Direction::ServerToClient)
-            .with_slab(SlabMap::open(&slab_fd, 1 << 20).unwrap());
+        let (mut writer, mut reader, lender, _bells) = lending(1 << 20);
         let mut loan = lender.loan(100_000);
         assert!(loan.is_shared());
         loan.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
@@ -511,20 +518,7 @@ mod tests {
     /// bytes arrive in order, the lent part's first send copied and its later ones by reference.
     #[tokio::test]
     async fn writes_broken_off_anywhere_go_on_where_they_stopped() {
-        use crate::shm::lend::{SlabLender, SlabOut};
-        use crate::shm::region::SlabMap;
-        let (region, _fd) = Region::create(8192).unwrap();
-        let region = Arc::new(region);
-        let (slab, slab_fd) = SlabMap::create(1 << 20).unwrap();
-        let slab = Arc::new(SlabOut::new(slab, Arc::clone(&region), Direction::ServerToClient));
-        let lender = rpc_core::loan::Lender::new(SlabLender(Arc::clone(&slab)));
-        let (data, _data_peer) = UnixStream::pair().unwrap();
-        let (room, _room_peer) = UnixStream::pair().unwrap();
-        let waiter = Waiter::new(Arc::new(Bell(room)), Spin::new(Duration::ZERO), PeerProcess::none(), true);
-        let ring = Writer::new(Arc::clone(&region), Direction::ServerToClient);
-        let mut writer = ShmWriter::new(ring, Arc::new(Bell(data)), waiter).with_slab(slab);
-        let mut reader = Reader::new(Arc::clone(&region), Direction::ServerToClient)
-            .with_slab(SlabMap::open(&slab_fd, 1 << 20).unwrap());
+        let (mut writer, mut reader, lender, _bells) = lending(8192);
         let mut loan = lender.loan(20_000);
         loan.iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
         let lent = loan.freeze();
