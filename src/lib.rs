@@ -96,7 +96,7 @@ pub use rpc_core::transport::PeerCredentials;
 /// [`CallContext::peer_identity`].
 pub use rpc_core::transport::PeerIdentity;
 pub use rpc_core::wire::CloseCode;
-pub use rpc_core::{reflection, schema, transport, wire};
+pub use rpc_core::{loan, reflection, schema, transport, wire};
 pub use rpc_macros::service;
 /// The transports: [`rpc_transports`], and with the `tarpc` feature its tarpc adapter
 /// (`rpc::tarpc`, kept here as `rpc::transports::tarpc` too).
