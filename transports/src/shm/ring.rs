@@ -12,6 +12,23 @@
 //! waiting flag, then re-reads the peer's index; a side that moved its index stores it, then
 //! swaps the peer's waiting flag to 0 and rings the bell if it was set. Whichever order the two
 //! happen in, either the sleeper sees the new index or the mover sees the flag.
+//!
+//! Two changes to this protocol were built, measured and left out (2026-12-08; `rpc-bench
+//! --alternate` of this code, `--pin --only shm`, medians of the pairs whose runs were both in
+//! the VM's fast mode; the code is on the branch `experiment-mailbox` and in the stop-42 note):
+//! - A copy of each publish of up to 48 bytes beside `head`, in its cache line (a seqlock), so
+//!   that a reader takes a small frame with the one transfer that brings it the new head, not a
+//!   second one for the data. `add` 0.681 → 0.666 µs (5 of 8 pairs), the ring alone 0.350 →
+//!   0.340 (6 of 8), 1000 calls in flight 2514 → 2446 k calls/s (2 of 8): the data line was not
+//!   what a round trip waits for.
+//! - Plain release stores of `head` and `tail` (no `SeqCst` fence on every publish and read),
+//!   with `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` on the sleeping side instead (the
+//!   asymmetric form of the same handshake). No figure moved (`add` 0.671 → 0.671 µs, 1000 in
+//!   flight 2536 → 2536 k calls/s, 6 pairs) but 4 × 64 in flight, 2286 → 2147 (0 of 6), where
+//!   sides sleep more often and each sleep paid the barrier's interrupts.
+//!
+//! What a round trip costs here is instructions (the engines' and the frame driver's), not
+//! cache-line transfers or fences.
 
 use std::io;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
