@@ -15,7 +15,8 @@
 //!
 //! Two changes to this protocol were built, measured and left out (2026-12-08; `rpc-bench
 //! --alternate` of this code, `--pin --only shm`, medians of the pairs whose runs were both in
-//! the VM's fast mode; the code is on the branch `experiment-mailbox` and in the stop-42 note):
+//! the VM's fast mode; the code is on the branches `experiment-mailbox` and
+//! `experiment-fences`):
 //! - A copy of each publish of up to 48 bytes beside `head`, in its cache line (a seqlock), so
 //!   that a reader takes a small frame with the one transfer that brings it the new head, not a
 //!   second one for the data. `add` 0.681 → 0.666 µs (5 of 8 pairs), the ring alone 0.350 →
@@ -24,8 +25,9 @@
 //! - Plain release stores of `head` and `tail` (no `SeqCst` fence on every publish and read),
 //!   with `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` on the sleeping side instead (the
 //!   asymmetric form of the same handshake). No figure moved (`add` 0.671 → 0.671 µs, 1000 in
-//!   flight 2536 → 2536 k calls/s, 6 pairs) but 4 × 64 in flight, 2286 → 2147 (0 of 6), where
-//!   sides sleep more often and each sleep paid the barrier's interrupts.
+//!   flight 2536 → 2536 k calls/s, 6 pairs) but 4 × 64 in flight, 2286 → 2147 (0 of 6),
+//!   presumably because sides sleep more often there and each sleep paid the barrier's
+//!   interrupts.
 //!
 //! What a round trip costs here is instructions (the engines' and the frame driver's), not
 //! cache-line transfers or fences.
