@@ -291,7 +291,10 @@ impl ShmOptions {
     /// dropped. A payload frozen from a loan also keeps the connection's mappings until it is
     /// dropped, after the connection closes too. A page of the slab is allocated when a loan
     /// first writes it and kept until the connection closes, so a connection's slab memory
-    /// grows to what its loans held at most at once; every connection maps two more areas
+    /// grows to what its loans held at most at once (the seal that keeps the client from
+    /// writing the slab also keeps the server from giving pages back: Linux refuses to punch
+    /// holes in a memfd sealed with `F_SEAL_FUTURE_WRITE`, by `fallocate` or by
+    /// `madvise(MADV_REMOVE)`, with `EPERM`); every connection maps two more areas
     /// (the slab on each side) whether it lends or not.
     ///
     /// # Panics
