@@ -294,8 +294,8 @@ impl ShmOptions {
     /// grows to what its loans held at most at once (the seal that keeps the client from
     /// writing the slab also keeps the server from giving pages back: Linux refuses to punch
     /// holes in a memfd sealed with `F_SEAL_FUTURE_WRITE`, by `fallocate` or by
-    /// `madvise(MADV_REMOVE)`, with `EPERM`); every connection maps two more areas
-    /// (the slab on each side) whether it lends or not.
+    /// `madvise(MADV_REMOVE)`, with `EPERM`). Every connection with a slab maps two more
+    /// areas (the slab on each side), whether it lends or not.
     ///
     /// # Panics
     /// If `bytes` is neither 0 nor a multiple of 4096 from [`MIN_SLAB_SIZE`] (16 KiB) to

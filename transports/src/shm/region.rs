@@ -498,7 +498,8 @@ mod tests {
         let (ours, fd) = SlabMap::create(MIN_SLAB_LEN).unwrap();
         let theirs = SlabMap::open(&fd, MIN_SLAB_LEN).unwrap();
         // What the owner writes, the peer reads.
-        // SAFETY: the owner's mapping is writable, 2 pages long; nothing else uses it here.
+        // SAFETY: the owner's mapping is writable, `MIN_SLAB_LEN` (4 pages) long; nothing else
+        // uses it here.
         unsafe { ours.at(4096).as_ptr().write(42) };
         let mut space = [0u8; 3];
         let mut buf = ReadBuf::new(&mut space);

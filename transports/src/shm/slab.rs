@@ -5,10 +5,10 @@
 //! An `shm://` connection gives its server side a slab, `size` bytes of shared memory that only
 //! it writes. User code borrows ("loans") a contiguous block of it and fills it, and the transport
 //! may send the peer a reference to the block instead of copying the bytes through the ring
-//! (`super::lend` says when); the peer copies them out and acknowledges. A block can be reused only once both its local owner
-//! has dropped it ([`Blocks::release`]) and every reference sent to the peer has been acknowledged
-//! ([`Blocks::acked`]), in either order: until then the peer may still read it, or the owner may
-//! still write it.
+//! (`super::lend` says when: [`Blocks::refer`]); the peer copies them out and acknowledges. A
+//! block can be reused only once both its local owner has dropped it ([`Blocks::release`]) and
+//! every reference sent to the peer has been acknowledged ([`Blocks::acked`]), in either order:
+//! until then the peer may still read it, or the owner may still write it.
 //!
 //! **A ring with out-of-order release.** Blocks are taken round the slab in order, like a ring
 //! buffer's bytes, each contiguous: a block that does not fit between the current position and the
@@ -49,7 +49,7 @@ struct Block {
     held: bool,
     /// References sent to the peer and not yet acknowledged.
     in_flight: u32,
-    /// Whether [`Blocks::sent_before`] was asked about it.
+    /// Whether [`Blocks::refer`] found it before (its first send is copied, not referred to).
     sent: bool,
 }
 
@@ -117,11 +117,29 @@ impl Blocks {
         self.reclaim();
     }
 
-    /// A reference to `len` bytes at `offset` is about to be sent: finds the live, held block whose
-    /// range (its rounded length) contains all of `offset..offset + len` (`len >= 1`), counts one
-    /// more reference in flight on it and returns its id; `None` if there is no such block (the
-    /// caller then copies the bytes instead).
+    /// `len` bytes at `offset` are about to be sent: finds the live, held block whose range (its
+    /// rounded length) contains all of `offset..offset + len` (`len >= 1`). The first time a
+    /// block is found it is only marked, and `None` returned (the caller copies its bytes: see
+    /// `super::lend` for why); from then on one more reference in flight is counted on it and
+    /// its id returned. `None` too if there is no such block (the caller copies).
+    pub(crate) fn refer(&mut self, offset: usize, len: usize) -> Option<BlockId> {
+        let block = self.find_held(offset, len)?;
+        if !std::mem::replace(&mut block.sent, true) {
+            return None;
+        }
+        Self::count(block)
+    }
+
+    /// [`refer`](Self::refer) without the first-send rule: counts a reference on the block the
+    /// first time too. The allocator's tests use it to drive references directly.
+    #[cfg(test)]
     pub(crate) fn send(&mut self, offset: usize, len: usize) -> Option<BlockId> {
+        let block = self.find_held(offset, len)?;
+        Self::count(block)
+    }
+
+    /// The live, held block containing all of `offset..offset + len` (`len >= 1`), if any.
+    fn find_held(&mut self, offset: usize, len: usize) -> Option<&mut Block> {
         let end = offset.checked_add(len)?;
         if len == 0 {
             return None;
@@ -129,24 +147,22 @@ impl Blocks {
         let size = self.size;
         // A linear scan: there are rarely more than a few blocks. Blocks in the queue never
         // overlap in the slab (all lie in `tail..head`, less than a lap), so at most one matches.
-        let block = self.blocks.iter_mut().find(|block| {
+        self.blocks.iter_mut().find(|block| {
             let at = (block.start % size as u64) as usize;
             block.held && at <= offset && end <= at + block.len
-        })?;
+        })
+    }
+
+    /// Counts one more reference in flight on `block` and returns its id.
+    fn count(block: &mut Block) -> Option<BlockId> {
         // Four billion references to one block cannot be in flight; should it happen, copying is
         // still correct.
         block.in_flight = block.in_flight.checked_add(1)?;
         Some(BlockId(block.start))
     }
 
-    /// Whether block `id` (a live block) was asked about before; it has been now.
-    pub(crate) fn sent_before(&mut self, id: BlockId) -> bool {
-        let block = self.block_mut(id).expect("a live block");
-        std::mem::replace(&mut block.sent, true)
-    }
-
     /// The peer consumed one reference to block `id`. Panics if none was in flight (a bug of
-    /// ours: the caller only passes ids that [`send`](Self::send) returned, once each).
+    /// ours: the caller only passes ids that [`refer`](Self::refer) returned, once each).
     pub(crate) fn acked(&mut self, id: BlockId) {
         match self.block_mut(id) {
             Some(block) if block.in_flight > 0 => block.in_flight -= 1,
@@ -300,17 +316,21 @@ mod tests {
     }
 
     #[test]
-    fn a_block_says_once_that_it_was_not_sent_before() {
+    fn a_block_is_referred_to_only_from_its_second_send_on() {
         let mut b = Blocks::new(256);
-        let (_, x) = b.take(64).unwrap();
-        let (_, y) = b.take(64).unwrap();
-        assert!(!b.sent_before(x));
-        assert!(b.sent_before(x));
-        assert!(!b.sent_before(y), "each block its own");
+        let (x_at, x) = b.take(64).unwrap();
+        let (y_at, y) = b.take(64).unwrap();
+        assert_eq!(b.refer(x_at, 64), None, "a first send counts nothing");
+        assert_eq!(b.refer(x_at, 10), Some(x));
+        assert_eq!(b.refer(y_at, 64), None, "each block its own");
+        b.acked(x);
         b.release(x);
         b.release(y);
-        let (_, z) = b.take(64).unwrap();
-        assert!(!b.sent_before(z), "a new block in the same memory was not");
+        assert!(b.is_idle(), "the first sends left nothing in flight");
+        let (z_at, z) = b.take(64).unwrap();
+        assert_eq!(z_at, x_at, "the same memory");
+        assert_eq!(b.refer(z_at, 64), None, "a new block in the same memory was not sent before");
+        assert_eq!(b.refer(z_at, 64), Some(z));
     }
 
     #[test]
