@@ -215,7 +215,20 @@ impl PollFirst {
 ///   against 5.5-7.1; `rpc-bench --multi-thread` unpinned 32-41 against 6.4-6.5. Pinned apart
 ///   (`--pin`) or together (`--pin-same`), the offer made no difference there.
 fn offers_the_cpu() -> bool {
-    tokio::runtime::Handle::try_current().map_or(true, |runtime| runtime.metrics().num_workers() <= 1)
+    !has_other_workers()
+}
+
+/// Whether the runtime that polls has more than one worker thread (`#[tokio::main]`'s default).
+///
+/// There, a task that yields (`yield_now`, a self-wake, or tokio's cooperative budget running
+/// out) wakes an idle worker to steal it, and the worker that finds the task wakes another one
+/// as it stops searching. Each wake-up is a system call, and on a machine that a spinning pair
+/// keeps busy the woken thread takes a CPU from one of the two spinners. An `shm://` reader
+/// there yields sparingly (see `shm::halves`): in a loop of lone `add` calls (a multi-thread
+/// client, 2 vCPUs), its yields every 50 µs of reading and one every 128 reads for the budget
+/// had woken a worker about 8,000 times a second.
+pub(crate) fn has_other_workers() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.metrics().num_workers() > 1)
 }
 
 /// Returns `Pending` after arranging for the task to be polled again once the runtime has
@@ -253,6 +266,12 @@ impl Run {
     /// The waiter returned `Pending`: its run is over.
     pub(crate) fn yielded(&mut self) {
         self.since = None;
+    }
+
+    /// Whether a run of waits has begun and not ended.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> bool {
+        self.since.is_some()
     }
 }
 
@@ -405,6 +424,21 @@ mod tests {
                 wait.offer_cpu
             });
             assert_eq!(decided, Some(offers), "{name}");
+        }
+    }
+
+    #[test]
+    fn other_workers_are_those_of_the_runtime_that_polls() {
+        use tokio::runtime::Builder;
+        assert!(!has_other_workers(), "outside any runtime");
+        let runtimes = [
+            ("current-thread", Builder::new_current_thread().build().unwrap(), false),
+            ("one worker", Builder::new_multi_thread().worker_threads(1).build().unwrap(), false),
+            ("two workers", Builder::new_multi_thread().worker_threads(2).build().unwrap(), true),
+        ];
+        for (name, runtime, others) in runtimes {
+            let found = runtime.block_on(async { tokio::spawn(async { has_other_workers() }).await.unwrap() });
+            assert_eq!(found, others, "{name}");
         }
     }
 }
