@@ -624,6 +624,14 @@ mod tests {
                 }
             })
         };
+        // Stops the publisher however the reads end (a failed assertion included).
+        struct Stop(Arc<AtomicU32>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.store(u32::MAX, Ordering::Release);
+            }
+        }
+        let stop = Stop(Arc::clone(&asked));
         let left = runtime.block_on(async move {
             tokio::spawn(async move {
                 // A peer in another process: no `in_process` yield before the spin.
@@ -654,7 +662,6 @@ mod tests {
                             read.unwrap();
                             assert_eq!(buf.filled(), [7]);
                             if waited {
-                                asked.store(u32::MAX, Ordering::Release);
                                 return left;
                             }
                         }
@@ -672,6 +679,7 @@ mod tests {
             .await
             .unwrap()
         });
+        drop(stop);
         publisher.join().unwrap();
         left
     }
