@@ -122,22 +122,12 @@ pub(crate) struct Waiter {
     in_process: bool,
     /// The current wait has done so.
     yielded: bool,
-    /// Whether this half yields sparingly, decided where it first needs to know: in a runtime
-    /// with other workers, where each yield wakes one of them ([`has_other_workers`]), unless
-    /// the peer is in this process (it may be a task waiting behind us on this very worker).
-    sparing: Option<bool>,
 }
 
 impl Waiter {
     /// A waiter sleeping on `bell`; `in_process` if the peer is in this process.
     pub(crate) fn new(bell: Arc<Bell>, spin: Spin, peer: PeerProcess, in_process: bool) -> Self {
-        Waiter { bell, spin, peer, sleeping: false, in_process, yielded: false, sparing: None }
-    }
-
-    /// Whether this half yields sparingly (see `sparing`); the first call decides.
-    fn sparing(&mut self) -> bool {
-        let in_process = self.in_process;
-        *self.sparing.get_or_insert_with(|| !in_process && has_other_workers())
+        Waiter { bell, spin, peer, sleeping: false, in_process, yielded: false }
     }
 
     /// One step of waiting; `check` says whether what we wait for is there.
@@ -419,11 +409,21 @@ pub(crate) struct ShmReader {
     peer_gone: bool,
     /// Waits since `poll_read` last returned `Pending` (see [`RUN_MAX`]).
     run: Run,
+    /// Whether this reader yields sparingly, decided where it first needs to know: in a runtime
+    /// with other workers, where each yield wakes one of them ([`has_other_workers`]), unless
+    /// the peer is in this process (it may be a task waiting behind us on this very worker).
+    sparing: Option<bool>,
 }
 
 impl ShmReader {
     pub(crate) fn new(ring: Reader, waiter: Waiter, room_bell: Arc<Bell>) -> Self {
-        ShmReader { ring, waiter, room_bell, peer_gone: false, run: Run::default() }
+        ShmReader { ring, waiter, room_bell, peer_gone: false, run: Run::default(), sparing: None }
+    }
+
+    /// Whether this reader yields sparingly (see `sparing`); the first call decides.
+    fn sparing(&mut self) -> bool {
+        let in_process = self.waiter.in_process;
+        *self.sparing.get_or_insert_with(|| !in_process && has_other_workers())
     }
 
     /// Moves available bytes into `buf`, freeing their room every [`STEP`] bytes (and ringing
@@ -463,13 +463,13 @@ impl AsyncRead for ShmReader {
                 // A sparing reader's read that had to wait gives its unit back (`coop` restores
                 // it when dropped): over a socket, that wait would have returned `Pending` and
                 // the task would have come back with a fresh budget, without a yield.
-                if !(waited && this.waiter.sparing()) {
+                if !(waited && this.sparing()) {
                     coop.made_progress();
                 }
                 return Poll::Ready(Ok(()));
             }
             waited = true;
-            let run_max = if this.waiter.sparing() { SPARING_RUN_MAX } else { RUN_MAX };
+            let run_max = if this.sparing() { SPARING_RUN_MAX } else { RUN_MAX };
             if this.run.yield_first(Instant::now(), run_max) {
                 return yield_to_the_runtime(cx);
             }

@@ -110,13 +110,13 @@ impl SlabOut {
         // A block's first send copies its bytes through the ring, like any payload's (`refer`
         // says `None`); only a block sent again goes by reference. The peer's copy out of the
         // slab leaves the block's cache lines on its core, and a handler filling the block
-        // afresh for its next payload then waits for each line to come back before it can write it, all before the send;
-        // through the ring the peer never touches the block, and the ring's copy overlaps that
-        // wait with the peer's copy out (1 MiB results filled afresh for each call, one call
-        // after another, on a 2-vCPU VM: 3.6-4.7 GB/s by reference, 20.5-22.2 GB/s copied,
-        // against 19.6-21.0 from a heap buffer). A payload sent again unchanged (prepared or
-        // cached) is not written in between, and by reference it saves the sender its copy:
-        // 32-36 GB/s, against 28-29 from the heap.
+        // afresh for its next payload then waits for each line to come back before it can
+        // write it, all before the send; through the ring the peer never touches the block,
+        // and the ring's copy overlaps that wait with the peer's copy out (1 MiB results filled
+        // afresh for each call, one call after another, on a 2-vCPU VM: 3.6-4.7 GB/s by
+        // reference, 20.5-22.2 GB/s copied, against 19.6-21.0 from a heap buffer). A payload
+        // sent again unchanged (prepared or cached) is not written in between, and by
+        // reference it saves the sender its copy: 32-36 GB/s, against 28-29 from the heap.
         let Some(block) = state.blocks.refer(offset, bytes.len()) else {
             return Ok(None);
         };

@@ -6,10 +6,10 @@
 //! (sealed against resizing), maps it, makes a socketpair, and sends the client one message
 //! carrying the ring size with the memfd, one socketpair end and the server's slab (see Loans
 //! below) attached (`SCM_RIGHTS`; see [`setup`]). Nothing is ever created in `/dev/shm` or on
-//! disk, so nothing can be left behind, whoever crashes. So unlike a socket's, an `shm://` connect completes only when the server
-//! accepts (a server that never does makes it fail after 10 s). A server out of descriptors or
-//! memory keeps the accepted client waiting and offers it memory when its next accept runs, as a
-//! socket's backlog would.
+//! disk, so nothing can be left behind, whoever crashes. So unlike a socket's, an `shm://`
+//! connect completes only when the server accepts (a server that never does makes it fail after
+//! 10 s). A server out of descriptors or memory keeps the accepted client waiting and offers it
+//! memory when its next accept runs, as a socket's backlog would.
 //!
 //! **Data.** Each frame is the usual 4-byte length prefix and body, streamed through the ring
 //! ([`ring`]); a frame larger than the ring (up to the maximum frame length) simply streams
